@@ -1,0 +1,16 @@
+"""Where zoo keeps what it can rebuild: converted weights, sample data, extracted features."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_dir(*parts: str) -> Path:
+    """A folder under `$ZOO_CACHE_DIR` (default `~/.cache/zoo`), created on first use."""
+    root = os.environ.get("ZOO_CACHE_DIR") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    ) / "zoo"
+    path = Path(root).expanduser().joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,204 @@
+"""The `zoo` command: list, inspect and benchmark backbones.
+
+Errors users can fix are ZooErrors, printed as one line (a traceback only with --debug).
+TensorFlow is imported only by the commands that build models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from zoo import plugin_manager, weights
+from zoo.errors import ZooError
+
+app = typer.Typer(
+    help="Which pretrained backbone is best for my data, and at what cost?",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+# Piped output is not cut to 80 columns: tables stay whole in logs and files.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+_debug = False
+
+
+@app.callback()
+def main_options(
+    plugin: list[Path] = typer.Option([], "--plugin", help="Load a plugin file or folder too."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    global _debug
+    _debug = debug
+    for path in plugin:
+        plugin_manager.add_plugin_path(str(path))
+
+
+def _catalog_rows() -> list[dict]:
+    return [
+        {**spec.to_dict(), "weights_status": weights.status(spec)}
+        for spec in plugin_manager.catalog().backbones.values()
+    ]
+
+
+def _warn_broken() -> None:
+    catalog = plugin_manager.catalog()
+    for info in catalog.plugins:
+        if info.error:
+            err.print(f"[yellow]plugin {info.name} is broken: {info.error}[/]")
+    for name, claimants in catalog.conflicts.items():
+        err.print(f"[yellow]backbone {name} is declared by {' and '.join(claimants)}; left out[/]")
+
+
+@app.command("list")
+def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Every backbone the installed plugins provide (does not import TensorFlow)."""
+    rows = _catalog_rows()
+    if as_json:
+        out.print_json(json.dumps(rows))
+    else:
+        table = Table(title="zoo backbones")
+        for header in ("Name", "Family", "Source", "Input", "Preprocessing", "Params", "Weights", "Plugin"):
+            table.add_column(header)
+        for row in rows:
+            table.add_row(
+                row["name"], row["family"], row["source"], str(row["input_size"]),
+                row["preprocessing"], f"{row['params'] / 1e6:.1f}M", row["weights_status"], row["plugin"],
+            )
+        out.print(table)
+    _warn_broken()
+
+
+@app.command()
+def info(name: str) -> None:
+    """Everything zoo knows about one backbone."""
+    spec = plugin_manager.catalog().get(name)
+    out.print_json(json.dumps({**spec.to_dict(), "weights_status": weights.status(spec)}))
+
+
+@app.command()
+def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Installed plugins: name, version, hooks, and why a broken one failed."""
+    infos = plugin_manager.plugin_manager()[1]
+    plugin_manager.catalog()  # calls the hooks, which may mark more plugins broken
+    if as_json:
+        out.print_json(json.dumps([vars(info) for info in infos]))
+        return
+    table = Table(title="zoo plugins")
+    for header in ("Name", "Version", "Origin", "Hooks", "Status"):
+        table.add_column(header)
+    for info in infos:
+        status = f"[red]broken: {info.error}[/]" if info.error else "ok"
+        table.add_row(info.name, info.version, info.origin, ", ".join(info.hooks), status)
+    out.print(table)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=True,
+    )
+
+
+@app.command()
+def bench(
+    names: list[str] = typer.Argument(None, help="Backbones to bench (see `zoo list`)."),
+    all_backbones: bool = typer.Option(False, "--all", help="Bench every backbone."),
+    data: Optional[Path] = typer.Option(None, help="Folder with train/<class>/ and test/<class>/."),
+    epochs: Optional[int] = typer.Option(None, help="Head training epochs [registry: 5]."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size [registry: 32]."),
+    learning_rate: Optional[float] = typer.Option(None, help="Adam learning rate [registry: 1e-3]."),
+    weights_mode: str = typer.Option(
+        "auto", "--weights", help="auto, imagenet, none, or a weights file for one backbone."
+    ),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Results folder [zoo-results/<data>]."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Benchmark backbones on one dataset and print the comparison table."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from zoo.bench import BenchSettings, bench_backbone, validate_weights_mode
+    from zoo.data import load_dataset
+    from zoo.report import random_weights, results_table, write_results
+    from zoo.sample_data import sample_dataset
+
+    settings = BenchSettings.from_registry(
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, weights=weights_mode
+    )
+    settings.validate()
+    catalog = plugin_manager.catalog()
+    if all_backbones:
+        specs = list(catalog.backbones.values())
+    elif names:
+        specs = [catalog.get(name) for name in names]
+    else:
+        raise ZooError("name the backbones to bench (see `zoo list`) or use --all")
+    validate_weights_mode(settings.weights, len(specs))
+    _warn_broken()
+    if data is None:
+        data = sample_dataset()
+        err.print(
+            "[cyan]No --data given: using zoo's embedded sample dataset (3 classes of drawn shapes). "
+            "Point --data at a folder with train/<class>/ and test/<class>/ for real answers.[/]"
+        )
+    dataset = load_dataset(data)
+    if dataset.skipped:
+        err.print(f"[yellow]skipped {dataset.skipped} files that are not images[/]")
+    out_dir = out_dir or Path("zoo-results") / dataset.root.resolve().name
+    err.print(
+        f"{len(dataset.class_names)} classes, {len(dataset.train)} train and "
+        f"{len(dataset.test)} test images from {dataset.root}"
+    )
+
+    rows = []
+    with _progress() as progress:
+        overall = progress.add_task("backbones", total=len(specs))
+        for spec in specs:
+            step_task = progress.add_task(spec.name, total=None)
+
+            def report(step: str, done: int, total: int, task=step_task, name=spec.name) -> None:
+                progress.update(task, description=f"{name}: {step}", completed=done, total=total)
+
+            row = bench_backbone(spec, dataset, settings, report)
+            progress.remove_task(step_task)
+            progress.advance(overall)
+            rows.append(row)
+            write_results(out_dir, rows)
+            if row["status"] != "ok":
+                err.print(f"[red]{spec.name} failed: {row['error']}[/]")
+
+    if as_json:
+        out.print_json(json.dumps(rows))
+    else:
+        out.print(results_table(rows, title=f"zoo bench: {dataset.root.name}"))
+    untrained = random_weights(rows)
+    if untrained:
+        err.print(
+            f"[bold red]RANDOM weights (no pretrained file found): {', '.join(untrained)}. "
+            "Their accuracy says nothing about transfer learning; see `zoo list` for how to get weights.[/]"
+        )
+    err.print(f"Results written to {out_dir}/results.json, .csv and .md")
+    if any(row["status"] != "ok" for row in rows):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Console-script entry point: ZooErrors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except ZooError as exc:
+        if _debug:
+            raise
+        err.print(f"[red]Error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("[yellow]Interrupted.[/]")
+        sys.exit(130)

@@ -1,0 +1,49 @@
+"""Keras models from specs: the frozen feature extractor, the head, and both together.
+
+The seed's recipe: Input → preprocessing → frozen base → global average pooling → Dense softmax.
+"""
+
+from __future__ import annotations
+
+from zoo.errors import ZooError
+from zoo.plugin_manager import build_backbone, catalog
+from zoo.preprocessing import preprocessing_layer
+from zoo.spec import BackboneSpec
+from zoo.weights import ResolvedWeights, resolve
+
+
+def feature_extractor(spec: BackboneSpec, weights: ResolvedWeights):
+    """0..255 RGB images → pooled features, with the base frozen (BatchNorm in inference mode)."""
+    import keras
+
+    base = build_backbone(spec, weights.path)
+    base.trainable = False
+    inputs = keras.Input((spec.input_size, spec.input_size, 3), name="image")
+    x = inputs if spec.preprocessing == "none" else preprocessing_layer(spec)(inputs)
+    features = base(x, training=False)
+    if tuple(features.shape[1:]) != (spec.feature_dim,):
+        raise ZooError(
+            f"{spec.name} outputs features of shape {tuple(features.shape[1:])}, but its spec "
+            f"says ({spec.feature_dim},); plugin {spec.plugin} must fix feature_dim or its model"
+        )
+    return keras.Model(inputs, features, name=f"{spec.name.replace(':', '_')}_features")
+
+
+def classification_head(feature_dim: int, num_classes: int):
+    """The new head trained on the features: one Dense softmax layer, as in the seed."""
+    import keras
+
+    return keras.Sequential(
+        [keras.Input((feature_dim,)), keras.layers.Dense(num_classes, activation="softmax")],
+        name="head",
+    )
+
+
+def create_model(name: str, num_classes: int, weights: str = "auto"):
+    """A ready-to-train classifier: backbone `name`, frozen, with a new `num_classes` head."""
+    import keras
+
+    spec = catalog().get(name)
+    extractor = feature_extractor(spec, resolve(spec, weights))
+    head = classification_head(spec.feature_dim, num_classes)
+    return keras.Model(extractor.input, head(extractor.output), name=spec.name.replace(":", "_"))

