@@ -1,0 +1,34 @@
+# Two commands do everything on a fresh machine: `make bench` and `make test`.
+VENV := .venv
+PY := $(VENV)/bin/python
+SOURCES := $(shell find zoo plugins -name '*.py') registry.toml pyproject.toml
+
+.PHONY: install bench test test-fast test-slow clean
+
+# Dependencies, reinstalled only when pyproject.toml changes.
+$(VENV)/.deps: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet '.[cpu,pretrained,test]'
+	touch $@
+
+# zoo itself, reinstalled (not editable: plugins/ installs as zoo_plugins) when a source changes.
+$(VENV)/.installed: $(VENV)/.deps $(SOURCES)
+	$(PY) -m pip install --quiet --no-deps .
+	touch $@
+
+install: $(VENV)/.installed
+
+bench: install
+	$(VENV)/bin/zoo bench --all
+
+test: test-fast test-slow
+
+test-fast: install
+	$(VENV)/bin/pytest
+
+test-slow: install
+	$(VENV)/bin/pytest -m slow
+
+clean:
+	rm -rf $(VENV) build dist zoo-results
