@@ -40,10 +40,10 @@ def catalog_spec(name: str, **overrides: Any) -> BackboneSpec:
     return BackboneSpec(**fields)
 
 
-def catalog_specs(plugin: str) -> list[BackboneSpec]:
-    """Every backbone registry.toml assigns to the built-in `plugin`."""
+def catalog_specs(plugin: str, **overrides: Any) -> list[BackboneSpec]:
+    """Every backbone registry.toml assigns to the built-in `plugin`, fields overridden alike."""
     return [
-        catalog_spec(name)
+        catalog_spec(name, **overrides)
         for name, entry in load()["backbones"].items()
         if entry["plugin"] == plugin
     ]
