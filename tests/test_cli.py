@@ -1,0 +1,114 @@
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+from zoo.cli import app
+
+BUILT_INS = {"efficientnet_b0", "efficientnet_v2_b0", "mobilenet_v2", "resnet50_v2"}
+runner = CliRunner()
+
+BROKEN_BUILDER = textwrap.dedent(
+    """
+    from zoo import BackboneSpec, hookimpl
+
+    @hookimpl
+    def zoo_backbones():
+        return [BackboneSpec(name="exploding_net", family="test", source="custom",
+                             reference="explodes", input_size=32, preprocessing="unit",
+                             feature_dim=4, params=1)]
+
+    @hookimpl
+    def zoo_build_backbone(spec, weights):
+        if spec.name == "exploding_net":
+            raise MemoryError("out of memory while building")
+    """
+)
+
+
+def test_list_shows_the_built_ins_without_importing_tensorflow():
+    code = (
+        "import sys, json, io, contextlib\n"
+        "from typer.testing import CliRunner\n"
+        "from zoo.cli import app\n"
+        "result = CliRunner().invoke(app, ['list', '--json'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print(json.dumps({'tf': 'tensorflow' in sys.modules, 'keras': 'keras' in sys.modules,"
+        " 'rows': json.loads(result.stdout)}))\n"
+    )
+    report = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                       text=True, check=True).stdout)
+    assert report["tf"] is False and report["keras"] is False
+    rows = {row["name"]: row for row in report["rows"]}
+    assert BUILT_INS <= set(rows)
+    assert rows["mobilenet_v2"]["preprocessing"] == "symmetric"
+    assert rows["efficientnet_b0"]["preprocessing"] == "none"
+    assert rows["resnet50_v2"]["feature_dim"] == 2048
+    assert {rows[name]["plugin"] for name in BUILT_INS} == {"efficientnet", "mobilenet_v2", "resnet_v2"}
+
+
+def test_plugins_shows_built_ins_registered_through_entry_points():
+    result = runner.invoke(app, ["plugins", "--json"])
+    assert result.exit_code == 0
+    plugins = {info["name"]: info for info in json.loads(result.stdout)}
+    for name in ("efficientnet", "mobilenet_v2", "resnet_v2"):
+        assert "entry point" in plugins[name]["origin"]
+        assert plugins[name]["hooks"] == ["zoo_backbones"]
+        assert plugins[name]["error"] == ""
+
+
+def test_info_describes_one_backbone():
+    result = runner.invoke(app, ["info", "resnet50_v2"])
+    assert result.exit_code == 0
+    info = json.loads(result.stdout)
+    assert info["reference"] == "ResNet50V2"
+    assert info["weights"]["file"] == "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+def test_bench_end_to_end_and_a_failing_backbone_does_not_stop_the_others(tiny_dataset, tmp_path, monkeypatch):
+    plugin = tmp_path / "exploding.py"
+    plugin.write_text(BROKEN_BUILDER)
+    monkeypatch.setenv("ZOO_PLUGINS", str(plugin))
+    out = tmp_path / "results"
+    result = runner.invoke(app, [
+        "bench", "exploding_net", "mobilenet_v2", "--data", str(tiny_dataset),
+        "--weights", "none", "--epochs", "1", "--batch-size", "4", "--out", str(out),
+    ])
+    assert result.exit_code == 1, result.output
+    rows = {row["backbone"]: row for row in json.loads((out / "results.json").read_text())}
+    assert rows["exploding_net"]["status"] == "failed"
+    assert rows["exploding_net"]["error"] == "MemoryError: out of memory while building"
+    good = rows["mobilenet_v2"]
+    assert good["status"] == "ok" and good["weights"] == "random"
+    assert 0.0 <= good["top1"] <= 1.0 and good["images_per_sec"] > 0
+    assert good["params"] == 2_257_984 and good["train_seconds"] > 0
+    for key in ("backbone", "weights", "status", "top1", "images_per_sec", "params", "train_seconds", "error"):
+        assert key in good
+    assert "mobilenet_v2" in result.stdout and "RANDOM" in result.stdout
+    assert (out / "results.csv").read_text().startswith("backbone,")
+    assert "| mobilenet_v2 |" in (out / "results.md").read_text()
+
+
+def test_bench_without_data_uses_the_embedded_sample(tmp_path):
+    result = runner.invoke(app, [
+        "bench", "mobilenet_v2", "--weights", "none", "--epochs", "1", "--out", str(tmp_path),
+    ])
+    assert result.exit_code == 0, result.output
+    assert "embedded sample dataset" in result.stderr
+    [row] = json.loads((tmp_path / "results.json").read_text())
+    assert row["status"] == "ok" and row["test_images"] == 36 if "test_images" in row else row["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_bench_all_on_the_food_photos(food, tmp_path):
+    result = runner.invoke(app, [
+        "bench", "--all", "--data", str(food), "--weights", "none", "--epochs", "1",
+        "--out", str(tmp_path),
+    ])
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert BUILT_INS <= {row["backbone"] for row in rows}
+    assert all(row["status"] == "ok" for row in rows), result.output
+    assert "zoo bench: 10_food_classes_10_percent" in result.stdout

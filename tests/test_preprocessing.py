@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from zoo.preprocessing import normalize
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+
+
+@pytest.mark.parametrize(
+    "kind, module",
+    [
+        ("none", "efficientnet"),
+        ("symmetric", "mobilenet_v2"),
+        ("symmetric", "resnet_v2"),
+        ("caffe", "resnet50"),
+        ("torch", "densenet"),
+    ],
+)
+def test_named_kinds_match_keras_preprocess_input(images, kind, module):
+    import keras
+
+    expected = getattr(keras.applications, module).preprocess_input(images.copy())
+    np.testing.assert_allclose(normalize(images, kind), np.asarray(expected), rtol=1e-5, atol=1e-4)
+
+
+def test_unit_scales_to_zero_one(images):
+    np.testing.assert_allclose(normalize(images, "unit"), images / 255.0, rtol=1e-6)
+
+
+def test_the_layer_does_inside_a_model_what_the_function_does(images):
+    import keras
+
+    from zoo import get_backbone
+    from zoo.preprocessing import preprocessing_layer
+
+    spec = get_backbone("mobilenet_v2")
+    layer_output = np.asarray(preprocessing_layer(spec)(keras.ops.convert_to_tensor(images)))
+    np.testing.assert_allclose(layer_output, images / 127.5 - 1, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,59 @@
+import dataclasses
+
+import pytest
+
+from zoo.errors import ZooError
+from zoo.spec import PREPROCESSING, BackboneSpec, Weights
+
+
+def make_spec(**changes) -> BackboneSpec:
+    fields = dict(
+        name="tiny_net", family="tiny", source="keras.applications", reference="MobileNetV2",
+        input_size=32, preprocessing="unit", feature_dim=8, params=100, plugin="my_plugin",
+    )
+    return BackboneSpec(**{**fields, **changes})
+
+
+def test_a_good_spec_validates_and_is_plain_data():
+    spec = make_spec(weights=Weights("w.h5", url="https://example.org/w.h5", md5="ab" * 16))
+    spec.validate()
+    data = spec.to_dict()
+    assert data["weights"]["md5"] == "ab" * 16
+    assert spec.weights.pinned_hash == ("md5", "ab" * 16)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.name = "other"
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"preprocessing": "imagenet"}, "unknown preprocessing 'imagenet'"),
+        ({"input_size": 0}, "input_size=0"),
+        ({"feature_dim": -3}, "feature_dim=-3"),
+        ({"source": "torch.hub"}, "unknown source 'torch.hub'"),
+        ({"name": "Bad Name"}, "invalid name"),
+        ({"weights": Weights("w.h5")}, "neither a url nor a package"),
+    ],
+)
+def test_invalid_specs_are_rejected_naming_the_plugin(changes, words):
+    with pytest.raises(ZooError, match="plugin my_plugin") as error:
+        make_spec(**changes).validate()
+    assert words in str(error.value)
+
+
+def test_a_callable_preprocessing_is_allowed_and_named():
+    def halve(images):
+        return images / 2
+
+    spec = make_spec(preprocessing=halve)
+    spec.validate()
+    assert spec.preprocessing_name.endswith("halve")
+    assert spec.to_dict()["preprocessing"] == spec.preprocessing_name
+
+
+def test_output_ranges_of_the_named_kinds():
+    assert PREPROCESSING["none"].output_range() == (0, 255)
+    assert PREPROCESSING["unit"].output_range() == (0, 1)
+    assert PREPROCESSING["symmetric"].output_range() == (-1, 1)
+    low, high = PREPROCESSING["torch"].output_range()
+    assert -2.2 < low < -2.0 and 2.6 < high < 2.7
