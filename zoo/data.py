@@ -1,17 +1,20 @@
 """Image-folder datasets: `train/<class>/*` and `test/<class>/*`, as Keras' image_dataset_from_directory reads them.
 
-Files are listed and checked up front, so a stray `.DS_Store` or a non-image is skipped and
-counted before training starts rather than crashing TensorFlow's decoder mid-epoch.
+A folder laid out wrongly is a one-line ZooError before anything runs. Every file is checked
+up front (see zoo.images), so a stray `.DS_Store`, an empty or truncated download is skipped
+and counted, rather than crashing TensorFlow's decoder mid-epoch.
 """
 
 from __future__ import annotations
 
+import difflib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from zoo.errors import ZooError
+from zoo.images import Progress, check_files, decode
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 SPLITS = ("train", "test")
 
 
@@ -27,76 +30,109 @@ class Split:
 
 
 @dataclass(frozen=True)
+class SkippedFile:
+    """A file left out of the dataset, and why (a short reason shared by files alike)."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Dataset:
-    """A train/test pair over the same classes; `skipped` counts files that are not images."""
+    """A train/test pair over the same classes, and the files that were left out."""
 
     root: Path
     class_names: tuple[str, ...]
     train: Split
     test: Split
-    skipped: int = 0
-
-
-def _is_image(path: Path) -> bool:
-    return (
-        path.suffix.lower() in IMAGE_EXTENSIONS
-        and not path.name.startswith(".")
-        and path.is_file()
-        and path.stat().st_size > 0
-    )
+    skipped: tuple[SkippedFile, ...] = ()
 
 
 def _class_folders(split_dir: Path) -> dict[str, Path]:
+    """Class name → folder (symlinks followed); hidden folders such as .ipynb_checkpoints are not classes."""
     folders = {p.name: p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
     if not folders:
         raise ZooError(f"{split_dir} has no class folders; put images in {split_dir}/<class>/")
     return folders
 
 
-def load_dataset(root: str | Path) -> Dataset:
-    """List a dataset folder, or raise a ZooError that says what is wrong with it."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
+def _check_layout(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    if not root.exists():
         raise ZooError(f"--data {root}: no such folder; give a folder with train/ and test/ inside")
+    if not root.is_dir():
+        raise ZooError(f"--data {root} is a file; give a folder with train/ and test/ inside")
     for name in SPLITS:
         if not (root / name).is_dir():
-            raise ZooError(f"--data {root} has no {name}/ folder; lay it out as {name}/<class>/*.jpg")
-    train_classes, test_classes = (_class_folders(root / name) for name in SPLITS)
-    if set(train_classes) != set(test_classes):
-        only_train = sorted(set(train_classes) - set(test_classes))
-        only_test = sorted(set(test_classes) - set(train_classes))
+            raise ZooError(f"--data {root} has no {name}/ folder; lay it out as {name}/<class>/<image>")
+    train, test = (_class_folders(root / name) for name in SPLITS)
+    if set(train) != set(test):
+        problems = [f"test/ has no {name!r}" for name in sorted(set(train) - set(test))]
+        for name in sorted(set(test) - set(train)):
+            close = difflib.get_close_matches(name, train, n=1)
+            problems.append(f"train/ has no {name!r}" + (f" (is it {close[0]!r}?)" if close else ""))
         raise ZooError(
-            f"--data {root}: train/ and test/ classes differ (only in train: {only_train or '-'}; "
-            f"only in test: {only_test or '-'}); give both splits the same class folders"
+            f"--data {root}: train/ and test/ have different classes: {'; '.join(problems)}; "
+            "give both the same class folders"
         )
-    class_names = tuple(sorted(train_classes))
-    splits, skipped = [], 0
-    for folders in (train_classes, test_classes):
+    return train, test
+
+
+def load_dataset(root: str | Path, progress: Progress | None = None) -> Dataset:
+    """List and check a dataset folder, or raise a ZooError that says what is wrong with it."""
+    root = Path(root).expanduser()
+    train_folders, test_folders = _check_layout(root)
+    class_names = tuple(sorted(train_folders))
+    listing = {
+        folders[name]: sorted(p for p in folders[name].iterdir() if not p.is_dir())
+        for folders in (train_folders, test_folders)
+        for name in class_names
+    }
+    verdicts = check_files(root, [path for files in listing.values() for path in files], progress)
+    splits = []
+    for folders in (train_folders, test_folders):
         files, labels = [], []
         for label, name in enumerate(class_names):
-            entries = sorted(p for p in folders[name].iterdir() if not p.is_dir())
-            images = [p for p in entries if _is_image(p)]
-            skipped += len(entries) - len(images)
+            images = [str(path) for path in listing[folders[name]] if not verdicts[path]]
             if not images:
-                raise ZooError(f"{folders[name]} has no images; add some or remove the folder")
-            files += [str(p) for p in images]
+                raise ZooError(
+                    f"{folders[name]} has no usable images{_skip_note(listing[folders[name]], verdicts)}; "
+                    "add some, or remove this class from both train/ and test/"
+                )
+            files += images
             labels += [label] * len(images)
         splits.append(Split(tuple(files), tuple(labels)))
+    skipped = tuple(SkippedFile(str(path), reason) for path, reason in verdicts.items() if reason)
     return Dataset(root, class_names, splits[0], splits[1], skipped)
+
+
+def _skip_note(files: list[Path], verdicts: dict[Path, str]) -> str:
+    reasons = Counter(verdicts[path] for path in files)
+    return f" ({', '.join(f'{count} {reason}' for reason, count in reasons.items())})" if reasons else ""
+
+
+def skipped_summary(dataset: Dataset, examples: int = 2) -> str:
+    """One line for the user: how many files were skipped, grouped by reason, with examples."""
+    by_reason: dict[str, list[str]] = {}
+    for skipped in dataset.skipped:
+        by_reason.setdefault(skipped.reason, []).append(str(Path(skipped.path).relative_to(dataset.root)))
+    groups = []
+    for reason, paths in sorted(by_reason.items(), key=lambda item: -len(item[1])):
+        shown = ", ".join(paths[:examples]) + (", ..." if len(paths) > examples else "")
+        groups.append(f"{len(paths)} {reason} ({shown})")
+    count = len(dataset.skipped)
+    return f"skipped {count} file{'s' * (count != 1)}: {'; '.join(groups)}"
 
 
 def image_batches(files: tuple[str, ...], size: int, batch_size: int):
     """A tf.data pipeline of float32 0..255 RGB images resized to size×size, in file order."""
     import tensorflow as tf
 
-    def decode(path):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        image.set_shape([None, None, 3])
-        return tf.image.resize(tf.cast(image, tf.float32), (size, size))
+    def load(path):
+        return tf.image.resize(tf.cast(decode(tf.io.read_file(path)), tf.float32), (size, size))
 
     return (
         tf.data.Dataset.from_tensor_slices(list(files))
-        .map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+        .map(load, num_parallel_calls=tf.data.AUTOTUNE)
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )

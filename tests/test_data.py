@@ -1,0 +1,100 @@
+"""zoo.data: listing a dataset folder, what is skipped and why, and the image pipeline."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_images
+from PIL import Image
+
+from zoo.data import image_batches, load_dataset, skipped_summary
+from zoo.errors import ZooError
+
+
+@pytest.fixture
+def messy(tmp_path) -> Path:
+    """Two classes with good images, plus the junk a scraped or copied folder picks up."""
+    make_images(tmp_path / "train", {"cat": 3, "dog": 2}, size=32)
+    make_images(tmp_path / "test", {"cat": 1, "dog": 1}, size=32, seed=1)
+    (tmp_path / "train/cat/.DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (tmp_path / "train/cat/empty.jpg").write_bytes(b"")
+    (tmp_path / "train/dog/readme.txt").write_text("scraped from the web")
+    (tmp_path / "train/dog/404.jpg").write_text("<html>Not Found</html>")
+    (tmp_path / "test/dog/Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (tmp_path / "train/.ipynb_checkpoints").mkdir()  # hidden folders are not classes
+    return tmp_path
+
+
+def test_good_images_are_listed_with_their_labels_and_bad_ones_skipped_with_reasons(messy):
+    dataset = load_dataset(messy)
+    assert dataset.class_names == ("cat", "dog")
+    assert [Path(f).name for f in dataset.train.files] == ["cat_0.jpg", "cat_1.jpg", "cat_2.jpg",
+                                                          "dog_0.jpg", "dog_1.jpg"]
+    assert dataset.train.labels == (0, 0, 0, 1, 1)
+    assert dataset.test.labels == (0, 1)
+    reasons = {Path(s.path).relative_to(messy).as_posix(): s.reason for s in dataset.skipped}
+    assert reasons == {
+        "train/cat/.DS_Store": "hidden file",
+        "train/cat/empty.jpg": "empty file",
+        "train/dog/404.jpg": "not an image",
+        "train/dog/readme.txt": "not an image file type",
+        "test/dog/Thumbs.db": "not an image file type",
+    }
+
+
+def test_the_skip_summary_counts_by_reason_with_examples(messy):
+    summary = skipped_summary(load_dataset(messy))
+    assert summary.startswith("skipped 5 files: 2 not an image file type (")
+    assert "train/dog/readme.txt" in summary and "1 empty file (train/cat/empty.jpg)" in summary
+    assert "\n" not in summary
+
+
+def test_a_class_whose_every_file_is_bad_is_an_error_that_counts_why(messy):
+    for path in (messy / "test/dog").iterdir():
+        path.write_bytes(b"")
+    with pytest.raises(ZooError) as error:
+        load_dataset(messy)
+    message = str(error.value)
+    assert "test/dog has no usable images (" in message
+    assert "1 empty file" in message and "1 not an image file type" in message
+    assert "remove this class from both train/ and test/" in message
+
+
+def test_symlinked_class_folders_and_unusual_file_names_are_read(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    make_images(elsewhere, {"chat noir": 2}, size=32)
+    root = tmp_path / "data"
+    make_images(root / "test", {"chat noir": 1}, size=32)
+    (root / "train").mkdir()
+    (root / "train/chat noir").symlink_to(elsewhere / "chat noir", target_is_directory=True)
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(root / "test/chat noir/crème brûlée 猫 (1).jpg")
+    dataset = load_dataset(root)
+    assert dataset.class_names == ("chat noir",)
+    assert len(dataset.train) == 2 and len(dataset.test) == 2 and not dataset.skipped
+    assert any("crème brûlée 猫 (1).jpg" in f for f in dataset.test.files)
+    batches = list(image_batches(dataset.test.files + dataset.train.files, 16, 3))
+    assert [len(b) for b in batches] == [3, 1]
+
+
+def test_image_batches_keep_file_order_and_size(tmp_path):
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    files = []
+    for index, colour in enumerate(colours):
+        files.append(str(tmp_path / f"{index}.png"))
+        Image.new("RGB", (50, 20), colour).save(files[-1])
+    [batch] = list(image_batches(tuple(files), 24, 8))
+    assert batch.shape == (3, 24, 24, 3) and batch.dtype == "float32"
+    assert np.allclose(batch.numpy()[:, 5, 5], colours)
+
+
+def test_a_rerun_decodes_only_what_changed(messy, monkeypatch):
+    from zoo import images
+
+    load_dataset(messy)
+    decoded = []
+    monkeypatch.setattr(images, "decode", lambda contents: decoded.append(contents))
+    load_dataset(messy)
+    assert decoded == []
+    make_images(messy / "train", {"cat": 4}, size=32, seed=5)  # rewrites three, adds one
+    load_dataset(messy)
+    assert len(decoded) == 4

@@ -1,0 +1,151 @@
+"""zoo.images: every format decodes to the right RGB pixels, and every bad file gets its reason."""
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from zoo import images
+
+RED = (255, 0, 0)
+
+
+def png_16bit_rgb(path: Path, colour16: tuple[int, int, int], size: int = 8) -> None:
+    """A 16-bit-per-channel RGB PNG, written by hand (Pillow cannot write one)."""
+    row = b"\0" + struct.pack(">3H", *colour16) * size
+    header = struct.pack(">2I5B", size, size, 16, 2, 0, 0, 0)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(row * size))
+        + chunk(b"IEND", b"")
+    )
+
+
+def red(mode: str = "RGB", size=(40, 30)) -> Image.Image:
+    return Image.new("RGB", size, RED).convert(mode)
+
+
+def save_animated_gif(path: Path) -> None:
+    frames = [Image.new("RGB", (20, 20), colour) for colour in (RED, (0, 255, 0))]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100)
+
+
+#: name → (writer, expected pixel). Each is a format TensorFlow or Pillow must get right.
+FORMATS = {
+    "rgb.jpg": (lambda p: red().save(p), RED),
+    "progressive.jpg": (lambda p: red().save(p, progressive=True), RED),
+    "cmyk.jpg": (lambda p: red("CMYK").save(p), RED),
+    "gray.jpg": (lambda p: Image.new("L", (20, 20), 200).save(p), (200, 200, 200)),
+    "rgba.png": (lambda p: Image.new("RGBA", (20, 20), (*RED, 128)).save(p), RED),
+    "palette.png": (lambda p: red("P").save(p), RED),
+    "gray_alpha.png": (lambda p: Image.new("LA", (20, 20), (90, 255)).save(p), (90, 90, 90)),
+    "sixteen_bit.png": (lambda p: png_16bit_rgb(p, (65535, 0, 0)), RED),
+    "sixteen_bit_gray.png": (lambda p: Image.fromarray(np.full((20, 20), 65535, np.uint16)).save(p),
+                             (255, 255, 255)),
+    "rgb.bmp": (lambda p: red().save(p), RED),
+    "palette.bmp": (lambda p: red("P").save(p), RED),  # TensorFlow alone decodes this as grey
+    "one_bit.bmp": (lambda p: Image.new("1", (20, 20), 1).save(p), (255, 255, 255)),
+    "animated.gif": (save_animated_gif, RED),  # the first frame
+    "tiff_named.jpg": (lambda p: red().save(p, format="TIFF"), RED),
+}
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_every_format_decodes_to_the_right_rgb(name, tmp_path):
+    write, expected = FORMATS[name]
+    path = tmp_path / name
+    write(path)
+    assert images.problem(path) == ""
+    pixels = images.decode(path.read_bytes()).numpy()
+    assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3
+    assert np.abs(pixels.astype(int) - expected).max() <= 3, pixels[0, 0]
+
+
+def test_a_very_large_image_is_resized_not_refused(tmp_path):
+    from zoo.data import image_batches
+
+    path = tmp_path / "huge.jpg"
+    red(size=(8000, 8000)).save(path)
+    assert images.problem(path) == ""
+    [batch] = list(image_batches((str(path),), 32, 1))
+    assert batch.shape == (1, 32, 32, 3)
+    assert np.abs(batch.numpy()[0] - RED).max() <= 3
+
+
+def encoded(image_format: str) -> bytes:
+    """A noisy 64×64 image's file contents (noise, so cutting it anywhere cuts image data)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3)).astype("uint8")).save(
+        buffer, image_format
+    )
+    return buffer.getvalue()
+
+
+JPEG, PNG = encoded("JPEG"), encoded("PNG")
+
+BAD = {
+    ".DS_Store": (b"\0\0\0\1Bud1", "hidden file"),
+    "._photo.jpg": (b"\0\5\26\7", "hidden file"),  # a macOS resource fork beside a copied photo
+    "Thumbs.db": (b"\xd0\xcf\x11\xe0", "not an image file type"),
+    "notes.txt": (b"cats are great", "not an image file type"),
+    "empty.jpg": (b"", "empty file"),
+    "text.jpg": (b"<html>404 Not Found</html>", "not an image"),
+    "half.jpg": (JPEG[: len(JPEG) // 2], "truncated or corrupt"),
+    "no_end_marker.jpg": (JPEG[:-2], "truncated or corrupt"),  # what verify() lets through
+    "cut_in_iend.png": (PNG[:-3], "truncated or corrupt"),  # what Pillow's decoder lets through
+}
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_a_bad_file_gets_its_reason(name, tmp_path):
+    contents, reason = BAD[name]
+    path = tmp_path / name
+    path.write_bytes(contents)
+    assert images.problem(path) == reason
+
+
+def test_a_broken_link_is_reported(tmp_path):
+    link = tmp_path / "gone.jpg"
+    link.symlink_to(tmp_path / "deleted.jpg")
+    assert images.problem(link) == "broken link"
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # so a small file stands in for a bomb
+    path = tmp_path / "bomb.png"
+    red(size=(40, 30)).save(path)
+    assert images.problem(path) == "too large"
+
+
+def test_verdicts_are_cached_until_a_file_changes(tmp_path, monkeypatch):
+    good, bad = tmp_path / "good.jpg", tmp_path / "bad.jpg"
+    red().save(good)
+    bad.write_bytes(b"not a picture")
+    assert images.check_files(tmp_path, [good, bad]) == {good: "", bad: "not an image"}
+
+    checked = []
+    real_problem = images.problem
+    monkeypatch.setattr(images, "problem", lambda path: checked.append(path.name) or real_problem(path))
+    assert images.check_files(tmp_path, [good, bad]) == {good: "", bad: "not an image"}
+    assert checked == []
+
+    red().save(bad)  # fixed: new size and mtime
+    assert images.check_files(tmp_path, [good, bad]) == {good: "", bad: ""}
+    assert checked == ["bad.jpg"]
+
+
+def test_check_files_reports_progress(tmp_path):
+    files = []
+    for index in range(3):
+        files.append(tmp_path / f"{index}.png")
+        red().save(files[-1])
+    calls = []
+    images.check_files(tmp_path, files, lambda step, done, total: calls.append((step, done, total)))
+    assert calls[-1] == ("checking images", 3, 3)

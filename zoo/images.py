@@ -1,0 +1,150 @@
+"""Image files into RGB pixels, and the up-front check that a file will decode.
+
+Training and the check share one decoder, `decode`, so a file that passes the check cannot
+crash an epoch. TensorFlow decodes JPEG, PNG (16-bit too, scaled to 8-bit) and GIF (first
+frame); every other format Pillow reads (BMP, whose palette files TensorFlow decodes into the
+wrong colours; a WebP or TIFF named .jpg) goes through Pillow. Why decode in the check rather
+than something cheaper: Pillow's `verify()` passes truncated JPEGs, and Pillow's decoder passes
+PNGs cut inside their last chunk; TensorFlow rejects both mid-epoch.
+
+Verdicts are cached under the zoo cache, keyed by each file's path, size and mtime, so a rerun
+decodes only new or changed files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+from zoo.cache import cache_dir
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+#: File signatures TensorFlow's own decoder gets right.
+TF_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8")
+#: Bump when the check changes, so cached verdicts are not trusted.
+CHECK_VERSION = 1
+
+Progress = Callable[[str, int, int], None]
+
+
+def _pil_pixels(contents):
+    """HxWx3 uint8 RGB from any format Pillow reads (palette, 1-bit, CMYK and alpha included)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(io.BytesIO(contents.numpy())) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def decode(contents):
+    """A file's bytes (string tensor) → HxWx3 uint8 RGB tensor; works eagerly and in tf.data."""
+    import tensorflow as tf
+
+    native = tf.reduce_any(
+        [tf.strings.substr(contents, 0, len(signature)) == signature for signature in TF_SIGNATURES]
+    )
+    image = tf.cond(
+        native,
+        lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
+        lambda: tf.py_function(_pil_pixels, [contents], tf.uint8),
+    )
+    image.set_shape([None, None, 3])
+    return image
+
+
+def problem(path: Path) -> str:
+    """Why `path` cannot be trained on ("" when it can), as a short reason that groups well."""
+    from PIL import Image, UnidentifiedImageError
+
+    if path.name.startswith("."):
+        return "hidden file"
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return "not an image file type"
+    if not path.is_file():
+        return "broken link" if path.is_symlink() else "not a file"
+    try:
+        contents = path.read_bytes()
+    except OSError:
+        return "unreadable"
+    if not contents:
+        return "empty file"
+    try:
+        with Image.open(io.BytesIO(contents)):
+            pass
+    except UnidentifiedImageError:
+        return "not an image"
+    except Image.DecompressionBombError:
+        return "too large"
+    try:
+        decode(contents)
+    except Exception:  # TensorFlow and Pillow raise many types for a bad file
+        return "truncated or corrupt"
+    return ""
+
+
+def _cache_file(root: Path) -> Path:
+    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:20]
+    return cache_dir("scans") / f"v{CHECK_VERSION}-{key}.json"
+
+
+def _stamp(path: Path) -> list[int]:
+    try:
+        stat = path.stat()
+    except OSError:  # a broken link: stamp the link itself
+        stat = path.lstat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _read_cache(cache: Path) -> dict:
+    try:
+        return json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(cache: Path, entries: dict) -> None:
+    """Replace the cache atomically; a cache that cannot be written only costs a rescan."""
+    try:
+        handle, temporary = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.")
+    except OSError:
+        return
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            json.dump(entries, file)
+        os.replace(temporary, cache)
+    except OSError:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def check_files(root: Path, files: list[Path], progress: Progress | None = None) -> dict[Path, str]:
+    """`problem()` of each file under `root`, decoding only files that changed since the last check."""
+    from PIL import Image
+
+    cache = _cache_file(root)
+    cached = _read_cache(cache)
+    keys = {path: path.relative_to(root).as_posix() for path in files}
+    entries = {}  # relative path → [size, mtime_ns, reason]
+    todo = []
+    for path, key in keys.items():
+        stamp = _stamp(path)
+        if cached.get(key, [])[:2] == stamp:
+            entries[key] = cached[key]
+        else:
+            entries[key] = stamp
+            todo.append(path)
+    if todo:
+        with warnings.catch_warnings(), ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            for done, (path, reason) in enumerate(zip(todo, pool.map(problem, todo)), 1):
+                entries[keys[path]] = [*entries[keys[path]], reason]
+                if progress:
+                    progress("checking images", done, len(todo))
+        _write_cache(cache, entries)
+    return {path: entries[key][2] for path, key in keys.items()}
