@@ -76,10 +76,17 @@ def _import_file(path: Path) -> ModuleType:
     if not target.is_file():
         raise ZooError(f"plugin path {path} is neither a .py file nor a package folder")
     module_name = f"zoo_local_plugin_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, target)
+    package_path = [str(path)] if path.is_dir() else None  # so a folder's relative imports work
+    spec = importlib.util.spec_from_file_location(
+        module_name, target, submodule_search_locations=package_path
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
     return module
 
 
@@ -126,7 +133,7 @@ def plugin_manager() -> tuple[pluggy.PluginManager, tuple[PluginInfo, ...]]:
         try:
             if manager.has_plugin(name):
                 raise ZooError(f"another plugin is already registered as {name!r}")
-            manager.register(load(), name=name)
+            _register(manager, load(), name)
         except Exception as exc:  # a broken plugin must not take the others down
             info.error = one_line(exc)
     for info in infos:
@@ -134,6 +141,18 @@ def plugin_manager() -> tuple[pluggy.PluginManager, tuple[PluginInfo, ...]]:
         if plugin is not None:
             info.hooks = sorted(caller.name for caller in manager.get_hookcallers(plugin))
     return manager, tuple(infos)
+
+
+def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> None:
+    """Register `plugin`, refusing the two silent mistakes: no hook at all, or a misspelt one."""
+    manager.register(plugin, name=name)
+    callers = manager.get_hookcallers(plugin) or []
+    unknown = sorted(caller.name for caller in callers if caller.spec is None)
+    if unknown or not callers:
+        manager.unregister(plugin)
+        hooks = ", ".join(hook for hook in dir(hookspecs) if hook.startswith("zoo_"))
+        found = f"has unknown hook {', '.join(unknown)}" if unknown else "implements no hook"
+        raise ZooError(f"{found}; zoo's hooks are {hooks}, each decorated with @zoo.hookimpl")
 
 
 def _zoo_version() -> str:
@@ -153,6 +172,8 @@ def catalog() -> Catalog:
         info = by_name[impl.plugin_name]
         try:
             specs = impl.function()
+            if not isinstance(specs, (list, tuple)):
+                raise ZooError(f"zoo_backbones returned {specs!r}, not a list of zoo.BackboneSpec")
             for spec in specs:
                 if not isinstance(spec, BackboneSpec):
                     raise ZooError(f"returned {type(spec).__name__}, not a zoo.BackboneSpec")

@@ -1,0 +1,110 @@
+"""zoo.testing: the built-in plugins pass the contract check, and each check catches its mistake."""
+
+import os
+import re
+import textwrap
+from importlib import metadata
+
+import pytest
+
+from zoo import plugin_manager, testing
+from zoo.spec import BackboneSpec
+
+
+def builtin_specs() -> list[BackboneSpec]:
+    """Every backbone of the plugins that the zoo distribution itself registers."""
+    ours = {ep.name for ep in metadata.distribution("zoo").entry_points if ep.group == "zoo.backbones"}
+    return [spec for spec in plugin_manager.catalog().backbones.values() if spec.plugin in ours]
+
+
+@pytest.mark.parametrize("spec", builtin_specs(), ids=lambda spec: spec.name)
+def test_built_in_backbones_meet_the_contract(spec):
+    assert testing.check_backbone(spec.name) == spec  # hub ones are not built (network)
+
+
+def test_built_in_plugins_pass_as_a_whole():
+    assert [spec.name for spec in testing.check_plugin("mobilenet_v2", input_size=64)][0] == "mobilenet_v2"
+
+
+PLUGIN = """
+from zoo import BackboneSpec, hookimpl
+
+def preprocess(images):
+    return {preprocess}
+
+SPEC = BackboneSpec(name="kit_net", family="test", source="custom", reference="in code",
+                    input_size=32, preprocessing={preprocessing}, feature_dim={feature_dim}, params=1)
+
+@hookimpl
+def zoo_backbones():
+    return [SPEC]
+
+@hookimpl
+def zoo_build_backbone(spec, weights):
+    if spec.name != SPEC.name:
+        return None
+    import keras
+
+    inputs = keras.Input((spec.input_size, spec.input_size, 3))
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3)(inputs))
+    return keras.Model(inputs, {output})
+"""
+
+
+def load_plugin(tmp_path, monkeypatch, name="kit", **changes):
+    """Write a custom plugin (fields as in PLUGIN, overridable) and put it on ZOO_PLUGINS."""
+    fields = {"preprocess": "images / 255.0", "preprocessing": "preprocess", "feature_dim": 8,
+              "output": "features", **changes}
+    path = tmp_path / f"{name}.py"
+    path.write_text(textwrap.dedent(PLUGIN.format(**fields)))
+    paths = [p for p in os.environ.get("ZOO_PLUGINS", "").split(os.pathsep) if p]
+    monkeypatch.setenv("ZOO_PLUGINS", os.pathsep.join([*paths, str(path)]))
+    plugin_manager.plugin_manager.cache_clear()
+    plugin_manager.catalog.cache_clear()
+
+
+def test_a_correct_custom_plugin_passes(tmp_path, monkeypatch):
+    load_plugin(tmp_path, monkeypatch)
+    [spec] = testing.check_plugin("kit")
+    assert spec.name == "kit_net" and callable(spec.preprocessing)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"feature_dim": 9}, "says (9,)"),
+        ({"output": "features * float('nan')"}, "NaN or infinite features"),
+        ({"preprocess": "images * float('inf')"}, "finite numbers"),
+        ({"preprocess": "images.no_such_method()"}, "preprocess raised AttributeError"),
+    ],
+    ids=["wrong_feature_dim", "nan_features", "infinite_preprocessing", "preprocessing_raises"],
+)
+def test_each_mistake_is_caught(changes, message, tmp_path, monkeypatch):
+    load_plugin(tmp_path, monkeypatch, **changes)
+    with pytest.raises(AssertionError, match=re.escape(message)):
+        testing.check_plugin("kit")
+
+
+def test_a_name_clash_is_caught(tmp_path, monkeypatch):
+    load_plugin(tmp_path, monkeypatch, name="kit")
+    load_plugin(tmp_path, monkeypatch, name="other")
+    with pytest.raises(AssertionError, match="declared by kit and other"):
+        testing.check_plugin("kit")
+
+
+def test_an_invalid_spec_is_caught():
+    spec = BackboneSpec(name="Bad Name", family="x", source="custom", reference="x",
+                        input_size=32, preprocessing="unit", feature_dim=8, params=1)
+    with pytest.raises(AssertionError, match="invalid name"):
+        testing.check_spec(spec)
+
+
+def test_a_broken_or_missing_plugin_is_named(tmp_path, monkeypatch):
+    with pytest.raises(AssertionError, match="zoo has no plugin 'nowhere'"):
+        testing.check_plugin("nowhere")
+    (tmp_path / "crashy.py").write_text("raise RuntimeError('cannot start')\n")
+    monkeypatch.setenv("ZOO_PLUGINS", str(tmp_path / "crashy.py"))
+    plugin_manager.catalog.cache_clear()
+    plugin_manager.plugin_manager.cache_clear()
+    with pytest.raises(AssertionError, match="plugin crashy is broken: RuntimeError: cannot start"):
+        testing.check_plugin("crashy")

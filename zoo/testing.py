@@ -1,0 +1,153 @@
+"""A contract check for backbone plugins, ready to call from a plugin's own tests.
+
+    from zoo.testing import check_plugin
+
+    def test_my_plugin_meets_the_zoo_contract():
+        check_plugin("my_plugin")   # the entry-point name (or the file stem of a ZOO_PLUGINS path)
+
+Each check raises AssertionError saying what is wrong and how to fix it. They look at zoo's real
+catalog and build models through zoo's real plugin manager, so what passes here is what
+`zoo bench` will run. Models are built with random weights (nothing is downloaded).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from zoo import plugin_manager
+from zoo.errors import ZooError
+from zoo.spec import PREPROCESSING, BackboneSpec
+
+#: How far a named preprocessing may stray outside its declared range (float32 rounding).
+RANGE_TOLERANCE = 1e-3
+
+
+def check_plugin(name: str, *, input_size: int | None = None) -> list[BackboneSpec]:
+    """Every check, on every backbone of the installed plugin `name`; returns its specs."""
+    catalog = plugin_manager.catalog()
+    infos = {info.name: info for info in catalog.plugins}
+    if name not in infos:
+        raise AssertionError(
+            f"zoo has no plugin {name!r} (it has {', '.join(infos)}): install your package "
+            "(pip install -e .) with a `zoo.backbones` entry point, or set ZOO_PLUGINS=path"
+        )
+    if infos[name].error:
+        raise AssertionError(f"plugin {name} is broken: {infos[name].error}")
+    for backbone, claimants in catalog.conflicts.items():
+        if name in claimants:
+            raise AssertionError(_conflict(backbone, claimants))
+    specs = [spec for spec in catalog.backbones.values() if spec.plugin == name]
+    if not specs:
+        raise AssertionError(f"plugin {name} provides no backbones: its zoo_backbones hook returned []")
+    for spec in specs:
+        check_backbone(spec, input_size=input_size)
+    return specs
+
+
+def check_backbone(spec: BackboneSpec | str, *, input_size: int | None = None) -> BackboneSpec:
+    """Every check on one backbone, given as a spec or by name; `input_size` builds it smaller.
+
+    A `hub` backbone is not built: its weights come inside the SavedModel, from the network.
+    """
+    if isinstance(spec, str):
+        try:
+            spec = plugin_manager.catalog().get(spec)
+        except ZooError as exc:
+            raise AssertionError(str(exc)) from None
+    check_spec(spec)
+    check_unique_name(spec)
+    check_preprocessing(spec)
+    if spec.source != "hub":
+        check_model(spec, input_size=input_size)
+    return spec
+
+
+def check_spec(spec: BackboneSpec) -> None:
+    """The spec is a `zoo.BackboneSpec` whose fields can work (what zoo checks at load time)."""
+    if not isinstance(spec, BackboneSpec):
+        raise AssertionError(f"{spec!r} is a {type(spec).__name__}, not a zoo.BackboneSpec")
+    try:
+        spec.validate()
+    except ZooError as exc:
+        raise AssertionError(str(exc)) from None
+
+
+def check_unique_name(spec: BackboneSpec) -> None:
+    """No other installed plugin declares a backbone of the same name."""
+    catalog = plugin_manager.catalog()
+    if spec.name in catalog.conflicts:
+        raise AssertionError(_conflict(spec.name, catalog.conflicts[spec.name]))
+    other = catalog.backbones.get(spec.name)
+    if other is not None and other.plugin != spec.plugin:
+        raise AssertionError(_conflict(spec.name, [other.plugin, spec.plugin or "this spec"]))
+
+
+def _conflict(name: str, claimants: list[str]) -> str:
+    return (
+        f"backbone {name!r} is declared by {' and '.join(claimants)}: zoo leaves it out; "
+        "give yours a name of its own, e.g. prefixed with your plugin's name"
+    )
+
+
+def _test_images(size: int) -> np.ndarray:
+    """Two uint8 RGB images holding pure black, pure white and noise, as zoo feeds them (float32)."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, size, size, 3), dtype=np.uint8)
+    images[0, 0, 0] = 0
+    images[0, 0, 1] = 255
+    return images.astype("float32")
+
+
+def check_preprocessing(spec: BackboneSpec) -> None:
+    """The preprocessing, run as zoo runs it (a Keras layer), maps 0..255 pixels where it says.
+
+    A named kind must land inside `Normalization.output_range()` and reach both ends of it;
+    a callable must give finite numbers for every image.
+    """
+    from zoo.preprocessing import preprocessing_layer
+
+    try:
+        output = np.asarray(preprocessing_layer(spec)(_test_images(8)))
+    except Exception as exc:
+        raise AssertionError(
+            f"{spec.name}: preprocessing {spec.preprocessing_name} raised {type(exc).__name__}: {exc}"
+        ) from exc
+    if output.shape[0] != 2 or not np.all(np.isfinite(output)):
+        raise AssertionError(
+            f"{spec.name}: preprocessing {spec.preprocessing_name} must map a batch of 0..255 "
+            f"images to finite numbers, one per image; it gave shape {output.shape}"
+        )
+    if callable(spec.preprocessing):
+        return
+    low, high = PREPROCESSING[spec.preprocessing].output_range()
+    if abs(output.min() - low) > RANGE_TOLERANCE or abs(output.max() - high) > RANGE_TOLERANCE:
+        raise AssertionError(
+            f"{spec.name}: preprocessing {spec.preprocessing!r} mapped 0..255 to "
+            f"[{output.min():.3f}, {output.max():.3f}], not its declared [{low:.3f}, {high:.3f}]"
+        )
+
+
+def check_model(spec: BackboneSpec, *, input_size: int | None = None) -> None:
+    """The plugins build the model with `weights=None`; it maps images to `feature_dim` features.
+
+    `input_size` builds it at another (smaller, faster) size where the architecture allows.
+    """
+    from zoo.models import feature_extractor
+    from zoo.weights import ResolvedWeights
+
+    if input_size is not None:
+        spec = dataclasses.replace(spec, input_size=input_size)
+    try:
+        extractor = feature_extractor(spec, ResolvedWeights(None, "random"))
+        features = np.asarray(extractor(_test_images(spec.input_size), training=False))
+    except Exception as exc:
+        raise AssertionError(f"{spec.name}: building it with weights=None failed: {exc}") from exc
+    if features.shape != (2, spec.feature_dim):
+        raise AssertionError(
+            f"{spec.name}: two images gave features of shape {features.shape}, "
+            f"not (2, {spec.feature_dim}) as feature_dim declares"
+        )
+    if not np.all(np.isfinite(features)):
+        raise AssertionError(f"{spec.name}: the model gave NaN or infinite features")
