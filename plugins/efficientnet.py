@@ -1,9 +1,10 @@
-"""EfficientNet B0 and V2-B0 from keras.applications; they rescale their own input."""
+"""EfficientNet B0 and V2-B0 from keras.applications (they rescale their own input), and
+their TF Hub ports as `efficientnet_b0:hub` and `efficientnet_v2_b0:hub`."""
 
 from zoo import hookimpl
-from zoo.registry import catalog_specs
+from zoo.registry import catalog_specs, hub_specs
 
 
 @hookimpl
 def zoo_backbones():
-    return catalog_specs("efficientnet")
+    return catalog_specs("efficientnet") + hub_specs("efficientnet")

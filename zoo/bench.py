@@ -138,7 +138,7 @@ def _measure(spec, dataset, settings, progress: Progress, row: dict) -> dict:
     from zoo.models import feature_extractor
     from zoo.weights import resolve
 
-    weights = resolve(spec, settings.weights)
+    weights = resolve(spec, settings.weights, progress)
     row.update(weights=weights.label, weights_note=weights.note)
     extractor = feature_extractor(spec, weights)
     size, batch_size = spec.input_size, settings.batch_size

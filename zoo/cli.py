@@ -14,10 +14,19 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
-from zoo import plugin_manager, weights
+from zoo import hub, plugin_manager, weights
 from zoo.errors import ZooError
 
 app = typer.Typer(
@@ -113,6 +122,9 @@ def _progress() -> Progress:
 def bench(
     names: list[str] = typer.Argument(None, help="Backbones to bench (see `zoo list`)."),
     all_backbones: bool = typer.Option(False, "--all", help="Bench every backbone."),
+    source: Optional[str] = typer.Option(
+        None, "--source", help="hub or keras: each backbone's TF Hub or Keras variant [--all: the default ones]."
+    ),
     data: Optional[Path] = typer.Option(None, help="Folder with train/<class>/ and test/<class>/."),
     epochs: Optional[int] = typer.Option(None, help="Head training epochs [registry: 5]."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size [registry: 32]."),
@@ -135,10 +147,12 @@ def bench(
     )
     settings.validate()
     catalog = plugin_manager.catalog()
+    if source not in (None, "hub", "keras"):
+        raise ZooError(f"--source {source}: use hub or keras")
     if all_backbones:
-        specs = list(catalog.backbones.values())
+        specs = hub.select(list(catalog.backbones.values()), source)
     elif names:
-        specs = [catalog.get(name) for name in names]
+        specs = [catalog.get(hub.variant_name(name, source)) for name in names]
     else:
         raise ZooError("name the backbones to bench (see `zoo list`) or use --all")
     validate_weights_mode(settings.weights, len(specs))
@@ -183,10 +197,87 @@ def bench(
     if untrained:
         err.print(
             f"[bold red]RANDOM weights (no pretrained file found): {', '.join(untrained)}. "
-            "Their accuracy says nothing about transfer learning; see `zoo list` for how to get weights.[/]"
+            "Their accuracy says nothing about transfer learning; see `zoo weights list` for how to get them.[/]"
         )
     err.print(f"Results written to {out_dir}/results.json, .csv and .md")
     if any(row["status"] != "ok" for row in rows):
+        raise typer.Exit(1)
+
+
+weights_app = typer.Typer(
+    help="Pretrained weights: where each backbone's come from; fetch them ahead; verify them.",
+    no_args_is_help=True,
+)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("list")
+def weights_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Every backbone's weights: file or hub handle, pinned check, and where they would come from."""
+    rows = [weights.describe(spec) for spec in plugin_manager.catalog().backbones.values()]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title="zoo weights")
+    for header in ("Backbone", "Weights", "Check", "Status", "Path or URL"):
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        table.add_row(row["backbone"], row["weights"], row["check"], row["status"],
+                      row["path"] or row["fetch_from"])
+    out.print(table)
+
+
+def _download_progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+        TimeElapsedColumn(), console=err, transient=True,
+    )
+
+
+@weights_app.command("fetch")
+def weights_fetch(
+    names: list[str] = typer.Argument(None, help="Backbones whose weights to download."),
+    all_backbones: bool = typer.Option(False, "--all", help="Every backbone, hub variants too."),
+) -> None:
+    """Download weights ahead (e.g. on a connected machine, then copy the caches over)."""
+    catalog = plugin_manager.catalog()
+    if all_backbones:
+        specs = list(catalog.backbones.values())
+    elif names:
+        specs = [catalog.get(name) for name in names]
+    else:
+        raise ZooError("name the backbones whose weights to fetch (see `zoo weights list`) or use --all")
+    failed = 0
+    with _download_progress() as progress:
+        for spec in specs:
+            if spec.source != "hub" and spec.weights is None:
+                continue
+            task = progress.add_task(spec.name, total=None)
+
+            def report(step: str, done: int, total: int, task=task, name=spec.name) -> None:
+                progress.update(task, description=f"{name}: {step}", completed=done, total=total or None)
+
+            try:
+                resolved = weights.resolve(spec, "imagenet", report)
+                err.print(f"[green]{spec.name}[/]: {escape(resolved.note)}", highlight=False, soft_wrap=True)
+            except ZooError as exc:
+                failed += 1
+                err.print(f"[red]{spec.name}[/]: {escape(str(exc))}", highlight=False, soft_wrap=True)
+            progress.remove_task(task)
+    if failed:
+        raise typer.Exit(1)
+
+
+@weights_app.command("verify")
+def weights_verify() -> None:
+    """Re-check every weights file on disk against its pinned size and hash."""
+    failed = 0
+    for spec in plugin_manager.catalog().backbones.values():
+        ok, detail = weights.verify_local(spec)
+        failed += ok is False
+        mark = {True: "[green]ok[/]", False: "[red]BAD[/]", None: "[dim]-[/]"}[ok]
+        out.print(f"{mark} {spec.name}: {escape(detail)}", highlight=False, soft_wrap=True)
+    if failed:
         raise typer.Exit(1)
 
 

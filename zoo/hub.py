@@ -1,0 +1,184 @@
+"""TF Hub models inside Keras 3: handles resolved to local SavedModels, wrapped by TFSMLayer.
+
+`hub.KerasLayer` is a Keras 2 (`tf_keras`) layer and cannot live in a Keras 3 model, and the
+`tensorflow_hub` package depends on `tf-keras`, which pulls the full `tensorflow` package in
+beside `tensorflow-cpu`. So zoo does not use it: it speaks the hub's small download protocol
+itself (`<handle>?tf-hub-format=compressed` is a .tar.gz of the SavedModel; tfhub.dev and
+Kaggle Models both serve it) and caches each model where `tensorflow_hub` would, in
+`$TFHUB_CACHE_DIR/<sha1 of the handle>/`, so the two share one cache. Keras 3's
+`TFSMLayer` then calls the SavedModel, frozen: with trainable=True, Adam trips over the
+SavedModel's variable names, and zoo only trains a new head anyway.
+
+A handle is a tfhub.dev URL, a Kaggle Models URL, or a local SavedModel folder. Hub image
+models take pixels in [0, 1]: their specs say preprocessing "unit".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+from zoo import download
+from zoo.cache import cache_dir
+from zoo.errors import ZooError
+from zoo.spec import BackboneSpec
+
+#: The spec-name suffix of a backbone's TF Hub variant, e.g. `mobilenet_v2:hub`.
+VARIANT = "hub"
+SAVED_MODEL_FILE = "saved_model.pb"
+
+
+def variant_name(name: str, source: str | None) -> str:
+    """The backbone to bench for `name` under `--source`: hub → `NAME:hub`, keras → `NAME`."""
+    base = name.split(":")[0]
+    if source == "hub":
+        return f"{base}:{VARIANT}"
+    return base if source == "keras" else name
+
+
+def select(specs: list[BackboneSpec], source: str | None) -> list[BackboneSpec]:
+    """What `--all` benches: the default variants, or every hub / every non-hub backbone."""
+    if source == "hub":
+        return [spec for spec in specs if spec.source == "hub"]
+    if source == "keras":
+        return [spec for spec in specs if spec.source != "hub"]
+    return [spec for spec in specs if not spec.name.endswith(f":{VARIANT}")]
+
+
+def _url(handle: str) -> str | None:
+    """The handle as an http(s) URL, or None for a local path."""
+    if handle.startswith(("kaggle.com/", "www.kaggle.com/")):
+        return "https://" + handle
+    return handle if handle.startswith(("http://", "https://")) else None
+
+
+def _local(handle: str) -> Path:
+    return Path(handle.removeprefix("file://")).expanduser()
+
+
+def cache_root() -> Path:
+    """`$TFHUB_CACHE_DIR` (shared with tensorflow_hub), else zoo's cache folder."""
+    root = os.environ.get("TFHUB_CACHE_DIR")
+    if root:
+        Path(root).expanduser().mkdir(parents=True, exist_ok=True)
+        return Path(root).expanduser()
+    return cache_dir("tfhub_modules")
+
+
+def cached_path(handle: str) -> Path:
+    """Where the SavedModel of `handle` is cached, named as tensorflow_hub names it."""
+    return cache_root() / hashlib.sha1(handle.encode("utf8")).hexdigest()
+
+
+def check_saved_model(path: Path, what: str) -> Path:
+    """`path` if it is a SavedModel folder, else a ZooError naming `what` it was meant to be."""
+    if not (path / SAVED_MODEL_FILE).is_file():
+        raise ZooError(f"{what} {path} is not a SavedModel folder (no {SAVED_MODEL_FILE} in it)")
+    return path
+
+
+def locate(handle: str) -> tuple[Path | None, str]:
+    """(local SavedModel or None, where it is or how it would be fetched): no network."""
+    if _url(handle) is None:
+        path = _local(handle)
+        return (path, "local SavedModel") if (path / SAVED_MODEL_FILE).is_file() else (None, "missing")
+    if (cached_path(handle) / SAVED_MODEL_FILE).is_file():
+        return cached_path(handle), "hub cache"
+    return None, "download"
+
+
+def compressed_url(handle: str) -> str:
+    """The URL of the handle's SavedModel as a .tar.gz, per the TF Hub hosting protocol ('' if local)."""
+    url = _url(handle)
+    if url is None:
+        return ""
+    if url.endswith((".tar.gz", ".tgz")):
+        return url
+    return url + ("&" if "?" in url else "?") + "tf-hub-format=compressed"
+
+
+def _fetch(handle: str, progress: download.Progress) -> Path:
+    """Download and unpack the handle's SavedModel; the cache folder appears whole or not at all."""
+    final = cached_path(handle)
+    archive = final.with_name(final.name + ".tar.gz")
+    try:
+        download.fetch(compressed_url(handle), archive, progress=progress)
+    except download.DownloadError as exc:
+        raise ZooError(
+            f"cannot download TF Hub model {exc}; to fix: run `zoo weights fetch` on "
+            f"a connected machine and copy its TFHUB_CACHE_DIR folder {final.name}/, "
+            "give a SavedModel folder with --weights PATH, or bench the keras variant (--source keras)"
+        ) from None
+    staging = Path(tempfile.mkdtemp(prefix=final.name + ".", dir=final.parent))
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(staging, filter="data")
+        check_saved_model(staging, f"the archive of {handle} unpacks to")
+        os.replace(staging, final)
+    except (tarfile.TarError, OSError) as exc:
+        raise ZooError(f"TF Hub archive of {handle} cannot be unpacked: {exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        archive.unlink(missing_ok=True)
+    return final
+
+
+def resolve(handle: str, progress: download.Progress = download.no_progress) -> tuple[Path, str]:
+    """(local SavedModel folder, where it came from) for a handle, downloading when needed."""
+    path, origin = locate(handle)
+    if path is not None:
+        return path, origin
+    if _url(handle) is None:
+        raise ZooError(
+            f"TF Hub handle {handle} is neither a URL (tfhub.dev, kaggle.com/models) nor a "
+            "SavedModel folder"
+        )
+    return _fetch(handle, progress), f"downloaded from {compressed_url(handle)}"
+
+
+def _call_endpoint(path: Path) -> str:
+    """The SavedModel's `serving_default` signature when it has one, else its `__call__`."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((path / SAVED_MODEL_FILE).read_bytes())
+    signatures = {name for graph in saved_model.meta_graphs for name in graph.signature_def}
+    return "serving_default" if "serving_default" in signatures else "__call__"
+
+
+def _features(outputs, spec: BackboneSpec):
+    """The feature tensor among a signature's named outputs: the one of width feature_dim."""
+    if not isinstance(outputs, dict):
+        return outputs
+    if len(outputs) == 1:
+        return next(iter(outputs.values()))
+    matching = [value for value in outputs.values() if tuple(value.shape[1:]) == (spec.feature_dim,)]
+    if len(matching) != 1:
+        shapes = ", ".join(f"{key} {tuple(value.shape)}" for key, value in outputs.items())
+        raise ZooError(
+            f"{spec.name}: cannot tell which SavedModel output holds the features ({shapes}); "
+            f"exactly one should have shape (None, {spec.feature_dim})"
+        )
+    return matching[0]
+
+
+def build(spec: BackboneSpec, saved_model: str | None):
+    """A Keras 3 model around the local SavedModel: unit-range images → pooled features."""
+    import keras
+
+    if saved_model is None:
+        raise ZooError(
+            f"{spec.name} is a TF Hub SavedModel, which carries its own weights: it cannot be "
+            "built with random weights; use --weights auto, or bench the keras variant"
+        )
+    path = check_saved_model(Path(saved_model), f"{spec.name}: SavedModel")
+    layer = keras.layers.TFSMLayer(
+        str(path), call_endpoint=_call_endpoint(path), trainable=False, name="hub_saved_model"
+    )
+    inputs = keras.Input((spec.input_size, spec.input_size, 3), name="images")
+    features = _features(layer(inputs), spec)
+    return keras.Model(inputs, features, name=f"{spec.name.replace(':', '_')}_hub")
