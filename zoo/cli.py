@@ -111,6 +111,25 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -
     out.print(table)
 
 
+@app.command("new-plugin")
+def new_plugin(
+    name: str = typer.Argument(..., help="Plugin name, e.g. my-backbone."),
+    directory: Path = typer.Option(Path("."), "--dir", help="Where to create zoo-NAME/."),
+) -> None:
+    """Create an installable backbone plugin package, with its contract test, to start from."""
+    from zoo import scaffold
+
+    files = scaffold.new_plugin(name, directory)
+    for path in files:
+        out.print(f"created {path}")
+    out.print(
+        f"\nNext:\n  cd {files[0].parent}\n  pip install -e '.[test]'\n  pytest\n"
+        f"  zoo bench {scaffold.identifier(name)} --epochs 1\n"
+        "Then make it yours: the spec and the builder are in the .py file (see docs/plugins.md).",
+        markup=False,
+    )
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
