@@ -1,7 +1,9 @@
 # Two commands do everything on a fresh machine: `make bench` and `make test`.
 VENV := .venv
 PY := $(VENV)/bin/python
-SOURCES := $(shell find zoo plugins -name '*.py') registry.toml pyproject.toml
+SOURCES := $(shell find zoo plugins -name '*.py') $(wildcard zoo/templates/*/*) registry.toml pyproject.toml
+# The example third-party plugin, installed beside zoo so the tests can run it for real.
+EXAMPLE := $(wildcard examples/zoo-densenet/*.py examples/zoo-densenet/pyproject.toml)
 
 .PHONY: install bench test test-fast test-slow clean
 
@@ -13,8 +15,9 @@ $(VENV)/.deps: pyproject.toml
 	touch $@
 
 # zoo itself, reinstalled (not editable: plugins/ installs as zoo_plugins) when a source changes.
-$(VENV)/.installed: $(VENV)/.deps $(SOURCES)
+$(VENV)/.installed: $(VENV)/.deps $(SOURCES) $(EXAMPLE)
 	$(PY) -m pip install --quiet --no-deps .
+	$(PY) -m pip install --quiet --no-deps ./examples/zoo-densenet
 	touch $@
 
 install: $(VENV)/.installed
