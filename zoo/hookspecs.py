@@ -1,8 +1,10 @@
 """The hooks a zoo plugin can implement: the whole contract between zoo and its plugins.
 
 A plugin is a module (or object) with functions decorated by `zoo.hookimpl` and named like the
-specs below. The built-in backbones in `plugins/` use exactly these hooks, registered through the
-same `zoo.backbones` entry-point group as anyone else's.
+specs below. zoo finds it through the `zoo.backbones` entry-point group of an installed package,
+or a path in `ZOO_PLUGINS` or `zoo --plugin PATH`. The built-in backbones in `plugins/` use
+exactly these hooks, registered through the same entry-point group as anyone else's.
+docs/plugins.md walks through writing one; `zoo.testing` checks one.
 """
 
 from __future__ import annotations
@@ -22,10 +24,16 @@ hookimpl = pluggy.HookimplMarker("zoo")
 def zoo_backbones() -> list[BackboneSpec]:
     """Return the backbones this plugin provides, as a list of `zoo.BackboneSpec`.
 
-    Called once per process, the first time zoo needs the catalog (`zoo list`, `zoo bench`, ...).
-    It must be cheap and must not import TensorFlow: specs are plain data, and `zoo list` has to
-    answer in a blink. zoo fills in each spec's `plugin` field and validates it; an invalid spec,
-    or an exception raised here, marks this plugin as broken without affecting the others.
+    Arguments: none. Returns: a list (possibly empty) of specs.
+
+    Called once per process, the first time zoo needs the catalog (`zoo list`, `zoo bench`,
+    `zoo.get_backbone`, ...). It must be cheap and must not import TensorFlow: specs are plain
+    data, and `zoo list` has to answer in a blink. zoo sets each spec's `plugin` field to this
+    plugin's name (its entry-point name, or the file stem of a local plugin) and validates it.
+    An exception raised here, a result that is not a list of specs, or an invalid spec marks
+    this plugin as broken in `zoo plugins` / `zoo list`, with a one-line reason; the other
+    plugins, and this plugin's valid specs, still work. A name two plugins both declare is left
+    out of the catalog, and asking for it names both plugins.
     """
 
 
@@ -33,13 +41,21 @@ def zoo_backbones() -> list[BackboneSpec]:
 def zoo_build_backbone(spec: BackboneSpec, weights: str | None) -> Any:
     """Build the Keras model for `spec`, or return None if this plugin does not build it.
 
-    `weights` is the path of a verified local weights file, or None for random initialisation;
-    zoo has already found, downloaded and checked it, so a builder only loads it.
+    Arguments: `spec` is a spec from the catalog (its `plugin` filled in; `zoo.testing` may
+    pass a copy with a smaller `input_size`). `weights` is the path of a verified local weights
+    file (the spec's pinned `Weights`, or a file the user gave with `--weights PATH`), or None
+    for random initialisation; zoo has already found, downloaded and checked it, so a builder
+    only loads it.
 
-    The model takes a batch of preprocessed images, shape (batch, input_size, input_size, 3), and
-    returns pooled features, shape (batch, feature_dim). zoo adds the preprocessing in front,
-    freezes the model, and puts the classification head on top.
+    Returns: a Keras model taking a batch of preprocessed images, shape
+    (batch, input_size, input_size, 3), to pooled features, shape (batch, feature_dim); or None.
+    zoo adds the spec's preprocessing in front, freezes the model, and puts the classification
+    head on top, so the model contains neither.
 
-    zoo itself implements this hook for the `keras.applications` and `hub` sources; a plugin
-    implements it for its `custom` backbones. The first non-None result wins.
+    Called each time zoo builds a backbone: by `zoo bench`, `zoo.create_model` and
+    `zoo.testing`, and only then, so import TensorFlow/Keras inside this function. Every
+    plugin's implementation is asked in turn and the first non-None result wins: return None
+    for any spec that is not yours (compare `spec.name`). zoo itself implements this hook for
+    the `keras.applications` and `hub` sources; a plugin implements it for its `custom`
+    backbones. An exception raised here fails that backbone's bench row, not the bench.
     """
