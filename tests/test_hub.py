@@ -12,7 +12,7 @@ import pytest
 from local_server import LocalServer, closed_port_url
 from typer.testing import CliRunner
 
-from zoo import get_backbone, hub, registry, weights
+from zoo import get_backbone, hub, plugin_manager, registry, weights
 from zoo.cli import app
 from zoo.errors import ZooError
 from zoo.report import read_results
@@ -47,16 +47,19 @@ def module_saved_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def mobilenet_saved_model(tmp_path_factory) -> Path:
-    """MobileNetV2 (32 px, random weights) exported by Keras 3 as a SavedModel."""
+def keras_model_and_export(tmp_path_factory):
+    """A small Keras 3 model and its `model.export` SavedModel (a dict-valued signature)."""
     import keras
 
-    model = keras.applications.MobileNetV2(
-        include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg"
-    )
-    path = tmp_path_factory.mktemp("mobilenet") / "saved_model"
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((32, 32, 3)),
+        keras.layers.Conv2D(8, 3, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+    ])
+    path = tmp_path_factory.mktemp("keras-export") / "saved_model"
     model.export(str(path), verbose=False)
-    return path
+    return model, path
 
 
 def tarball(folder: Path) -> bytes:
@@ -117,6 +120,16 @@ def test_a_local_saved_model_runs_in_a_keras_3_model_on_unit_range_pixels(module
     assert extractor.trainable_weights == []
 
 
+def test_a_keras_exported_saved_model_works_as_a_hub_source(keras_model_and_export):
+    from zoo.models import feature_extractor
+
+    model, path = keras_model_and_export
+    spec = spec_for(str(path), name="exported:hub")
+    extractor = feature_extractor(spec, weights.resolve(spec, "auto"))
+    images = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(extractor(images)), np.asarray(model(images / 255)), rtol=1e-5)
+
+
 def test_weights_modes_for_hub_backbones(module_saved_model):
     spec = spec_for("/nowhere/saved_model")
     with pytest.raises(ZooError, match="no random initialisation"):
@@ -141,25 +154,28 @@ PLUGIN = textwrap.dedent(
 
     @hookimpl
     def zoo_backbones():
-        made = dict(family="mobilenet_v2", input_size=32, feature_dim=1280, params=2257984)
+        made = dict(family="mobilenet_v2", input_size=32, params=2257984)
         return [
-            BackboneSpec(name="made_mobilenet", source="keras.applications",
+            BackboneSpec(name="made_mobilenet", source="keras.applications", feature_dim=1280,
                          reference="MobileNetV2", preprocessing="symmetric", **made),
             BackboneSpec(name="made_mobilenet:hub", source="hub", reference={handle!r},
-                         preprocessing="unit", **made),
+                         feature_dim=8, preprocessing="unit", **made),
         ]
     """
 )
 
 
 def test_hub_and_keras_variants_bench_side_by_side(
-    mobilenet_saved_model, tiny_dataset, tmp_path, monkeypatch, private_hub_cache
+    module_saved_model, tiny_dataset, tmp_path, monkeypatch, private_hub_cache
 ):
-    """One Keras 3 run: the applications model and the hub one fetched over the TF Hub protocol."""
+    """One Keras 3 run: an applications model and a hub one fetched over the TF Hub protocol.
+
+    The hub SavedModel is a tiny one to keep this fast; the slow test below runs real families.
+    """
     with LocalServer() as server:
         handle = server.url + "/google/made_mobilenet/feature_vector/1"
         server.files["/google/made_mobilenet/feature_vector/1?tf-hub-format=compressed"] = tarball(
-            mobilenet_saved_model
+            module_saved_model
         )
         plugin = tmp_path / "made_hub.py"
         plugin.write_text(PLUGIN.format(handle=handle))
@@ -250,6 +266,8 @@ def test_all_three_families_from_both_sources_in_one_run(tiny_dataset, tmp_path,
     monkeypatch.setenv("ZOO_PLUGINS", str(plugin))
     monkeypatch.setenv("ZOO_LOAD_PLUGINS", "made_families")
     monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(weights_dir))
+    plugin_manager.plugin_manager.cache_clear()  # the catalog read above had the real pins
+    plugin_manager.catalog.cache_clear()
     out = tmp_path / "results"
     names = [f"{name}{variant}" for name in made for variant in ("", ":hub")]
     result = runner.invoke(app, [
