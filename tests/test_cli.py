@@ -78,7 +78,7 @@ def test_bench_end_to_end_and_a_failing_backbone_does_not_stop_the_others(tiny_d
         "--weights", "none", "--epochs", "1", "--batch-size", "4", "--out", str(out),
     ])
     assert result.exit_code == 1, result.output
-    rows = {row["backbone"]: row for row in json.loads((out / "results.json").read_text())}
+    rows = {row["backbone"]: row for row in json.loads((out / "results.json").read_text())["backbones"]}
     assert rows["exploding_net"]["status"] == "failed"
     assert rows["exploding_net"]["error"] == "MemoryError: out of memory while building"
     good = rows["mobilenet_v2"]
@@ -98,7 +98,7 @@ def test_bench_without_data_uses_the_embedded_sample(tmp_path):
     ])
     assert result.exit_code == 0, result.output
     assert "embedded sample dataset" in result.stderr
-    [row] = json.loads((tmp_path / "results.json").read_text())
+    [row] = json.loads((tmp_path / "results.json").read_text())["backbones"]
     assert row["status"] == "ok" and row["test_images"] == 36 if "test_images" in row else row["status"] == "ok"
 
 
@@ -108,7 +108,7 @@ def test_bench_all_on_the_food_photos(food, tmp_path):
         "bench", "--all", "--data", str(food), "--weights", "none", "--epochs", "1",
         "--out", str(tmp_path),
     ])
-    rows = json.loads((tmp_path / "results.json").read_text())
+    rows = json.loads((tmp_path / "results.json").read_text())["backbones"]
     assert BUILT_INS <= {row["backbone"] for row in rows}
     assert all(row["status"] == "ok" for row in rows), result.output
     assert "zoo bench: 10_food_classes_10_percent" in result.stdout

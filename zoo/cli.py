@@ -153,16 +153,25 @@ def bench(
     ),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Results folder [zoo-results/<data>]."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    mode: str = typer.Option("features", help="features (frozen base) or finetune (then unfreeze the top)."),
+    finetune_epochs: int = typer.Option(5, help="Fine-tuning epochs after the head's [--mode finetune]."),
+    unfreeze: int = typer.Option(10, help="Top base layers to unfreeze, BatchNorm excepted [--mode finetune]."),
+    augment: bool = typer.Option(False, "--augment", help="Random flip/rotation/zoom; runs end to end, no cache."),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse and keep extracted features."),
+    resume: bool = typer.Option(False, "--resume", help="Skip backbones already finished in --out with these settings."),
+    strategy: str = typer.Option("default", help="tf.distribute strategy: default, mirrored or multiworker."),
 ) -> None:
     """Benchmark backbones on one dataset and print the comparison table."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from zoo.bench import BenchSettings, bench_backbone, validate_weights_mode
+    from zoo.bench import BenchSettings, run_bench, validate_weights_mode
     from zoo.data import load_dataset
-    from zoo.report import random_weights, results_table, write_results
+    from zoo.report import random_weights
     from zoo.sample_data import sample_dataset
 
     settings = BenchSettings.from_registry(
-        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, weights=weights_mode
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, weights=weights_mode,
+        mode=mode, finetune_epochs=finetune_epochs, unfreeze=unfreeze, augment=augment,
+        strategy=strategy, cache=cache,
     )
     settings.validate()
     catalog = plugin_manager.catalog()
@@ -191,36 +200,97 @@ def bench(
         f"{len(dataset.test)} test images from {dataset.root}"
     )
 
-    rows = []
+    if augment:
+        err.print("[cyan]--augment: every epoch shows the base new images, so features are not cached; "
+                  "training runs end to end (slower).[/]")
     with _progress() as progress:
         overall = progress.add_task("backbones", total=len(specs))
-        for spec in specs:
-            step_task = progress.add_task(spec.name, total=None)
+        tasks: dict[str, int] = {}
 
-            def report(step: str, done: int, total: int, task=step_task, name=spec.name) -> None:
-                progress.update(task, description=f"{name}: {step}", completed=done, total=total)
+        def report(name: str, step: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=None)
+            progress.update(tasks[name], description=f"{name}: {step}", completed=done, total=total or None)
 
-            row = bench_backbone(spec, dataset, settings, report)
-            progress.remove_task(step_task)
+        def finished(row: dict, reused: bool) -> None:
+            if row["backbone"] in tasks:
+                progress.remove_task(tasks.pop(row["backbone"]))
             progress.advance(overall)
-            rows.append(row)
-            write_results(out_dir, rows)
-            if row["status"] != "ok":
-                err.print(f"[red]{spec.name} failed: {row['error']}[/]")
+            if reused:
+                err.print(f"{row['backbone']}: finished before with these settings (--resume), kept")
 
-    if as_json:
-        out.print_json(json.dumps(rows))
-    else:
-        out.print(results_table(rows, title=f"zoo bench: {dataset.root.name}"))
+        rows = run_bench(specs, dataset, settings, out_dir, resume=resume, progress=report, finished=finished)
+
+    _print_results(rows, f"zoo bench: {dataset.root.name}", as_json)
     untrained = random_weights(rows)
     if untrained:
         err.print(
             f"[bold red]RANDOM weights (no pretrained file found): {', '.join(untrained)}. "
             "Their accuracy says nothing about transfer learning; see `zoo weights list` for how to get them.[/]"
         )
-    err.print(f"Results written to {out_dir}/results.json, .csv and .md")
+    err.print(f"Results written to {out_dir}/: results.json, .csv, .md, accuracy_vs_speed.png, tensorboard/")
     if any(row["status"] != "ok" for row in rows):
         raise typer.Exit(1)
+
+
+def _print_results(rows: list[dict], title: str, as_json: bool) -> None:
+    """The comparison table (or JSON), then one line per failed backbone."""
+    from zoo.report import results_table
+
+    if as_json:
+        out.print_json(json.dumps(rows))
+    else:
+        out.print(results_table(rows, title=title))
+    for row in rows:
+        if row["status"] != "ok":
+            err.print(f"[red]{row['backbone']} failed: {escape(row['error'])}[/]", highlight=False, soft_wrap=True)
+
+
+@app.command("report")
+def report_command(
+    out_dir: Path = typer.Argument(..., help="A bench's --out folder, with results.json."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Re-render the table, results.md/.csv and the plot from a saved results.json (no TensorFlow)."""
+    from zoo.report import read_results, write_reports
+
+    results = read_results(out_dir)
+    write_reports(out_dir, results)
+    name = Path(results.get("dataset", {}).get("root", str(out_dir))).name
+    _print_results(results["backbones"], f"zoo bench: {name}", as_json)
+    err.print(f"Rewrote {out_dir}/results.md, results.csv and accuracy_vs_speed.png")
+
+
+cache_app = typer.Typer(help="The feature cache: what the bench has extracted once and reuses.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("list")
+def cache_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Cached features: backbone, split, images, size."""
+    from zoo import features
+
+    entries = features.entries()
+    if as_json:
+        out.print_json(json.dumps(entries))
+        return
+    table = Table(title=f"zoo feature cache ({features.cache_dir('features')})")
+    for header in ("Backbone", "Split", "Images", "Dim", "MB", "Key"):
+        table.add_column(header)
+    for entry in entries:
+        table.add_row(entry.get("backbone", "?"), entry.get("split", "?"), str(entry.get("count")),
+                      str(entry.get("dim")), f"{entry['bytes'] / 2**20:.1f}", entry.get("key", ""))
+    out.print(table)
+    out.print(f"{len(entries)} entries, {sum(e['bytes'] for e in entries) / 2**20:.1f} MB")
+
+
+@cache_app.command("clear")
+def cache_clear(backbone: Optional[str] = typer.Option(None, help="Only this backbone's features.")) -> None:
+    """Delete cached features (all, or one backbone's); the next bench extracts them again."""
+    from zoo import features
+
+    removed, freed = features.clear(backbone)
+    out.print(f"removed {removed} files, {freed / 2**20:.1f} MB")
 
 
 weights_app = typer.Typer(

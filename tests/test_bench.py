@@ -1,0 +1,227 @@
+"""The bench on real (small) Keras models and real image files: cache, phases, resume, isolation."""
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from zoo import features
+from zoo.bench import BenchSettings, bench_backbone, run_bench, unfreeze_top
+from zoo.cli import app
+from zoo.data import load_dataset
+from zoo.plugin_manager import catalog
+from zoo.report import read_results
+
+# A tiny real CNN (a custom-source plugin) keeps each bench to seconds; broken_net fails to build.
+PLUGIN = textwrap.dedent(
+    """
+    from zoo import BackboneSpec, hookimpl
+
+    def _spec(name, **fields):
+        base = dict(family="test", source="custom", reference="tiny_cnn", input_size=32,
+                    preprocessing="unit", feature_dim=8, params=840)
+        return BackboneSpec(name=name, **{**base, **fields})
+
+    @hookimpl
+    def zoo_backbones():
+        return [_spec("tiny_cnn"), _spec("tiny_cnn_b"),
+                _spec("broken_net", source="keras.applications", reference="NoSuchNet")]
+
+    @hookimpl
+    def zoo_build_backbone(spec, weights):
+        if spec.source != "custom":
+            return None
+        import keras
+        inputs = keras.Input((32, 32, 3))
+        x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+        return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="tiny_cnn_base")
+    """
+)
+
+
+@pytest.fixture
+def tiny_plugin(tmp_path, monkeypatch):
+    path = tmp_path / "tiny_plugin.py"
+    path.write_text(PLUGIN)
+    monkeypatch.setenv("ZOO_PLUGINS", str(path))
+
+
+def settings(**changes):
+    fast = dict(epochs=1, batch_size=4, weights="none", latency_runs=3, throughput_batches=1)
+    return BenchSettings.from_registry(**{**fast, **changes})
+
+
+def test_features_mode_row_has_every_metric_and_a_second_run_skips_extraction(tiny_plugin, tiny_dataset, monkeypatch):
+    spec, dataset = catalog().get("tiny_cnn"), load_dataset(tiny_dataset)
+    steps = []
+    first = bench_backbone(spec, dataset, settings(), lambda *step: steps.append(step))
+    assert first["status"] == "ok", first["error"]
+    assert first["feature_cache"] == "miss" and first["extract_seconds"] > 0
+    assert ("train features", 12, 12) in steps and ("test features", 6, 6) in steps
+    assert ("head epochs", 1, 1) in steps and ("latency", 3, 3) in steps
+    assert 0 <= first["top1"] <= 1 and first["top1_frozen"] == first["top1"] and first["top5"] == 1.0
+    assert np.sum(first["confusion_matrix"]) == 6 and first["test_images"] == 6
+    assert set(first["per_class_accuracy"]) == {"dark", "light"}
+    assert first["params"] == 840 and first["trainable_params"] == 18
+    # Conv 1: 15x15 outputs x 8 filters x 27 MACs; conv 2: 13x13 x 8 x 72; all x2, plus the rest.
+    assert first["flops_per_image"] > 2 * (15 * 15 * 8 * 27 + 13 * 13 * 8 * 72)
+    assert 0 < first["latency_ms_p50"] <= first["latency_ms_p95"] and first["images_per_sec"] > 0
+    assert first["peak_rss_mb"] > 100 and first["weights"] == "random" and first["weights_file_mb"] is None
+    assert first["train_seconds"] >= first["extract_seconds"] + first["head_seconds"]
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("the base ran again although its features are cached")
+
+    monkeypatch.setattr(features, "extract", no_extraction)
+    second = bench_backbone(spec, dataset, settings())
+    assert second["status"] == "ok", second["error"]
+    assert second["feature_cache"] == "hit"
+    assert second["top1"] == first["top1"] and second["confusion_matrix"] == first["confusion_matrix"]
+
+
+def test_cached_features_are_what_the_rebuilt_base_computes(tiny_plugin, tiny_dataset):
+    """Random-init weights come from the seed, so a cache hit and a fresh base agree."""
+    import keras
+
+    from zoo.data import image_batches
+    from zoo.models import feature_extractor
+    from zoo.weights import resolve
+
+    spec, dataset = catalog().get("tiny_cnn"), load_dataset(tiny_dataset)
+    assert bench_backbone(spec, dataset, settings())["status"] == "ok"
+    [cached] = [entry for entry in features.entries() if entry["split"] == "test"]
+    stored = features.load("tiny_cnn", "test", cached["key"])
+    keras.utils.set_random_seed(settings().seed)
+    extractor = feature_extractor(spec, resolve(spec, "none"))
+    fresh = np.concatenate([np.asarray(extractor(b)) for b in image_batches(dataset.test.files, 32, 4)])
+    np.testing.assert_allclose(stored, fresh, rtol=1e-5, atol=1e-6)
+
+
+def test_no_cache_extracts_without_keeping_anything(tiny_plugin, tiny_dataset):
+    row = bench_backbone(catalog().get("tiny_cnn"), load_dataset(tiny_dataset), settings(cache=False))
+    assert row["status"] == "ok" and row["feature_cache"] == "off"
+    assert features.entries() == []
+
+
+def test_finetune_reports_both_phases_and_logs_to_tensorboard(tiny_plugin, tiny_dataset, tmp_path):
+    out = tmp_path / "out"
+    steps = []
+    [row] = run_bench(
+        [catalog().get("tiny_cnn")], load_dataset(tiny_dataset),
+        settings(mode="finetune", finetune_epochs=2, unfreeze=3), out,
+        progress=lambda name, *step: steps.append(step),
+    )
+    assert row["status"] == "ok", row["error"]
+    assert row["top1_frozen"] is not None and row["top1"] is not None and row["finetune_seconds"] > 0
+    # the top 3 layers are BatchNorm, conv and pooling: BatchNorm stays frozen
+    assert row["unfrozen_layers"] == 2
+    assert ("fine-tune epochs", 1, 2) in steps and ("fine-tune epochs", 2, 2) in steps
+    logs = list((out / "tensorboard" / "tiny_cnn").rglob("events.out.tfevents.*"))
+    assert logs, "no TensorBoard event files"
+
+
+def test_unfreeze_keeps_batchnorm_frozen():
+    import keras
+
+    base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg")
+    assert unfreeze_top(base, 10) == sum(
+        not isinstance(layer, keras.layers.BatchNormalization) for layer in base.layers[-10:]
+    )
+    assert not any(layer.trainable for layer in base.layers[:-10])
+    assert not any(layer.trainable for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization))
+    assert unfreeze_top(base, 0) == 0
+
+
+def test_augment_runs_end_to_end_without_the_cache(tiny_plugin, tiny_dataset):
+    row = bench_backbone(catalog().get("tiny_cnn"), load_dataset(tiny_dataset), settings(augment=True))
+    assert row["status"] == "ok", row["error"]
+    assert row["feature_cache"] == "off (augment)" and row["extract_seconds"] is None
+    assert features.entries() == []
+
+
+def test_mirrored_strategy_trains_on_cpu(tiny_plugin, tiny_dataset, tmp_path):
+    rows = run_bench([catalog().get("tiny_cnn")], load_dataset(tiny_dataset),
+                     settings(strategy="mirrored", mode="finetune"), tmp_path)
+    assert rows[0]["status"] == "ok", rows[0]["error"]
+    environment = read_results(tmp_path)["environment"]
+    assert environment["strategy"] == "mirrored" and environment["replicas"] == 1
+
+
+def test_a_failing_backbone_is_one_failed_row_and_the_rest_run(tiny_plugin, tiny_dataset, tmp_path):
+    specs = [catalog().get("broken_net"), catalog().get("tiny_cnn")]
+    broken, good = run_bench(specs, load_dataset(tiny_dataset), settings(), tmp_path)
+    assert broken["status"] == "failed"
+    assert broken["error"] == "keras.applications has no 'NoSuchNet' (backbone broken_net)"
+    assert good["status"] == "ok"
+
+
+def test_ctrl_c_loses_only_the_backbone_in_flight_and_resume_skips_finished_ones(tiny_plugin, tiny_dataset, tmp_path):
+    specs = [catalog().get("tiny_cnn"), catalog().get("tiny_cnn_b")]
+    dataset = load_dataset(tiny_dataset)
+
+    def interrupt_second(name, step, done, total):
+        if name == "tiny_cnn_b" and step == "head epochs":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(specs, dataset, settings(), tmp_path, progress=interrupt_second)
+    [saved] = read_results(tmp_path)["backbones"]
+    assert saved["backbone"] == "tiny_cnn" and saved["status"] == "ok"
+
+    benched, reused = set(), []
+    rows = run_bench(specs, dataset, settings(), tmp_path, resume=True,
+                     progress=lambda name, *step: benched.add(name),
+                     finished=lambda row, was_reused: reused.append((row["backbone"], was_reused)))
+    assert benched == {"tiny_cnn_b"}
+    assert reused == [("tiny_cnn", True), ("tiny_cnn_b", False)]
+    assert rows[0] == saved and [r["status"] for r in read_results(tmp_path)["backbones"]] == ["ok", "ok"]
+
+    benched.clear()
+    run_bench(specs, dataset, settings(epochs=2), tmp_path, resume=True, progress=lambda name, *step: benched.add(name))
+    assert benched == {"tiny_cnn", "tiny_cnn_b"}  # other settings: nothing to reuse
+
+
+def test_bench_command_writes_every_output(tiny_plugin, tiny_dataset, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, [
+        "bench", "tiny_cnn", "broken_net", "--data", str(tiny_dataset), "--weights", "none",
+        "--epochs", "1", "--batch-size", "4", "--out", str(out), "--mode", "finetune",
+        "--finetune-epochs", "1", "--unfreeze", "2", "--no-cache",
+    ])
+    assert result.exit_code == 1, result.output  # broken_net failed
+    assert "broken_net failed: keras.applications has no 'NoSuchNet'" in result.stderr
+    results = json.loads((out / "results.json").read_text())
+    good = {row["backbone"]: row for row in results["backbones"]}["tiny_cnn"]
+    assert good["mode"] == "finetune" and good["unfreeze"] == 2 and good["feature_cache"] == "off"
+    assert results["environment"]["tensorflow"] and results["dataset"]["classes"] == ["dark", "light"]
+    for name in ("results.csv", "results.md", "accuracy_vs_speed.png"):
+        assert (out / name).stat().st_size > 0
+    assert list((out / "tensorboard" / "tiny_cnn").rglob("events.out.tfevents.*"))
+    assert "tiny_cnn" in result.stdout and "Frozen" in result.stdout
+    assert features.entries() == []
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--mode", "transfer"], "--mode transfer: use one of features, finetune"),
+    (["--strategy", "tpu"], "--strategy tpu: use one of default, mirrored, multiworker"),
+    (["--unfreeze", "-1"], "--unfreeze -1: it must be 0 or more"),
+])
+def test_bad_bench_settings_are_one_line_errors(tiny_dataset, arguments, message):
+    result = CliRunner().invoke(app, ["bench", "mobilenet_v2", "--data", str(tiny_dataset), *arguments])
+    assert result.exit_code == 2 and message in result.stderr
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_on_the_food_photos_then_from_the_cache(food, tmp_path):
+    spec, dataset = catalog().get("mobilenet_v2"), load_dataset(food)
+    first = bench_backbone(spec, dataset, settings(batch_size=32, latency_runs=10))
+    assert first["status"] == "ok", first["error"]
+    assert first["test_images"] == 500 and len(first["per_class_accuracy"]) == 10
+    assert first["feature_cache"] == "miss" and first["flops_per_image"] > 5e8  # ~0.6 GFLOPs at 224
+    second = bench_backbone(spec, dataset, settings(batch_size=32, latency_runs=10))
+    assert second["feature_cache"] == "hit" and second["extract_seconds"] < first["extract_seconds"] / 10
+    assert second["top1"] == first["top1"]

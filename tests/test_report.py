@@ -1,0 +1,120 @@
+"""Reports from rows: the ranked table, Markdown, CSV, the plot, and `zoo report` without TF."""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from rich.console import Console
+
+from zoo.errors import ZooError
+from zoo.report import csv_text, markdown, plot, ranked, read_results, results_table, write_results
+
+
+def row(name, top1, speed, params, **extra):
+    return {
+        "backbone": name, "status": "ok", "error": "", "mode": "features", "top1": top1,
+        "top1_frozen": top1, "top5": 1.0, "images_per_sec": speed, "latency_ms_p50": 1000 / speed,
+        "latency_ms_p95": 1200 / speed, "params": params, "flops_per_image": params * 100,
+        "peak_rss_mb": 500.0, "extract_seconds": 2.0, "head_seconds": 1.0, "feature_cache": "miss",
+        "weights": "imagenet", "confusion_matrix": [[2, 0], [1, 1]], "per_class_accuracy": {"a": 1.0, "b": 0.5},
+        **extra,
+    }
+
+
+ROWS = [
+    row("slow_big", 0.9, 30.0, 25_000_000),
+    {"backbone": "broken", "status": "failed", "error": "ValueError: no | good", "params": 1},
+    row("fast_small", 0.7, 120.0, 2_000_000, weights="random"),
+]
+META = {"environment": {"tensorflow": "2.x", "cpu_count": 2}, "dataset": {"root": "/data/food", "classes": ["a", "b"],
+        "train_images": 10, "test_images": 4}}
+
+
+def rendered(table) -> str:
+    console = Console(record=True, width=250, color_system="truecolor")
+    console.print(table)
+    return console.export_text(styles=True)
+
+
+def test_rows_are_ranked_by_top1_failures_last():
+    assert [r["backbone"] for r in ranked(ROWS)] == ["slow_big", "fast_small", "broken"]
+
+
+def test_the_table_highlights_the_best_value_of_each_column():
+    text = rendered(results_table(ROWS))
+    lines = [line for line in text.splitlines() if "slow_big" in line or "fast_small" in line]
+    big, small = lines
+    assert "90.0%" in big and "\x1b[1;32m90.0%" in big  # best top-1
+    assert "\x1b[1;32m120.0" in small and "\x1b[1;32m2.0M" in small  # fastest, smallest
+    assert "\x1b[1;32m30.0" not in big
+    assert "Frozen" not in text  # no fine-tuned row: the frozen column would repeat top-1
+    assert "RANDOM" in small and "failed" in text
+
+
+def test_markdown_has_every_row_best_values_bold_and_the_environment():
+    text = markdown({**META, "backbones": ROWS})
+    assert text.startswith("# zoo bench: food")
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert table[1].startswith("| slow_big | **90.0%**")
+    assert "failed: ValueError: no \\| good" in table[3]
+    assert "**Random weights**" in text and "fast_small" in text.split("**Random weights**")[1]
+    assert "tensorflow 2.x" in text
+
+
+def test_csv_keeps_nested_fields_as_json():
+    parsed = list(csv.DictReader(io.StringIO(csv_text(ROWS))))
+    assert [r["backbone"] for r in parsed] == ["slow_big", "broken", "fast_small"]
+    assert json.loads(parsed[0]["confusion_matrix"]) == [[2, 0], [1, 1]]
+    assert json.loads(parsed[0]["per_class_accuracy"]) == {"a": 1.0, "b": 0.5}
+
+
+def test_plot_is_a_png_even_with_no_finished_rows(tmp_path):
+    plot(ROWS, tmp_path / "a.png")
+    plot([ROWS[1]], tmp_path / "b.png")
+    for name in ("a.png", "b.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]  # no temporaries left
+
+
+def test_write_then_read_round_trips(tmp_path):
+    written = write_results(tmp_path, ROWS, META)
+    assert read_results(tmp_path) == written
+    assert written["backbones"] == ROWS and written["environment"] == META["environment"]
+    assert {p.name for p in tmp_path.iterdir()} == {"results.json", "results.csv", "results.md", "accuracy_vs_speed.png"}
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist; run `zoo bench"),
+    ("{not json", "is not valid JSON"),
+    ('[{"backbone": "x"}]', "is not a zoo bench results file"),
+])
+def test_unreadable_results_are_one_line_errors(tmp_path, content, message):
+    if content is not None:
+        (tmp_path / "results.json").write_text(content)
+    with pytest.raises(ZooError, match=message):
+        read_results(tmp_path)
+
+
+def test_zoo_report_rerenders_everything_without_importing_tensorflow(tmp_path):
+    write_results(tmp_path, ROWS, META)
+    for name in ("results.md", "results.csv", "accuracy_vs_speed.png"):
+        (tmp_path / name).unlink()
+    code = (
+        "import sys, json\n"
+        "from typer.testing import CliRunner\n"
+        "from zoo.cli import app\n"
+        "result = CliRunner().invoke(app, ['report', sys.argv[1]])\n"
+        "print(json.dumps({'code': result.exit_code, 'out': result.stdout, 'err': result.stderr,\n"
+        "                  'tf': 'tensorflow' in sys.modules, 'keras': 'keras' in sys.modules}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["tf"] is False and report["keras"] is False
+    assert report["code"] == 0, report
+    assert "slow_big" in report["out"] and "zoo bench: food" in report["out"]
+    assert "broken failed: ValueError: no | good" in report["err"]
+    for name in ("results.md", "results.csv", "accuracy_vs_speed.png"):
+        assert (tmp_path / name).stat().st_size > 0
