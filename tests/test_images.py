@@ -98,6 +98,7 @@ BAD = {
     "empty.jpg": (b"", "empty file"),
     "text.jpg": (b"<html>404 Not Found</html>", "not an image"),
     "half.jpg": (JPEG[: len(JPEG) // 2], "truncated or corrupt"),
+    "cut_in_header.jpg": (JPEG[:300], "truncated or corrupt"),
     "no_end_marker.jpg": (JPEG[:-2], "truncated or corrupt"),  # what verify() lets through
     "cut_in_iend.png": (PNG[:-3], "truncated or corrupt"),  # what Pillow's decoder lets through
 }

@@ -25,11 +25,43 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from typer.core import TyperGroup
 
 from zoo import hub, plugin_manager, weights
-from zoo.errors import ZooError
+from zoo.errors import ZooError, one_line
+
+
+class _OneLineErrors(TyperGroup):
+    """Every command's errors as one line on stderr, never a traceback (unless --debug).
+
+    Done here rather than in main() so `zoo` and typer's CliRunner behave the same:
+    a ZooError (bad input) exits 2, an unexpected exception (a bug) exits 1.
+    """
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):  # typer's own exits and usage errors
+            raise
+        except ZooError as exc:
+            if _debug:
+                raise
+            err.print(f"[red]Error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except Exception as exc:
+            if _debug:
+                raise
+            err.print(
+                f"[red]Unexpected error:[/] {escape(one_line(exc))} (rerun with --debug for the "
+                "traceback, and please report it)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
+
 
 app = typer.Typer(
+    cls=_OneLineErrors,
     help="Which pretrained backbone is best for my data, and at what cost?",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -63,7 +95,7 @@ def _warn_broken() -> None:
     catalog = plugin_manager.catalog()
     for info in catalog.plugins:
         if info.error:
-            err.print(f"[yellow]plugin {info.name} is broken: {info.error}[/]")
+            err.print(f"[yellow]plugin {info.name} is broken: {escape(info.error)}[/]", soft_wrap=True)
     for name, claimants in catalog.conflicts.items():
         err.print(f"[yellow]backbone {name} is declared by {' and '.join(claimants)}; left out[/]")
 
@@ -164,7 +196,7 @@ def bench(
     """Benchmark backbones on one dataset and print the comparison table."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from zoo.bench import BenchSettings, run_bench, validate_weights_mode
-    from zoo.data import load_dataset
+    from zoo.data import load_dataset, skipped_summary
     from zoo.report import random_weights
     from zoo.sample_data import sample_dataset
 
@@ -191,9 +223,13 @@ def bench(
             "[cyan]No --data given: using zoo's embedded sample dataset (3 classes of drawn shapes). "
             "Point --data at a folder with train/<class>/ and test/<class>/ for real answers.[/]"
         )
-    dataset = load_dataset(data)
+    with _progress() as progress:
+        task = progress.add_task("checking images", total=None)
+        dataset = load_dataset(
+            data, lambda step, done, total: progress.update(task, completed=done, total=total)
+        )
     if dataset.skipped:
-        err.print(f"[yellow]skipped {dataset.skipped} files that are not images[/]")
+        err.print(f"[yellow]{escape(skipped_summary(dataset))}[/]", highlight=False, soft_wrap=True)
     out_dir = out_dir or Path("zoo-results") / dataset.root.resolve().name
     err.print(
         f"{len(dataset.class_names)} classes, {len(dataset.train)} train and "
@@ -371,14 +407,9 @@ def weights_verify() -> None:
 
 
 def main() -> None:
-    """Console-script entry point: ZooErrors become one line on stderr and exit code 2."""
+    """Console-script entry point (errors are turned into one line by _OneLineErrors)."""
     try:
         app()
-    except ZooError as exc:
-        if _debug:
-            raise
-        err.print(f"[red]Error:[/] {exc}", highlight=False)
-        sys.exit(2)
     except KeyboardInterrupt:
         err.print("[yellow]Interrupted.[/]")
         sys.exit(130)

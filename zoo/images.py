@@ -61,7 +61,7 @@ def decode(contents):
 
 def problem(path: Path) -> str:
     """Why `path` cannot be trained on ("" when it can), as a short reason that groups well."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if path.name.startswith("."):
         return "hidden file"
@@ -78,10 +78,10 @@ def problem(path: Path) -> str:
     try:
         with Image.open(io.BytesIO(contents)):
             pass
-    except UnidentifiedImageError:
-        return "not an image"
     except Image.DecompressionBombError:
         return "too large"
+    except Exception:  # Pillow raises several types; a file cut inside its header still starts like an image
+        return "truncated or corrupt" if contents.startswith((*TF_SIGNATURES, b"BM")) else "not an image"
     try:
         decode(contents)
     except Exception:  # TensorFlow and Pillow raise many types for a bad file
