@@ -280,3 +280,20 @@ def test_the_real_script_shows_a_traceback_only_with_debug():
     assert debug.returncode == 1
     assert "Traceback (most recent call last)" in debug.stderr
     assert "zoo.errors.ZooError: unknown backbone 'nosuch_net'" in debug.stderr
+
+
+def test_an_unexpected_exception_is_one_line_too_and_asks_for_a_report(monkeypatch):
+    from zoo import weights
+
+    def broken_status(spec):
+        raise RuntimeError("a bug, not bad input")
+
+    monkeypatch.setattr(weights, "status", broken_status)
+    result = runner.invoke(app, ["info", "mobilenet_v2"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert result.stderr.strip() == (
+        "Unexpected error: RuntimeError: a bug, not bad input (rerun with --debug for the "
+        "traceback, and please report it)"
+    )
+    assert isinstance(runner.invoke(app, ["--debug", "info", "mobilenet_v2"]).exception, RuntimeError)

@@ -98,3 +98,15 @@ def test_a_rerun_decodes_only_what_changed(messy, monkeypatch):
     make_images(messy / "train", {"cat": 4}, size=32, seed=5)  # rewrites three, adds one
     load_dataset(messy)
     assert len(decoded) == 4
+
+
+@pytest.mark.slow
+def test_the_food_photos_all_pass_the_check_and_a_rerun_is_cached(food):
+    import time
+
+    dataset = load_dataset(food)
+    assert (len(dataset.class_names), len(dataset.train), len(dataset.test)) == (10, 750, 500)
+    assert dataset.skipped == ()  # train/.DS_Store lies beside the class folders, not in one
+    start = time.perf_counter()
+    assert load_dataset(food) == dataset
+    assert time.perf_counter() - start < 1.0
