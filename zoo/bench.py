@@ -208,11 +208,17 @@ def _split_features(spec, split: Split, name: str, forward, identity: dict, sett
     return features.store(spec.name, name, key, {"images": total}, run), "miss"
 
 
-def _base_model(extractor):
-    """The backbone inside the extractor: the one nested model."""
+def _base_model(spec: BackboneSpec, extractor):
+    """The backbone inside the extractor (its one nested Keras model), whose layers fine-tuning unfreezes."""
     import keras
 
-    return next(layer for layer in extractor.layers if isinstance(layer, keras.Model))
+    base = next((layer for layer in extractor.layers if isinstance(layer, keras.Model)), None)
+    if base is None:
+        raise ZooError(
+            f"{spec.name} cannot be fine-tuned: its base is not a Keras model with layers "
+            "(e.g. a TF Hub SavedModel); bench it with --mode features"
+        )
+    return base
 
 
 def unfreeze_top(base, count: int) -> int:
@@ -386,7 +392,7 @@ def _fine_tune(spec, dataset, settings, progress, row, strategy, model, extracto
     whole model on the images at a tenth of the learning rate, numbering epochs on from phase 1."""
     start = time.perf_counter()
     with strategy.scope():
-        row["unfrozen_layers"] = unfreeze_top(_base_model(extractor), settings.unfreeze)
+        row["unfrozen_layers"] = unfreeze_top(_base_model(spec, extractor), settings.unfreeze)
         _compile(model, settings.learning_rate / 10)
     model.fit(
         _labeled_batches(dataset.train, spec.input_size, settings.batch_size, settings.seed),
