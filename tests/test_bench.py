@@ -101,6 +101,31 @@ def test_cached_features_are_what_the_rebuilt_base_computes(tiny_plugin, tiny_da
     np.testing.assert_allclose(stored, fresh, rtol=1e-5, atol=1e-6)
 
 
+def test_mirror_adds_the_features_of_mirror_images_and_no_mirror_leaves_them_out(tiny_plugin, tiny_dataset):
+    import keras
+    import tensorflow as tf
+
+    from zoo.data import image_batches
+    from zoo.models import feature_extractor
+    from zoo.weights import resolve
+
+    spec, dataset = catalog().get("tiny_cnn"), load_dataset(tiny_dataset)
+    assert bench_backbone(spec, dataset, settings(mirror=False))["status"] == "ok"
+    assert sorted(entry["split"] for entry in features.entries()) == ["test", "train"]
+    assert bench_backbone(spec, dataset, settings(mirror=True))["status"] == "ok"
+    splits = {entry["split"]: entry["key"] for entry in features.entries()}
+    assert sorted(splits) == ["test", "test-mirrored", "train", "train-mirrored"]
+    keras.utils.set_random_seed(settings().seed)
+    extractor = feature_extractor(spec, resolve(spec, "none"))
+    flipped = np.concatenate([
+        np.asarray(extractor(tf.image.flip_left_right(batch)))
+        for batch in image_batches(dataset.test.files, 32, 4)
+    ])
+    stored = features.load("tiny_cnn", "test-mirrored", splits["test-mirrored"])
+    np.testing.assert_allclose(stored, flipped, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(stored, features.load("tiny_cnn", "test", splits["test"]))
+
+
 def test_no_cache_extracts_without_keeping_anything(tiny_plugin, tiny_dataset):
     row = bench_backbone(catalog().get("tiny_cnn"), load_dataset(tiny_dataset), settings(cache=False))
     assert row["status"] == "ok" and row["feature_cache"] == "off"

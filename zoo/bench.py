@@ -49,6 +49,7 @@ class BenchSettings:
     finetune_epochs: int = 5
     unfreeze: int = 10
     augment: bool = False
+    mirror: bool = True
     strategy: str = "default"
     latency_runs: int = 30
     throughput_batches: int = 3
@@ -188,12 +189,18 @@ def _predict(forward, files, size: int, batch_size: int, progress: Progress) -> 
     return np.concatenate(chunks)
 
 
-def _split_features(spec, split: Split, name: str, forward, identity: dict, settings, progress):
-    """One split's features, from the cache when they are there; (array, "hit"|"miss"|"off")."""
+def _split_features(spec, split: Split, name: str, forward, identity: dict, settings, progress, mirrored=False):
+    """One split's features (of its mirror images if `mirrored`), from the cache when they are
+    there; (array, "hit"|"miss"|"off")."""
     total = len(split)
+    name = f"{name}-mirrored" if mirrored else name
 
     def run(destination: Path):
         batches = image_batches(split.files, spec.input_size, settings.batch_size)
+        if mirrored:
+            import tensorflow as tf
+
+            batches = batches.map(tf.image.flip_left_right)
         report = lambda done: progress(f"{name} features", done, total)  # noqa: E731
         return features.extract(batches, forward, total, spec.feature_dim, destination, report)
 
@@ -346,21 +353,26 @@ def _head_on_cached_features(spec, dataset, settings, progress, row, strategy, e
     start = time.perf_counter()
     extract = metrics.compiled_forward(extractor)
     identity = _feature_identity(spec, weights.path, settings.seed)
-    train_x, train_cache = _split_features(spec, dataset.train, "train", extract, identity, settings, progress)
-    test_x, test_cache = _split_features(spec, dataset.test, "test", extract, identity, settings, progress)
-    row["feature_cache"] = train_cache if train_cache == test_cache else f"train {train_cache}, test {test_cache}"
+    views = (False, True) if settings.mirror else (False,)
+    train = [_split_features(spec, dataset.train, "train", extract, identity, settings, progress, m) for m in views]
+    test = [_split_features(spec, dataset.test, "test", extract, identity, settings, progress, m) for m in views]
+    row["feature_cache"] = ", ".join(sorted({status for _, status in train + test}))
     row["extract_seconds"] = time.perf_counter() - start
     start = time.perf_counter()
-    test_x, test_y = np.asarray(test_x), np.asarray(dataset.test.labels)
+    train_x = np.concatenate([x for x, _ in train])
+    train_y = np.tile(dataset.train.labels, len(views))
+    test_y = np.asarray(dataset.test.labels)
     with strategy.scope():
         head = train_head(
-            train_x, dataset.train.labels, len(dataset.class_names), settings,
+            train_x, train_y, len(dataset.class_names), settings,
             callbacks=[*callbacks, _epoch_progress("head epochs", 0, settings.epochs, progress)],
-            validation=(test_x, test_y),
+            validation=(np.asarray(test[0][0]), test_y),
         )
         model = keras.Model(extractor.input, head(extractor.output), name="classifier")
     row["head_seconds"] = time.perf_counter() - start
-    return model, np.asarray(head.predict(test_x, batch_size=settings.batch_size, verbose=0))
+    # With `mirror`, each test image is scored as the mean over it and its mirror image.
+    views = [head.predict(np.asarray(x), batch_size=settings.batch_size, verbose=0) for x, _ in test]
+    return model, np.mean(views, axis=0)
 
 
 def _head_end_to_end(spec, dataset, settings, progress, row, strategy, extractor, callbacks, weights):

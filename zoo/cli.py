@@ -177,19 +177,23 @@ def bench(
         None, "--source", help="hub or keras: each backbone's TF Hub or Keras variant [--all: the default ones]."
     ),
     data: Optional[Path] = typer.Option(None, help="Folder with train/<class>/ and test/<class>/."),
-    epochs: Optional[int] = typer.Option(None, help="Head training epochs [registry: 5]."),
-    batch_size: Optional[int] = typer.Option(None, help="Batch size [registry: 32]."),
-    learning_rate: Optional[float] = typer.Option(None, help="Adam learning rate [registry: 1e-3]."),
+    epochs: Optional[int] = typer.Option(None, help="Head training epochs (default in registry.toml: 20)."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size (default in registry.toml: 32)."),
+    learning_rate: Optional[float] = typer.Option(None, help="Adam learning rate (default in registry.toml: 0.001)."),
     weights_mode: str = typer.Option(
         "auto", "--weights", help="auto, imagenet, none, or a weights file for one backbone."
     ),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Results folder [zoo-results/<data>]."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: zoo-results/<data folder name>)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     mode: str = typer.Option("features", help="features (frozen base) or finetune (then unfreeze the top)."),
     finetune_epochs: int = typer.Option(5, help="Fine-tuning epochs after the head's [--mode finetune]."),
     unfreeze: int = typer.Option(10, help="Top base layers to unfreeze, BatchNorm excepted [--mode finetune]."),
     augment: bool = typer.Option(False, "--augment", help="Random flip/rotation/zoom; runs end to end, no cache."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse and keep extracted features."),
+    mirror: Optional[bool] = typer.Option(
+        None, "--mirror/--no-mirror",
+        help="Also train the head on mirror images and score each test image with its mirror (default in registry.toml: on).",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Skip backbones already finished in --out with these settings."),
     strategy: str = typer.Option("default", help="tf.distribute strategy: default, mirrored or multiworker."),
 ) -> None:
@@ -203,7 +207,7 @@ def bench(
     settings = BenchSettings.from_registry(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, weights=weights_mode,
         mode=mode, finetune_epochs=finetune_epochs, unfreeze=unfreeze, augment=augment,
-        strategy=strategy, cache=cache,
+        strategy=strategy, cache=cache, mirror=mirror,
     )
     settings.validate()
     catalog = plugin_manager.catalog()
