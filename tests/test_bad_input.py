@@ -4,10 +4,13 @@ Each case ends in a bench that finishes and counts what it skipped, or in one li
 the problem and the fix (exit 2) — never a traceback, a hang, or a lost results.json.
 """
 
+import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,11 @@ from conftest import make_images
 from PIL import Image
 from typer.testing import CliRunner
 
+from zoo import weights
 from zoo.cli import app
+from zoo.errors import ZooError
+from zoo.report import write_results
+from zoo.spec import BackboneSpec, Weights
 
 runner = CliRunner()
 ZOO = Path(sys.executable).parent / "zoo"
@@ -209,6 +216,78 @@ def test_broken_plugins_are_named_in_one_line_each_and_the_built_ins_still_liste
     assert len(warnings) == len(BROKEN_PLUGINS) + 1
 
 
+# 9. weights. Covered in tests/test_weights.py: a checksum mismatch on disk
+# (test_a_wrong_file_is_refused_named_and_kept) and in a download
+# (test_a_download_with_the_wrong_hash_is_refused_and_not_kept); a mirror that 404s
+# (test_a_mirror_404_falls_back_to_the_pinned_url), stalls, breaks off or 404s everywhere, each
+# ending within the timeout (test_failed_transfers_end_fast_in_one_line_and_leave_nothing);
+# offline with nothing cached (test_offline_with_nothing_cached_is_one_line_naming_file_url_and_fixes,
+# and through the real `zoo` in test_offline_is_one_clean_line_and_auto_benches_random).
+# Here: files on disk that are truncated or cannot be read at all.
+
+WEIGHTS = b"pretend weights " * 1000
+
+
+def weights_spec(**pins) -> BackboneSpec:
+    pins = pins or {"sha256": hashlib.sha256(WEIGHTS).hexdigest(), "size": len(WEIGHTS)}
+    return BackboneSpec(
+        name="pinned_net", family="test", source="keras.applications", reference="MobileNetV2",
+        input_size=32, preprocessing="symmetric", feature_dim=1280, params=2257984,
+        weights=Weights(file="pinned.h5", url="http://127.0.0.1:9/pinned.h5", **pins),
+    )
+
+
+def refused(spec: BackboneSpec, *expected: str) -> str:
+    """imagenet refuses the file in one line; auto benches random weights and says why."""
+    with pytest.raises(ZooError) as caught:
+        weights.resolve(spec, "imagenet")
+    message = str(caught.value)
+    assert "\n" not in message
+    for text in expected:
+        assert text in message, message
+    fallback = weights.resolve(spec, "auto")
+    assert fallback.path is None and fallback.label == "random" and message in fallback.note
+    ok, detail = weights.verify_local(spec)  # `zoo weights verify` reports it too
+    assert ok is False and detail == message
+    return message
+
+
+@pytest.fixture
+def weights_dir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_a_truncated_weights_file(weights_dir):
+    (weights_dir / "pinned.h5").write_bytes(WEIGHTS[:5000])
+    refused(weights_spec(), str(weights_dir / "pinned.h5"), f"has 5000 bytes, expected {len(WEIGHTS)}",
+            "truncated", "replace it")
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_something_named_like_the_weights_file_that_is_not_a_file(kind, weights_dir):
+    """Never downloaded over, and a fifo is never opened (reading it would block for ever)."""
+    made = weights_dir / "pinned.h5"
+    made.mkdir() if kind == "folder" else os.mkfifo(made)
+    refused(weights_spec(), f"weights file {made} is not a regular file", "replace it")
+
+
+def test_a_weights_file_that_fails_to_read(weights_dir):
+    """/proc/self/mem opens, even for root, but reading its start fails with an I/O error."""
+    if not Path("/proc/self/mem").is_file():
+        pytest.skip("needs Linux /proc")
+    (weights_dir / "pinned.h5").symlink_to("/proc/self/mem")
+    refused(weights_spec(sha256="0" * 64), "pinned.h5 cannot be read (Input/output error)",
+            "fix its permissions or replace it")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_a_weights_file_without_read_permission(weights_dir):
+    (weights_dir / "pinned.h5").write_bytes(WEIGHTS)
+    (weights_dir / "pinned.h5").chmod(0)
+    refused(weights_spec(), "pinned.h5 cannot be read (Permission denied)", "fix its permissions")
+
+
 # 10. --out that cannot be written; results.json survives a failed write
 
 
@@ -245,6 +324,189 @@ def test_a_write_that_fails_midway_leaves_the_previous_results_whole(tmp_path):
     assert "cannot write results to" in done.stdout and "choose another --out" in done.stdout
     assert (tmp_path / "results.json").read_text() == previous
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # no half-written temporary
+
+
+# 11. Ctrl-C while checking images, extracting, training and writing; then --resume finishes.
+# A real SIGINT to a real `zoo bench`, sent while a test plugin's backbone holds its second
+# forward pass (extraction by default, a training step with --augment) until the signal is sent.
+# Ctrl-C in training the head on cached features: tests/test_bench.py
+# (test_ctrl_c_loses_only_the_backbone_in_flight_and_resume_skips_finished_ones).
+
+HOLD_PLUGIN = """
+import os
+import time
+from pathlib import Path
+
+from zoo import BackboneSpec, hookimpl
+
+
+@hookimpl
+def zoo_backbones():
+    return [BackboneSpec(name=name, family="test", source="custom", reference="tiny_cnn", input_size=32,
+                         preprocessing="unit", feature_dim=8, params=224) for name in ("tiny_a", "tiny_b")]
+
+
+def _hold(features):
+    \"\"\"tiny_b's second batch: say so in $HOLD_DIR/holding, then wait for $HOLD_DIR/released.\"\"\"
+    gate = Path(os.environ["HOLD_DIR"])
+    _hold.calls = getattr(_hold, "calls", 0) + 1
+    if _hold.calls == 2:
+        (gate / "holding").touch()
+        deadline = time.monotonic() + 60
+        while not (gate / "released").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return features
+
+
+@hookimpl
+def zoo_build_backbone(spec, weights):
+    import keras
+    import tensorflow as tf
+
+    class Hold(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.supports_jit = False  # it runs Python
+
+        def call(self, x):
+            return tf.ensure_shape(tf.numpy_function(_hold, [x], tf.float32, stateful=True), x.shape)
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    if spec.name == "tiny_b" and os.environ.get("HOLD_DIR"):
+        x = Hold()(x)
+    return keras.Model(inputs, x)
+"""
+TINY = ["--weights", "none", "--epochs", "1", "--batch-size", "4"]
+RESULTS = {".zoo-bench.lock", "results.json", "results.csv", "results.md", "accuracy_vs_speed.png", "tensorboard"}
+
+
+@pytest.fixture
+def hold_plugin(tmp_path, monkeypatch):
+    path = tmp_path / "hold_plugin.py"
+    path.write_text(HOLD_PLUGIN)
+    monkeypatch.setenv("ZOO_PLUGINS", str(path))
+
+
+def start_held_bench(gate: Path, *arguments: str) -> subprocess.Popen:
+    """`zoo bench ARGUMENTS` in its own process, returned once tiny_b holds its second batch."""
+    gate.mkdir()
+    process = subprocess.Popen([ZOO, "bench", *arguments], env={**os.environ, "HOLD_DIR": str(gate)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (gate / "holding").exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"tiny_b never held its batch:\n{process.communicate()[1]}")
+        time.sleep(0.02)
+    return process
+
+
+def ctrl_c(process: subprocess.Popen, gate: Path) -> str:
+    """Press Ctrl-C, let the held batch go; the process must end at once, in one line, exit 130."""
+    process.send_signal(signal.SIGINT)
+    (gate / "released").touch()
+    stderr = process.communicate(timeout=60)[1]
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert [line for line in lines if line.startswith("Interrupted")] == lines[-1:], stderr
+    return lines[-1]
+
+
+@pytest.mark.parametrize("phase, extra", [("extraction", []), ("training", ["--augment"])])
+def test_ctrl_c_keeps_finished_rows_and_resume_finishes_the_rest(phase, extra, hold_plugin, tiny_dataset, tmp_path):
+    out, features = tmp_path / "out", Path(os.environ["ZOO_CACHE_DIR"]) / "features"
+    arguments = ["tiny_a", "tiny_b", "--data", str(tiny_dataset), "--out", str(out), *TINY, *extra]
+    process = start_held_bench(tmp_path / "gate", *arguments)
+    if phase == "extraction":
+        assert list(features.glob(".tiny_b-train-*.partial"))  # the held batch is half written
+    else:
+        assert (out / "tensorboard/tiny_b/train").is_dir()  # model.fit has begun
+    line = ctrl_c(process, tmp_path / "gate")
+    assert line == (f"Interrupted: the backbones finished so far are in {out}/results.json; "
+                    "run the same command with --resume to bench the rest")
+    [saved] = rows_of(out)
+    assert saved["backbone"] == "tiny_a" and saved["status"] == "ok"
+    assert {path.name for path in out.iterdir()} == RESULTS  # no temporary file left
+    assert not list(features.glob("*tiny_b*"))  # no half-written cache entry
+
+    result = runner.invoke(app, ["bench", *arguments, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "tiny_a: finished before with these settings (--resume), kept" in result.stderr
+    first, second = rows_of(out)
+    assert first == saved and second["backbone"] == "tiny_b" and second["status"] == "ok"
+    if phase == "extraction":
+        assert second["feature_cache"] == "miss"
+
+
+def test_ctrl_c_while_checking_images_stops_at_once_and_keeps_the_verdicts(tmp_path):
+    from zoo.images import _cache_file, check_files
+
+    make_images(tmp_path / "many", {"cat": 400}, size=8)
+    files = sorted((tmp_path / "many/cat").iterdir())
+
+    def ctrl_c_at_the_fifth(step, done, total):
+        if done == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        check_files(tmp_path / "many", files, ctrl_c_at_the_fifth)
+    kept = json.loads(_cache_file(tmp_path / "many").read_text())
+    assert 5 <= len(kept) < len(files)  # the rest were cancelled, not checked on the way out
+    assert all(len(entry) == 3 for entry in kept.values())
+    seen = []
+    check_files(tmp_path / "many", files, lambda step, done, total: seen.append(total))
+    assert seen[-1] == len(files) - len(kept)  # a rerun checks only what is left
+
+
+def test_ctrl_c_between_writing_results_and_renaming_them_keeps_the_previous_file(tmp_path, monkeypatch):
+    previous = [{"backbone": "tiny_a", "status": "ok", "top1": 0.5, "error": ""}]
+    write_results(tmp_path, previous)
+    before = (tmp_path / "results.json").read_bytes()
+
+    def ctrl_c(source, target):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        write_results(tmp_path, [*previous, {"backbone": "tiny_b", "status": "ok", "top1": 1.0, "error": ""}])
+    monkeypatch.undo()
+    assert (tmp_path / "results.json").read_bytes() == before
+    assert {path.name for path in tmp_path.iterdir()} == RESULTS - {".zoo-bench.lock", "tensorboard"}
+
+
+# 12. two benches into one --out at once: the second is refused at once; a killed one never blocks
+
+
+def test_a_second_bench_into_a_busy_out_is_refused_and_a_killed_one_does_not_block(
+    hold_plugin, tiny_dataset, tmp_path
+):
+    out = tmp_path / "out"
+    arguments = ["--data", str(tiny_dataset), "--out", str(out), *TINY]
+    first = start_held_bench(tmp_path / "gate", "tiny_b", *arguments)
+    try:
+        start = time.monotonic()
+        second = runner.invoke(app, ["bench", "tiny_a", *arguments])
+        assert time.monotonic() - start < 10
+        one_line_error(second, f"{out} is in use by another zoo bench (pid {first.pid})",
+                       "wait for it to finish, or choose another --out")
+    finally:
+        first.kill()  # as the OOM killer or `kill -9` would: no cleanup runs
+        first.communicate(timeout=60)
+    assert (out / ".zoo-bench.lock").read_text() == str(first.pid)  # left behind, yet
+    third = runner.invoke(app, ["bench", "tiny_a", *arguments])
+    assert third.exit_code == 0, third.output
+    assert [row["backbone"] for row in rows_of(out)] == ["tiny_a"]
+
+
+def test_out_is_checked_before_any_work_and_a_bad_data_leaves_no_folder(tmp_path, tiny_dataset):
+    (tmp_path / "taken").write_text("not a folder")
+    one_line_error(bench(tiny_dataset, tmp_path / "taken"), "cannot write results to", "choose another --out")
+    assert not (Path(os.environ["ZOO_CACHE_DIR"]) / "scans").exists()  # not one image was checked
+    one_line_error(bench(tmp_path / "nowhere", tmp_path / "new/out"), "nowhere: no such folder")
+    assert not (tmp_path / "new/out").exists()
 
 
 # 13. bad options

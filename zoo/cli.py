@@ -43,6 +43,11 @@ class _OneLineErrors(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):  # typer's own exits and usage errors
             raise
+        except KeyboardInterrupt as exc:  # Ctrl-C: one line (what was kept, how to go on), exit 130
+            if _debug:
+                raise
+            err.print(f"[yellow]Interrupted{': ' + escape(str(exc)) if str(exc) else '.'}[/]", soft_wrap=True)
+            raise typer.Exit(130) from None
         except ZooError as exc:
             if _debug:
                 raise
@@ -171,6 +176,7 @@ def _progress() -> Progress:
 
 @app.command()
 def bench(
+    ctx: typer.Context,
     names: list[str] = typer.Argument(None, help="Backbones to bench (see `zoo list`)."),
     all_backbones: bool = typer.Option(False, "--all", help="Bench every backbone."),
     source: Optional[str] = typer.Option(
@@ -201,7 +207,7 @@ def bench(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from zoo.bench import BenchSettings, run_bench, validate_weights_mode
     from zoo.data import load_dataset, skipped_summary
-    from zoo.report import random_weights
+    from zoo.report import random_weights, results_lock
     from zoo.sample_data import sample_dataset
 
     settings = BenchSettings.from_registry(
@@ -227,6 +233,9 @@ def bench(
             "[cyan]No --data given: using zoo's embedded sample dataset (3 classes of drawn shapes). "
             "Point --data at a folder with train/<class>/ and test/<class>/ for real answers.[/]"
         )
+    out_dir = out_dir or Path("zoo-results") / Path(data).expanduser().resolve().name
+    # Held until the command ends: an unwritable or busy --out fails now, before any work.
+    ctx.with_resource(results_lock(out_dir))
     with _progress() as progress:
         task = progress.add_task("checking images", total=None)
         dataset = load_dataset(
@@ -234,7 +243,6 @@ def bench(
         )
     if dataset.skipped:
         err.print(f"[yellow]{escape(skipped_summary(dataset))}[/]", highlight=False, soft_wrap=True)
-    out_dir = out_dir or Path("zoo-results") / dataset.root.resolve().name
     err.print(
         f"{len(dataset.class_names)} classes, {len(dataset.train)} train and "
         f"{len(dataset.test)} test images from {dataset.root}"
@@ -259,7 +267,13 @@ def bench(
             if reused:
                 err.print(f"{row['backbone']}: finished before with these settings (--resume), kept")
 
-        rows = run_bench(specs, dataset, settings, out_dir, resume=resume, progress=report, finished=finished)
+        try:
+            rows = run_bench(specs, dataset, settings, out_dir, resume=resume, progress=report, finished=finished)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(
+                f"the backbones finished so far are in {out_dir}/results.json; "
+                "run the same command with --resume to bench the rest"
+            ) from None
 
     _print_results(rows, f"zoo bench: {dataset.root.name}", as_json)
     untrained = random_weights(rows)

@@ -140,11 +140,15 @@ def check_files(root: Path, files: list[Path], progress: Progress | None = None)
             entries[key] = stamp
             todo.append(path)
     if todo:
-        with warnings.catch_warnings(), ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            for done, (path, reason) in enumerate(zip(todo, pool.map(problem, todo)), 1):
-                entries[keys[path]] = [*entries[keys[path]], reason]
-                if progress:
-                    progress("checking images", done, len(todo))
-        _write_cache(cache, entries)
+        pool = ThreadPoolExecutor(min(8, os.cpu_count() or 1))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                for done, (path, reason) in enumerate(zip(todo, pool.map(problem, todo)), 1):
+                    entries[keys[path]] = [*entries[keys[path]], reason]
+                    if progress:
+                        progress("checking images", done, len(todo))
+        finally:  # on Ctrl-C too: stop at once, and keep the verdicts reached so far
+            pool.shutdown(cancel_futures=True)
+            _write_cache(cache, {key: entry for key, entry in entries.items() if len(entry) == 3})
     return {path: entries[key][2] for path, key in keys.items()}

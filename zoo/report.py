@@ -6,6 +6,7 @@ results.json anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -18,6 +19,7 @@ from rich.table import Table
 from zoo.errors import ZooError
 
 FORMAT = "zoo-bench-results/1"
+LOCK_FILE = ".zoo-bench.lock"
 
 #: (row key, header, which value is best: "max", "min" or None).
 COLUMNS = (
@@ -242,3 +244,45 @@ def read_results(out_dir: Path) -> dict:
     if not isinstance(results, dict) or results.get("format") != FORMAT or not isinstance(results.get("backbones"), list):
         raise ZooError(f"{path} is not a zoo bench results file ({FORMAT}); rerun the bench")
     return results
+
+
+@contextlib.contextmanager
+def results_lock(out_dir: Path):
+    """Hold `out_dir` for one bench, taken before any work starts.
+
+    Creating the folder and a lock file in it proves it writable, so a bad --out fails in a
+    second rather than after an hour of extraction. The exclusive lock refuses a second bench
+    into the same folder at once, instead of letting the two overwrite each other's rows. It is
+    an flock, not the file's existence: the OS releases it when its holder exits or is killed,
+    so the file a killed run leaves behind never blocks. A folder that this call created and
+    that stayed empty (say the data was bad) is removed again.
+    """
+    import fcntl  # POSIX only; imported here so `zoo report` works everywhere
+
+    created = not out_dir.exists()
+    lock_path = out_dir / LOCK_FILE
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_path, "a+", encoding="utf-8")
+    except OSError as exc:
+        raise ZooError(f"cannot write results to {out_dir}: {exc.strerror}; choose another --out") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise ZooError(
+                f"{out_dir} is in use by another zoo bench (pid {holder}); wait for it to finish, "
+                "or choose another --out"
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield out_dir
+        finally:
+            if created and [path.name for path in out_dir.iterdir()] == [LOCK_FILE]:
+                with contextlib.suppress(OSError):  # another bench got in first: leave it be
+                    lock_path.unlink()
+                    out_dir.rmdir()

