@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -84,6 +85,16 @@ def test_write_then_read_round_trips(tmp_path):
     assert read_results(tmp_path) == written
     assert written["backbones"] == ROWS and written["environment"] == META["environment"]
     assert {p.name for p in tmp_path.iterdir()} == {"results.json", "results.csv", "results.md", "accuracy_vs_speed.png"}
+
+
+def test_results_are_readable_by_others_as_the_umask_allows(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_results(tmp_path, ROWS, META)
+    finally:
+        os.umask(old)
+    for name in ("results.json", "results.csv", "results.md"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
 
 
 @pytest.mark.parametrize("content, message", [
