@@ -559,3 +559,14 @@ def test_an_unexpected_exception_is_one_line_too_and_asks_for_a_report(monkeypat
         "traceback, and please report it)"
     )
     assert isinstance(runner.invoke(app, ["--debug", "info", "mobilenet_v2"]).exception, RuntimeError)
+
+
+def test_bench_without_tensorflow_says_which_extra_to_install():
+    code = (
+        "import sys; sys.modules['tensorflow'] = None\n"  # what an install without the extra sees
+        "from zoo.cli import main; sys.argv = ['zoo', 'bench', 'mobilenet_v2']; main()"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "TensorFlow is not installed; pip install 'zoo[cpu]'" in result.stderr
+    assert "Traceback" not in result.stderr

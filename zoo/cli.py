@@ -210,6 +210,10 @@ def bench(
     from zoo.report import random_weights, results_lock
     from zoo.sample_data import sample_dataset
 
+    try:
+        import tensorflow  # noqa: F401  (TensorFlow is an extra: users choose its build)
+    except ImportError:
+        raise ZooError("TensorFlow is not installed; pip install 'zoo[cpu]' (or 'zoo[gpu]')") from None
     settings = BenchSettings.from_registry(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, weights=weights_mode,
         mode=mode, finetune_epochs=finetune_epochs, unfreeze=unfreeze, augment=augment,
