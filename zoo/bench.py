@@ -371,7 +371,8 @@ def _head_on_cached_features(spec, dataset, settings, progress, row, strategy, e
         model = keras.Model(extractor.input, head(extractor.output), name="classifier")
     row["head_seconds"] = time.perf_counter() - start
     # With `mirror`, each test image is scored as the mean over it and its mirror image.
-    views = [head.predict(np.asarray(x), batch_size=settings.batch_size, verbose=0) for x, _ in test]
+    # A direct call, not head.predict: predict retraces its function for every new head.
+    views = [np.asarray(head(np.asarray(x), training=False)) for x, _ in test]
     return model, np.mean(views, axis=0)
 
 
