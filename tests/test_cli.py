@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -48,6 +49,22 @@ def test_list_shows_the_built_ins_without_importing_tensorflow():
     assert rows["efficientnet_b0"]["preprocessing"] == "none"
     assert rows["resnet50_v2"]["feature_dim"] == 2048
     assert {rows[name]["plugin"] for name in BUILT_INS} == {"efficientnet", "mobilenet_v2", "resnet_v2"}
+
+
+@pytest.mark.parametrize("command", [["info", "mobilenet_v2"], ["plugins"], ["cache", "list"], ["weights", "list"]])
+def test_read_only_commands_neither_import_tensorflow_nor_write(command, tmp_path):
+    cache = tmp_path / "no-cache-yet"
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from zoo.cli import app\n"
+        f"result = CliRunner().invoke(app, {command!r})\n"
+        "assert result.exit_code == 0, result.output\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
+    )
+    env = {**os.environ, "ZOO_CACHE_DIR": str(cache), "TFHUB_CACHE_DIR": str(tmp_path / "no-hub-cache")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+    assert not cache.exists() and not (tmp_path / "no-hub-cache").exists()
 
 
 def test_plugins_shows_built_ins_registered_through_entry_points():

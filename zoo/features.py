@@ -113,7 +113,7 @@ def store(backbone: str, split: str, key: str, meta: dict, run: Callable[[Path],
 def entries() -> list[dict]:
     """Every cache entry's meta data plus its size in bytes, newest first."""
     found = []
-    for meta_path in cache_dir("features").glob("*.json"):
+    for meta_path in cache_dir("features", create=False).glob("*.json"):
         array_path = meta_path.with_suffix(".npy")
         try:
             record = json.loads(meta_path.read_text(encoding="utf-8"))

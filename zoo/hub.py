@@ -61,12 +61,10 @@ def _local(handle: str) -> Path:
 
 
 def cache_root() -> Path:
-    """`$TFHUB_CACHE_DIR` (shared with tensorflow_hub), else zoo's cache folder."""
+    """`$TFHUB_CACHE_DIR` (shared with tensorflow_hub), else zoo's cache folder; not created
+    here, so looking a model up never writes."""
     root = os.environ.get("TFHUB_CACHE_DIR")
-    if root:
-        Path(root).expanduser().mkdir(parents=True, exist_ok=True)
-        return Path(root).expanduser()
-    return cache_dir("tfhub_modules")
+    return Path(root).expanduser() if root else cache_dir("tfhub_modules", create=False)
 
 
 def cached_path(handle: str) -> Path:
@@ -113,6 +111,7 @@ def _fetch(handle: str, progress: download.Progress) -> Path:
             f"a connected machine and copy its TFHUB_CACHE_DIR folder {final.name}/, "
             "give a SavedModel folder with --weights PATH, or bench the keras variant (--source keras)"
         ) from None
+    final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=final.name + ".", dir=final.parent))
     try:
         with tarfile.open(archive) as tar:

