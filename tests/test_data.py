@@ -87,6 +87,16 @@ def test_image_batches_keep_file_order_and_size(tmp_path):
     assert np.allclose(batch.numpy()[:, 5, 5], colours)
 
 
+def test_image_batches_resize_with_the_specs_interpolation(tmp_path):
+    """A 2x2 checkerboard upscaled: nearest keeps pure black and white, bilinear blends them."""
+    path = tmp_path / "board.png"
+    Image.fromarray(np.array([[[0] * 3, [255] * 3], [[255] * 3, [0] * 3]], dtype=np.uint8)).save(path)
+    [nearest] = list(image_batches((str(path),), 8, 1, "nearest"))
+    [bilinear] = list(image_batches((str(path),), 8, 1, "bilinear"))
+    assert set(np.unique(nearest.numpy())) == {0.0, 255.0}
+    assert len(np.unique(bilinear.numpy())) > 2
+
+
 def test_a_rerun_decodes_only_what_changed(messy, monkeypatch):
     from zoo import images
 

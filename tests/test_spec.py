@@ -32,6 +32,7 @@ def test_a_good_spec_validates_and_is_plain_data():
         ({"feature_dim": -3}, "feature_dim=-3"),
         ({"source": "torch.hub"}, "unknown source 'torch.hub'"),
         ({"name": "Bad Name"}, "invalid name"),
+        ({"interpolation": "cubic"}, "unknown interpolation 'cubic'"),
         ({"weights": Weights("w.h5")}, "neither a url nor a package"),
     ],
 )

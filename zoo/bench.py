@@ -156,7 +156,7 @@ def train_head(train_x, train_y, num_classes: int, settings: BenchSettings, call
     return head
 
 
-def _labeled_batches(split: Split, size: int, batch_size: int, seed: int):
+def _labeled_batches(split: Split, spec: BackboneSpec, batch_size: int, seed: int):
     """(images, labels) batches for end-to-end training: shuffled once globally by the seed,
     reshuffled locally every epoch, so no more than a few batches of decoded images are held."""
     import tensorflow as tf
@@ -165,7 +165,7 @@ def _labeled_batches(split: Split, size: int, batch_size: int, seed: int):
     files = tuple(split.files[i] for i in order)
     labels = np.asarray(split.labels)[order]
     pairs = tf.data.Dataset.zip(
-        (image_batches(files, size, batch_size).unbatch(), tf.data.Dataset.from_tensor_slices(labels))
+        (image_batches(files, spec.input_size, batch_size, spec.interpolation).unbatch(), tf.data.Dataset.from_tensor_slices(labels))
     )
     pairs = pairs.apply(tf.data.experimental.assert_cardinality(len(split)))  # lost by unbatch()
     return pairs.shuffle(4 * batch_size, seed=seed).batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -179,10 +179,10 @@ def _epoch_progress(step: str, first_epoch: int, epochs: int, progress: Progress
     )
 
 
-def _predict(forward, files, size: int, batch_size: int, progress: Progress) -> np.ndarray:
+def _predict(forward, files, spec: BackboneSpec, batch_size: int, progress: Progress) -> np.ndarray:
     """Class probabilities for every test image, batch by batch."""
     chunks, done = [], 0
-    for batch in image_batches(files, size, batch_size):
+    for batch in image_batches(files, spec.input_size, batch_size, spec.interpolation):
         chunks.append(np.asarray(forward(batch)))
         done += len(chunks[-1])
         progress("test predictions", done, len(files))
@@ -196,7 +196,7 @@ def _split_features(spec, split: Split, name: str, forward, identity: dict, sett
     name = f"{name}-mirrored" if mirrored else name
 
     def run(destination: Path):
-        batches = image_batches(split.files, spec.input_size, settings.batch_size)
+        batches = image_batches(split.files, spec.input_size, settings.batch_size, spec.interpolation)
         if mirrored:
             import tensorflow as tf
 
@@ -321,7 +321,7 @@ def _measure(spec, dataset, settings: BenchSettings, progress: Progress, row: di
     row["top1_frozen"] = metrics.top_k_accuracy(probabilities, test_y, 1)
     if settings.mode == "finetune":
         _fine_tune(spec, dataset, settings, progress, row, strategy, model, extractor, callbacks)
-        probabilities = _predict(forward, dataset.test.files, spec.input_size, settings.batch_size, progress)
+        probabilities = _predict(forward, dataset.test.files, spec, settings.batch_size, progress)
 
     phases = ("extract_seconds", "head_seconds", "finetune_seconds")
     row["train_seconds"] = sum(row.get(key) or 0.0 for key in phases)
@@ -336,7 +336,7 @@ def _measure(spec, dataset, settings: BenchSettings, progress: Progress, row: di
         params=extractor.count_params(),  # the backbone's, comparable across heads and datasets
         trainable_params=sum(int(np.prod(v.shape)) for v in model.trainable_weights),
     )
-    batch = next(iter(image_batches(dataset.test.files, spec.input_size, settings.batch_size)))
+    batch = next(iter(image_batches(dataset.test.files, spec.input_size, settings.batch_size, spec.interpolation)))
     row["images_per_sec"] = metrics.throughput(forward, batch, settings.throughput_batches, progress)
     row["latency_ms_p50"], row["latency_ms_p95"] = metrics.latency_ms(
         forward, batch[:1], settings.latency_runs, progress
@@ -391,13 +391,13 @@ def _head_end_to_end(spec, dataset, settings, progress, row, strategy, extractor
         model = keras.Model(inputs, head(extractor(augmentation()(inputs))), name="classifier")
         _compile(model, settings.learning_rate)
     model.fit(
-        _labeled_batches(dataset.train, spec.input_size, settings.batch_size, settings.seed),
+        _labeled_batches(dataset.train, spec, settings.batch_size, settings.seed),
         epochs=settings.epochs, verbose=0, shuffle=False,  # the pipeline shuffles
         callbacks=[*callbacks, _epoch_progress("epochs (end to end)", 0, settings.epochs, progress)],
     )
     row["head_seconds"] = time.perf_counter() - start
     forward = metrics.compiled_forward(model)
-    return model, _predict(forward, dataset.test.files, spec.input_size, settings.batch_size, progress)
+    return model, _predict(forward, dataset.test.files, spec, settings.batch_size, progress)
 
 
 def _fine_tune(spec, dataset, settings, progress, row, strategy, model, extractor, callbacks) -> None:
@@ -408,7 +408,7 @@ def _fine_tune(spec, dataset, settings, progress, row, strategy, model, extracto
         row["unfrozen_layers"] = unfreeze_top(_base_model(spec, extractor), settings.unfreeze)
         _compile(model, settings.learning_rate / 10)
     model.fit(
-        _labeled_batches(dataset.train, spec.input_size, settings.batch_size, settings.seed),
+        _labeled_batches(dataset.train, spec, settings.batch_size, settings.seed),
         initial_epoch=settings.epochs,
         epochs=settings.epochs + settings.finetune_epochs,
         verbose=0,

@@ -123,12 +123,13 @@ def skipped_summary(dataset: Dataset, examples: int = 2) -> str:
     return f"skipped {count} file{'s' * (count != 1)}: {'; '.join(groups)}"
 
 
-def image_batches(files: tuple[str, ...], size: int, batch_size: int):
+def image_batches(files: tuple[str, ...], size: int, batch_size: int, interpolation: str = "bilinear"):
     """A tf.data pipeline of float32 0..255 RGB images resized to size×size, in file order."""
     import tensorflow as tf
 
     def load(path):
-        return tf.image.resize(tf.cast(decode(tf.io.read_file(path)), tf.float32), (size, size))
+        image = tf.cast(decode(tf.io.read_file(path)), tf.float32)
+        return tf.image.resize(image, (size, size), method=interpolation)
 
     return (
         tf.data.Dataset.from_tensor_slices(list(files))

@@ -61,6 +61,9 @@ PREPROCESSING: dict[str, Normalization] = {
 
 Preprocessing = str | Callable[[Any], Any]
 
+#: How images are resized to the input size: the methods of `tf.image.resize`.
+INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area", "lanczos3", "lanczos5", "gaussian", "mitchellcubic")
+
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]*(:[a-z0-9_]+)?$")
 
 
@@ -135,6 +138,8 @@ class BackboneSpec:
                 f"has unknown preprocessing {self.preprocessing!r}; use one of "
                 f"{', '.join(PREPROCESSING)} or a callable"
             )
+        if self.interpolation not in INTERPOLATIONS:
+            raise bad(f"has unknown interpolation {self.interpolation!r}; use one of {', '.join(INTERPOLATIONS)}")
         for field in ("input_size", "feature_dim", "params"):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
