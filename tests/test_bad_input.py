@@ -212,7 +212,11 @@ def test_broken_plugins_are_named_in_one_line_each_and_the_built_ins_still_liste
     warnings = result.stderr.strip().splitlines()
     for name in BROKEN_PLUGINS:
         assert sum(line.startswith(f"plugin {name} is broken: ") for line in warnings) == 1, result.stderr
-    assert "backbone twin_net is declared by twin_a and twin_b; left out" in warnings
+    assert (
+        "backbone twin_net is declared by twin_a and twin_b; left out until you disable one with "
+        "ZOO_DISABLE_PLUGINS=<plugin>"
+    ) in warnings
+    assert all(line.endswith(f"or set ZOO_DISABLE_PLUGINS={line.split()[1]}") for line in warnings[:-1])
     assert len(warnings) == len(BROKEN_PLUGINS) + 1
 
 

@@ -6,6 +6,7 @@ TensorFlow is imported only by the commands that build models.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -27,7 +28,7 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperGroup
 
-from zoo import hub, plugin_manager, weights
+from zoo import hub, plugin_manager, registry, weights
 from zoo.errors import ZooError, one_line
 
 
@@ -100,9 +101,17 @@ def _warn_broken() -> None:
     catalog = plugin_manager.catalog()
     for info in catalog.plugins:
         if info.error:
-            err.print(f"[yellow]plugin {info.name} is broken: {escape(info.error)}[/]", soft_wrap=True)
+            err.print(
+                f"[yellow]plugin {info.name} is broken: {escape(info.error)}; fix or uninstall it, "
+                f"or set ZOO_DISABLE_PLUGINS={info.name}[/]",
+                soft_wrap=True,
+            )
     for name, claimants in catalog.conflicts.items():
-        err.print(f"[yellow]backbone {name} is declared by {' and '.join(claimants)}; left out[/]")
+        err.print(
+            f"[yellow]backbone {name} is declared by {' and '.join(claimants)}; left out until you "
+            "disable one with ZOO_DISABLE_PLUGINS=<plugin>[/]",
+            soft_wrap=True,
+        )
 
 
 @app.command("list")
@@ -134,8 +143,7 @@ def info(name: str) -> None:
 @app.command()
 def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Installed plugins: name, version, hooks, and why a broken one failed."""
-    infos = plugin_manager.plugin_manager()[1]
-    plugin_manager.catalog()  # calls the hooks, which may mark more plugins broken
+    infos = plugin_manager.catalog().plugins  # calling the hooks may mark more plugins broken
     if as_json:
         out.print_json(json.dumps([vars(info) for info in infos]))
         return
@@ -143,7 +151,7 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -
     for header in ("Name", "Version", "Origin", "Hooks", "Status"):
         table.add_column(header)
     for info in infos:
-        status = f"[red]broken: {info.error}[/]" if info.error else "ok"
+        status = f"[red]broken: {escape(info.error)}[/]" if info.error else "ok"
         table.add_row(info.name, info.version, info.origin, ", ".join(info.hooks), status)
     out.print(table)
 
@@ -174,6 +182,10 @@ def _progress() -> Progress:
     )
 
 
+#: The bench defaults of registry.toml, shown in `zoo bench --help`.
+_DEFAULTS = registry.bench_defaults()
+
+
 @app.command()
 def bench(
     ctx: typer.Context,
@@ -183,9 +195,11 @@ def bench(
         None, "--source", help="hub or keras: each backbone's TF Hub or Keras variant [--all: the default ones]."
     ),
     data: Optional[Path] = typer.Option(None, help="Folder with train/<class>/ and test/<class>/."),
-    epochs: Optional[int] = typer.Option(None, help="Head training epochs (default in registry.toml: 20)."),
-    batch_size: Optional[int] = typer.Option(None, help="Batch size (default in registry.toml: 32)."),
-    learning_rate: Optional[float] = typer.Option(None, help="Adam learning rate (default in registry.toml: 0.001)."),
+    epochs: Optional[int] = typer.Option(None, help=f"Head training epochs (default: {_DEFAULTS['epochs']})."),
+    batch_size: Optional[int] = typer.Option(None, help=f"Batch size (default: {_DEFAULTS['batch_size']})."),
+    learning_rate: Optional[float] = typer.Option(
+        None, help=f"Adam learning rate (default: {_DEFAULTS['learning_rate']})."
+    ),
     weights_mode: str = typer.Option(
         "auto", "--weights", help="auto, imagenet, none, or a weights file for one backbone."
     ),
@@ -198,7 +212,8 @@ def bench(
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse and keep extracted features."),
     mirror: Optional[bool] = typer.Option(
         None, "--mirror/--no-mirror",
-        help="Also train the head on mirror images and score each test image with its mirror (default in registry.toml: on).",
+        help="Also train the head on mirror images and score each test image with its mirror "
+        f"(default: {'on' if _DEFAULTS['mirror'] else 'off'}).",
     ),
     resume: bool = typer.Option(False, "--resume", help="Skip backbones already finished in --out with these settings."),
     strategy: str = typer.Option("default", help="tf.distribute strategy: default, mirrored or multiworker."),
@@ -210,10 +225,8 @@ def bench(
     from zoo.report import random_weights, results_lock
     from zoo.sample_data import sample_dataset
 
-    try:
-        import tensorflow  # noqa: F401  (TensorFlow is an extra: users choose its build)
-    except ImportError:
-        raise ZooError("TensorFlow is not installed; pip install 'zoo[cpu]' (or 'zoo[gpu]')") from None
+    if importlib.util.find_spec("tensorflow") is None:  # an extra: users choose its build
+        raise ZooError("TensorFlow is not installed; pip install 'zoo[cpu]' (or 'zoo[gpu]')")
     settings = BenchSettings.from_registry(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, weights=weights_mode,
         mode=mode, finetune_epochs=finetune_epochs, unfreeze=unfreeze, augment=augment,
