@@ -34,7 +34,8 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 
 @dataclass(frozen=True)
 class BenchSettings:
-    """How every backbone is trained and measured; the first four defaults come from registry.toml.
+    """How every backbone is trained and measured; the defaults of the fields registry.toml's
+    [bench] table names (epochs, batch size, learning rate, seed, mirror) come from there.
 
     Every field but `cache` can change a result, so all of them go into the settings
     fingerprint that `--resume` compares.

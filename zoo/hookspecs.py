@@ -42,10 +42,10 @@ def zoo_build_backbone(spec: BackboneSpec, weights: str | None) -> Any:
     """Build the Keras model for `spec`, or return None if this plugin does not build it.
 
     Arguments: `spec` is a spec from the catalog (its `plugin` filled in; `zoo.testing` may
-    pass a copy with a smaller `input_size`). `weights` is the path of a verified local weights
-    file (the spec's pinned `Weights`, or a file the user gave with `--weights PATH`), or None
-    for random initialisation; zoo has already found, downloaded and checked it, so a builder
-    only loads it.
+    pass a copy with a smaller `input_size`). `weights` is a local path: the spec's pinned
+    `Weights` file, found or downloaded and checked against its hash; or a file the user gave
+    with `--weights PATH` (theirs, not checked); or, for a `hub` spec, its SavedModel folder.
+    None means random initialisation. A builder only loads what it is given.
 
     Returns: a Keras model taking a batch of preprocessed images, shape
     (batch, input_size, input_size, 3), to pooled features, shape (batch, feature_dim); or None.

@@ -22,7 +22,7 @@ def load() -> dict[str, Any]:
 
 
 def bench_defaults() -> dict[str, Any]:
-    """Default bench settings: epochs, batch size, learning rate, seed."""
+    """Default bench settings: epochs, batch size, learning rate, seed, mirror."""
     return dict(load()["bench"])
 
 
