@@ -25,6 +25,7 @@ import numpy as np
 from zoo import features, metrics, registry
 from zoo.data import Dataset, Split, image_batches
 from zoo.errors import ZooError, one_line
+from zoo.progress import Progress, no_progress
 from zoo.spec import BackboneSpec
 from zoo.weights import MODES as WEIGHTS_MODES
 
@@ -78,13 +79,6 @@ class BenchSettings:
             raise ZooError(f"--unfreeze {self.unfreeze}: it must be 0 or more")
         if self.latency_runs < 1 or self.throughput_batches < 1:
             raise ZooError("latency_runs and throughput_batches must be 1 or more")
-
-
-Progress = Callable[[str, int, int], None]
-
-
-def _no_progress(step: str, done: int, total: int) -> None:
-    """The default progress callback: (step name, items done, items in all)."""
 
 
 def settings_fingerprint(spec: BackboneSpec, dataset: Dataset, settings: BenchSettings) -> str:
@@ -253,7 +247,7 @@ def bench_backbone(
     spec: BackboneSpec,
     dataset: Dataset,
     settings: BenchSettings,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
     strategy=None,
     log_dir: Path | None = None,
 ) -> dict:

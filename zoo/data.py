@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zoo.errors import ZooError
-from zoo.images import Progress, check_files, decode
+from zoo.images import check_files, decode
+from zoo.progress import Progress, no_progress
 
 SPLITS = ("train", "test")
 
@@ -77,7 +78,7 @@ def _check_layout(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     return train, test
 
 
-def load_dataset(root: str | Path, progress: Progress | None = None) -> Dataset:
+def load_dataset(root: str | Path, progress: Progress = no_progress) -> Dataset:
     """List and check a dataset folder, or raise a ZooError that says what is wrong with it."""
     root = Path(root).expanduser()
     train_folders, test_folders = _check_layout(root)

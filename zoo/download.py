@@ -19,8 +19,8 @@ from typing import Callable
 
 from zoo import registry
 from zoo.errors import ZooError
+from zoo.progress import Progress, no_progress
 
-Progress = Callable[[str, int, int], None]
 CHUNK_BYTES = 1 << 16
 DEFAULT_TIMEOUT_SECONDS = 20.0
 
@@ -52,10 +52,6 @@ def _reason(exc: BaseException) -> str:
         return f"the transfer broke off after {len(exc.partial)} more bytes"
     text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return str(text).splitlines()[0]
-
-
-def no_progress(step: str, done: int, total: int) -> None:
-    """Progress callback: (step, bytes done, bytes in all or 0 when the server does not say)."""
 
 
 def fetch(

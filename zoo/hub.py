@@ -25,6 +25,7 @@ from pathlib import Path
 from zoo import download
 from zoo.cache import cache_dir
 from zoo.errors import ZooError
+from zoo.progress import Progress, no_progress
 from zoo.spec import BackboneSpec
 
 #: The spec-name suffix of a backbone's TF Hub variant, e.g. `mobilenet_v2:hub`.
@@ -99,7 +100,7 @@ def compressed_url(handle: str) -> str:
     return url + ("&" if "?" in url else "?") + "tf-hub-format=compressed"
 
 
-def _fetch(handle: str, progress: download.Progress) -> Path:
+def _fetch(handle: str, progress: Progress) -> Path:
     """Download and unpack the handle's SavedModel; the cache folder appears whole or not at all."""
     final = cached_path(handle)
     archive = final.with_name(final.name + ".tar.gz")
@@ -126,7 +127,7 @@ def _fetch(handle: str, progress: download.Progress) -> Path:
     return final
 
 
-def resolve(handle: str, progress: download.Progress = download.no_progress) -> tuple[Path, str]:
+def resolve(handle: str, progress: Progress = no_progress) -> tuple[Path, str]:
     """(local SavedModel folder, where it came from) for a handle, downloading when needed."""
     path, origin = locate(handle)
     if path is not None:

@@ -21,17 +21,15 @@ import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 from zoo.cache import cache_dir
+from zoo.progress import Progress, no_progress
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 #: File signatures TensorFlow's own decoder gets right.
 TF_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8")
 #: Bump when the check changes, so cached verdicts are not trusted.
 CHECK_VERSION = 1
-
-Progress = Callable[[str, int, int], None]
 
 
 def _pil_pixels(contents):
@@ -123,7 +121,7 @@ def _write_cache(cache: Path, entries: dict) -> None:
         Path(temporary).unlink(missing_ok=True)
 
 
-def check_files(root: Path, files: list[Path], progress: Progress | None = None) -> dict[Path, str]:
+def check_files(root: Path, files: list[Path], progress: Progress = no_progress) -> dict[Path, str]:
     """`problem()` of each file under `root`, decoding only files that changed since the last check."""
     from PIL import Image
 
@@ -146,8 +144,7 @@ def check_files(root: Path, files: list[Path], progress: Progress | None = None)
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 for done, (path, reason) in enumerate(zip(todo, pool.map(problem, todo)), 1):
                     entries[keys[path]] = [*entries[keys[path]], reason]
-                    if progress:
-                        progress("checking images", done, len(todo))
+                    progress("checking images", done, len(todo))
         finally:  # on Ctrl-C too: stop at once, and keep the verdicts reached so far
             pool.shutdown(cancel_futures=True)
             _write_cache(cache, {key: entry for key, entry in entries.items() if len(entry) == 3})

@@ -10,11 +10,10 @@ import os
 import platform
 import threading
 import time
-from typing import Callable
 
 import numpy as np
 
-Progress = Callable[[str, int, int], None]
+from zoo.progress import Progress
 
 
 def top_k_accuracy(probabilities: np.ndarray, labels: np.ndarray, k: int) -> float:

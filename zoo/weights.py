@@ -20,6 +20,7 @@ from pathlib import Path
 
 from zoo import download, hub, registry
 from zoo.errors import ZooError
+from zoo.progress import Progress, no_progress
 from zoo.spec import BackboneSpec, Weights
 
 MODES = ("auto", "imagenet", "none")
@@ -140,7 +141,7 @@ def _check_pins(path: Path, weights: Weights, what: str) -> None:
             )
 
 
-def _download(spec: BackboneSpec, progress: download.Progress) -> tuple[Path, str]:
+def _download(spec: BackboneSpec, progress: Progress) -> tuple[Path, str]:
     """Fetch the file into the Keras cache from the first URL that serves it, checked."""
     weights = spec.weights
     target = keras_cache() / weights.file
@@ -160,7 +161,7 @@ def _download(spec: BackboneSpec, progress: download.Progress) -> tuple[Path, st
     )
 
 
-def _hub(spec: BackboneSpec, mode: str, progress: download.Progress) -> ResolvedWeights:
+def _hub(spec: BackboneSpec, mode: str, progress: Progress) -> ResolvedWeights:
     """A TF Hub backbone's SavedModel: the one given with --weights PATH, or its handle's."""
     if mode == "none":
         raise ZooError(
@@ -175,7 +176,7 @@ def _hub(spec: BackboneSpec, mode: str, progress: download.Progress) -> Resolved
 
 
 def resolve(
-    spec: BackboneSpec, mode: str, progress: download.Progress = download.no_progress
+    spec: BackboneSpec, mode: str, progress: Progress = no_progress
 ) -> ResolvedWeights:
     """The weights to build `spec` with under `--weights MODE` (auto, imagenet, none, or a path).
 

@@ -3,7 +3,6 @@ the port classifies real food photos the way the original does."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import warnings
