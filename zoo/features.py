@@ -20,6 +20,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from zoo import atomic
 from zoo.cache import cache_dir
 
 #: Bump when the layout or the meaning of cached arrays changes: old entries stop matching.
@@ -104,9 +105,7 @@ def store(backbone: str, split: str, key: str, meta: dict, run: Callable[[Path],
     features = run(array_path)
     record = {"backbone": backbone, "split": split, "key": key, "created": time.time(), **meta}
     record.update(count=int(features.shape[0]), dim=int(features.shape[1]))
-    temporary = meta_path.with_name(f".{meta_path.name}.{os.getpid()}")
-    temporary.write_text(json.dumps(record, indent=1), encoding="utf-8")
-    os.replace(temporary, meta_path)
+    atomic.write_text(meta_path, json.dumps(record, indent=1))
     return features
 
 

@@ -17,11 +17,11 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from zoo import atomic
 from zoo.cache import cache_dir
 from zoo.progress import Progress, no_progress
 
@@ -110,15 +110,9 @@ def _read_cache(cache: Path) -> dict:
 def _write_cache(cache: Path, entries: dict) -> None:
     """Replace the cache atomically; a cache that cannot be written only costs a rescan."""
     try:
-        handle, temporary = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.")
+        atomic.write_text(cache, json.dumps(entries))
     except OSError:
-        return
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(entries, file)
-        os.replace(temporary, cache)
-    except OSError:
-        Path(temporary).unlink(missing_ok=True)
+        pass
 
 
 def check_files(root: Path, files: list[Path], progress: Progress = no_progress) -> dict[Path, str]:

@@ -11,11 +11,11 @@ import csv
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from rich.table import Table
 
+from zoo import atomic
 from zoo.errors import ZooError
 
 FORMAT = "zoo-bench-results/1"
@@ -187,41 +187,17 @@ def plot(rows: list[dict], path: Path) -> None:
         axes.set_title("Accuracy vs speed (marker area = parameters)")
         axes.grid(True, which="both", alpha=0.3)
         figure.tight_layout()
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-        os.close(handle)
-        try:
+        with atomic.atomic_path(path) as temporary:
             figure.savefig(temporary)
-            os.replace(temporary, path)
-        finally:
-            Path(temporary).unlink(missing_ok=True)
     finally:
         pyplot.close(figure)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write via a temporary file and a rename, so a crash never leaves half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from others
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def write_reports(out_dir: Path, results: dict) -> None:
     """results.csv, results.md and accuracy_vs_speed.png from the results, each replaced atomically."""
     try:
-        _write_atomically(out_dir / "results.csv", csv_text(results["backbones"]))
-        _write_atomically(out_dir / "results.md", markdown(results))
+        atomic.write_text(out_dir / "results.csv", csv_text(results["backbones"]))
+        atomic.write_text(out_dir / "results.md", markdown(results))
         plot(results["backbones"], out_dir / "accuracy_vs_speed.png")
     except OSError as exc:
         raise ZooError(f"cannot write results to {out_dir}: {exc.strerror}; choose another --out") from exc
@@ -232,7 +208,7 @@ def write_results(out_dir: Path, rows: list[dict], meta: dict | None = None) -> 
     results = {"format": FORMAT, **(meta or {}), "backbones": rows}
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomically(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        atomic.write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
     except OSError as exc:
         raise ZooError(f"cannot write results to {out_dir}: {exc.strerror}; choose another --out") from exc
     write_reports(out_dir, results)
