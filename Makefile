@@ -15,8 +15,12 @@ $(VENV)/.deps: pyproject.toml
 	touch $@
 
 # zoo itself, reinstalled (not editable: plugins/ installs as zoo_plugins) when a source changes.
-$(VENV)/.installed: $(VENV)/.deps $(SOURCES) $(EXAMPLE)
+$(VENV)/.installed: $(VENV)/.deps $(SOURCES)
 	$(PY) -m pip install --quiet --no-deps .
+	touch $@
+
+# The tests also need the example plugin installed, as a user would install it.
+$(VENV)/.example: $(VENV)/.installed $(EXAMPLE)
 	$(PY) -m pip install --quiet --no-deps ./examples/zoo-densenet
 	touch $@
 
@@ -27,10 +31,10 @@ bench: install
 
 test: test-fast test-slow
 
-test-fast: install
+test-fast: $(VENV)/.example
 	$(VENV)/bin/pytest
 
-test-slow: install
+test-slow: $(VENV)/.example
 	$(VENV)/bin/pytest -m slow
 
 clean:
