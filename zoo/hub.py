@@ -120,7 +120,10 @@ def _fetch(handle: str, progress: Progress) -> Path:
         check_saved_model(staging, f"the archive of {handle} unpacks to")
         os.replace(staging, final)
     except (tarfile.TarError, OSError) as exc:
-        raise ZooError(f"TF Hub archive of {handle} cannot be unpacked: {exc}") from None
+        raise ZooError(
+            f"TF Hub archive of {handle} cannot be unpacked: {exc}; download it again, or give "
+            "the SavedModel folder itself as the handle"
+        ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         archive.unlink(missing_ok=True)

