@@ -234,6 +234,8 @@ def test_bench_command_writes_every_output(tiny_plugin, tiny_dataset, tmp_path):
     (["--mode", "transfer"], "--mode transfer: use one of features, finetune"),
     (["--strategy", "tpu"], "--strategy tpu: use one of default, mirrored, multiworker"),
     (["--unfreeze", "-1"], "--unfreeze -1: it must be 0 or more"),
+    (["--finetune-epochs", "-2"], "--finetune-epochs -2: it must be 0 or more"),
+    (["--epochs", "-3"], "--epochs -3: it must be 0 or more"),
 ])
 def test_bad_bench_settings_are_one_line_errors(tiny_dataset, arguments, message):
     result = CliRunner().invoke(app, ["bench", "mobilenet_v2", "--data", str(tiny_dataset), *arguments])

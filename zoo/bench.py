@@ -67,8 +67,10 @@ class BenchSettings:
     def validate(self) -> None:
         if self.batch_size < 1:
             raise ZooError(f"--batch-size {self.batch_size}: it must be 1 or more")
-        if self.epochs < 0 or self.finetune_epochs < 0:
-            raise ZooError("--epochs and --finetune-epochs must be 0 or more")
+        if self.epochs < 0:
+            raise ZooError(f"--epochs {self.epochs}: it must be 0 or more")
+        if self.finetune_epochs < 0:
+            raise ZooError(f"--finetune-epochs {self.finetune_epochs}: it must be 0 or more")
         if not self.learning_rate > 0:
             raise ZooError(f"--learning-rate {self.learning_rate}: it must be above 0")
         if self.mode not in MODES:

@@ -200,7 +200,7 @@ def write_reports(out_dir: Path, results: dict) -> None:
         atomic.write_text(out_dir / "results.md", markdown(results))
         plot(results["backbones"], out_dir / "accuracy_vs_speed.png")
     except OSError as exc:
-        raise ZooError(f"cannot write results to {out_dir}: {exc.strerror}; choose another --out") from exc
+        raise ZooError(f"cannot write results to {out_dir}: {exc.strerror or exc}; choose another --out") from exc
 
 
 def write_results(out_dir: Path, rows: list[dict], meta: dict | None = None) -> dict:
@@ -210,7 +210,7 @@ def write_results(out_dir: Path, rows: list[dict], meta: dict | None = None) -> 
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic.write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
     except OSError as exc:
-        raise ZooError(f"cannot write results to {out_dir}: {exc.strerror}; choose another --out") from exc
+        raise ZooError(f"cannot write results to {out_dir}: {exc.strerror or exc}; choose another --out") from exc
     write_reports(out_dir, results)
     return results
 
@@ -248,7 +248,7 @@ def results_lock(out_dir: Path):
         out_dir.mkdir(parents=True, exist_ok=True)
         handle = open(lock_path, "a+", encoding="utf-8")
     except OSError as exc:
-        raise ZooError(f"cannot write results to {out_dir}: {exc.strerror}; choose another --out") from None
+        raise ZooError(f"cannot write results to {out_dir}: {exc.strerror or exc}; choose another --out") from None
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -145,7 +145,10 @@ class BackboneSpec:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise bad(f"has {field}={value!r}; it must be a positive integer")
         if self.weights is not None and not (self.weights.url or self.weights.package):
-            raise bad(f"has weights {self.weights.file!r} with neither a url nor a package")
+            raise bad(
+                f"has weights {self.weights.file!r} with neither a url nor a package; give "
+                "Weights(url=...) or Weights(package=...)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (the preprocessing callable becomes its name)."""
