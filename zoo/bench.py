@@ -22,13 +22,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from zoo import features, metrics, recipe
+from zoo import ensemble, features, metrics, recipe
 from zoo.data import Dataset, Split, image_batches, labeled_batches
 from zoo.errors import one_line
 from zoo.progress import Progress, no_progress, prefixed
 from zoo.row import BenchRow
 from zoo.settings import BenchSettings, settings_fingerprint
 from zoo.spec import BackboneSpec
+from zoo.validation import CrossValidation, cross_validate, stratified_folds
 from zoo.weights import ResolvedWeights
 
 __all__ = ["BenchSettings", "bench_backbone", "make_strategy", "run_bench"]
@@ -125,9 +126,10 @@ def _split_features(run: _Run, split: Split, name: str, forward: Any, mirrored: 
     return features.store(spec.name, name, key, {"images": total}, extract), "miss"
 
 
-def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray]:
+def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray, CrossValidation | None]:
     """Phase 1 the fast way: features once (or from the cache), then the head on the arrays.
-    Returns the whole classifier (extractor + the trained head) and the test probabilities."""
+    Returns the whole classifier (extractor + the trained head), the test probabilities and,
+    with `--folds` in `--mode features`, the head's cross-validation on the training features."""
     import keras
 
     dataset, settings = run.dataset, run.settings
@@ -153,13 +155,20 @@ def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray]
         )
         model = keras.Model(run.extractor.input, head(run.extractor.output), name="classifier")
     row.head_seconds = time.perf_counter() - start
+    validation = None
+    if settings.folds and settings.mode == "features":  # fine-tuning would outdate the heads it scores
+        start = time.perf_counter()
+        with run.strategy.scope():
+            validation = cross_validate([x for x, _ in train], dataset.train.labels, len(dataset.class_names),
+                                        settings, run.progress)
+        row.val_top1, row.val_top1_std = validation.top1, validation.top1_std
+        row.val_log_loss = metrics.log_loss(validation.probabilities, np.asarray(dataset.train.labels))
+        row.validation_seconds = time.perf_counter() - start
     # With `mirror`, each test image is scored as the mean over it and its mirror image.
-    # A direct call, not head.predict: predict retraces its function for every new head.
-    scores = [np.asarray(head(np.asarray(x), training=False)) for x, _ in test]
-    return model, np.mean(scores, axis=0)
+    return model, recipe.predict_views(head, [x for x, _ in test]), validation
 
 
-def _head_end_to_end(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray]:
+def _head_end_to_end(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray, None]:
     """Phase 1 with augmentation: nothing to cache, the base sees new images every epoch."""
     row.feature_cache, row.extract_seconds = "off (augment)", None
     start = time.perf_counter()
@@ -172,7 +181,7 @@ def _head_end_to_end(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray]:
         run.fit_callbacks("epochs (end to end)", 0, run.settings.epochs),
     )
     row.head_seconds = time.perf_counter() - start
-    return model, _predict(metrics.compiled_forward(model), run)
+    return model, _predict(metrics.compiled_forward(model), run), None
 
 
 def _fine_tune(run: _Run, row: BenchRow, model: Any) -> None:
@@ -191,7 +200,7 @@ def _fine_tune(run: _Run, row: BenchRow, model: Any) -> None:
 
 
 def _measure(row: BenchRow, spec: BackboneSpec, dataset: Dataset, settings: BenchSettings,
-             progress: Progress, strategy: Any, log_dir: Path | None) -> None:
+             progress: Progress, strategy: Any, log_dir: Path | None, predictions: Path | None) -> None:
     """Fill `row` as each step finishes, so a failure keeps what was measured before it."""
     import keras
 
@@ -210,7 +219,9 @@ def _measure(row: BenchRow, spec: BackboneSpec, dataset: Dataset, settings: Benc
         extractor = feature_extractor(spec, weights)
     run = _Run(spec, dataset, settings, progress, strategy, weights, extractor, tuple(callbacks))
     phase1 = _head_end_to_end if settings.augment else _head_on_cached_features
-    model, probabilities = phase1(run, row)
+    model, probabilities, validation = phase1(run, row)
+    if validation is not None and predictions is not None:  # what the ensemble is made of
+        ensemble.Predictions(validation.folds, validation.probabilities, probabilities).save(predictions)
     forward = metrics.compiled_forward(model)
     test_y = np.asarray(dataset.test.labels)
     row.top1_frozen = metrics.top_k_accuracy(probabilities, test_y, 1)
@@ -242,13 +253,15 @@ def bench_backbone(
     progress: Progress = no_progress,
     strategy: Any = None,
     log_dir: Path | None = None,
+    predictions: Path | None = None,
 ) -> BenchRow:
-    """Train and measure one backbone; any failure becomes a failed row with a one-line error."""
+    """Train and measure one backbone; any failure becomes a failed row with a one-line error.
+    A cross-validated row saves its out-of-fold and test probabilities to `predictions`."""
     row = BenchRow.start(spec, settings, settings_fingerprint(spec, dataset, settings))
     start = time.perf_counter()
     try:
         with metrics.PeakMemory() as memory:
-            _measure(row, spec, dataset, settings, progress, strategy or make_strategy("default"), log_dir)
+            _measure(row, spec, dataset, settings, progress, strategy or make_strategy("default"), log_dir, predictions)
         row.peak_rss_mb = memory.peak_bytes / 2**20
         row.status = "ok"
     except Exception as exc:  # one backbone failing must not stop the bench
@@ -265,11 +278,21 @@ def run_bench(
     resume: bool = False,
     progress: Progress = no_progress,
     finished: Callable[[dict, bool], None] = lambda row, reused: None,
+    ensemble_size: int = 3,
 ) -> list[dict]:
     """Bench `specs` one after another, writing the results after each, so Ctrl-C loses only
     the backbone in flight. Steps are reported as "BACKBONE: step". With `resume`, finished rows
-    of the same settings are kept as they are; rows of backbones not benched now stay in the file too."""
+    of the same settings are kept as they are; rows of backbones not benched now stay in the file too.
+
+    Then, unless `ensemble_size` is 0, the ensemble of up to that many of this bench's
+    cross-validated rows that zoo.ensemble.select picks on validation, as one more row; it is
+    made again from the saved predictions every time, so it follows --resume too."""
     from zoo import report
+
+    if ensemble_size:
+        ensemble.validate_ensemble_size(ensemble_size)
+    if settings.folds:  # a --folds too large for train/ fails now, not in every row
+        stratified_folds(dataset.train.labels, settings.folds, settings.seed)
 
     strategy = make_strategy(settings.strategy)
     meta = {
@@ -287,17 +310,27 @@ def run_bench(
     }
     earlier = report.read_results(out_dir)["backbones"] if resume and (out_dir / "results.json").is_file() else []
     names = {spec.name for spec in specs}
-    rows = [row for row in earlier if row.get("backbone") not in names]
+    rows = [row for row in earlier if row.get("backbone") not in names and row.get("kind") != ensemble.KIND]
+    benched = []
     finished_before = {row["backbone"]: row for row in earlier if row.get("status") == "ok"}
     for spec in specs:
         before = finished_before.get(spec.name)
         if before and before.get("settings_fingerprint") == settings_fingerprint(spec, dataset, settings):
+            benched.append(before)
             rows.append(before)
             finished(before, True)
             continue
         log_dir = out_dir / "tensorboard" / spec.name
-        row = bench_backbone(spec, dataset, settings, prefixed(progress, spec.name), strategy, log_dir).to_dict()
+        predictions = ensemble.predictions_path(out_dir, spec.name)
+        predictions.unlink(missing_ok=True)  # a row's predictions are its own or none
+        step = prefixed(progress, spec.name)
+        row = bench_backbone(spec, dataset, settings, step, strategy, log_dir, predictions).to_dict()
+        benched.append(row)
         rows.append(row)
         report.write_results(out_dir, rows, meta)
         finished(row, False)
+    combined = ensemble.build(benched, out_dir, dataset, settings, ensemble_size) if ensemble_size else None
+    if combined is not None:
+        rows.append(combined)
+    report.write_results(out_dir, rows, meta)
     return rows

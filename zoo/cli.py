@@ -229,10 +229,19 @@ def bench(
     ),
     resume: bool = typer.Option(False, "--resume", help="Skip backbones already finished in --out with these settings."),
     strategy: str = typer.Option("default", help="tf.distribute strategy: default, mirrored or multiworker."),
+    folds: Optional[int] = typer.Option(
+        None, help="k of the k-fold cross-validation on train/ behind val_top1 and the ensemble "
+        "(default: 5; 0: none) [--mode features]."
+    ),
+    ensemble_size: int = typer.Option(3, help="Most backbones in the ensemble row, chosen on validation."),
+    make_ensemble: bool = typer.Option(
+        True, "--ensemble/--no-ensemble", help="Add the ensemble row after the backbones."
+    ),
 ) -> None:
     """Benchmark backbones on one dataset and print the comparison table."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from zoo.bench import BenchSettings, run_bench
+    from zoo.ensemble import KIND, validate_ensemble_size
     from zoo.data import load_dataset, skipped_summary
     from zoo.report import random_weights, results_lock
     from zoo.sample_data import sample_dataset
@@ -242,9 +251,11 @@ def bench(
     settings = BenchSettings.from_registry(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, weights=weights_mode,
         mode=mode, finetune_epochs=finetune_epochs, unfreeze=unfreeze, augment=augment,
-        strategy=strategy, cache=cache, mirror=mirror,
+        strategy=strategy, cache=cache, mirror=mirror, folds=folds,
     )
     settings.validate()
+    validate_ensemble_size(ensemble_size)
+    ensemble_size = ensemble_size if make_ensemble else 0
     catalog = plugin_manager.catalog()
     if source not in (None, "hub", "keras"):
         raise ZooError(f"--source {source}: use hub or keras")
@@ -295,7 +306,8 @@ def bench(
                 err.print(f"{row['backbone']}: finished before with these settings (--resume), kept")
 
         try:
-            rows = run_bench(specs, dataset, settings, out_dir, resume=resume, progress=report, finished=finished)
+            rows = run_bench(specs, dataset, settings, out_dir, resume=resume, progress=report, finished=finished,
+                             ensemble_size=ensemble_size)
         except KeyboardInterrupt:
             raise KeyboardInterrupt(
                 f"the backbones finished so far are in {out_dir}/results.json; "
@@ -303,6 +315,9 @@ def bench(
             ) from None
 
     _print_results(rows, f"zoo bench: {dataset.root.name}", as_json)
+    validated = [row["backbone"] for row in rows if row["status"] == "ok" and row.get("val_top1") is not None]
+    if ensemble_size and len(validated) > 1 and not any(row.get("kind") == KIND for row in rows):
+        err.print(f"[cyan]No ensemble row: on validation, no mix of {', '.join(validated)} beat the best alone.[/]")
     untrained = random_weights(rows)
     if untrained:
         err.print(

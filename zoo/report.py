@@ -25,6 +25,8 @@ LOCK_FILE = ".zoo-bench.lock"
 COLUMNS = (
     ("backbone", "Backbone", None),
     ("top1", "Top-1", "max"),
+    ("val_top1", "Val top-1", "max"),
+    ("val_top1_std", "Val ±", None),
     ("top1_frozen", "Frozen", "max"),
     ("top5", "Top-5", "max"),
     ("images_per_sec", "Img/s", "max"),
@@ -67,8 +69,10 @@ def _columns(rows: list[dict]) -> list[tuple[str, str, str | None]]:
 def _cell(key: str, value) -> str:
     if value is None:
         return "-"
-    if key in ("top1", "top1_frozen", "top5"):
+    if key in ("top1", "top1_frozen", "top5", "val_top1"):
         return f"{value:.1%}"
+    if key == "val_top1_std":
+        return f"±{value:.1%}"
     if key == "params":
         return f"{value / 1e6:.1f}M"
     if key == "flops_per_image":
@@ -139,6 +143,11 @@ def markdown(results: dict) -> str:
                 text = f"**{text}**"
             cells.append(text.replace("|", "\\|"))
         lines.append("| " + " | ".join(cells) + " |")
+    for row in rows:
+        if row.get("kind") == "ensemble" and row["status"] == "ok":
+            mix = ", ".join(f"{name} {weight:.2f}" for name, weight in row["members"].items())
+            lines += ["", f"`{row['backbone']}` is an ensemble: the weighted mean of its members' probabilities "
+                      f"({mix}), chosen on validation only; its cost is the sum of theirs."]
     untrained = random_weights(rows)
     if untrained:
         lines += ["", f"**Random weights** (no pretrained file): {', '.join(untrained)}; "
@@ -171,10 +180,12 @@ def plot(rows: list[dict], path: Path) -> None:
     figure, axes = pyplot.subplots(figsize=(8, 5.5), dpi=120)
     try:
         if points:
-            largest = max(r["params"] for r in points)
+            largest = max(r["params"] for r in points) or 1  # a base may have no weights at all
             for row in points:
                 area = 60 + 1400 * row["params"] / largest
-                axes.scatter(row["images_per_sec"], row["top1"] * 100, s=area, alpha=0.55, edgecolors="black")
+                marker = "D" if row.get("kind") == "ensemble" else "o"  # its cost: all members'
+                axes.scatter(row["images_per_sec"], row["top1"] * 100, s=area, alpha=0.55, edgecolors="black",
+                             marker=marker)
                 label = f"{row['backbone']} ({row['params'] / 1e6:.1f}M)"
                 axes.annotate(label, (row["images_per_sec"], row["top1"] * 100), textcoords="offset points",
                               xytext=(8, 6), fontsize=9)
@@ -184,7 +195,7 @@ def plot(rows: list[dict], path: Path) -> None:
             axes.text(0.5, 0.5, "no finished backbones", ha="center", va="center", transform=axes.transAxes)
         axes.set_xlabel("inference throughput (images/s, log scale)")
         axes.set_ylabel("top-1 accuracy (%)")
-        axes.set_title("Accuracy vs speed (marker area = parameters)")
+        axes.set_title("Accuracy vs speed (marker area = parameters, diamond = ensemble)")
         axes.grid(True, which="both", alpha=0.3)
         figure.tight_layout()
         with atomic.atomic_path(path) as temporary:

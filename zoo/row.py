@@ -18,6 +18,8 @@ from zoo.spec import BackboneSpec
 @dataclass(kw_only=True)
 class BenchRow:
     backbone: str
+    kind: str = "backbone"  # or "ensemble" (zoo.ensemble): the average of other rows' heads
+    members: dict[str, float] | None = None  # an ensemble's rows and their weights in its average
     family: str
     source: str
     plugin: str
@@ -33,6 +35,10 @@ class BenchRow:
     feature_cache: str | None = None  # "hit", "miss", "off", a mix, or "off (augment)"
     extract_seconds: float | None = None
     head_seconds: float | None = None
+    val_top1: float | None = None  # k-fold cross-validation on train/ (zoo.validation): mean
+    val_top1_std: float | None = None  # and spread over the folds
+    val_log_loss: float | None = None  # of the out-of-fold probabilities: what the ensemble is picked on
+    validation_seconds: float | None = None
     top1_frozen: float | None = None  # top-1 after phase 1
     unfrozen_layers: int | None = None
     finetune_seconds: float | None = None

@@ -39,6 +39,7 @@ class BenchSettings:
     latency_runs: int = 30
     throughput_batches: int = 3
     cache: bool = True
+    folds: int = 5  # k of the cross-validation on train/ behind val_top1 and the ensemble; 0: none
 
     @classmethod
     def from_registry(cls, **overrides: Any) -> BenchSettings:
@@ -63,6 +64,8 @@ class BenchSettings:
             raise ZooError(f"--strategy {self.strategy}: use one of {', '.join(STRATEGIES)}")
         if self.unfreeze < 0:
             raise ZooError(f"--unfreeze {self.unfreeze}: it must be 0 or more")
+        if self.folds < 0 or self.folds == 1:
+            raise ZooError(f"--folds {self.folds}: use 2 or more, or 0 for no cross-validation")
         if self.latency_runs < 1 or self.throughput_batches < 1:
             raise ZooError("latency_runs and throughput_batches must be 1 or more")
 
