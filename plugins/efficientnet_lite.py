@@ -101,7 +101,7 @@ def _stages(name: str) -> list[tuple[int, int, int, int, int]]:
     last = len(BASE_STAGES) - 1
     for i, (expand, kernel, stride, out, repeats) in enumerate(BASE_STAGES):
         if 0 < i < last:
-            repeats = int(math.ceil(depth * repeats))
+            repeats = math.ceil(depth * repeats)
         stages.append((expand, kernel, stride, _round_filters(out, width), repeats))
     return stages
 

@@ -11,7 +11,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -203,26 +202,26 @@ def bench(
     ctx: typer.Context,
     names: list[str] = typer.Argument(None, help="Backbones to bench (see `zoo list`)."),
     all_backbones: bool = typer.Option(False, "--all", help="Bench every backbone."),
-    source: Optional[str] = typer.Option(
+    source: str | None = typer.Option(
         None, "--source", help="hub or keras: each backbone's TF Hub or Keras variant [--all: the default ones]."
     ),
-    data: Optional[Path] = typer.Option(None, help="Folder with train/<class>/ and test/<class>/."),
-    epochs: Optional[int] = typer.Option(None, help=f"Head training epochs (default: {_DEFAULTS['epochs']})."),
-    batch_size: Optional[int] = typer.Option(None, help=f"Batch size (default: {_DEFAULTS['batch_size']})."),
-    learning_rate: Optional[float] = typer.Option(
+    data: Path | None = typer.Option(None, help="Folder with train/<class>/ and test/<class>/."),
+    epochs: int | None = typer.Option(None, help=f"Head training epochs (default: {_DEFAULTS['epochs']})."),
+    batch_size: int | None = typer.Option(None, help=f"Batch size (default: {_DEFAULTS['batch_size']})."),
+    learning_rate: float | None = typer.Option(
         None, help=f"Adam learning rate (default: {_DEFAULTS['learning_rate']})."
     ),
     weights_mode: str = typer.Option(
         "auto", "--weights", help="auto, imagenet, none, or a weights file for one backbone."
     ),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: zoo-results/<data folder name>)."),
+    out_dir: Path | None = typer.Option(None, "--out", help="Results folder (default: zoo-results/<data folder name>)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     mode: str = typer.Option("features", help="features (frozen base) or finetune (then unfreeze the top)."),
     finetune_epochs: int = typer.Option(5, help="Fine-tuning epochs after the head's [--mode finetune]."),
     unfreeze: int = typer.Option(10, help="Top base layers to unfreeze, BatchNorm excepted [--mode finetune]."),
     augment: bool = typer.Option(False, "--augment", help="Random flip/rotation/zoom; runs end to end, no cache."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse and keep extracted features."),
-    mirror: Optional[bool] = typer.Option(
+    mirror: bool | None = typer.Option(
         None, "--mirror/--no-mirror",
         help="Also train the head on mirror images and score each test image with its mirror "
         f"(default: {'on' if _DEFAULTS['mirror'] else 'off'}).",
@@ -366,7 +365,7 @@ def cache_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
 
 
 @cache_app.command("clear")
-def cache_clear(backbone: Optional[str] = typer.Option(None, help="Only this backbone's features.")) -> None:
+def cache_clear(backbone: str | None = typer.Option(None, help="Only this backbone's features.")) -> None:
     """Delete cached features (all, or one backbone's); the next bench extracts them again."""
     from zoo import features
 

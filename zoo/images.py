@@ -13,6 +13,7 @@ decodes only new or changed files.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -109,10 +110,8 @@ def _read_cache(cache: Path) -> dict:
 
 def _write_cache(cache: Path, entries: dict) -> None:
     """Replace the cache atomically; a cache that cannot be written only costs a rescan."""
-    try:
+    with contextlib.suppress(OSError):
         atomic.write_text(cache, json.dumps(entries))
-    except OSError:
-        pass
 
 
 def check_files(root: Path, files: list[Path], progress: Progress = no_progress) -> dict[Path, str]:

@@ -246,7 +246,7 @@ def results_lock(out_dir: Path):
     lock_path = out_dir / LOCK_FILE
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(lock_path, "a+", encoding="utf-8")
+        handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 (held by the `with` below)
     except OSError as exc:
         raise ZooError(f"cannot write results to {out_dir}: {exc.strerror or exc}; choose another --out") from None
     with handle:

@@ -162,7 +162,7 @@ def _download(spec: BackboneSpec, progress: Progress) -> tuple[Path, str]:
     for url in download_urls(weights):
         try:
             path = download.fetch(
-                url, target, check=lambda part: verify(part, weights, f"{weights.file} from {url}"),
+                url, target, check=lambda part, url=url: verify(part, weights, f"{weights.file} from {url}"),
                 progress=progress,
             )
             return path, f"downloaded from {url}"
