@@ -191,8 +191,15 @@ def _fine_tune(run: _Run, row: BenchRow, model: Any) -> None:
     row.finetune_seconds = time.perf_counter() - start
 
 
-def _measure(row: BenchRow, spec: BackboneSpec, dataset: Dataset, settings: BenchSettings,
-             progress: Progress, strategy: Any, log_dir: Path | None) -> None:
+def _measure(
+    row: BenchRow,
+    spec: BackboneSpec,
+    dataset: Dataset,
+    settings: BenchSettings,
+    progress: Progress,
+    strategy: Any,
+    log_dir: Path | None,
+) -> None:
     """Fill `row` as each step finishes, so a failure keeps what was measured before it."""
     import keras
 

@@ -128,8 +128,14 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.
             table.add_column(header)
         for row in rows:
             table.add_row(
-                row["name"], row["family"], row["source"], str(row["input_size"]),
-                row["preprocessing"], f"{row['params'] / 1e6:.1f}M", row["weights_status"], row["plugin"],
+                row["name"],
+                row["family"],
+                row["source"],
+                str(row["input_size"]),
+                row["preprocessing"],
+                f"{row['params'] / 1e6:.1f}M",
+                row["weights_status"],
+                row["plugin"],
             )
         out.print(table)
     _warn_broken()
@@ -179,8 +185,12 @@ def new_plugin(
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
     )
 
 
@@ -214,7 +224,9 @@ def bench(
     weights_mode: str = typer.Option(
         "auto", "--weights", help="auto, imagenet, none, or a weights file for one backbone."
     ),
-    out_dir: Path | None = typer.Option(None, "--out", help="Results folder (default: zoo-results/<data folder name>)."),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="Results folder (default: zoo-results/<data folder name>)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     mode: str = typer.Option("features", help="features (frozen base) or finetune (then unfreeze the top)."),
     finetune_epochs: int = typer.Option(5, help="Fine-tuning epochs after the head's [--mode finetune]."),
@@ -222,11 +234,14 @@ def bench(
     augment: bool = typer.Option(False, "--augment", help="Random flip/rotation/zoom; runs end to end, no cache."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse and keep extracted features."),
     mirror: bool | None = typer.Option(
-        None, "--mirror/--no-mirror",
+        None,
+        "--mirror/--no-mirror",
         help="Also train the head on mirror images and score each test image with its mirror "
         f"(default: {'on' if _DEFAULTS['mirror'] else 'off'}).",
     ),
-    resume: bool = typer.Option(False, "--resume", help="Skip backbones already finished in --out with these settings."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Skip backbones already finished in --out with these settings."
+    ),
     strategy: str = typer.Option("default", help="tf.distribute strategy: default, mirrored or multiworker."),
 ) -> None:
     """Benchmark backbones on one dataset and print the comparison table."""
@@ -239,9 +254,17 @@ def bench(
     if importlib.util.find_spec("tensorflow") is None:  # an extra: users choose its build
         raise ZooError("TensorFlow is not installed; pip install 'zoo[cpu]' (or 'zoo[gpu]')")
     settings = BenchSettings.from_registry(
-        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, weights=weights_mode,
-        mode=mode, finetune_epochs=finetune_epochs, unfreeze=unfreeze, augment=augment,
-        strategy=strategy, cache=cache, mirror=mirror,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        weights=weights_mode,
+        mode=mode,
+        finetune_epochs=finetune_epochs,
+        unfreeze=unfreeze,
+        augment=augment,
+        strategy=strategy,
+        cache=cache,
+        mirror=mirror,
     )
     settings.validate()
     catalog = plugin_manager.catalog()
@@ -275,8 +298,10 @@ def bench(
     )
 
     if augment:
-        err.print("[cyan]--augment: every epoch shows the base new images, so features are not cached; "
-                  "training runs end to end (slower).[/]")
+        err.print(
+            "[cyan]--augment: every epoch shows the base new images, so features are not cached; "
+            "training runs end to end (slower).[/]"
+        )
     with _progress() as progress:
         overall = progress.add_task("backbones", total=len(specs))
         in_flight: list[TaskID] = []  # the bar of the backbone being benched
@@ -358,8 +383,14 @@ def cache_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     for header in ("Backbone", "Split", "Images", "Dim", "MB", "Key"):
         table.add_column(header)
     for entry in entries:
-        table.add_row(entry.get("backbone", "?"), entry.get("split", "?"), str(entry.get("count")),
-                      str(entry.get("dim")), f"{entry['bytes'] / 2**20:.1f}", entry.get("key", ""))
+        table.add_row(
+            entry.get("backbone", "?"),
+            entry.get("split", "?"),
+            str(entry.get("count")),
+            str(entry.get("dim")),
+            f"{entry['bytes'] / 2**20:.1f}",
+            entry.get("key", ""),
+        )
     out.print(table)
     out.print(f"{len(entries)} entries, {sum(e['bytes'] for e in entries) / 2**20:.1f} MB")
 
@@ -391,15 +422,19 @@ def weights_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.
     for header in ("Backbone", "Weights", "Check", "Status", "Path or URL"):
         table.add_column(header, overflow="fold")
     for row in rows:
-        table.add_row(row["backbone"], row["weights"], row["check"], row["status"],
-                      row["path"] or row["fetch_from"])
+        table.add_row(row["backbone"], row["weights"], row["check"], row["status"], row["path"] or row["fetch_from"])
     out.print(table)
 
 
 def _download_progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        TimeElapsedColumn(), console=err, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
     )
 
 

@@ -46,9 +46,7 @@ def decode(contents):
     """A file's bytes (string tensor) → HxWx3 uint8 RGB tensor; works eagerly and in tf.data."""
     import tensorflow as tf
 
-    native = tf.reduce_any(
-        [tf.strings.substr(contents, 0, len(signature)) == signature for signature in TF_SIGNATURES]
-    )
+    native = tf.reduce_any([tf.strings.substr(contents, 0, len(signature)) == signature for signature in TF_SIGNATURES])
     image = tf.cond(
         native,
         lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),

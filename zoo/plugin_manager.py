@@ -54,8 +54,7 @@ class Catalog:
         if name in self.conflicts:
             claimants = " and ".join(self.conflicts[name])
             raise ZooError(
-                f"backbone {name!r} is declared by both {claimants}; disable one with "
-                "ZOO_DISABLE_PLUGINS=<plugin>"
+                f"backbone {name!r} is declared by both {claimants}; disable one with ZOO_DISABLE_PLUGINS=<plugin>"
             )
         close = difflib.get_close_matches(name, self.backbones, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else "see `zoo list`"
@@ -77,9 +76,7 @@ def _import_file(path: Path) -> ModuleType:
         raise ZooError(f"plugin path {path} is neither a .py file nor a package folder")
     module_name = f"zoo_local_plugin_{path.stem}"
     package_path = [str(path)] if path.is_dir() else None  # so a folder's relative imports work
-    spec = importlib.util.spec_from_file_location(
-        module_name, target, submodule_search_locations=package_path
-    )
+    spec = importlib.util.spec_from_file_location(module_name, target, submodule_search_locations=package_path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
@@ -189,9 +186,7 @@ def catalog() -> Catalog:
                 continue
             claims.setdefault(spec.name, []).append(spec)
     backbones = {name: specs[0] for name, specs in claims.items() if len(specs) == 1}
-    conflicts = {
-        name: [spec.plugin for spec in specs] for name, specs in claims.items() if len(specs) > 1
-    }
+    conflicts = {name: [spec.plugin for spec in specs] for name, specs in claims.items() if len(specs) > 1}
     return Catalog(backbones, list(infos), conflicts)
 
 

@@ -162,15 +162,16 @@ def _download(spec: BackboneSpec, progress: Progress) -> tuple[Path, str]:
     for url in download_urls(weights):
         try:
             path = download.fetch(
-                url, target, check=lambda part, url=url: verify(part, weights, f"{weights.file} from {url}"),
+                url,
+                target,
+                check=lambda part, url=url: verify(part, weights, f"{weights.file} from {url}"),
                 progress=progress,
             )
             return path, f"downloaded from {url}"
         except download.DownloadError as exc:
             failures.append(str(exc))
     raise ZooError(
-        f"cannot get weights file {weights.file} for {spec.name} from {'; '.join(failures)}; "
-        f"to fix: {HOW_TO_FIX}"
+        f"cannot get weights file {weights.file} for {spec.name} from {'; '.join(failures)}; to fix: {HOW_TO_FIX}"
     )
 
 
@@ -188,9 +189,7 @@ def _hub(spec: BackboneSpec, mode: str, progress: Progress) -> ResolvedWeights:
     return ResolvedWeights(str(path), "hub", f"{origin}: {path}")
 
 
-def resolve(
-    spec: BackboneSpec, mode: str, progress: Progress = no_progress
-) -> ResolvedWeights:
+def resolve(spec: BackboneSpec, mode: str, progress: Progress = no_progress) -> ResolvedWeights:
     """The weights to build `spec` with under `--weights MODE` (auto, imagenet, none, or a path).
 
     `auto` falls back to random initialisation, saying why, where `imagenet` raises.
@@ -199,8 +198,9 @@ def resolve(
     if spec.source == "hub":
         return _hub(spec, mode, progress)
     if mode == "none" or (mode == "auto" and spec.weights is None):
-        return ResolvedWeights(None, "random", "asked for no weights" if mode == "none" else
-                               f"{spec.name} declares no pretrained weights")
+        return ResolvedWeights(
+            None, "random", "asked for no weights" if mode == "none" else f"{spec.name} declares no pretrained weights"
+        )
     if mode not in MODES:
         path = Path(mode).expanduser()
         if not path.is_file():
