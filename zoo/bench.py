@@ -160,8 +160,9 @@ def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray,
     if settings.folds and settings.mode == "features":  # fine-tuning would outdate the heads it scores
         start = time.perf_counter()
         with run.strategy.scope():
-            validation = cross_validate([x for x, _ in train], dataset.train.labels, len(dataset.class_names),
-                                        settings, run.progress)
+            validation = cross_validate(
+                [x for x, _ in train], dataset.train.labels, len(dataset.class_names), settings, run.progress
+            )
         row.val_top1, row.val_top1_std = validation.top1, validation.top1_std
         row.val_log_loss = metrics.log_loss(validation.probabilities, np.asarray(dataset.train.labels))
         row.validation_seconds = time.perf_counter() - start

@@ -243,9 +243,10 @@ def bench(
         False, "--resume", help="Skip backbones already finished in --out with these settings."
     ),
     strategy: str = typer.Option("default", help="tf.distribute strategy: default, mirrored or multiworker."),
-    folds: Optional[int] = typer.Option(
-        None, help="k of the k-fold cross-validation on train/ behind val_top1 and the ensemble "
-        "(default: 5; 0: none) [--mode features]."
+    folds: int | None = typer.Option(
+        None,
+        help="k of the k-fold cross-validation on train/ behind val_top1 and the ensemble "
+        "(default: 5; 0: none) [--mode features].",
     ),
     ensemble_size: int = typer.Option(3, help="Most backbones in the ensemble row, chosen on validation."),
     make_ensemble: bool = typer.Option(
@@ -255,8 +256,8 @@ def bench(
     """Benchmark backbones on one dataset and print the comparison table."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from zoo.bench import BenchSettings, run_bench
-    from zoo.ensemble import KIND, validate_ensemble_size
     from zoo.data import load_dataset, skipped_summary
+    from zoo.ensemble import KIND, validate_ensemble_size
     from zoo.report import random_weights, results_lock
     from zoo.sample_data import sample_dataset
 
@@ -331,8 +332,16 @@ def bench(
                 err.print(f"{row['backbone']}: finished before with these settings (--resume), kept")
 
         try:
-            rows = run_bench(specs, dataset, settings, out_dir, resume=resume, progress=report, finished=finished,
-                             ensemble_size=ensemble_size)
+            rows = run_bench(
+                specs,
+                dataset,
+                settings,
+                out_dir,
+                resume=resume,
+                progress=report,
+                finished=finished,
+                ensemble_size=ensemble_size,
+            )
         except KeyboardInterrupt:
             raise KeyboardInterrupt(
                 f"the backbones finished so far are in {out_dir}/results.json; "

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +90,7 @@ def select(candidates: Mapping[str, np.ndarray], labels: Sequence[int], size: in
     steps of one image and ties constantly, so a choice made on it mostly fits noise; the
     log-loss sees every image's confidence, and rewards members whose mistakes differ.
     """
-    labels = np.asarray(labels)
+    truth = np.asarray(labels)
     names = list(candidates)
     drawn: list[str] = []
     total = np.zeros_like(candidates[names[0]], dtype=np.float64)
@@ -97,7 +98,7 @@ def select(candidates: Mapping[str, np.ndarray], labels: Sequence[int], size: in
     for step in range(1, DRAWS + 1):
         allowed = names if len(set(drawn)) < size else [name for name in names if name in drawn]
         loss, _, name = min(
-            (metrics.log_loss((total + candidates[name]) / step, labels), index, name)
+            (metrics.log_loss((total + candidates[name]) / step, truth), index, name)
             for index, name in enumerate(allowed)
         )
         drawn.append(name)
@@ -108,9 +109,10 @@ def select(candidates: Mapping[str, np.ndarray], labels: Sequence[int], size: in
     return {name: chosen.count(name) / len(chosen) for name in names if name in chosen}
 
 
-def _total(members: Sequence[dict], key: str) -> float | None:
-    values = [member.get(key) for member in members]
-    return None if any(value is None for value in values) else sum(values)
+def _total(members: Sequence[dict[str, Any]], key: str) -> Any:
+    """The members' `key` added up; None if one of them lacks it."""
+    values = [member[key] for member in members]
+    return None if None in values else sum(values)
 
 
 def _fold_scores(probabilities: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> list[float]:
@@ -134,7 +136,7 @@ def ensemble_row(
     confusion = metrics.confusion_matrix(test_y, test.argmax(axis=1), len(dataset.class_names))
     names = [member["backbone"] for member in members]
     fingerprints = json.dumps([member["settings_fingerprint"] for member in members])
-    throughputs = [member.get("images_per_sec") for member in members]
+    rates = [member["images_per_sec"] for member in members]
     row = BenchRow(
         backbone=f"{KIND}({'+'.join(names)})",
         kind=KIND,
@@ -155,12 +157,12 @@ def ensemble_row(
         test_images=len(test_y),
         per_class_accuracy=dict(zip(dataset.class_names, metrics.per_class_accuracy(confusion))),
         confusion_matrix=confusion.tolist(),
-        images_per_sec=None if None in throughputs else 1 / sum(1 / value for value in throughputs),
+        images_per_sec=None if None in rates else 1 / sum(1 / rate for rate in rates),
     )
     row.top1_frozen = row.top1
     for key in SUMMED:
         setattr(row, key, _total(members, key))
-    row.finish(sum(member.get("total_seconds") or 0.0 for member in members))
+    row.finish(sum(member["total_seconds"] or 0.0 for member in members))
     row.val_log_loss = metrics.log_loss(validation, train_y)
     return row.to_dict()
 

@@ -146,8 +146,11 @@ def markdown(results: dict) -> str:
     for row in rows:
         if row.get("kind") == "ensemble" and row["status"] == "ok":
             mix = ", ".join(f"{name} {weight:.2f}" for name, weight in row["members"].items())
-            lines += ["", f"`{row['backbone']}` is an ensemble: the weighted mean of its members' probabilities "
-                      f"({mix}), chosen on validation only; its cost is the sum of theirs."]
+            lines += [
+                "",
+                f"`{row['backbone']}` is an ensemble: the weighted mean of its members' probabilities "
+                f"({mix}), chosen on validation only; its cost is the sum of theirs.",
+            ]
     untrained = random_weights(rows)
     if untrained:
         lines += [
@@ -187,8 +190,9 @@ def plot(rows: list[dict], path: Path) -> None:
             for row in points:
                 area = 60 + 1400 * row["params"] / largest
                 marker = "D" if row.get("kind") == "ensemble" else "o"  # its cost: all members'
-                axes.scatter(row["images_per_sec"], row["top1"] * 100, s=area, alpha=0.55, edgecolors="black",
-                             marker=marker)
+                axes.scatter(
+                    row["images_per_sec"], row["top1"] * 100, s=area, alpha=0.55, edgecolors="black", marker=marker
+                )
                 label = f"{row['backbone']} ({row['params'] / 1e6:.1f}M)"
                 axes.annotate(
                     label,

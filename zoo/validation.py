@@ -8,8 +8,8 @@ passed in: test/ cannot influence a choice.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -35,18 +35,19 @@ class CrossValidation:
     def top1_std(self) -> float:
         return float(np.std(self.scores))
 
+
 def stratified_folds(labels: Sequence[int], k: int, seed: int) -> np.ndarray:
     """The fold (0..k-1) of every image: each class's images are shuffled by `seed` and dealt
     round-robin, each class starting where the last one stopped, so fold sizes differ by at
     most one and every fold holds about 1/k of every class."""
-    labels = np.asarray(labels)
-    if k > len(labels):
-        raise ZooError(f"--folds {k}: train/ has only {len(labels)} images; use --folds {len(labels)} or fewer")
+    classes = np.asarray(labels)
+    if k > len(classes):
+        raise ZooError(f"--folds {k}: train/ has only {len(classes)} images; use --folds {len(classes)} or fewer")
     rng = np.random.default_rng(seed)
-    folds = np.empty(len(labels), dtype=np.int64)
+    folds = np.empty(len(classes), dtype=np.int64)
     dealt = 0
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
+    for label in np.unique(classes):
+        members = rng.permutation(np.flatnonzero(classes == label))
         folds[members] = (dealt + np.arange(len(members))) % k
         dealt += len(members)
     return folds
@@ -69,17 +70,17 @@ def cross_validate(
     """
     import keras
 
-    labels = np.asarray(labels)
+    truth = np.asarray(labels)
     k = settings.folds
     folds = stratified_folds(labels, k, settings.seed)
-    probabilities = np.zeros((len(labels), num_classes), dtype=np.float32)
+    probabilities = np.zeros((len(truth), num_classes), dtype=np.float32)
     scores, head = [], None
     for fold in range(k):
         held = folds == fold
         keras.utils.set_random_seed(settings.seed + fold)
         train_x = np.concatenate([view[~held] for view in views])
-        head = train_head(train_x, np.tile(labels[~held], len(views)), num_classes, settings, head=head)
+        head = train_head(train_x, np.tile(truth[~held], len(views)), num_classes, settings, head=head)
         probabilities[held] = predict_views(head, [view[held] for view in views])
-        scores.append(float(np.mean(probabilities[held].argmax(axis=1) == labels[held])))
+        scores.append(float(np.mean(probabilities[held].argmax(axis=1) == truth[held])))
         progress("cross-validation folds", fold + 1, k)
     return CrossValidation(folds, probabilities, tuple(scores))
