@@ -70,21 +70,22 @@ def test_folds_are_stratified_seeded_and_balanced():
         stratified_folds(labels, 21, seed=0)
 
 
+def finished_row(name, **fields):
+    """A finished row of the fields an ensemble row is made of."""
+    cost = dict(params=4e6, trainable_params=10, flops_per_image=1e9, weights_file_mb=13.0, peak_rss_mb=900.0,
+                latency_ms_p50=10.0, latency_ms_p95=12.0, extract_seconds=30.0, head_seconds=2.0,
+                validation_seconds=8.0, train_seconds=40.0, total_seconds=50.0, images_per_sec=100.0)
+    return {"backbone": name, "status": "ok", "val_top1": 0.5, "input_size": 224, "weights": "imagenet",
+            "settings_fingerprint": name, **cost, **fields}
+
+
 def test_the_ensemble_row_averages_test_probabilities_and_adds_up_the_cost():
     settings = BenchSettings.from_registry(folds=2)
-    cost = dict(trainable_params=10, flops_per_image=1e9, weights_file_mb=13.0, peak_rss_mb=900.0,
-                latency_ms_p50=10.0, latency_ms_p95=12.0, extract_seconds=30.0, head_seconds=2.0,
-                validation_seconds=8.0, train_seconds=40.0, total_seconds=50.0)
-
-    def member(name, **fields):
-        return {"backbone": name, "input_size": 224, "params": 4e6, "weights": "imagenet",
-                "settings_fingerprint": name, **cost, **fields}
-
     dataset = Dataset(Path("data"), ("x", "y"), Split(("a",) * 4, tuple(LABELS)), Split(("t", "u"), (0, 1)))
     folds = np.array([0, 1, 0, 1])
     test_c, test_b = np.array([[0.6, 0.4], [0.6, 0.4]]), np.array([[0.9, 0.1], [0.2, 0.8]])
     row = ensemble_row(
-        [member("c", images_per_sec=100.0), member("b", images_per_sec=50.0, input_size=260)],
+        [finished_row("c"), finished_row("b", images_per_sec=50.0, input_size=260)],
         [Predictions(folds, C, test_c), Predictions(folds, B, test_b)],
         [0.5, 0.5],
         dataset,
@@ -220,8 +221,7 @@ def test_a_failed_row_is_never_a_member_even_with_predictions_left_behind(tmp_pa
     for name, validation in (("a", A), ("b", B), ("c", C)):
         Predictions(folds, validation, validation[:2]).save(predictions_path(tmp_path, name))
     dataset = Dataset(Path("data"), ("x", "y"), Split(("i",) * 4, tuple(LABELS)), Split(("t", "u"), (0, 0)))
-    rows = [{"backbone": name, "status": status, "val_top1": 0.5, "input_size": 32, "params": 1, "weights": "random",
-             "settings_fingerprint": name} for name, status in (("a", "ok"), ("b", "failed"), ("c", "ok"))]
+    rows = [finished_row(name, status=status) for name, status in (("a", "ok"), ("b", "failed"), ("c", "ok"))]
     # Without b, C's weaker twin A cannot help C: no ensemble at all.
     assert ensemble.build(rows, tmp_path, dataset, fast(folds=2), size=3) is None
     rows[1]["status"] = "ok"

@@ -18,8 +18,6 @@ from zoo.spec import BackboneSpec
 @dataclass(kw_only=True)
 class BenchRow:
     backbone: str
-    kind: str = "backbone"  # or "ensemble" (zoo.ensemble): the average of other rows' heads
-    members: dict[str, float] | None = None  # an ensemble's rows and their weights in its average
     family: str
     source: str
     plugin: str
@@ -29,6 +27,8 @@ class BenchRow:
     weights_note: str = ""
     status: str = "failed"
     error: str = ""
+    kind: str = "backbone"  # or "ensemble" (zoo.ensemble): the average of other rows' heads
+    members: dict[str, float] | None = None  # an ensemble's rows and their weights in its average
     settings: BenchSettings
     settings_fingerprint: str
     weights_file_mb: float | None = None
