@@ -16,15 +16,8 @@ def normalize(images, kind: str | Normalization):
     return (images - list(mean)) / list(std)
 
 
-def preprocess(images, spec: BackboneSpec):
-    """The spec's preprocessing applied to a batch of 0..255 RGB images."""
-    if spec.normalization is None:
-        return spec.preprocessing(images)
-    return normalize(images, spec.normalization)
-
-
 def preprocessing_layer(spec: BackboneSpec):
-    """A saveable Keras layer doing `preprocess` inside the model, so saved and exported models
+    """A saveable Keras layer applying the spec's preprocessing inside the model, so saved and exported models
     carry it: the normalization's constants, or the name of the plugin's callable."""
     from zoo.layers import Preprocess
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from zoo.errors import ZooError
 
@@ -54,9 +55,7 @@ def _same(value: float) -> tuple[float, float, float]:
 PREPROCESSING: dict[str, Normalization] = {
     "none": Normalization(_same(0.0), _same(1.0), summary="raw 0..255; the model rescales itself"),
     "unit": Normalization(_same(0.0), _same(255.0), summary="x/255 to [0, 1] (TF Hub image models)"),
-    "symmetric": Normalization(
-        _same(127.5), _same(127.5), summary="x/127.5-1 to [-1, 1] (MobileNetV2, ResNetV2)"
-    ),
+    "symmetric": Normalization(_same(127.5), _same(127.5), summary="x/127.5-1 to [-1, 1] (MobileNetV2, ResNetV2)"),
     "caffe": Normalization(
         (123.68, 116.779, 103.939),
         _same(1.0),
@@ -74,6 +73,7 @@ Preprocessing = str | Normalization | Callable[[Any], Any]
 
 #: How images are resized to the input size: the methods of `tf.image.resize`.
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area", "lanczos3", "lanczos5", "gaussian", "mitchellcubic")
+
 
 def callable_name(fn: Callable) -> str:
     """A function's qualified name, `module.qualname`, as specs and saved models name it."""

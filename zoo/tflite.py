@@ -9,8 +9,8 @@ pass float32 batches and get float32 back.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
