@@ -27,12 +27,22 @@ from pathlib import Path
 THREADS = os.cpu_count() or 1
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-NAMES = {"efficientnet_lite0": "auto", "efficientnet_lite1": "auto", "efficientnet_lite2": "auto", "mobilenet_v2": "none"}
+NAMES = {
+    "efficientnet_lite0": "auto",
+    "efficientnet_lite1": "auto",
+    "efficientnet_lite2": "auto",
+    "mobilenet_v2": "none",
+}
 DATA = Path(__file__).resolve().parents[2] / "shared/data/10_food_classes_10_percent"
 RESULTS = Path(__file__).parent / "results"
 #: (format, quantize) of every export, and how far its top-1 may be from the bench row's.
-EXPORTS = (("keras", "none", 0.002), ("savedmodel", "none", 0.002), ("tflite", "none", 0.002),
-           ("tflite", "float16", 0.005), ("tflite", "int8", 0.015))
+EXPORTS = (
+    ("keras", "none", 0.002),
+    ("savedmodel", "none", 0.002),
+    ("tflite", "none", 0.002),
+    ("tflite", "float16", 0.005),
+    ("tflite", "int8", 0.015),
+)
 LATENCY_RUNS, THROUGHPUT_BATCHES, BATCH = 40, 3, 32
 
 
@@ -71,8 +81,10 @@ def timings(runtimes: dict, image, batch) -> dict:
             forward(batch)
             seconds[name] += time.perf_counter() - start
     return {
-        name: {"latency_ms_p50": statistics.median(latency[name]),
-               "images_per_sec": THROUGHPUT_BATCHES * len(batch) / seconds[name]}
+        name: {
+            "latency_ms_p50": statistics.median(latency[name]),
+            "images_per_sec": THROUGHPUT_BATCHES * len(batch) / seconds[name],
+        }
         for name in runtimes
     }
 
@@ -90,8 +102,13 @@ def main() -> None:
 
     data = Path(sys.argv[1]) if len(sys.argv) > 1 else DATA
     dataset = load_dataset(data)
-    results: dict = {"data": data.name, "test_images": len(dataset.test), "threads": THREADS,
-                     "settings": "zoo bench defaults, mirror off", "backbones": {}}
+    results: dict = {
+        "data": data.name,
+        "test_images": len(dataset.test),
+        "threads": THREADS,
+        "settings": "zoo bench defaults, mirror off",
+        "backbones": {},
+    }
     with tempfile.TemporaryDirectory(prefix="bench-export-") as folder:
         out = Path(folder)
         for name, weights in NAMES.items():
@@ -100,6 +117,7 @@ def main() -> None:
             [row] = run_bench([get_backbone(name)], dataset, settings, out / "results")
             if row["status"] != "ok":
                 results["backbones"][name] = {"status": "failed", "error": row["error"]}
+                write(results)
                 continue
             source = predict.load(out / "results" / row["classifier"])
             calibration = export.calibration_batches(data, source.meta)
@@ -109,33 +127,47 @@ def main() -> None:
                 key = label(fmt, quantize)
                 print(f"{name}: export {key}", flush=True)
                 start = time.perf_counter()
-                path = export.export(source.model, source.meta, fmt, out / "export" / f"{name}-{key}", quantize,
-                                     calibration if quantize == "int8" else None)
+                path = export.export(
+                    source.model,
+                    source.meta,
+                    fmt,
+                    out / "export" / f"{name}-{key}",
+                    quantize,
+                    calibration if quantize == "int8" else None,
+                )
                 seconds = time.perf_counter() - start
                 loaded = predict.load(path, num_threads=THREADS)
                 accuracy = top1(loaded, dataset.test.files, dataset.test.labels)
                 entry["formats"][key] = {
-                    "top1": accuracy, "delta_points": 100 * (accuracy - row["top1"]),
+                    "top1": accuracy,
+                    "delta_points": 100 * (accuracy - row["top1"]),
                     "within_target": abs(accuracy - row["top1"]) <= tolerance + 1e-9,
-                    "target_points": 100 * tolerance, "mb": json.loads((path.parent / "zoo.json").read_text())["bytes"] / 2**20,
+                    "target_points": 100 * tolerance,
+                    "mb": json.loads((path.parent / "zoo.json").read_text())["bytes"] / 2**20,
                     "export_seconds": seconds,
                 }
                 if fmt == "tflite":
                     runtimes[key] = loaded
             print(f"{name}: timing", flush=True)
-            batch = np.asarray(next(iter(image_batches(dataset.test.files, source.input_size, BATCH, source.interpolation))))
+            batch = np.asarray(
+                next(iter(image_batches(dataset.test.files, source.input_size, BATCH, source.interpolation)))
+            )
             entry["speed"] = timings(runtimes, batch[:1], batch)
             tf_ms = entry["speed"]["tensorflow"]["latency_ms_p50"]
-            for key, speed in entry["speed"].items():
+            for speed in entry["speed"].values():
                 speed["latency_vs_tensorflow"] = speed["latency_ms_p50"] / tf_ms
             formats = entry["formats"]
             entry["int8_over_f32_size"] = formats["tflite-int8"]["mb"] / formats["tflite-f32"]["mb"]
             results["backbones"][name] = entry
+            write(results)  # after each backbone, so an interrupted run keeps what it measured
             tf.keras.backend.clear_session()
+    print(markdown(results))
+
+
+def write(results: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_export.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / "bench_export.md").write_text(markdown(results))
-    print(markdown(results))
 
 
 def markdown(results: dict) -> str:
@@ -153,23 +185,36 @@ def markdown(results: dict) -> str:
         if "formats" not in entry:
             lines.append(f"| {name} | failed: {entry['error']} |")
             continue
-        cells = [f"{f['top1']:.3f} ({f['delta_points']:+.1f}){'' if f['within_target'] else ' ✗'}"
-                 for f in (entry["formats"][k] for k in keys)]
+        cells = [
+            f"{f['top1']:.3f} ({f['delta_points']:+.1f}){'' if f['within_target'] else ' ✗'}"
+            for f in (entry["formats"][k] for k in keys)
+        ]
         lines.append(f"| {name} | {entry['weights']} | {entry['bench_top1']:.3f} | " + " | ".join(cells) + " |")
-    lines += ["", "| backbone | " + " | ".join(f"{k} MB" for k in keys) + " | int8/f32 size |",
-              "|---|" + "---|" * (len(keys) + 1)]
+    lines += [
+        "",
+        "| backbone | " + " | ".join(f"{k} MB" for k in keys) + " | int8/f32 size |",
+        "|---|" + "---|" * (len(keys) + 1),
+    ]
     for name, entry in results["backbones"].items():
         if "formats" in entry:
             sizes = " | ".join(f"{entry['formats'][k]['mb']:.1f}" for k in keys)
             lines.append(f"| {name} | {sizes} | {entry['int8_over_f32_size']:.2f} |")
     runtimes = ["tensorflow", "tflite-f32", "tflite-float16", "tflite-int8"]
-    lines += ["", "| backbone | " + " | ".join(f"{r} ms p50 (×TF)" for r in runtimes) + " | "
-              + " | ".join(f"{r} img/s" for r in runtimes) + " |",
-              "|---|" + "---|" * (2 * len(runtimes))]
+    lines += [
+        "",
+        "| backbone | "
+        + " | ".join(f"{r} ms p50 (×TF)" for r in runtimes)
+        + " | "
+        + " | ".join(f"{r} img/s" for r in runtimes)
+        + " |",
+        "|---|" + "---|" * (2 * len(runtimes)),
+    ]
     for name, entry in results["backbones"].items():
         if "speed" in entry:
             speed = entry["speed"]
-            latency = " | ".join(f"{speed[r]['latency_ms_p50']:.1f} ({speed[r]['latency_vs_tensorflow']:.2f})" for r in runtimes)
+            latency = " | ".join(
+                f"{speed[r]['latency_ms_p50']:.1f} ({speed[r]['latency_vs_tensorflow']:.2f})" for r in runtimes
+            )
             rate = " | ".join(f"{speed[r]['images_per_sec']:.0f}" for r in runtimes)
             lines.append(f"| {name} | {latency} | {rate} |")
     return "\n".join(lines) + "\n"

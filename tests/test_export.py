@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import shutil
 import warnings
 
@@ -29,14 +30,49 @@ def tiny_plugin(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_PLUGINS", str(path))
 
 
-@pytest.fixture
-def benched(tiny_plugin, tiny_dataset, tmp_path):
-    """A bench's --out folder with two ok rows (and a failed one), through the real CLI."""
-    out = tmp_path / "results"
-    result = runner.invoke(app, ["bench", "tiny_cnn", "tiny_cnn_b", "broken_net", "--data", str(tiny_dataset),
-                                 "--out", str(out), *FAST])
+def _fresh_catalog():
+    from zoo import plugin_manager
+
+    plugin_manager.plugin_manager.cache_clear()
+    plugin_manager.catalog.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def benched_once(tmp_path_factory, tiny_dataset):
+    """One real `zoo bench` through the CLI for the whole module: two ok rows and a failed one."""
+    root = tmp_path_factory.mktemp("benched")
+    (root / "tiny_plugin.py").write_text(PLUGIN)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ZOO_PLUGINS", str(root / "tiny_plugin.py"))
+        patch.setenv("ZOO_CACHE_DIR", str(root / "cache"))
+        _fresh_catalog()
+        result = runner.invoke(
+            app,
+            [
+                "bench",
+                "tiny_cnn",
+                "tiny_cnn_b",
+                "broken_net",
+                "--data",
+                str(tiny_dataset),
+                "--out",
+                str(root / "results"),
+                *FAST,
+            ],
+        )
+    _fresh_catalog()
     assert result.exit_code == 1, result.output  # broken_net fails; the others are kept
-    return out, result.output
+    return root, result.output
+
+
+@pytest.fixture
+def benched(benched_once, monkeypatch, tmp_path):
+    """A copy of the bench's --out folder (tests change it), with its plugin installed."""
+    root, output = benched_once
+    monkeypatch.setenv("ZOO_PLUGINS", str(root / "tiny_plugin.py"))
+    _fresh_catalog()
+    shutil.copytree(root / "results", tmp_path / "results")
+    return tmp_path / "results", output.replace(str(root / "results"), str(tmp_path / "results"))
 
 
 def test_bench_keeps_each_ok_row_with_what_rebuilds_it(benched, tiny_dataset):
@@ -66,8 +102,13 @@ def test_every_format_predicts_the_same(benched, tiny_dataset, tmp_path):
     out, _ = benched
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.float32)
     expected = zoo.load(out / "models/tiny_cnn")(images)
-    for fmt, quantize, tolerance in (("keras", "none", 1e-5), ("savedmodel", "none", 1e-5),
-                                     ("tflite", "none", 1e-4), ("tflite", "float16", 1e-2), ("tflite", "int8", 0.1)):
+    for fmt, quantize, tolerance in (
+        ("keras", "none", 1e-5),
+        ("savedmodel", "none", 1e-5),
+        ("tflite", "none", 1e-4),
+        ("tflite", "float16", 1e-2),
+        ("tflite", "int8", 0.1),
+    ):
         result = runner.invoke(app, ["export", str(out), "tiny_cnn", "--format", fmt, "--quantize", quantize])
         assert result.exit_code == 0, result.output
         folder = out / "export" / ("tiny_cnn-" + fmt + ("" if quantize == "none" else f"-{quantize}"))
@@ -87,8 +128,9 @@ def test_predict_prints_a_table_json_and_csv_and_skips_unreadable_files(benched,
     shutil.copytree(tiny_dataset / "test" / "dark", folder)
     (folder / "notes.txt").write_text("not an image")
     (folder / "cut.jpg").write_bytes((folder / "dark_0.jpg").read_bytes()[:100])
-    result = runner.invoke(app, ["predict", str(tmp_path / "x"), str(folder), "--top-k", "2",
-                                 "--csv", str(tmp_path / "p.csv")])
+    result = runner.invoke(
+        app, ["predict", str(tmp_path / "x"), str(folder), "--top-k", "2", "--csv", str(tmp_path / "p.csv")]
+    )
     assert result.exit_code == 0, result.output
     assert "dark_0.jpg" in result.output and "skipped 2 files" in result.output
     lines = (tmp_path / "p.csv").read_text().splitlines()
@@ -163,8 +205,9 @@ def test_a_changed_base_is_refused(benched):
 
 
 def test_python_bench_returns_rows_and_trained_classifiers(tiny_plugin, tiny_dataset, tmp_path):
-    rows, trained = zoo.bench("tiny_cnn", tiny_dataset, out=tmp_path, classifiers=True, epochs=1,
-                              batch_size=4, weights="none", mirror=False)
+    rows, trained = zoo.bench(
+        "tiny_cnn", tiny_dataset, out=tmp_path, classifiers=True, epochs=1, batch_size=4, weights="none", mirror=False
+    )
     assert rows[0]["status"] == "ok" and set(trained) == {"tiny_cnn"}
     assert trained["tiny_cnn"].output_shape == (None, 2)
     with pytest.raises(ZooError, match="unknown bench settings epoch"):
@@ -176,3 +219,17 @@ def test_create_model_warns_when_it_falls_back_to_random_weights(tiny_plugin):
         warnings.simplefilter("always")
         zoo.create_model("tiny_cnn", 2)
     assert any("tiny_cnn uses RANDOM weights" in str(w.message) for w in caught)
+
+
+@pytest.mark.slow
+def test_a_real_lite0_tflite_export_classifies_the_food_photos_as_the_bench_scored_them(food, tmp_path):
+    [row] = zoo.bench("efficientnet_lite0", food, out=tmp_path / "results", weights="imagenet", mirror=False)
+    result = runner.invoke(
+        app, ["export", str(tmp_path / "results"), "--format", "tflite", "--out", str(tmp_path / "x")]
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["predict", str(tmp_path / "x"), str(food / "test"), "--top-k", "1", "--json"])
+    predictions = json.loads(result.stdout)["predictions"]
+    correct = [p["top"][0]["class"] == Path(p["file"]).parent.name for p in predictions]
+    assert len(predictions) == row["test_images"]
+    assert np.mean(correct) == pytest.approx(row["top1"], abs=0.002) and row["top1"] > 0.8
