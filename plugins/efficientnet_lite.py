@@ -24,7 +24,7 @@ import numpy as np
 
 from zoo import hookimpl
 from zoo.errors import ZooError
-from zoo.registry import catalog_specs
+from zoo_plugins import declared
 
 #: Batch-norm epsilon of the TF-trained weights (PyTorch's default 1e-5 would be wrong).
 BN_EPSILON = 1e-3
@@ -45,25 +45,15 @@ BASE_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
 )
 
 
-#: Width and depth multipliers of each variant; its pins (input size, weights package, file,
-#: sha256) are in registry.toml.
-LITE_SCALING: dict[str, tuple[float, float]] = {
-    "efficientnet_lite0": (1.0, 1.0),
-    "efficientnet_lite1": (1.0, 1.1),
-    "efficientnet_lite2": (1.1, 1.2),
-}
-
-
 @hookimpl
 def zoo_backbones():
-    return catalog_specs("efficientnet_lite", preprocessing=preprocess)
+    """The variants registry.toml declares: sizes, pins, and width/depth multipliers."""
+    return declared(__file__, preprocessing=preprocess)
 
 
 @hookimpl
 def zoo_build_backbone(spec, weights):
-    """Build the `custom` Lite backbones; `spec.reference` names the variant."""
-    if spec.source != "custom" or spec.reference not in LITE_SCALING:
-        return None
+    """Build one of the Lite variants; `spec.reference` names it."""
     return build_efficientnet_lite(spec.reference, spec.input_size, weights)
 
 
@@ -80,6 +70,12 @@ def preprocess(images):
 
         images = keras.ops.cast(images, "float32")
     return (images - 127.0) / 128.0
+
+
+#: Each variant's build_args (width and depth multipliers), by name, from its declaration.
+LITE_SCALING: dict[str, dict[str, float]] = {
+    spec.reference: dict(spec.build_args) for spec in zoo_backbones()
+}
 
 
 def _round_filters(channels: int, width: float) -> int:
@@ -107,12 +103,14 @@ def _stages(name: str) -> list[tuple[int, int, int, int, int]]:
 
 
 def _scaling(name: str) -> tuple[float, float]:
+    """The width and depth multipliers of variant `name`, as registry.toml declares them."""
     try:
-        return LITE_SCALING[name]
+        args = LITE_SCALING[name]
     except KeyError:
         raise ZooError(
             f"unknown EfficientNet-Lite variant {name!r}; use one of {', '.join(LITE_SCALING)}"
         ) from None
+    return args["width"], args["depth"]
 
 
 def _block(x, prefix: str, in_ch: int, out_ch: int, expand: int, kernel: int, stride: int):

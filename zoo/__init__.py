@@ -1,9 +1,12 @@
 """zoo: which pretrained backbone is best for my data, and at what cost?
 
-The Python API in brief: `list_backbones()`, `get_backbone(name)`, `create_model(name, ...)`.
+The Python API in brief: `list_backbones()`, `get_backbone(name)`, `create_model(name, ...)`;
+for plugins, `hookimpl`, `BackboneSpec`, `Weights`, and `specs_from_toml` to declare specs
+from a TOML file the plugin ships (or `specs_from_mapping`, from Python data).
 Importing zoo does not import TensorFlow; building a model does.
 """
 
+from zoo.declare import specs_from_mapping, specs_from_toml
 from zoo.errors import ZooError
 from zoo.hookspecs import hookimpl
 from zoo.spec import PREPROCESSING, BackboneSpec, Weights
@@ -17,6 +20,8 @@ __all__ = [
     "get_backbone",
     "hookimpl",
     "list_backbones",
+    "specs_from_mapping",
+    "specs_from_toml",
 ]
 
 

@@ -28,7 +28,8 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperGroup
 
-from zoo import hub, plugin_manager, registry, weights
+from zoo import config, plugin_manager, weights
+from zoo.sources import hub as hub_variants
 from zoo.errors import ZooError, one_line
 
 
@@ -182,8 +183,9 @@ def _progress() -> Progress:
     )
 
 
-#: The bench defaults of registry.toml, shown in `zoo bench --help`.
-_DEFAULTS = registry.bench_defaults()
+def _default(name: str) -> str:
+    """How `zoo bench --help` names a default: the setting, and its value unless the user set it."""
+    return f"setting {name}, {json.dumps(config.SETTINGS[name].default)} unless set in `zoo config`"
 
 
 @app.command()
@@ -195,10 +197,10 @@ def bench(
         None, "--source", help="hub or keras: each backbone's TF Hub or Keras variant [--all: the default ones]."
     ),
     data: Optional[Path] = typer.Option(None, help="Folder with train/<class>/ and test/<class>/."),
-    epochs: Optional[int] = typer.Option(None, help=f"Head training epochs (default: {_DEFAULTS['epochs']})."),
-    batch_size: Optional[int] = typer.Option(None, help=f"Batch size (default: {_DEFAULTS['batch_size']})."),
+    epochs: Optional[int] = typer.Option(None, help=f"Head training epochs (default: {_default('bench.epochs')})."),
+    batch_size: Optional[int] = typer.Option(None, help=f"Batch size (default: {_default('bench.batch_size')})."),
     learning_rate: Optional[float] = typer.Option(
-        None, help=f"Adam learning rate (default: {_DEFAULTS['learning_rate']})."
+        None, help=f"Adam learning rate (default: {_default('bench.learning_rate')})."
     ),
     weights_mode: str = typer.Option(
         "auto", "--weights", help="auto, imagenet, none, or a weights file for one backbone."
@@ -213,7 +215,7 @@ def bench(
     mirror: Optional[bool] = typer.Option(
         None, "--mirror/--no-mirror",
         help="Also train the head on mirror images and score each test image with its mirror "
-        f"(default: {'on' if _DEFAULTS['mirror'] else 'off'}).",
+        f"(default: {_default('bench.mirror')}).",
     ),
     resume: bool = typer.Option(False, "--resume", help="Skip backbones already finished in --out with these settings."),
     strategy: str = typer.Option("default", help="tf.distribute strategy: default, mirrored or multiworker."),
@@ -227,7 +229,7 @@ def bench(
 
     if importlib.util.find_spec("tensorflow") is None:  # an extra: users choose its build
         raise ZooError("TensorFlow is not installed; pip install 'zoo[cpu]' (or 'zoo[gpu]')")
-    settings = BenchSettings.from_registry(
+    settings = BenchSettings.from_config(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, weights=weights_mode,
         mode=mode, finetune_epochs=finetune_epochs, unfreeze=unfreeze, augment=augment,
         strategy=strategy, cache=cache, mirror=mirror,
@@ -237,9 +239,9 @@ def bench(
     if source not in (None, "hub", "keras"):
         raise ZooError(f"--source {source}: use hub or keras")
     if all_backbones:
-        specs = hub.select(list(catalog.backbones.values()), source)
+        specs = hub_variants.select(list(catalog.backbones.values()), source)
     elif names:
-        specs = [catalog.get(hub.variant_name(name, source)) for name in names]
+        specs = [catalog.get(hub_variants.variant_name(name, source)) for name in names]
     else:
         raise ZooError("name the backbones to bench (see `zoo list`) or use --all")
     validate_weights_mode(settings.weights, len(specs))
@@ -362,6 +364,23 @@ def cache_clear(backbone: Optional[str] = typer.Option(None, help="Only this bac
 
     removed, freed = features.clear(backbone)
     out.print(f"removed {removed} files, {freed / 2**20:.1f} MB")
+
+
+@app.command("config")
+def config_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Every user setting: its effective value and where it came from (default, file, env)."""
+    rows = config.effective()
+    if as_json:
+        out.print_json(json.dumps({"file": str(config.path()), "settings": rows}))
+        return
+    file = config.path()
+    out.print(f"config file: {file}{'' if file.is_file() else ' (not created yet)'}", highlight=False)
+    table = Table(title="zoo settings")
+    for header in ("Setting", "Value", "Origin", "Variable", "What it does"):
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        table.add_row(row["name"], json.dumps(row["value"]), row["origin"], row["env"], row["doc"])
+    out.print(table)
 
 
 weights_app = typer.Typer(
