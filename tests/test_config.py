@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from zoo import config, download, plugin_manager, weights
-from zoo.bench import BenchSettings
+from zoo.settings import BenchSettings
 from zoo.cli import app
 from zoo.errors import ZooError
 
