@@ -73,9 +73,7 @@ def preprocess(images):
 
 
 #: Each variant's build_args (width and depth multipliers), by name, from its declaration.
-LITE_SCALING: dict[str, dict[str, float]] = {
-    spec.reference: dict(spec.build_args) for spec in zoo_backbones()
-}
+LITE_SCALING: dict[str, dict[str, float]] = {spec.reference: dict(spec.build_args) for spec in zoo_backbones()}
 
 
 def _round_filters(channels: int, width: float) -> int:
@@ -97,7 +95,7 @@ def _stages(name: str) -> list[tuple[int, int, int, int, int]]:
     last = len(BASE_STAGES) - 1
     for i, (expand, kernel, stride, out, repeats) in enumerate(BASE_STAGES):
         if 0 < i < last:
-            repeats = int(math.ceil(depth * repeats))
+            repeats = math.ceil(depth * repeats)
         stages.append((expand, kernel, stride, _round_filters(out, width), repeats))
     return stages
 
@@ -107,9 +105,7 @@ def _scaling(name: str) -> tuple[float, float]:
     try:
         args = LITE_SCALING[name]
     except KeyError:
-        raise ZooError(
-            f"unknown EfficientNet-Lite variant {name!r}; use one of {', '.join(LITE_SCALING)}"
-        ) from None
+        raise ZooError(f"unknown EfficientNet-Lite variant {name!r}; use one of {', '.join(LITE_SCALING)}") from None
     return args["width"], args["depth"]
 
 
@@ -136,9 +132,7 @@ def _block(x, prefix: str, in_ch: int, out_ch: int, expand: int, kernel: int, st
     return x
 
 
-def build_efficientnet_lite(
-    name: str, input_size: int, weights: str | os.PathLike | None, include_top: bool = False
-):
+def build_efficientnet_lite(name: str, input_size: int, weights: str | os.PathLike | None, include_top: bool = False):
     """Build EfficientNet-Lite `name` for preprocessed (batch, s, s, 3) images.
 
     Returns pooled (batch, 1280) features, or with `include_top` the ImageNet softmax over
@@ -150,9 +144,7 @@ def build_efficientnet_lite(
 
     _scaling(name)
     inputs = keras.Input((input_size, input_size, 3), name="images")
-    x = layers.Conv2D(
-        STEM_CHANNELS, 3, strides=2, padding="same", use_bias=False, name="_conv_stem"
-    )(inputs)
+    x = layers.Conv2D(STEM_CHANNELS, 3, strides=2, padding="same", use_bias=False, name="_conv_stem")(inputs)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, name="_bn0")(x)
     x = layers.ReLU(6.0, name="_relu0")(x)
     in_ch = STEM_CHANNELS

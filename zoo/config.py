@@ -17,11 +17,13 @@ setting's effective value and where it came from.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import platformdirs
 
@@ -36,11 +38,16 @@ def _text(value: Any) -> str:
     return value.strip()
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def _flag(value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    words = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
-    return words[str(value).strip().lower()]
+    word = str(value).strip().lower()
+    if word not in _TRUE + _FALSE:
+        raise ValueError
+    return word in _TRUE
 
 
 def _names(value: Any) -> list[str]:
@@ -58,7 +65,9 @@ def _number(minimum: float, above: bool = False, whole: bool = False) -> Callabl
         if isinstance(value, bool):
             raise ValueError
         number = value if isinstance(value, (int, float)) else float(str(value).strip())
-        if (whole and number != int(number)) or number < minimum or (above and number == minimum):
+        if not math.isfinite(number) or (whole and number != int(number)):
+            raise ValueError
+        if number < minimum or (above and number == minimum):
             raise ValueError
         return int(number) if whole else float(number)
 
@@ -83,47 +92,80 @@ SETTINGS: dict[str, Setting] = {
     setting.name: setting
     for setting in (
         Setting(
-            "weights.mirror", "", "ZOO_MIRROR",
+            "weights.mirror",
+            "",
+            "ZOO_MIRROR",
             "Base URL of a mirror serving weight files under their Keras names, tried before the "
             "pinned URLs (file:// works too); empty: no mirror.",
-            _text, "a URL, or \"\" for none",
+            _text,
+            'a URL, or "" for none',
         ),
         Setting(
-            "weights.timeout_seconds", 20.0, "ZOO_DOWNLOAD_TIMEOUT",
+            "weights.timeout_seconds",
+            20.0,
+            "ZOO_DOWNLOAD_TIMEOUT",
             "How long a download may wait on a silent server before it gives up.",
-            _number(0, above=True), "a number of seconds above 0",
+            _number(0, above=True),
+            "a number of seconds above 0",
         ),
         Setting(
-            "bench.epochs", 20, "ZOO_BENCH_EPOCHS",
+            "bench.epochs",
+            20,
+            "ZOO_BENCH_EPOCHS",
             "Head training epochs (the course's 5, longer: benchmarks/results/tune_head.json).",
-            _number(0, whole=True), "a whole number, 0 or more",
+            _number(0, whole=True),
+            "a whole number, 0 or more",
         ),
         Setting(
-            "bench.batch_size", 32, "ZOO_BENCH_BATCH_SIZE", "Batch size of extraction and training.",
-            _number(1, whole=True), "a whole number, 1 or more",
+            "bench.batch_size",
+            32,
+            "ZOO_BENCH_BATCH_SIZE",
+            "Batch size of extraction and training.",
+            _number(1, whole=True),
+            "a whole number, 1 or more",
         ),
         Setting(
-            "bench.learning_rate", 0.001, "ZOO_BENCH_LEARNING_RATE", "Adam's learning rate for the head.",
-            _number(0, above=True), "a number above 0",
+            "bench.learning_rate",
+            0.001,
+            "ZOO_BENCH_LEARNING_RATE",
+            "Adam's learning rate for the head.",
+            _number(0, above=True),
+            "a number above 0",
         ),
         Setting(
-            "bench.seed", 42, "ZOO_BENCH_SEED", "Random seed of the head's initialisation and shuffling.",
-            _number(0, whole=True), "a whole number, 0 or more",
+            "bench.seed",
+            42,
+            "ZOO_BENCH_SEED",
+            "Random seed of the head's initialisation and shuffling.",
+            _number(0, whole=True),
+            "a whole number, 0 or more",
         ),
         Setting(
-            "bench.mirror", True, "ZOO_BENCH_MIRROR",
+            "bench.mirror",
+            True,
+            "ZOO_BENCH_MIRROR",
             "Train on mirrored images too and score each test image with its mirror "
             "(benchmarks/results/tune_head.json).",
-            _flag, "true or false",
+            _flag,
+            "true or false",
         ),
         Setting(
-            "plugins.load", None, "ZOO_LOAD_PLUGINS",
+            "plugins.load",
+            None,
+            "ZOO_LOAD_PLUGINS",
             "Load only these plugins, by name (unset: all; empty: none).",
-            _names, "a list of plugin names", empty_env_is_value=True,
+            _names,
+            "a list of plugin names",
+            empty_env_is_value=True,
         ),
         Setting(
-            "plugins.disable", [], "ZOO_DISABLE_PLUGINS", "Load every plugin but these, by name.",
-            _names, "a list of plugin names", empty_env_is_value=True,
+            "plugins.disable",
+            [],
+            "ZOO_DISABLE_PLUGINS",
+            "Load every plugin but these, by name.",
+            _names,
+            "a list of plugin names",
+            empty_env_is_value=True,
         ),
     )
 }
@@ -168,7 +210,8 @@ def lookup(name: str) -> tuple[Any, str]:
     setting = SETTINGS[name]
     raw = os.environ.get(setting.env)
     if raw is not None and (raw.strip() or setting.empty_env_is_value):
-        return _parsed(setting, raw, f"env {setting.env}", "set that environment variable right or unset it"), f"env {setting.env}"
+        origin = f"env {setting.env}"
+        return _parsed(setting, raw, origin, "correct or unset that environment variable"), origin
     file = path()
     in_file = _read_file(file)
     if name in in_file:
@@ -184,18 +227,17 @@ def get(name: str) -> Any:
 def _parsed(setting: Setting, raw: Any, source: str, fix: str) -> Any:
     try:
         return setting.parse(raw)
-    except (ValueError, TypeError, KeyError):
-        raise ZooError(
-            f"setting {setting.name} = {raw!r} from {source} is not {setting.expects}; {fix}"
-        ) from None
+    except (ValueError, TypeError):
+        raise ZooError(f"setting {setting.name} = {raw!r} from {source} is not {setting.expects}; {fix}") from None
 
 
 def effective() -> list[dict[str, Any]]:
     """Every setting as `zoo config` shows it: name, value, origin, environment variable, doc."""
-    return [
-        dict(zip(("name", "value", "origin"), (name, *lookup(name))), env=setting.env, doc=setting.doc)
-        for name, setting in SETTINGS.items()
-    ]
+    rows = []
+    for name, setting in SETTINGS.items():
+        value, origin = lookup(name)
+        rows.append({"name": name, "value": value, "origin": origin, "env": setting.env, "doc": setting.doc})
+    return rows
 
 
 def bench_defaults() -> dict[str, Any]:

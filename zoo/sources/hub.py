@@ -56,10 +56,12 @@ def select(specs: list[BackboneSpec], source: str | None) -> list[BackboneSpec]:
 
 class Hub(Source):
     name = "hub"
+    random_init = False
 
-    def resolve_weights(
-        self, spec: BackboneSpec, mode: str, progress: Progress = no_progress
-    ) -> ResolvedWeights:
+    def has_pretrained(self, spec: BackboneSpec) -> bool:
+        return True  # the SavedModel
+
+    def resolve_weights(self, spec: BackboneSpec, mode: str, progress: Progress = no_progress) -> ResolvedWeights:
         """The SavedModel given with --weights PATH, or the handle's (downloaded if needed)."""
         if mode == "none":
             raise ZooError(
