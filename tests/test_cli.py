@@ -90,10 +90,12 @@ def test_bench_end_to_end_and_a_failing_backbone_does_not_stop_the_others(tiny_d
     plugin.write_text(BROKEN_BUILDER)
     monkeypatch.setenv("ZOO_PLUGINS", str(plugin))
     out = tmp_path / "results"
-    result = runner.invoke(app, [
+    args = [
         "bench", "exploding_net", "mobilenet_v2", "--data", str(tiny_dataset),
         "--weights", "none", "--epochs", "1", "--batch-size", "4", "--out", str(out),
-    ])
+    ]
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/zoo", *args])  # what results.json records
+    result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
     rows = {row["backbone"]: row for row in json.loads((out / "results.json").read_text())["backbones"]}
     assert rows["exploding_net"]["status"] == "failed"
@@ -105,6 +107,13 @@ def test_bench_end_to_end_and_a_failing_backbone_does_not_stop_the_others(tiny_d
     for key in ("backbone", "weights", "status", "top1", "images_per_sec", "params", "train_seconds", "error"):
         assert key in good
     assert "mobilenet_v2" in result.stdout and "RANDOM" in result.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert len(good["test_predictions"]) == len(results["dataset"]["test_labels"]) == good["test_images"]
+    assert results["statistics"]["best"] == "mobilenet_v2"
+    assert results["zoo_version"] and results["plugins"]["mobilenet_v2"] and results["command"].startswith("zoo bench exploding_net mobilenet_v2 --data ")
+    assert results["started_at"] <= results["finished_at"]
+    assert "[1/2] exploding_net failed: MemoryError" in result.stderr
+    assert "[2/2] mobilenet_v2 top-1 " in result.stderr and "(random weights)" in result.stderr
     assert (out / "results.csv").read_text().startswith("backbone,")
     assert "| mobilenet_v2 |" in (out / "results.md").read_text()
 
@@ -129,3 +138,18 @@ def test_bench_all_on_the_food_photos(food, tmp_path):
     assert BUILT_INS <= {row["backbone"] for row in rows}
     assert all(row["status"] == "ok" for row in rows), result.output
     assert "zoo bench: 10_food_classes_10_percent" in result.stdout
+
+
+def test_list_fits_80_columns_without_cutting_a_name(monkeypatch):
+    from rich.console import Console
+
+    from zoo import cli
+
+    monkeypatch.setattr(cli, "out", Console(width=80, force_terminal=True, color_system=None))
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in result.stdout
+    for name in BUILT_INS | {"efficientnet_v2_b0:hub", "efficientnet_lite2"}:
+        assert any(f"│ {name} " in line for line in lines), name
+    assert "Weights" in lines[2]

@@ -328,6 +328,7 @@ def _measure(spec, dataset, settings: BenchSettings, progress: Progress, row: di
         top1=metrics.top_k_accuracy(probabilities, test_y, 1),
         top5=metrics.top_k_accuracy(probabilities, test_y, 5),
         test_images=len(test_y),
+        test_predictions=probabilities.argmax(axis=1).tolist(),  # per image, for the paired test
         per_class_accuracy=dict(zip(dataset.class_names, metrics.per_class_accuracy(confusion))),
         confusion_matrix=confusion.tolist(),
         params=extractor.count_params(),  # the backbone's, comparable across heads and datasets
@@ -431,10 +432,12 @@ def run_bench(
 
     strategy = make_strategy(settings.strategy)
     meta = {
+        **report.provenance(),
         "environment": {**metrics.environment(), "strategy": settings.strategy,
                         "replicas": strategy.num_replicas_in_sync},
         "dataset": {"root": str(dataset.root), "classes": list(dataset.class_names),
-                    "train_images": len(dataset.train), "test_images": len(dataset.test)},
+                    "train_images": len(dataset.train), "test_images": len(dataset.test),
+                    "test_labels": [int(label) for label in dataset.test.labels]},
     }
     earlier = report.read_results(out_dir)["backbones"] if resume and (out_dir / "results.json").is_file() else []
     names = {spec.name for spec in specs}
@@ -449,7 +452,7 @@ def run_bench(
         report_step = lambda step, done, total, name=spec.name: progress(name, step, done, total)  # noqa: E731
         row = bench_backbone(spec, dataset, settings, report_step, strategy, out_dir / "tensorboard" / spec.name)
         rows.append(row)
-        report.write_results(out_dir, rows, meta)
+        report.write_results(out_dir, rows, {**meta, "finished_at": report.now()})
         finished(row, False)
     return rows
 
