@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from zoo.errors import ZooError
-from zoo.report import csv_text, markdown, plot, ranked, read_results, results_table, write_results
+from zoo.report import csv_text, markdown, ranked, read_results, results_table, write_results
 
 
 def row(name, top1, speed, params, **extra):
@@ -74,19 +74,14 @@ def test_csv_keeps_nested_fields_as_json():
     assert json.loads(parsed[0]["per_class_accuracy"]) == {"a": 1.0, "b": 0.5}
 
 
-def test_plot_is_a_png_even_with_no_finished_rows(tmp_path):
-    plot(ROWS, tmp_path / "a.png")
-    plot([ROWS[1]], tmp_path / "b.png")
-    for name in ("a.png", "b.png"):
-        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]  # no temporaries left
-
-
 def test_write_then_read_round_trips(tmp_path):
     written = write_results(tmp_path, ROWS, META)
     assert read_results(tmp_path) == written
     assert written["backbones"] == ROWS and written["environment"] == META["environment"]
-    assert {p.name for p in tmp_path.iterdir()} == {"results.json", "results.csv", "results.md", "accuracy_vs_speed.png"}
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "results.json", "results.csv", "results.md", "accuracy_vs_speed.png",
+        "confusion_slow_big.png", "confusion_fast_small.png",
+    }
 
 
 def test_results_are_readable_by_others_as_the_umask_allows(tmp_path):
@@ -113,7 +108,7 @@ def test_unreadable_results_are_one_line_errors(tmp_path, content, message):
 
 def test_zoo_report_rerenders_everything_without_importing_tensorflow(tmp_path):
     write_results(tmp_path, ROWS, META)
-    for name in ("results.md", "results.csv", "accuracy_vs_speed.png"):
+    for name in ("results.md", "results.csv", "accuracy_vs_speed.png", "confusion_slow_big.png"):
         (tmp_path / name).unlink()
     code = (
         "import sys, json\n"
@@ -129,7 +124,7 @@ def test_zoo_report_rerenders_everything_without_importing_tensorflow(tmp_path):
     assert report["code"] == 0, report
     assert "slow_big" in report["out"] and "zoo bench: food" in report["out"]
     assert "broken failed: ValueError: no | good" in report["err"]
-    for name in ("results.md", "results.csv", "accuracy_vs_speed.png"):
+    for name in ("results.md", "results.csv", "accuracy_vs_speed.png", "confusion_slow_big.png"):
         assert (tmp_path / name).stat().st_size > 0
 
 

@@ -26,6 +26,7 @@ from zoo.tables import Column, dropped_note, fitted_table
 
 FORMAT = "zoo-bench-results/1"
 LOCK_FILE = ".zoo-bench.lock"
+PLOT = "accuracy_vs_speed.png"
 
 #: The table's columns: row key, header, which value is best ("max", "min" or None), and the
 #: priority by which columns are dropped to fit a terminal (0: never; see zoo.tables).
@@ -77,7 +78,7 @@ def num_classes(results: dict) -> int | None:
     return len(matrices[0]) if matrices else None
 
 
-def _with_statistics(results: dict) -> list[dict]:
+def table_rows(results: dict) -> list[dict]:
     """The rows ranked, each with its `top1_ci95` and `vs_best` cells' values."""
     per_row = statistics(results)["rows"]
     rows = []
@@ -96,7 +97,7 @@ def _versus_best(row_stats: dict) -> str | None:
     return f"{'tied' if row_stats['tied_with_best'] else 'worse'} {stats.p_text(p).replace(' ', '')}"
 
 
-def _columns(results: dict, rows: list[dict], chosen: list[str] | None = None) -> list[tuple[str, str, str | None, int]]:
+def shown_columns(results: dict, rows: list[dict], chosen: list[str] | None = None) -> list[tuple[str, str, str | None, int]]:
     """The columns worth showing: those with a value somewhere; top-1 frozen only when fine-tuning;
     top-5 only with more than five classes (with five or fewer it is always 100 %). `chosen`
     (keys or headers) narrows them; the protected ones always stay."""
@@ -121,7 +122,7 @@ def column_names() -> str:
     return ", ".join(key for key, *_ in COLUMNS)
 
 
-def _cell(key: str, value) -> str:
+def cell_text(key: str, value) -> str:
     if value is None:
         return "-"
     if key in ("top1", "top1_frozen", "top5"):
@@ -147,7 +148,7 @@ def display_name(row: dict) -> str:
     return f"{row['backbone']} ({kind})" if kind and kind != "backbone" else row["backbone"]
 
 
-def _best(rows: list[dict], columns) -> dict:
+def best_values(rows: list[dict], columns) -> dict:
     ok = [row for row in rows if row["status"] == "ok"]
     best = {}
     for key, _, direction, _ in columns:
@@ -162,14 +163,14 @@ def results_table(
 ) -> tuple[Table, str | None]:
     """A rich table, best first, the best value of each measured column in bold green, fitted to
     `width` by dropping whole columns; and the note saying which were dropped (or None)."""
-    rows = _with_statistics(results)
-    columns = _columns(results, rows, chosen)
-    best = _best(rows, columns)
+    rows = table_rows(results)
+    columns = shown_columns(results, rows, chosen)
+    best = best_values(rows, columns)
     cells = []
     for row in rows:
         line = []
         for key, _, _, _ in columns:
-            text = escape(display_name(row)) if key == "backbone" else escape(_cell(key, row.get(key)))
+            text = escape(display_name(row)) if key == "backbone" else escape(cell_text(key, row.get(key)))
             if row["status"] == "ok" and key in best and row.get(key) == best[key]:
                 text = f"[bold green]{text}[/]"
             elif key == "weights" and text == "RANDOM":
@@ -187,9 +188,9 @@ def results_table(
 
 def markdown(results: dict) -> str:
     """The comparison as Markdown, every column, best values in bold, ready to paste into a README."""
-    rows = _with_statistics(results)
-    columns = _columns(results, rows)
-    best = _best(rows, columns)
+    rows = table_rows(results)
+    columns = shown_columns(results, rows)
+    best = best_values(rows, columns)
     dataset = results.get("dataset", {})
     lines = [f"# zoo bench: {Path(dataset.get('root', '')).name or 'results'}", ""]
     if dataset:
@@ -202,7 +203,7 @@ def markdown(results: dict) -> str:
     for row in rows:
         cells = []
         for key, _, _, _ in columns:
-            text = display_name(row) if key == "backbone" else _cell(key, row.get(key))
+            text = display_name(row) if key == "backbone" else cell_text(key, row.get(key))
             if key == "status" and row["status"] != "ok":
                 text = f"failed: {row['error']}"
             elif row["status"] == "ok" and key in best and row.get(key) == best[key]:
@@ -233,47 +234,33 @@ def csv_text(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    """accuracy_vs_speed.png: top-1 against images/s, marker area by parameter count."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    points = [r for r in rows if r["status"] == "ok" and r.get("top1") is not None and r.get("images_per_sec")]
-    figure, axes = pyplot.subplots(figsize=(8, 5.5), dpi=120)
-    try:
-        if points:
-            largest = max(r["params"] for r in points)
-            for row in points:
-                area = 60 + 1400 * row["params"] / largest
-                axes.scatter(row["images_per_sec"], row["top1"] * 100, s=area, alpha=0.55, edgecolors="black")
-                label = f"{row['backbone']} ({row['params'] / 1e6:.1f}M)"
-                axes.annotate(label, (row["images_per_sec"], row["top1"] * 100), textcoords="offset points",
-                              xytext=(8, 6), fontsize=9)
-            axes.set_xscale("log")
-            axes.margins(0.25)
-        else:
-            axes.text(0.5, 0.5, "no finished backbones", ha="center", va="center", transform=axes.transAxes)
-        axes.set_xlabel("inference throughput (images/s, log scale)")
-        axes.set_ylabel("top-1 accuracy (%)")
-        axes.set_title("Accuracy vs speed (marker area = parameters)")
-        axes.grid(True, which="both", alpha=0.3)
-        figure.tight_layout()
-        with atomic.atomic_path(path) as temporary:
-            figure.savefig(temporary)
-    finally:
-        pyplot.close(figure)
-
-
 def write_reports(out_dir: Path, results: dict) -> None:
-    """results.csv, results.md and accuracy_vs_speed.png from the results, each replaced atomically."""
+    """results.csv, results.md, accuracy_vs_speed.png and a confusion_<backbone>.png per
+    finished backbone, each replaced atomically."""
+    from zoo import plots
+
     try:
         atomic.write_text(out_dir / "results.csv", csv_text(results["backbones"]))
         atomic.write_text(out_dir / "results.md", markdown(results))
-        plot(results["backbones"], out_dir / "accuracy_vs_speed.png")
+        plots.accuracy_vs_speed(results, statistics(results), out_dir / PLOT)
+        classes = results.get("dataset", {}).get("classes") or []
+        for row in results["backbones"]:
+            if row["status"] == "ok" and row.get("confusion_matrix"):
+                plots.confusion_matrix(row, classes, out_dir / plots.confusion_file(row["backbone"]))
     except OSError as exc:
         raise ZooError(f"cannot write results to {out_dir}: {exc.strerror or exc}; choose another --out") from exc
+
+
+def write_html(out_dir: Path, results: dict) -> Path:
+    """report.html, after `write_reports` has drawn the plots it embeds."""
+    from zoo import html_report
+
+    path = out_dir / "report.html"
+    try:
+        atomic.write_text(path, html_report.render(out_dir, results))
+    except OSError as exc:
+        raise ZooError(f"cannot write {path}: {exc.strerror or exc}; choose another folder") from exc
+    return path
 
 
 def to_json(results: dict) -> str:
