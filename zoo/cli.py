@@ -70,9 +70,10 @@ class _OneLineErrors(TyperGroup):
 app = typer.Typer(
     cls=_OneLineErrors,
     help="Which pretrained backbone is best for my data, and at what cost?",
+    epilog="Exit codes: 0 done; 1 a backbone failed, or an unexpected error (a bug: please report it); "
+    "2 bad input or usage, with one line saying how to fix it; 130 interrupted (Ctrl-C).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
 # Piped output is a fixed wide table, never fitted or cut: whole in logs and files.
 PIPE_WIDTH = 250
@@ -81,10 +82,19 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else PIPE_WIDTH)
 _debug = False
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"zoo {version('zoo')}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     plugin: list[Path] = typer.Option([], "--plugin", help="Load a plugin file or folder too."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print zoo's version."),
 ) -> None:
     global _debug
     _debug = debug
@@ -157,10 +167,28 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.
 
 
 @app.command()
-def info(name: str) -> None:
-    """Everything zoo knows about one backbone."""
+def info(
+    name: str = typer.Argument(..., help="A backbone (see `zoo list`)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Everything zoo knows about one backbone.
+
+    \b
+    Examples:
+      zoo info efficientnet_lite0
+      zoo info mobilenet_v2 --json
+    """
     spec = plugin_manager.catalog().get(name)
-    out.print_json(json.dumps({**spec.to_dict(), "weights_status": weights.status(spec)}))
+    fields = {**spec.to_dict(), "weights_status": weights.status(spec)}
+    if as_json:
+        out.print_json(json.dumps(fields))
+        return
+    table = Table(title=escape(name), show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in fields.items():
+        table.add_row(key, escape(value if isinstance(value, str) else json.dumps(value)))
+    out.print(table)
 
 
 @app.command()
@@ -184,7 +212,13 @@ def new_plugin(
     name: str = typer.Argument(..., help="Plugin name, e.g. my-backbone."),
     directory: Path = typer.Option(Path("."), "--dir", help="Where to create zoo-NAME/."),
 ) -> None:
-    """Create an installable backbone plugin package, with its contract test, to start from."""
+    """Create an installable backbone plugin package, with its contract test, to start from.
+
+    \b
+    Examples:
+      zoo new-plugin my-net && cd zoo-my-net && pip install -e '.[test]' && pytest
+      zoo new-plugin my-net --dir ~/src
+    """
     from zoo import scaffold
 
     files = scaffold.new_plugin(name, directory)
@@ -220,34 +254,46 @@ def bench(
     names: list[str] = typer.Argument(None, help="Backbones to bench (see `zoo list`)."),
     all_backbones: bool = typer.Option(False, "--all", help="Bench every backbone."),
     source: Optional[str] = typer.Option(
-        None, "--source", help="hub or keras: each backbone's TF Hub or Keras variant [--all: the default ones]."
+        None, "--source", help="hub or keras: each backbone's TF Hub or Keras variant.",
+        show_default="the names as given; with --all, the Keras ones",
     ),
-    data: Optional[Path] = typer.Option(None, help="Folder with train/<class>/ and test/<class>/."),
-    epochs: Optional[int] = typer.Option(None, help=f"Head training epochs (default: {_DEFAULTS['epochs']})."),
-    batch_size: Optional[int] = typer.Option(None, help=f"Batch size (default: {_DEFAULTS['batch_size']})."),
+    data: Optional[Path] = typer.Option(
+        None, help="Folder with train/<class>/ and test/<class>/.", show_default="zoo's embedded sample dataset"
+    ),
+    epochs: Optional[int] = typer.Option(None, help="Head training epochs.", show_default=str(_DEFAULTS["epochs"])),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size.", show_default=str(_DEFAULTS["batch_size"])),
     learning_rate: Optional[float] = typer.Option(
-        None, help=f"Adam learning rate (default: {_DEFAULTS['learning_rate']})."
+        None, help="Adam learning rate.", show_default=str(_DEFAULTS["learning_rate"])
     ),
     weights_mode: str = typer.Option(
         "auto", "--weights", help="auto, imagenet, none, or a weights file for one backbone."
     ),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: zoo-results/<data folder name>)."),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", help="Results folder.", show_default="zoo-results/<data folder name>"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print results.json instead of the table."),
     columns: Optional[str] = _COLUMNS_OPTION,
     mode: str = typer.Option("features", help="features (frozen base) or finetune (then unfreeze the top)."),
-    finetune_epochs: int = typer.Option(5, help="Fine-tuning epochs after the head's [--mode finetune]."),
-    unfreeze: int = typer.Option(10, help="Top base layers to unfreeze, BatchNorm excepted [--mode finetune]."),
+    finetune_epochs: int = typer.Option(5, help="Fine-tuning epochs after the head's (with --mode finetune)."),
+    unfreeze: int = typer.Option(10, help="Top base layers to unfreeze, BatchNorm excepted (with --mode finetune)."),
     augment: bool = typer.Option(False, "--augment", help="Random flip/rotation/zoom; runs end to end, no cache."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse and keep extracted features."),
     mirror: Optional[bool] = typer.Option(
         None, "--mirror/--no-mirror",
-        help="Also train the head on mirror images and score each test image with its mirror "
-        f"(default: {'on' if _DEFAULTS['mirror'] else 'off'}).",
+        help="Also train the head on mirror images and score each test image with its mirror.",
+        show_default="--mirror" if _DEFAULTS["mirror"] else "--no-mirror",
     ),
     resume: bool = typer.Option(False, "--resume", help="Skip backbones already finished in --out with these settings."),
     strategy: str = typer.Option("default", help="tf.distribute strategy: default, mirrored or multiworker."),
 ) -> None:
-    """Benchmark backbones on one dataset and print the comparison table."""
+    """Benchmark backbones on one dataset and print the comparison table.
+
+    \b
+    Examples:
+      zoo bench efficientnet_lite0 efficientnet_lite2 --data photos/ --out results/photos
+      zoo bench --all --data photos/ --epochs 5 --no-mirror    # the course's recipe
+      zoo bench --all --json > results.json                     # CI: the results document
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from zoo.bench import BenchSettings, run_bench, validate_weights_mode
     from zoo.data import load_dataset, skipped_summary
@@ -369,17 +415,27 @@ def report_command(
     out_dir: Path = typer.Argument(..., help="A bench's --out folder, with results.json."),
     as_json: bool = typer.Option(False, "--json", help="Print results.json (statistics included); write nothing."),
     columns: Optional[str] = _COLUMNS_OPTION,
+    html: bool = typer.Option(False, "--html", help="Also write report.html: one self-contained page to open or share."),
 ) -> None:
-    """Re-render the table, results.md/.csv and the plots from a saved results.json (no TensorFlow)."""
-    from zoo.report import read_results, write_reports
+    """Re-render the table, results.md/.csv and the plots from a saved results.json (no TensorFlow).
+
+    \b
+    Examples:
+      zoo report zoo-results/food --html     # then open zoo-results/food/report.html
+      zoo report zoo-results/food --json | jq .statistics.summary
+    """
+    from zoo.report import read_results, write_html, write_reports
 
     results = read_results(out_dir)
     name = Path(results.get("dataset", {}).get("root", str(out_dir))).name
     if not as_json:
         write_reports(out_dir, results)
+        if html:
+            write_html(out_dir, results)
     _print_results(results, f"zoo bench: {name}", as_json, columns)
     if not as_json:
-        err.print(f"Rewrote {out_dir}/results.md, results.csv and the plots")
+        written = "results.md, results.csv, the plots" + (" and report.html" if html else "")
+        err.print(f"Rewrote {out_dir}/: {written}")
 
 
 cache_app = typer.Typer(help="The feature cache: what the bench has extracted once and reuses.", no_args_is_help=True)
@@ -415,7 +471,9 @@ def cache_clear(backbone: Optional[str] = typer.Option(None, help="Only this bac
 
 
 weights_app = typer.Typer(
-    help="Pretrained weights: where each backbone's come from; fetch them ahead; verify them.",
+    help="Pretrained weights: where each backbone's come from; fetch them ahead; verify them.\n\n"
+    "\b\nExamples:\n  zoo weights list\n  zoo weights fetch --all    # on a connected machine, "
+    "then copy ~/.keras/models across\n  zoo weights verify",
     no_args_is_help=True,
 )
 app.add_typer(weights_app, name="weights")
@@ -479,15 +537,19 @@ def weights_fetch(
 
 
 @weights_app.command("verify")
-def weights_verify() -> None:
-    """Re-check every weights file on disk against its pinned size and hash."""
-    failed = 0
+def weights_verify(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Re-check every weights file on disk against its pinned size and hash (exit 1 if one is bad)."""
+    checks = []
     for spec in plugin_manager.catalog().backbones.values():
         ok, detail = weights.verify_local(spec)
-        failed += ok is False
-        mark = {True: "[green]ok[/]", False: "[red]BAD[/]", None: "[dim]-[/]"}[ok]
-        out.print(f"{mark} {spec.name}: {escape(detail)}", highlight=False, soft_wrap=True)
-    if failed:
+        checks.append({"backbone": spec.name, "ok": ok, "detail": detail})
+    if as_json:
+        out.print_json(json.dumps(checks))
+    else:
+        for check in checks:
+            mark = {True: "[green]ok[/]", False: "[red]BAD[/]", None: "[dim]-[/]"}[check["ok"]]
+            out.print(f"{mark} {check['backbone']}: {escape(check['detail'])}", highlight=False, soft_wrap=True)
+    if any(check["ok"] is False for check in checks):
         raise typer.Exit(1)
 
 
