@@ -21,6 +21,7 @@ from rich.progress import (
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TransferSpeedColumn,
@@ -30,6 +31,8 @@ from typer.core import TyperGroup
 
 from zoo import hub, plugin_manager, registry, weights
 from zoo.errors import ZooError, one_line
+from zoo.progress import Progress as StepProgress
+from zoo.progress import prefixed
 from zoo.tables import Column, dropped_note, fitted_table
 
 
@@ -239,6 +242,15 @@ def _progress() -> Progress:
     )
 
 
+def _bar(progress: Progress, task: TaskID) -> StepProgress:
+    """zoo's progress callback, drawn as the bar `task`: its step as the description."""
+
+    def report(step: str, done: int, total: int) -> None:
+        progress.update(task, description=step, completed=done, total=total or None)
+
+    return report
+
+
 _COLUMNS_OPTION = typer.Option(
     None, "--columns", help="Comma-separated table columns to show (backbone, top-1 and weights always are): "
     "top1_ci95, vs_best, top5, images_per_sec, latency_ms_p50, params, ... (all: results.md)."
@@ -295,7 +307,7 @@ def bench(
       zoo bench --all --json > results.json                     # CI: the results document
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from zoo.bench import BenchSettings, run_bench, validate_weights_mode
+    from zoo.bench import BenchSettings, run_bench
     from zoo.data import load_dataset, skipped_summary
     from zoo.report import random_weights, read_results, results_lock
     from zoo.sample_data import sample_dataset
@@ -317,7 +329,7 @@ def bench(
         specs = [catalog.get(hub.variant_name(name, source)) for name in names]
     else:
         raise ZooError("name the backbones to bench (see `zoo list`) or use --all")
-    validate_weights_mode(settings.weights, len(specs))
+    weights.validate_weights_mode(settings.weights, len(specs))
     _warn_broken()
     if data is None:
         data = sample_dataset()
@@ -330,9 +342,7 @@ def bench(
     ctx.with_resource(results_lock(out_dir))
     with _progress() as progress:
         task = progress.add_task("checking images", total=None)
-        dataset = load_dataset(
-            data, lambda step, done, total: progress.update(task, completed=done, total=total)
-        )
+        dataset = load_dataset(data, _bar(progress, task))
     if dataset.skipped:
         err.print(f"[yellow]{escape(skipped_summary(dataset))}[/]", highlight=False, soft_wrap=True)
     err.print(
@@ -345,16 +355,16 @@ def bench(
                   "training runs end to end (slower).[/]")
     with _progress() as progress:
         overall = progress.add_task("backbones", total=len(specs))
-        tasks: dict[str, int] = {}
+        in_flight: list[TaskID] = []  # the bar of the backbone being benched
 
-        def report(name: str, step: str, done: int, total: int) -> None:
-            if name not in tasks:
-                tasks[name] = progress.add_task(name, total=None)
-            progress.update(tasks[name], description=f"{name}: {step}", completed=done, total=total or None)
+        def report(step: str, done: int, total: int) -> None:
+            if not in_flight:
+                in_flight.append(progress.add_task(step, total=None))
+            _bar(progress, in_flight[0])(step, done, total)
 
         def finished(row: dict, reused: bool) -> None:
-            if row["backbone"] in tasks:
-                progress.remove_task(tasks.pop(row["backbone"]))
+            if in_flight:
+                progress.remove_task(in_flight.pop())
             progress.advance(overall)
             done = int(progress.tasks[overall].completed)
             # One line per backbone, so a piped log (CI) shows the bench moving on.
@@ -521,12 +531,8 @@ def weights_fetch(
             if spec.source != "hub" and spec.weights is None:
                 continue
             task = progress.add_task(spec.name, total=None)
-
-            def report(step: str, done: int, total: int, task=task, name=spec.name) -> None:
-                progress.update(task, description=f"{name}: {step}", completed=done, total=total or None)
-
             try:
-                resolved = weights.resolve(spec, "imagenet", report)
+                resolved = weights.resolve(spec, "imagenet", prefixed(_bar(progress, task), spec.name))
                 err.print(f"[green]{spec.name}[/]: {escape(resolved.note)}", highlight=False, soft_wrap=True)
             except ZooError as exc:
                 failed += 1
