@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from zoo import features, metrics, recipe
+from zoo import board, features, metrics, recipe
 from zoo.data import Dataset, Split, image_batches, labeled_batches
 from zoo.errors import one_line
 from zoo.progress import Progress, no_progress, prefixed
@@ -234,6 +234,8 @@ def _measure(row: BenchRow, spec: BackboneSpec, dataset: Dataset, settings: Benc
     row.latency_ms_p50, row.latency_ms_p95 = metrics.latency_ms(forward, batch[:1], settings.latency_runs, progress)
     progress("counting FLOPs", 0, 1)
     row.flops_per_image = metrics.flops_per_image(model)
+    if log_dir is not None:
+        board.finish(log_dir, row)
 
 
 def bench_backbone(
