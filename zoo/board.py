@@ -34,7 +34,7 @@ def finish(log_dir: Path, row: BenchRow) -> None:
     """Rename Keras' `validation` run to `test` and write the hparams summary with the final
     metrics into the backbone's run folder."""
     import tensorflow as tf
-    from tensorboard.plugins.hparams import api as hp
+    from tensorboard.plugins.hparams import api as hp  # type: ignore[import-untyped]
 
     validation, test = log_dir / "validation", log_dir / "test"
     if validation.is_dir():

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -165,7 +165,9 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.
         table, dropped = fitted_table(_LIST_COLUMNS, cells, out.width if out.is_terminal else None, "zoo backbones")
         out.print(table)
         if dropped:
-            err.print(f"[dim]{escape(dropped_note(dropped, 'see them with --json or zoo info NAME'))}[/]", soft_wrap=True)
+            err.print(
+                f"[dim]{escape(dropped_note(dropped, 'see them with --json or zoo info NAME'))}[/]", soft_wrap=True
+            )
     _warn_broken()
 
 
@@ -237,8 +239,12 @@ def new_plugin(
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
     )
 
 
@@ -252,8 +258,10 @@ def _bar(progress: Progress, task: TaskID) -> StepProgress:
 
 
 _COLUMNS_OPTION = typer.Option(
-    None, "--columns", help="Comma-separated table columns to show (backbone, top-1 and weights always are): "
-    "top1_ci95, vs_best, top5, images_per_sec, latency_ms_p50, params, ... (all: results.md)."
+    None,
+    "--columns",
+    help="Comma-separated table columns to show (backbone, top-1 and weights always are): "
+    "top1_ci95, vs_best, top5, images_per_sec, latency_ms_p50, params, ... (all: results.md).",
 )
 
 #: The bench defaults of registry.toml, shown in `zoo bench --help`.
@@ -265,37 +273,42 @@ def bench(
     ctx: typer.Context,
     names: list[str] = typer.Argument(None, help="Backbones to bench (see `zoo list`)."),
     all_backbones: bool = typer.Option(False, "--all", help="Bench every backbone."),
-    source: Optional[str] = typer.Option(
-        None, "--source", help="hub or keras: each backbone's TF Hub or Keras variant.",
+    source: str | None = typer.Option(
+        None,
+        "--source",
+        help="hub or keras: each backbone's TF Hub or Keras variant.",
         show_default="the names as given; with --all, the Keras ones",
     ),
-    data: Optional[Path] = typer.Option(
+    data: Path | None = typer.Option(
         None, help="Folder with train/<class>/ and test/<class>/.", show_default="zoo's embedded sample dataset"
     ),
-    epochs: Optional[int] = typer.Option(None, help="Head training epochs.", show_default=str(_DEFAULTS["epochs"])),
-    batch_size: Optional[int] = typer.Option(None, help="Batch size.", show_default=str(_DEFAULTS["batch_size"])),
-    learning_rate: Optional[float] = typer.Option(
+    epochs: int | None = typer.Option(None, help="Head training epochs.", show_default=str(_DEFAULTS["epochs"])),
+    batch_size: int | None = typer.Option(None, help="Batch size.", show_default=str(_DEFAULTS["batch_size"])),
+    learning_rate: float | None = typer.Option(
         None, help="Adam learning rate.", show_default=str(_DEFAULTS["learning_rate"])
     ),
     weights_mode: str = typer.Option(
         "auto", "--weights", help="auto, imagenet, none, or a weights file for one backbone."
     ),
-    out_dir: Optional[Path] = typer.Option(
+    out_dir: Path | None = typer.Option(
         None, "--out", help="Results folder.", show_default="zoo-results/<data folder name>"
     ),
     as_json: bool = typer.Option(False, "--json", help="Print results.json instead of the table."),
-    columns: Optional[str] = _COLUMNS_OPTION,
+    columns: str | None = _COLUMNS_OPTION,
     mode: str = typer.Option("features", help="features (frozen base) or finetune (then unfreeze the top)."),
     finetune_epochs: int = typer.Option(5, help="Fine-tuning epochs after the head's (with --mode finetune)."),
     unfreeze: int = typer.Option(10, help="Top base layers to unfreeze, BatchNorm excepted (with --mode finetune)."),
     augment: bool = typer.Option(False, "--augment", help="Random flip/rotation/zoom; runs end to end, no cache."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse and keep extracted features."),
-    mirror: Optional[bool] = typer.Option(
-        None, "--mirror/--no-mirror",
+    mirror: bool | None = typer.Option(
+        None,
+        "--mirror/--no-mirror",
         help="Also train the head on mirror images and score each test image with its mirror.",
         show_default="--mirror" if _DEFAULTS["mirror"] else "--no-mirror",
     ),
-    resume: bool = typer.Option(False, "--resume", help="Skip backbones already finished in --out with these settings."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Skip backbones already finished in --out with these settings."
+    ),
     strategy: str = typer.Option("default", help="tf.distribute strategy: default, mirrored or multiworker."),
 ) -> None:
     """Benchmark backbones on one dataset and print the comparison table.
@@ -315,9 +328,17 @@ def bench(
     if importlib.util.find_spec("tensorflow") is None:  # an extra: users choose its build
         raise ZooError("TensorFlow is not installed; pip install 'zoo[cpu]' (or 'zoo[gpu]')")
     settings = BenchSettings.from_registry(
-        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, weights=weights_mode,
-        mode=mode, finetune_epochs=finetune_epochs, unfreeze=unfreeze, augment=augment,
-        strategy=strategy, cache=cache, mirror=mirror,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        weights=weights_mode,
+        mode=mode,
+        finetune_epochs=finetune_epochs,
+        unfreeze=unfreeze,
+        augment=augment,
+        strategy=strategy,
+        cache=cache,
+        mirror=mirror,
     )
     settings.validate()
     catalog = plugin_manager.catalog()
@@ -351,8 +372,10 @@ def bench(
     )
 
     if augment:
-        err.print("[cyan]--augment: every epoch shows the base new images, so features are not cached; "
-                  "training runs end to end (slower).[/]")
+        err.print(
+            "[cyan]--augment: every epoch shows the base new images, so features are not cached; "
+            "training runs end to end (slower).[/]"
+        )
     with _progress() as progress:
         overall = progress.add_task("backbones", total=len(specs))
         in_flight: list[TaskID] = []  # the bar of the backbone being benched
@@ -424,8 +447,10 @@ def _print_results(results: dict, title: str, as_json: bool, columns: str | None
 def report_command(
     out_dir: Path = typer.Argument(..., help="A bench's --out folder, with results.json."),
     as_json: bool = typer.Option(False, "--json", help="Print results.json (statistics included); write nothing."),
-    columns: Optional[str] = _COLUMNS_OPTION,
-    html: bool = typer.Option(False, "--html", help="Also write report.html: one self-contained page to open or share."),
+    columns: str | None = _COLUMNS_OPTION,
+    html: bool = typer.Option(
+        False, "--html", help="Also write report.html: one self-contained page to open or share."
+    ),
 ) -> None:
     """Re-render the table, results.md/.csv and the plots from a saved results.json (no TensorFlow).
 
@@ -465,14 +490,20 @@ def cache_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     for header in ("Backbone", "Split", "Images", "Dim", "MB", "Key"):
         table.add_column(header)
     for entry in entries:
-        table.add_row(entry.get("backbone", "?"), entry.get("split", "?"), str(entry.get("count")),
-                      str(entry.get("dim")), f"{entry['bytes'] / 2**20:.1f}", entry.get("key", ""))
+        table.add_row(
+            entry.get("backbone", "?"),
+            entry.get("split", "?"),
+            str(entry.get("count")),
+            str(entry.get("dim")),
+            f"{entry['bytes'] / 2**20:.1f}",
+            entry.get("key", ""),
+        )
     out.print(table)
     out.print(f"{len(entries)} entries, {sum(e['bytes'] for e in entries) / 2**20:.1f} MB")
 
 
 @cache_app.command("clear")
-def cache_clear(backbone: Optional[str] = typer.Option(None, help="Only this backbone's features.")) -> None:
+def cache_clear(backbone: str | None = typer.Option(None, help="Only this backbone's features.")) -> None:
     """Delete cached features (all, or one backbone's); the next bench extracts them again."""
     from zoo import features
 
@@ -500,15 +531,19 @@ def weights_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.
     for header in ("Backbone", "Weights", "Check", "Status", "Path or URL"):
         table.add_column(header, overflow="fold")
     for row in rows:
-        table.add_row(row["backbone"], row["weights"], row["check"], row["status"],
-                      row["path"] or row["fetch_from"])
+        table.add_row(row["backbone"], row["weights"], row["check"], row["status"], row["path"] or row["fetch_from"])
     out.print(table)
 
 
 def _download_progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        TimeElapsedColumn(), console=err, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
     )
 
 
@@ -545,7 +580,7 @@ def weights_fetch(
 @weights_app.command("verify")
 def weights_verify(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Re-check every weights file on disk against its pinned size and hash (exit 1 if one is bad)."""
-    checks = []
+    checks: list[dict[str, Any]] = []
     for spec in plugin_manager.catalog().backbones.values():
         ok, detail = weights.verify_local(spec)
         checks.append({"backbone": spec.name, "ok": ok, "detail": detail})

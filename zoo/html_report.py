@@ -16,8 +16,17 @@ from zoo import plots, report
 #: The settings every row carries (see zoo.bench.BenchSettings); `weights` is left out, since a
 #: row's `weights` says what it ran with.
 SETTINGS = (
-    "mode", "epochs", "finetune_epochs", "unfreeze", "batch_size", "learning_rate", "seed",
-    "mirror", "augment", "strategy", "cache",
+    "mode",
+    "epochs",
+    "finetune_epochs",
+    "unfreeze",
+    "batch_size",
+    "learning_rate",
+    "seed",
+    "mirror",
+    "augment",
+    "strategy",
+    "cache",
 )
 
 _STYLE = """
@@ -62,8 +71,10 @@ def _image(path: Path, alt: str) -> str:
 
 
 def _key_values(pairs: dict) -> str:
-    lines = [f'<tr><th class="text">{escape(str(key))}</th><td class="text">{escape(_text(value))}</td></tr>'
-             for key, value in pairs.items()]
+    lines = [
+        f'<tr><th class="text">{escape(str(key))}</th><td class="text">{escape(_text(value))}</td></tr>'
+        for key, value in pairs.items()
+    ]
     return "<table><tbody>" + "".join(lines) + "</tbody></table>"
 
 
@@ -76,8 +87,9 @@ def _results_table(results: dict) -> str:
     columns = report.shown_columns(results, rows)
     best = report.best_values(rows, columns)
     text_keys = {"backbone", "vs_best", "feature_cache", "weights", "status"}
-    head = "".join(f'<th class="{"text" if key in text_keys else "number"}">{escape(header)}</th>'
-                   for key, header, _, _ in columns)
+    head = "".join(
+        f'<th class="{"text" if key in text_keys else "number"}">{escape(header)}</th>' for key, header, _, _ in columns
+    )
     lines = []
     for row in rows:
         cells = []
@@ -95,12 +107,13 @@ def _results_table(results: dict) -> str:
             sort = f' data-value="{number if isinstance(number, (int, float)) else ""}"' if key not in text_keys else ""
             cells.append(f'<td class="{" ".join(classes)}"{sort}>{escape(text)}</td>')
         lines.append("<tr>" + "".join(cells) + "</tr>")
-    return (f'<table class="sortable" id="results"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(lines)}</tbody></table>")
+    return f'<table class="sortable" id="results"><thead><tr>{head}</tr></thead><tbody>{"".join(lines)}</tbody></table>'
 
 
 def _per_class_table(results: dict) -> str:
-    rows = [row for row in report.ranked(results["backbones"]) if row["status"] == "ok" and row.get("per_class_accuracy")]
+    rows = [
+        row for row in report.ranked(results["backbones"]) if row["status"] == "ok" and row.get("per_class_accuracy")
+    ]
     if not rows:
         return "<p>No per-class accuracy (no finished backbone).</p>"
     classes = list(rows[0]["per_class_accuracy"])
@@ -110,10 +123,13 @@ def _per_class_table(results: dict) -> str:
         cells = []
         for row in rows:
             value = row["per_class_accuracy"].get(name)
-            cells.append(f'<td data-value="{"" if value is None else value}">{"-" if value is None else f"{value:.1%}"}</td>')
+            cells.append(
+                f'<td data-value="{"" if value is None else value}">{"-" if value is None else f"{value:.1%}"}</td>'
+            )
         lines.append(f'<tr><td class="text">{escape(name)}</td>{"".join(cells)}</tr>')
-    return (f'<table class="sortable" id="per-class"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(lines)}</tbody></table>")
+    return (
+        f'<table class="sortable" id="per-class"><thead><tr>{head}</tr></thead><tbody>{"".join(lines)}</tbody></table>'
+    )
 
 
 def _settings(results: dict) -> dict:
@@ -149,24 +165,38 @@ def render(out_dir: Path, results: dict) -> str:
         )
     if statistics["summary"]:
         parts.append(f'<p class="summary">{escape(statistics["summary"])}</p>')
-    parts += ["<h2>Results</h2>", "<p>Click a column header to sort. 95% CI: the Wilson interval of top-1; "
-              "vs best: exact McNemar test against the best row on the same test images.</p>",
-              _results_table(results)]
+    parts += [
+        "<h2>Results</h2>",
+        "<p>Click a column header to sort. 95% CI: the Wilson interval of top-1; "
+        "vs best: exact McNemar test against the best row on the same test images.</p>",
+        _results_table(results),
+    ]
     untrained = report.random_weights(results["backbones"])
     if untrained:
-        parts.append(f'<p class="failed">Random weights (no pretrained file): {escape(", ".join(untrained))}; '
-                     "their accuracy says nothing about transfer learning.</p>")
+        parts.append(
+            f'<p class="failed">Random weights (no pretrained file): {escape(", ".join(untrained))}; '
+            "their accuracy says nothing about transfer learning.</p>"
+        )
     parts += ["<h2>Accuracy vs speed</h2>", _image(out_dir / report.PLOT, "accuracy against images per second")]
     parts += ["<h2>Per-class accuracy</h2>", _per_class_table(results)]
-    confusions = [row for row in report.ranked(results["backbones"])
-                  if (out_dir / plots.confusion_file(row["backbone"])).is_file() and row["status"] == "ok"]
+    confusions = [
+        row
+        for row in report.ranked(results["backbones"])
+        if (out_dir / plots.confusion_file(row["backbone"])).is_file() and row["status"] == "ok"
+    ]
     if confusions:
         parts.append("<h2>Confusion matrices</h2>")
         for row in confusions:
-            parts += [f"<h3>{escape(report.display_name(row))}</h3>",
-                      _image(out_dir / plots.confusion_file(row["backbone"]), f"confusion matrix of {row['backbone']}")]
+            parts += [
+                f"<h3>{escape(report.display_name(row))}</h3>",
+                _image(out_dir / plots.confusion_file(row["backbone"]), f"confusion matrix of {row['backbone']}"),
+            ]
     parts += ["<h2>Settings</h2>", _key_values(_settings(results))]
-    made = {key: results[key] for key in ("command", "zoo_version", "plugins", "started_at", "finished_at") if key in results}
+    made = {
+        key: results[key]
+        for key in ("command", "zoo_version", "plugins", "started_at", "finished_at")
+        if key in results
+    }
     if made:
         parts += ["<h2>Provenance</h2>", _key_values(made)]
     if results.get("environment"):

@@ -6,8 +6,10 @@ atomically: a reader never sees half a PNG.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
+from typing import Any
 
 from zoo import atomic
 
@@ -56,38 +58,40 @@ def place_labels(axes, points: list[tuple[float, float]], labels: list[str], siz
     figure.canvas.draw()
     renderer = figure.canvas.get_renderer()
     transform = axes.transData
-    markers = []
+    markers: list[Any] = []
     for (x, y), area in zip(points, sizes):
         cx, cy = transform.transform((x, y))
         radius = (area**0.5) / 2 * figure.dpi / 72
         markers.append(_Box(cx - radius, cy - radius, cx + radius, cy + radius))
     frame = axes.get_window_extent(renderer)
-    placed, annotations = [], []
+    placed: list[Any] = []
+    annotations: list[Any] = []
     for index, ((x, y), label) in enumerate(zip(points, labels)):
-        best = None
-        for distance in (1, 2, 3, 4):
-            for dx, dy in _OFFSETS:
-                annotation = axes.annotate(
-                    label, (x, y), textcoords="offset points", xytext=(dx * distance, dy * distance), fontsize=8,
-                    ha="left" if dx > 0 else "right" if dx < 0 else "center",
-                    arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6} if distance > 1 else None,
-                )
-                box = annotation.get_window_extent(renderer)
-                others = [m for i, m in enumerate(markers) if i != index]
-                cost = sum(_overlap(box, other) for other in [*placed, *others])
-                cost += 0 if frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1 else 1e6
-                if best is None or cost < best[0]:
-                    if best is not None:
-                        best[1].remove()
-                    best = (cost, annotation, box)
-                else:
-                    annotation.remove()
-                if best[0] == 0:
-                    break
-            if best[0] == 0:
+        others = [*placed, *(marker for i, marker in enumerate(markers) if i != index)]
+        best_cost, best, best_box = math.inf, None, None
+        for distance, (dx, dy) in ((d, offset) for d in (1, 2, 3, 4) for offset in _OFFSETS):
+            annotation = axes.annotate(
+                label,
+                (x, y),
+                textcoords="offset points",
+                xytext=(dx * distance, dy * distance),
+                fontsize=8,
+                ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6} if distance > 1 else None,
+            )
+            box = annotation.get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            cost = sum(_overlap(box, other) for other in others) + (0.0 if inside else 1e6)
+            if cost < best_cost:
+                if best is not None:
+                    best.remove()
+                best_cost, best, best_box = cost, annotation, box
+            else:
+                annotation.remove()
+            if best_cost == 0:
                 break
-        placed.append(best[2])
-        annotations.append(best[1])
+        placed.append(best_box)
+        annotations.append(best)
     return annotations
 
 
@@ -95,7 +99,9 @@ def accuracy_vs_speed(results: dict, statistics: dict, path: Path) -> None:
     """Top-1 (with its 95 % interval) against images/s: marker area by parameters, the Pareto
     front dashed, random-weight rows hollow and labelled, chance level dotted."""
     pyplot = _pyplot()
-    rows = [r for r in results["backbones"] if r["status"] == "ok" and r.get("top1") is not None and r.get("images_per_sec")]
+    rows = [
+        r for r in results["backbones"] if r["status"] == "ok" and r.get("top1") is not None and r.get("images_per_sec")
+    ]
     dataset = results.get("dataset", {})
     classes = len(dataset.get("classes") or ()) or None
     test_images = statistics.get("test_images") or dataset.get("test_images")
@@ -112,16 +118,31 @@ def accuracy_vs_speed(results: dict, statistics: dict, path: Path) -> None:
                 low, high = statistics.get("rows", {}).get(row["backbone"], {}).get("top1_ci95", (y / 100, y / 100))
                 axes.errorbar(x, y, yerr=[[y - low * 100], [high * 100 - y]], fmt="none", ecolor="0.4", capsize=3, lw=1)
                 axes.scatter(
-                    x, y, s=size, marker="D" if ensemble else "o", alpha=0.9 if random else 0.6,
-                    facecolors="none" if random else "C0", edgecolors="C3" if random else "black",
-                    linewidths=1.5 if random else 0.8, zorder=3,
+                    x,
+                    y,
+                    s=size,
+                    marker="D" if ensemble else "o",
+                    alpha=0.9 if random else 0.6,
+                    facecolors="none" if random else "C0",
+                    edgecolors="C3" if random else "black",
+                    linewidths=1.5 if random else 0.8,
+                    zorder=3,
                 )
-                marks = [f"{(row.get('params') or 0) / 1e6:.1f}M"] + ["RANDOM weights"] * random + ["ensemble"] * ensemble
+                marks = (
+                    [f"{(row.get('params') or 0) / 1e6:.1f}M"] + ["RANDOM weights"] * random + ["ensemble"] * ensemble
+                )
                 labels.append(f"{row['backbone']} ({', '.join(marks)})")
             front = pareto_front(points)
             if len(front) > 1:
-                axes.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="C2",
-                          lw=1, label="Pareto front (nothing both faster and more accurate)", zorder=2)
+                axes.plot(
+                    [points[i][0] for i in front],
+                    [points[i][1] for i in front],
+                    "--",
+                    color="C2",
+                    lw=1,
+                    label="Pareto front (nothing both faster and more accurate)",
+                    zorder=2,
+                )
             axes.set_xscale("log")
             from matplotlib.ticker import FuncFormatter
 
@@ -130,7 +151,9 @@ def accuracy_vs_speed(results: dict, statistics: dict, path: Path) -> None:
             axes.xaxis.set_minor_formatter(plain)
             axes.margins(0.3, 0.15)
             if classes:
-                axes.axhline(100 / classes, ls=":", color="0.4", label=f"chance ({100 / classes:.0f} %, {classes} classes)")
+                axes.axhline(
+                    100 / classes, ls=":", color="0.4", label=f"chance ({100 / classes:.0f} %, {classes} classes)"
+                )
             axes.legend(loc="lower left", fontsize=8, framealpha=0.8)
             place_labels(axes, points, labels, sizes)
         else:
@@ -139,8 +162,9 @@ def accuracy_vs_speed(results: dict, statistics: dict, path: Path) -> None:
         axes.set_ylabel("top-1 accuracy (%), bars: 95 % interval")
         name = Path(dataset.get("root", "")).name or "results"
         on = f", {test_images} test images" if test_images else ""
-        axes.set_title(f"{name}{on}: accuracy vs speed (marker area = parameters; hollow = random weights)",
-                       fontsize=10)
+        axes.set_title(
+            f"{name}{on}: accuracy vs speed (marker area = parameters; hollow = random weights)", fontsize=10
+        )
         axes.grid(True, which="both", alpha=0.3)
         figure.tight_layout()
         _save(figure, path)
@@ -178,8 +202,15 @@ def confusion_matrix(row: dict, classes: list[str], path: Path) -> None:
             for i in range(n):
                 for j in range(n):
                     if counts[i, j]:
-                        axes.text(j, i, f"{shares[i, j]:.2f}", ha="center", va="center", fontsize=font - 1,
-                                  color="white" if shares[i, j] > 0.5 else "black")
+                        axes.text(
+                            j,
+                            i,
+                            f"{shares[i, j]:.2f}",
+                            ha="center",
+                            va="center",
+                            fontsize=font - 1,
+                            color="white" if shares[i, j] > 0.5 else "black",
+                        )
         top1 = f", top-1 {row['top1']:.1%}" if row.get("top1") is not None else ""
         axes.set_title(f"{row['backbone']}{top1}: confusion matrix, normalised by true class", fontsize=10)
         figure.tight_layout()

@@ -97,14 +97,16 @@ def _versus_best(row_stats: dict) -> str | None:
     return f"{'tied' if row_stats['tied_with_best'] else 'worse'} {stats.p_text(p).replace(' ', '')}"
 
 
-def shown_columns(results: dict, rows: list[dict], chosen: list[str] | None = None) -> list[tuple[str, str, str | None, int]]:
+def shown_columns(
+    results: dict, rows: list[dict], chosen: list[str] | None = None
+) -> list[tuple[str, str, str | None, int]]:
     """The columns worth showing: those with a value somewhere; top-1 frozen only when fine-tuning;
     top-5 only with more than five classes (with five or fewer it is always 100 %). `chosen`
     (keys or headers) narrows them; the protected ones always stay."""
     finetuned = any(row.get("mode") == "finetune" for row in rows)
     classes = num_classes(results)
     wanted = {name.strip().lower() for name in chosen or ()}
-    shown = []
+    shown: list[tuple[str, str, str | None, int]] = []
     for column in COLUMNS:
         key, header, _, priority = column
         if key not in ("backbone", "status") and not any(row.get(key) is not None for row in rows):
@@ -215,8 +217,11 @@ def markdown(results: dict) -> str:
         lines += ["", verdict + " 95% CI: Wilson interval of top-1."]
     untrained = random_weights(rows)
     if untrained:
-        lines += ["", f"**Random weights** (no pretrained file): {', '.join(untrained)}; "
-                  "their accuracy says nothing about transfer learning."]
+        lines += [
+            "",
+            f"**Random weights** (no pretrained file): {', '.join(untrained)}; "
+            "their accuracy says nothing about transfer learning.",
+        ]
     environment = results.get("environment", {})
     if environment:
         lines += ["", "Measured on: " + ", ".join(f"{key} {value}" for key, value in environment.items()) + "."]
@@ -322,7 +327,11 @@ def read_results(out_dir: Path) -> dict:
         raise ZooError(f"{path} does not exist; run `zoo bench --out {out_dir}` first") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ZooError(f"{path} is not valid JSON ({exc}); rerun the bench") from None
-    if not isinstance(results, dict) or results.get("format") != FORMAT or not isinstance(results.get("backbones"), list):
+    if (
+        not isinstance(results, dict)
+        or results.get("format") != FORMAT
+        or not isinstance(results.get("backbones"), list)
+    ):
         raise ZooError(f"{path} is not a zoo bench results file ({FORMAT}); rerun the bench")
     return results
 
@@ -344,7 +353,7 @@ def results_lock(out_dir: Path):
     lock_path = out_dir / LOCK_FILE
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(lock_path, "a+", encoding="utf-8")
+        handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 (held by the `with` below)
     except OSError as exc:
         raise ZooError(f"cannot write results to {out_dir}: {exc.strerror or exc}; choose another --out") from None
     with handle:

@@ -64,6 +64,7 @@ def compare(rows: list[dict], labels: list[int] | None) -> dict:
     "p_vs_best": p or None, "tied_with_best": bool}}}. A row without predictions for these
     labels (say an old results file) gets its interval from top1 and test_images only.
     """
+    labels = labels or []
     finished = [row for row in rows if row.get("status") == "ok" and row.get("top1") is not None]
     paired = {
         row["backbone"]: correct(row["test_predictions"], labels)
@@ -78,7 +79,7 @@ def compare(rows: list[dict], labels: list[int] | None) -> dict:
         per_row[row["backbone"]] = {"top1_ci95": [low, high], "p_vs_best": None, "tied_with_best": False}
     best = max((row for row in finished if row["backbone"] in paired), key=lambda r: r["top1"], default=None)
     if best is None:
-        return {"test_images": len(labels or ()), "best": None, "summary": "", "rows": per_row}
+        return {"test_images": len(labels), "best": None, "summary": "", "rows": per_row}
     per_row[best["backbone"]]["tied_with_best"] = True
     for name, hits in paired.items():
         if name != best["backbone"]:
