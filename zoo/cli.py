@@ -408,18 +408,25 @@ def bench(
             f"[bold red]RANDOM weights (no pretrained file found): {', '.join(untrained)}. "
             "Their accuracy says nothing about transfer learning; see `zoo weights list` for how to get them.[/]"
         )
-    err.print(f"Results written to {out_dir}/: results.json, .csv, .md, accuracy_vs_speed.png, tensorboard/")
+    err.print(
+        escape(
+            f"Results written to {out_dir}/: results.json, .csv, .md, accuracy_vs_speed.png, confusion_*.png, "
+            f"tensorboard/ (zoo report {out_dir} --html for one page to share)"
+        ),
+        highlight=False,
+    )
     if any(row["status"] != "ok" for row in rows):
         raise typer.Exit(1)
 
 
 def _finished_line(row: dict, reused: bool) -> str:
-    """`mobilenet_v2 top-1 78.2 % 41 s`, or why it failed."""
+    """`mobilenet_v2 top-1 78.2 % 41 s`, or why it failed, or that it was kept."""
+    if reused:
+        return f"{row['backbone']}: finished before with these settings (--resume), kept"
     if row["status"] != "ok":
         return f"{row['backbone']} failed: {row['error']}"
     weights = " (random weights)" if row.get("weights") == "random" else ""
-    kept = ", kept from before (--resume)" if reused else ""
-    return f"{row['backbone']} top-1 {row['top1'] * 100:.1f} %{weights} {row['total_seconds']:.0f} s{kept}"
+    return f"{row['backbone']} top-1 {row['top1'] * 100:.1f} %{weights} {row['total_seconds']:.0f} s"
 
 
 def _print_results(results: dict, title: str, as_json: bool, columns: str | None) -> None:

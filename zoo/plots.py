@@ -185,7 +185,8 @@ def confusion_matrix(row: dict, classes: list[str], path: Path) -> None:
     pyplot = _pyplot()
     counts = np.asarray(row["confusion_matrix"], dtype=float)
     n = len(counts)
-    names = [name if len(name) <= 20 else name[:19] + "…" for name in (classes or [str(i) for i in range(n)])]
+    given = classes if len(classes) == n else [str(index) for index in range(n)]  # e.g. a matrix of another run
+    names = [name if len(name) <= 20 else name[:19] + "…" for name in given]
     totals = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
     side = min(max(5.0, 0.3 * n + 3), 19.0)
