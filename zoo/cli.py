@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -34,6 +35,7 @@ from zoo.progress import Progress as StepProgress
 from zoo.progress import prefixed
 from zoo.sources import hub as hub_variants
 from zoo.sources import source_of
+from zoo.tables import Column, dropped_note, fitted_table
 
 
 class _OneLineErrors(TyperGroup):
@@ -73,20 +75,31 @@ class _OneLineErrors(TyperGroup):
 app = typer.Typer(
     cls=_OneLineErrors,
     help="Which pretrained backbone is best for my data, and at what cost?",
+    epilog="Exit codes: 0 done; 1 a backbone failed, or an unexpected error (a bug: please report it); "
+    "2 bad input or usage, with one line saying how to fix it; 130 interrupted (Ctrl-C).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
-# Piped output is not cut to 80 columns: tables stay whole in logs and files.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+# Piped output is a fixed wide table, never fitted or cut: whole in logs and files.
+PIPE_WIDTH = 250
+out = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else PIPE_WIDTH)
 _debug = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"zoo {version('zoo')}", highlight=False)
+        raise typer.Exit()
 
 
 @app.callback()
 def main_options(
     plugin: list[Path] = typer.Option([], "--plugin", help="Load a plugin file or folder too."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print zoo's version."),
 ) -> None:
     global _debug
     _debug = debug
@@ -118,36 +131,71 @@ def _warn_broken() -> None:
         )
 
 
+#: `zoo list`'s columns; the least useful are dropped first to fit the terminal (zoo.tables).
+_LIST_COLUMNS = [
+    Column("name", "Name", 0, "left"),
+    Column("weights", "Weights", 1, "left"),
+    Column("input_size", "Input", 2),
+    Column("params", "Params", 2),
+    Column("source", "Source", 3, "left"),
+    Column("plugin", "Plugin", 4, "left"),
+    Column("family", "Family", 5, "left"),
+    Column("preprocessing", "Preprocessing", 6, "left"),
+    Column("weights_from", "Weights from", 7, "left"),
+]
+
+
+def _list_cells(row: dict) -> dict:
+    state, _, origin = row["weights_status"].partition(" (")
+    return {**row, "params": f"{row['params'] / 1e6:.1f}M", "weights": state, "weights_from": origin.rstrip(")") or "-"}
+
+
 @app.command("list")
 def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Every backbone the installed plugins provide (does not import TensorFlow)."""
+    """Every backbone the installed plugins provide (does not import TensorFlow).
+
+    \b
+    Examples:
+      zoo list
+      zoo list --json | jq -r '.[].name'
+    """
     rows = _catalog_rows()
     if as_json:
         out.print_json(json.dumps(rows))
     else:
-        table = Table(title="zoo backbones")
-        for header in ("Name", "Family", "Source", "Input", "Preprocessing", "Params", "Weights", "Plugin"):
-            table.add_column(header)
-        for row in rows:
-            table.add_row(
-                row["name"],
-                row["family"],
-                row["source"],
-                str(row["input_size"]),
-                row["preprocessing"],
-                f"{row['params'] / 1e6:.1f}M",
-                row["weights_status"],
-                row["plugin"],
-            )
+        cells = [[escape(str(_list_cells(row)[column.key])) for column in _LIST_COLUMNS] for row in rows]
+        table, dropped = fitted_table(_LIST_COLUMNS, cells, out.width if out.is_terminal else None, "zoo backbones")
         out.print(table)
+        if dropped:
+            err.print(
+                f"[dim]{escape(dropped_note(dropped, 'see them with --json or zoo info NAME'))}[/]", soft_wrap=True
+            )
     _warn_broken()
 
 
 @app.command()
-def info(name: str) -> None:
-    """Everything zoo knows about one backbone."""
+def info(
+    name: str = typer.Argument(..., help="A backbone (see `zoo list`)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Everything zoo knows about one backbone.
+
+    \b
+    Examples:
+      zoo info efficientnet_lite0
+      zoo info mobilenet_v2 --json
+    """
     spec = plugin_manager.catalog().get(name)
-    out.print_json(json.dumps({**spec.to_dict(), "weights_status": weights.status(spec)}))
+    fields = {**spec.to_dict(), "weights_status": weights.status(spec)}
+    if as_json:
+        out.print_json(json.dumps(fields))
+        return
+    table = Table(title=escape(name), show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in fields.items():
+        table.add_row(key, escape(value if isinstance(value, str) else json.dumps(value)))
+    out.print(table)
 
 
 @app.command()
@@ -171,7 +219,13 @@ def new_plugin(
     name: str = typer.Argument(..., help="Plugin name, e.g. my-backbone."),
     directory: Path = typer.Option(Path("."), "--dir", help="Where to create zoo-NAME/."),
 ) -> None:
-    """Create an installable backbone plugin package, with its contract test, to start from."""
+    """Create an installable backbone plugin package, with its contract test, to start from.
+
+    \b
+    Examples:
+      zoo new-plugin my-net && cd zoo-my-net && pip install -e '.[test]' && pytest
+      zoo new-plugin my-net --dir ~/src
+    """
     from zoo import scaffold
 
     files = scaffold.new_plugin(name, directory)
@@ -205,9 +259,17 @@ def _bar(progress: Progress, task: TaskID) -> StepProgress:
     return report
 
 
+_COLUMNS_OPTION = typer.Option(
+    None,
+    "--columns",
+    help="Comma-separated table columns to show (backbone, top-1 and weights always are): "
+    "top1_ci95, vs_best, top5, images_per_sec, latency_ms_p50, params, ... (all: results.md).",
+)
+
+
 def _default(name: str) -> str:
-    """How `zoo bench --help` names a default: the setting, and its value unless the user set it."""
-    return f"setting {name}, {json.dumps(config.SETTINGS[name].default)} unless set in `zoo config`"
+    """How `zoo bench --help` shows a default: the setting's, which the user may change."""
+    return f"{json.dumps(config.SETTINGS[name].default)}, or setting {name} (zoo config)"
 
 
 @app.command()
@@ -216,42 +278,55 @@ def bench(
     names: list[str] = typer.Argument(None, help="Backbones to bench (see `zoo list`)."),
     all_backbones: bool = typer.Option(False, "--all", help="Bench every backbone."),
     source: str | None = typer.Option(
-        None, "--source", help="hub or keras: each backbone's TF Hub or Keras variant [--all: the default ones]."
+        None,
+        "--source",
+        help="hub or keras: each backbone's TF Hub or Keras variant.",
+        show_default="the names as given; with --all, the Keras ones",
     ),
-    data: Path | None = typer.Option(None, help="Folder with train/<class>/ and test/<class>/."),
-    epochs: int | None = typer.Option(None, help=f"Head training epochs (default: {_default('bench.epochs')})."),
-    batch_size: int | None = typer.Option(None, help=f"Batch size (default: {_default('bench.batch_size')})."),
+    data: Path | None = typer.Option(
+        None, help="Folder with train/<class>/ and test/<class>/.", show_default="zoo's embedded sample dataset"
+    ),
+    epochs: int | None = typer.Option(None, help="Head training epochs.", show_default=_default("bench.epochs")),
+    batch_size: int | None = typer.Option(None, help="Batch size.", show_default=_default("bench.batch_size")),
     learning_rate: float | None = typer.Option(
-        None, help=f"Adam learning rate (default: {_default('bench.learning_rate')})."
+        None, help="Adam learning rate.", show_default=_default("bench.learning_rate")
     ),
     weights_mode: str = typer.Option(
         "auto", "--weights", help="auto, imagenet, none, or a weights file for one backbone."
     ),
     out_dir: Path | None = typer.Option(
-        None, "--out", help="Results folder (default: zoo-results/<data folder name>)."
+        None, "--out", help="Results folder.", show_default="zoo-results/<data folder name>"
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print results.json instead of the table."),
+    columns: str | None = _COLUMNS_OPTION,
     mode: str = typer.Option("features", help="features (frozen base) or finetune (then unfreeze the top)."),
-    finetune_epochs: int = typer.Option(5, help="Fine-tuning epochs after the head's [--mode finetune]."),
-    unfreeze: int = typer.Option(10, help="Top base layers to unfreeze, BatchNorm excepted [--mode finetune]."),
+    finetune_epochs: int = typer.Option(5, help="Fine-tuning epochs after the head's (with --mode finetune)."),
+    unfreeze: int = typer.Option(10, help="Top base layers to unfreeze, BatchNorm excepted (with --mode finetune)."),
     augment: bool = typer.Option(False, "--augment", help="Random flip/rotation/zoom; runs end to end, no cache."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse and keep extracted features."),
     mirror: bool | None = typer.Option(
         None,
         "--mirror/--no-mirror",
-        help="Also train the head on mirror images and score each test image with its mirror "
-        f"(default: {_default('bench.mirror')}).",
+        help="Also train the head on mirror images and score each test image with its mirror.",
+        show_default=_default("bench.mirror"),
     ),
     resume: bool = typer.Option(
         False, "--resume", help="Skip backbones already finished in --out with these settings."
     ),
     strategy: str = typer.Option("default", help="tf.distribute strategy: default, mirrored or multiworker."),
 ) -> None:
-    """Benchmark backbones on one dataset and print the comparison table."""
+    """Benchmark backbones on one dataset and print the comparison table.
+
+    \b
+    Examples:
+      zoo bench efficientnet_lite0 efficientnet_lite2 --data photos/ --out results/photos
+      zoo bench --all --data photos/ --epochs 5 --no-mirror    # the course's recipe
+      zoo bench --all --json > results.json                     # CI: the results document
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from zoo.bench import BenchSettings, run_bench
+    from zoo.bench import BenchSettings
     from zoo.data import load_dataset, skipped_summary
-    from zoo.report import random_weights, results_lock
+    from zoo.report import random_weights, ranked, read_results, results_lock
     from zoo.sample_data import sample_dataset
 
     if importlib.util.find_spec("tensorflow") is None:  # an extra: users choose its build
@@ -305,6 +380,43 @@ def bench(
             "[cyan]--augment: every epoch shows the base new images, so features are not cached; "
             "training runs end to end (slower).[/]"
         )
+    rows = bench_with_progress(specs, dataset, settings, out_dir, resume=resume)
+    _print_results(read_results(out_dir), f"zoo bench: {dataset.root.name}", as_json, columns)
+    untrained = random_weights(rows)
+    if untrained:
+        err.print(
+            f"[bold red]RANDOM weights (no pretrained file found): {', '.join(untrained)}. "
+            "Their accuracy says nothing about transfer learning; see `zoo weights list` for how to get them.[/]"
+        )
+    err.print(
+        escape(
+            f"Results written to {out_dir}/: results.json, .csv, .md, accuracy_vs_speed.png, confusion_*.png, "
+            f"tensorboard/, models/ (zoo report {out_dir} --html for one page to share)"
+        ),
+        highlight=False,
+    )
+    best = next((row for row in ranked(rows) if row["status"] == "ok" and row.get("classifier")), None)
+    if best is not None:
+        err.print(
+            f"Best: {best['backbone']} ({best['top1']:.1%} top-1). Export it with: "
+            f"zoo export {_quote(out_dir)} {best['backbone']} --format tflite",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if any(row["status"] != "ok" for row in rows):
+        raise typer.Exit(1)
+
+
+def _quote(path: Path) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
+
+
+def bench_with_progress(specs, dataset, settings, out_dir: Path, resume: bool = False, classifiers=None) -> list[dict]:
+    """run_bench with the progress bars `zoo bench` shows (zoo.bench in notebooks too)."""
+    from zoo.bench import run_bench
+
     with _progress() as progress:
         overall = progress.add_task("backbones", total=len(specs))
         in_flight: list[TaskID] = []  # the bar of the backbone being benched
@@ -318,38 +430,55 @@ def bench(
             if in_flight:
                 progress.remove_task(in_flight.pop())
             progress.advance(overall)
-            if reused:
-                err.print(f"{row['backbone']}: finished before with these settings (--resume), kept")
+            done = int(progress.tasks[overall].completed)
+            # One line per backbone, so a piped log (CI) shows the bench moving on.
+            err.print(f"[{done}/{len(specs)}] {escape(_finished_line(row, reused))}", highlight=False, soft_wrap=True)
 
         try:
-            rows = run_bench(specs, dataset, settings, out_dir, resume=resume, progress=report, finished=finished)
+            return run_bench(
+                specs,
+                dataset,
+                settings,
+                out_dir,
+                resume=resume,
+                progress=report,
+                finished=finished,
+                classifiers=classifiers,
+            )
         except KeyboardInterrupt:
             raise KeyboardInterrupt(
                 f"the backbones finished so far are in {out_dir}/results.json; "
                 "run the same command with --resume to bench the rest"
             ) from None
 
-    _print_results(rows, f"zoo bench: {dataset.root.name}", as_json)
-    untrained = random_weights(rows)
-    if untrained:
-        err.print(
-            f"[bold red]RANDOM weights (no pretrained file found): {', '.join(untrained)}. "
-            "Their accuracy says nothing about transfer learning; see `zoo weights list` for how to get them.[/]"
-        )
-    err.print(f"Results written to {out_dir}/: results.json, .csv, .md, accuracy_vs_speed.png, tensorboard/")
-    if any(row["status"] != "ok" for row in rows):
-        raise typer.Exit(1)
+
+def _finished_line(row: dict, reused: bool) -> str:
+    """`mobilenet_v2 top-1 78.2 % 41 s`, or why it failed, or that it was kept."""
+    if reused:
+        return f"{row['backbone']}: finished before with these settings (--resume), kept"
+    if row["status"] != "ok":
+        return f"{row['backbone']} failed: {row['error']}"
+    weights = " (random weights)" if row.get("weights") == "random" else ""
+    return f"{row['backbone']} top-1 {row['top1'] * 100:.1f} %{weights} {row['total_seconds']:.0f} s"
 
 
-def _print_results(rows: list[dict], title: str, as_json: bool) -> None:
-    """The comparison table (or JSON), then one line per failed backbone."""
-    from zoo.report import results_table
+def _print_results(results: dict, title: str, as_json: bool, columns: str | None) -> None:
+    """The comparison table fitted to the terminal (or the results.json document), the
+    statistics in words, then one line per failed backbone."""
+    from zoo.report import results_table, to_json, with_statistics
 
+    results = with_statistics(results)
     if as_json:
-        out.print_json(json.dumps(rows))
+        out.file.write(to_json(results) + "\n")
     else:
-        out.print(results_table(rows, title=title))
-    for row in rows:
+        chosen = [name for name in columns.split(",") if name.strip()] if columns else None
+        table, note = results_table(results, title=title, width=out.width if out.is_terminal else None, chosen=chosen)
+        out.print(table)
+        if note:
+            err.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
+        if results["statistics"]["summary"]:
+            out.print(escape(results["statistics"]["summary"]), soft_wrap=True, highlight=False)
+    for row in results["backbones"]:
         if row["status"] != "ok":
             err.print(f"[red]{row['backbone']} failed: {escape(row['error'])}[/]", highlight=False, soft_wrap=True)
 
@@ -357,16 +486,139 @@ def _print_results(rows: list[dict], title: str, as_json: bool) -> None:
 @app.command("report")
 def report_command(
     out_dir: Path = typer.Argument(..., help="A bench's --out folder, with results.json."),
-    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print results.json (statistics included); write nothing."),
+    columns: str | None = _COLUMNS_OPTION,
+    html: bool = typer.Option(
+        False, "--html", help="Also write report.html: one self-contained page to open or share."
+    ),
 ) -> None:
-    """Re-render the table, results.md/.csv and the plot from a saved results.json (no TensorFlow)."""
-    from zoo.report import read_results, write_reports
+    """Re-render the table, results.md/.csv and the plots from a saved results.json (no TensorFlow).
+
+    \b
+    Examples:
+      zoo report zoo-results/food --html     # then open zoo-results/food/report.html
+      zoo report zoo-results/food --json | jq .statistics.summary
+    """
+    from zoo.report import read_results, write_html, write_reports
 
     results = read_results(out_dir)
-    write_reports(out_dir, results)
     name = Path(results.get("dataset", {}).get("root", str(out_dir))).name
-    _print_results(results["backbones"], f"zoo bench: {name}", as_json)
-    err.print(f"Rewrote {out_dir}/results.md, results.csv and accuracy_vs_speed.png")
+    if not as_json:
+        write_reports(out_dir, results)
+        if html:
+            write_html(out_dir, results)
+    _print_results(results, f"zoo bench: {name}", as_json, columns)
+    if not as_json:
+        written = "results.md, results.csv, the plots" + (" and report.html" if html else "")
+        err.print(f"Rewrote {out_dir}/: {written}")
+
+
+@app.command("export")
+def export_command(
+    source: Path = typer.Argument(
+        ..., help="A bench's --out folder, a saved models/BACKBONE folder, or a .keras file."
+    ),
+    backbone: str | None = typer.Argument(None, help="Which row of the bench to export (default: the best)."),
+    fmt: str = typer.Option("keras", "--format", help="keras, savedmodel or tflite."),
+    quantize: str = typer.Option("none", "--quantize", help="TFLite only: none, float16 or int8 (full-integer)."),
+    data: Path | None = typer.Option(None, help="Training images for int8 calibration (default: the bench's dataset)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Export folder (default: SOURCE/export/BACKBONE-FORMAT[-QUANTIZE])."
+    ),
+) -> None:
+    """Export a trained classifier: it takes raw 0..255 RGB images; labels.txt and zoo.json go beside."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from zoo import export, predict
+
+    if fmt not in export.FORMATS:
+        raise ZooError(f"--format {fmt}: use one of {', '.join(export.FORMATS)}")
+    from zoo.tflite import QUANTIZE
+
+    if quantize not in QUANTIZE:
+        raise ZooError(f"--quantize {quantize}: use one of {', '.join(QUANTIZE)}")
+    results = source if (source / "results.json").is_file() else None
+    if results is None and backbone is not None:
+        raise ZooError(
+            f"{source} is not a bench's --out folder (no results.json), so BACKBONE {backbone} means nothing there"
+        )
+    with err.status("loading the classifier"):
+        folder = export.trained_folder(source, backbone) if results is not None else source
+        classifier = predict.load(folder)
+    if classifier.model is None or classifier.meta is None:
+        raise ZooError(f"{source} is not a Keras classifier zoo saved; give a bench folder or a zoo .keras export")
+    meta = classifier.meta
+    calibration = None
+    if quantize == "int8":
+        data = data or (Path(meta["dataset"]) if meta.get("dataset") else None)
+        if data is None:
+            raise ZooError("--quantize int8 calibrates on training images: give --data DIR")
+        with err.status(f"reading calibration images from {data}"):
+            calibration = export.calibration_batches(data, meta)
+    target = out or export.default_out(meta, fmt, quantize, results)
+    with err.status(f"exporting {meta['backbone']} as {fmt}" + (f" ({quantize})" if quantize != "none" else "")):
+        path = export.export(classifier.model, meta, fmt, target, quantize, calibration)
+    err.print(
+        f"Exported {meta['backbone']} to {path} (+ {export.LABELS}, {export.METADATA}). "
+        f"Try it: zoo predict {_quote(path)} IMAGE",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command("predict")
+def predict_command(
+    model: Path = typer.Argument(..., help="A .keras file, a SavedModel folder, a .tflite file, or an export folder."),
+    images: list[Path] = typer.Argument(..., help="Image files or folders of them."),
+    top_k: int = typer.Option(3, "--top-k", help="Classes to show per image."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    csv_file: Path | None = typer.Option(None, "--csv", help="Also write the predictions to this CSV file."),
+) -> None:
+    """Classify images with an exported (or bench-saved) classifier."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from zoo import predict
+
+    if top_k < 1:
+        raise ZooError(f"--top-k {top_k}: it must be 1 or more")
+    with err.status(f"loading {model}"):
+        classifier = predict.load(model)
+    if classifier.meta is None:
+        err.print(f"[yellow]{model} has no zoo.json beside it: classes are shown by index.[/]")
+    with _progress() as progress:
+        task = progress.add_task("checking images", total=None)
+        predictions, skipped = predict.predict(classifier, list(images), top_k, _bar(progress, task))
+    if csv_file is not None:
+        _write_predictions_csv(csv_file, predictions)
+    if as_json:
+        rows = [{"file": p.file, "top": [{"class": c, "probability": pr} for c, pr in p.top]} for p in predictions]
+        out.print_json(json.dumps({"predictions": rows, "skipped": skipped}))
+    else:
+        table = Table(title=f"zoo predict: {model.name}")
+        table.add_column("file", overflow="fold")
+        for rank in range(1, len(predictions[0].top) + 1):
+            table.add_column(f"#{rank}")
+        for prediction in predictions:
+            table.add_row(escape(prediction.file), *(f"{escape(c)} {p:.1%}" for c, p in prediction.top))
+        out.print(table)
+    if skipped:
+        err.print(f"[yellow]{escape(predict.skipped_line(skipped))}[/]", highlight=False, soft_wrap=True)
+
+
+def _write_predictions_csv(path: Path, predictions) -> None:
+    import csv
+    import io
+
+    from zoo import atomic
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    k = len(predictions[0].top)
+    writer.writerow(["file", *(f"{field}{rank}" for rank in range(1, k + 1) for field in ("class", "probability"))])
+    for prediction in predictions:
+        writer.writerow([prediction.file, *(value for pair in prediction.top for value in pair)])
+    try:
+        atomic.write_text(path, buffer.getvalue())
+    except OSError as exc:
+        raise ZooError(f"--csv {path}: cannot write it ({exc.strerror or exc}); give a writable path") from None
 
 
 cache_app = typer.Typer(help="The feature cache: what the bench has extracted once and reuses.", no_args_is_help=True)
@@ -425,7 +677,9 @@ def config_command(as_json: bool = typer.Option(False, "--json", help="Print JSO
 
 
 weights_app = typer.Typer(
-    help="Pretrained weights: where each backbone's come from; fetch them ahead; verify them.",
+    help="Pretrained weights: where each backbone's come from; fetch them ahead; verify them.\n\n"
+    "\b\nExamples:\n  zoo weights list\n  zoo weights fetch --all    # on a connected machine, "
+    "then copy ~/.keras/models across\n  zoo weights verify",
     no_args_is_help=True,
 )
 app.add_typer(weights_app, name="weights")
@@ -489,15 +743,19 @@ def weights_fetch(
 
 
 @weights_app.command("verify")
-def weights_verify() -> None:
-    """Re-check every weights file on disk against its pinned size and hash."""
-    failed = 0
+def weights_verify(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Re-check every weights file on disk against its pinned size and hash (exit 1 if one is bad)."""
+    checks: list[dict[str, Any]] = []
     for spec in plugin_manager.catalog().backbones.values():
         ok, detail = weights.verify_local(spec)
-        failed += ok is False
-        mark = {True: "[green]ok[/]", False: "[red]BAD[/]", None: "[dim]-[/]"}[ok]
-        out.print(f"{mark} {spec.name}: {escape(detail)}", highlight=False, soft_wrap=True)
-    if failed:
+        checks.append({"backbone": spec.name, "ok": ok, "detail": detail})
+    if as_json:
+        out.print_json(json.dumps(checks))
+    else:
+        for check in checks:
+            mark = {True: "[green]ok[/]", False: "[red]BAD[/]", None: "[dim]-[/]"}[check["ok"]]
+            out.print(f"{mark} {check['backbone']}: {escape(check['detail'])}", highlight=False, soft_wrap=True)
+    if any(check["ok"] is False for check in checks):
         raise typer.Exit(1)
 
 
