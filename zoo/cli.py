@@ -359,7 +359,7 @@ def bench(
     if data is None:
         data = sample_dataset()
         err.print(
-            "[cyan]No --data given: using zoo's embedded sample dataset (3 classes of drawn shapes). "
+            "[cyan]No --data given: using zoo's embedded sample dataset (10 classes of shapes in clutter). "
             "Point --data at a folder with train/<class>/ and test/<class>/ for real answers.[/]"
         )
     out_dir = out_dir or Path("zoo-results") / Path(data).expanduser().resolve().name
