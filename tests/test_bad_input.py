@@ -438,7 +438,7 @@ def test_ctrl_c_keeps_finished_rows_and_resume_finishes_the_rest(phase, extra, h
     [saved] = rows_of(out)
     assert saved["backbone"] == "tiny_a" and saved["status"] == "ok"
     # No temporary file left; tiny_a's cross-validation predictions are whole.
-    assert {path.name for path in out.iterdir()} - {"predictions"} == RESULTS
+    assert {path.name for path in out.iterdir()} - {"predictions"} == RESULTS | {"confusion_tiny_a.png"}
     assert [path.name for path in out.glob("predictions/*")] == (["tiny_a.npz"] if phase == "extraction" else [])
     assert not list(features.glob("*tiny_b*"))  # no half-written cache entry
 

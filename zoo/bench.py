@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo import ensemble, export, features, metrics, recipe
+from zoo import board, ensemble, export, features, metrics, recipe
 from zoo.data import Dataset, Split, image_batches, labeled_batches
 from zoo.errors import one_line
 from zoo.progress import Progress, no_progress, prefixed
@@ -251,6 +251,7 @@ def _measure(
     row.top1 = metrics.top_k_accuracy(probabilities, test_y, 1)
     row.top5 = metrics.top_k_accuracy(probabilities, test_y, 5)
     row.test_images = len(test_y)
+    row.test_predictions = probabilities.argmax(axis=1).tolist()  # per image, for the paired test
     row.per_class_accuracy = dict(zip(dataset.class_names, metrics.per_class_accuracy(confusion)))
     row.confusion_matrix = confusion.tolist()
     row.params = extractor.count_params()  # the backbone's, comparable across heads and datasets
@@ -260,6 +261,8 @@ def _measure(
     row.latency_ms_p50, row.latency_ms_p95 = metrics.latency_ms(forward, batch[:1], settings.latency_runs, progress)
     progress("counting FLOPs", 0, 1)
     row.flops_per_image = metrics.flops_per_image(model)
+    if log_dir is not None:
+        board.finish(log_dir, row)
     if keep is not None:
         progress("saving the classifier", 0, 1)
         scores = {"top1": row.top1, "top5": row.top5, "test_images": row.test_images, "dataset": str(dataset.root)}
@@ -338,6 +341,7 @@ def run_bench(
 
     strategy = make_strategy(settings.strategy)
     meta = {
+        **report.provenance(),
         "environment": {
             **metrics.environment(),
             "strategy": settings.strategy,
@@ -348,6 +352,7 @@ def run_bench(
             "classes": list(dataset.class_names),
             "train_images": len(dataset.train),
             "test_images": len(dataset.test),
+            "test_labels": [int(label) for label in dataset.test.labels],
         },
     }
     earlier = report.read_results(out_dir)["backbones"] if resume and (out_dir / "results.json").is_file() else []
@@ -370,10 +375,10 @@ def run_bench(
         row = bench_backbone(spec, dataset, settings, step, strategy, log_dir, predictions, keep).to_dict()
         benched.append(row)
         rows.append(row)
-        report.write_results(out_dir, rows, meta)
+        report.write_results(out_dir, rows, {**meta, "finished_at": report.now()})
         finished(row, False)
     combined = ensemble.build(benched, out_dir, dataset, settings, ensemble_size) if ensemble_size else None
     if combined is not None:
         rows.append(combined)
-    report.write_results(out_dir, rows, meta)
+    report.write_results(out_dir, rows, {**meta, "finished_at": report.now()})
     return rows
