@@ -87,7 +87,7 @@ def main() -> None:
 
     data = Path(sys.argv[1]) if len(sys.argv) > 1 else DATA
     dataset = load_dataset(data)
-    settings = BenchSettings.from_registry(weights="imagenet")
+    settings = BenchSettings.from_config(weights="imagenet")
     specs = [catalog().get(name) for name in BACKBONES]
     with tempfile.TemporaryDirectory(prefix="bench-ensemble-") as folder:
         out_dir = Path(folder)

@@ -1,6 +1,7 @@
 """Ensemble selection on hand-made out-of-fold predictions, the folds it is chosen on, and the
 ensemble row of a real bench."""
 
+import importlib
 import textwrap
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def finished_row(name, **fields):
 
 
 def test_the_ensemble_row_averages_test_probabilities_and_adds_up_the_cost():
-    settings = BenchSettings.from_registry(folds=2)
+    settings = BenchSettings.from_config(folds=2)
     dataset = Dataset(Path("data"), ("x", "y"), Split(("a",) * 4, tuple(LABELS)), Split(("t", "u"), (0, 1)))
     folds = np.array([0, 1, 0, 1])
     test_c, test_b = np.array([[0.6, 0.4], [0.6, 0.4]]), np.array([[0.9, 0.1], [0.2, 0.8]])
@@ -163,13 +164,13 @@ def halves(tmp_path_factory) -> Path:
 
 
 def fast(**changes):
-    return BenchSettings.from_registry(
+    return BenchSettings.from_config(
         **{"epochs": 10, "learning_rate": 0.05, "batch_size": 4, "weights": "none", "latency_runs": 2, "throughput_batches": 1, **changes}
     )
 
 
 def test_the_bench_validates_on_train_features_only_and_ends_with_an_ensemble_row(halves_plugin, halves, tmp_path, monkeypatch):
-    from zoo import bench
+    bench = importlib.import_module("zoo.bench")  # the module; zoo.bench is also a function
 
     given = []
 
@@ -202,7 +203,6 @@ def test_the_bench_validates_on_train_features_only_and_ends_with_an_ensemble_ro
     assert combined["flops_per_image"] == top["flops_per_image"] + bottom["flops_per_image"]
     assert combined["latency_ms_p50"] == top["latency_ms_p50"] + bottom["latency_ms_p50"]
     assert read_results(tmp_path)["backbones"][-1] == combined
-    assert "`ensemble(top+bottom)` is an ensemble" in (tmp_path / "results.md").read_text()
     assert "ensemble" in (tmp_path / "results.csv").read_text().splitlines()[-1]
 
     # --resume keeps both rows, benches only the failed one again, and makes the same ensemble.
