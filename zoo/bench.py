@@ -186,9 +186,10 @@ def _predict(forward, files, spec: BackboneSpec, batch_size: int, progress: Prog
     return np.concatenate(chunks)
 
 
-def _split_features(spec, split: Split, name: str, forward, identity: dict, settings, progress, mirrored=False):
+def _split_features(spec, split: Split, name: str, forward, identity: dict, settings, progress, mirrored=False,
+                    notes=None, dataset_root=None):
     """One split's features (of its mirror images if `mirrored`), from the cache when they are
-    there; (array, "hit"|"miss"|"off")."""
+    there; (array, "hit"|"miss"|"off"). A damaged entry is recomputed, with a line in `notes`."""
     total = len(split)
     name = f"{name}-mirrored" if mirrored else name
 
@@ -205,11 +206,17 @@ def _split_features(spec, split: Split, name: str, forward, identity: dict, sett
         with tempfile.TemporaryDirectory(prefix="zoo-features-") as folder:
             return np.array(run(Path(folder) / f"{name}.npy")), "off"
     key = features.feature_key(identity, split.files)
-    cached = features.load(spec.name, name, key)
+    try:
+        cached = features.load(spec.name, name, key, (total, spec.feature_dim))
+    except features.DamagedEntry as exc:
+        cached = None
+        if notes is not None:
+            notes.append(str(exc))
     if cached is not None:
         progress(f"{name} features (cached)", total, total)
         return cached, "hit"
-    return features.store(spec.name, name, key, {"images": total}, run), "miss"
+    meta = {"images": total, "dataset": str(Path(dataset_root).resolve()) if dataset_root else ""}
+    return features.store(spec.name, name, key, meta, run), "miss"
 
 
 def _base_model(spec: BackboneSpec, extractor):
@@ -281,20 +288,6 @@ def bench_backbone(
     return row
 
 
-def _feature_identity(spec: BackboneSpec, weights_path: str | None, seed: int) -> dict:
-    """Everything besides the image files that a frozen base's features depend on."""
-    return {
-        "backbone": spec.name,
-        "source": spec.source,
-        "reference": spec.reference,
-        "plugin": spec.plugin,
-        "preprocessing": spec.preprocessing_name,
-        "input_size": spec.input_size,
-        "interpolation": spec.interpolation,
-        "weights": features.weights_identity(weights_path, seed),
-    }
-
-
 def _measure(spec, dataset, settings: BenchSettings, progress: Progress, row: dict, strategy, log_dir) -> None:
     """Fill `row` as each step finishes, so a failure keeps what was measured before it."""
     import keras
@@ -349,11 +342,16 @@ def _head_on_cached_features(spec, dataset, settings, progress, row, strategy, e
 
     start = time.perf_counter()
     extract = metrics.compiled_forward(extractor)
-    identity = _feature_identity(spec, weights.path, settings.seed)
+    identity = features.identity(spec, extractor, weights, settings.seed) if settings.cache else {}
     views = (False, True) if settings.mirror else (False,)
-    train = [_split_features(spec, dataset.train, "train", extract, identity, settings, progress, m) for m in views]
-    test = [_split_features(spec, dataset.test, "test", extract, identity, settings, progress, m) for m in views]
+    notes: list[str] = []
+    train, test = (
+        [_split_features(spec, split, name, extract, identity, settings, progress, m, notes, dataset.root) for m in views]
+        for split, name in ((dataset.train, "train"), (dataset.test, "test"))
+    )
     row["feature_cache"] = ", ".join(sorted({status for _, status in train + test}))
+    if notes:
+        row["feature_cache_note"] = "; ".join(notes)
     row["extract_seconds"] = time.perf_counter() - start
     start = time.perf_counter()
     train_x = np.concatenate([x for x, _ in train])

@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -281,6 +283,9 @@ def bench(
             if row["backbone"] in tasks:
                 progress.remove_task(tasks.pop(row["backbone"]))
             progress.advance(overall)
+            if row.get("feature_cache_note"):
+                err.print(f"[yellow]{row['backbone']}: {escape(row['feature_cache_note'])}[/]",
+                          highlight=False, soft_wrap=True)
             if reused:
                 err.print(f"{row['backbone']}: finished before with these settings (--resume), kept")
 
@@ -338,29 +343,58 @@ app.add_typer(cache_app, name="cache")
 
 @cache_app.command("list")
 def cache_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Cached features: backbone, split, images, size."""
+    """Cached features: backbone, split, dataset folder, images, size, date; half-written files too."""
     from zoo import features
 
-    entries = features.entries()
+    entries, partials = features.entries(), features.partials()
     if as_json:
-        out.print_json(json.dumps(entries))
+        out.print_json(json.dumps({"entries": entries, "partial": partials}))
         return
-    table = Table(title=f"zoo feature cache ({features.cache_dir('features', create=False)})")
-    for header in ("Backbone", "Split", "Images", "Dim", "MB", "Key"):
-        table.add_column(header)
+    table = Table(title=f"zoo feature cache ({escape(str(features.cache_dir('features', create=False)))})")
+    for header in ("Backbone", "Split", "Dataset", "Images", "Dim", "MB", "Created"):
+        table.add_column(header, overflow="fold")
     for entry in entries:
-        table.add_row(entry.get("backbone", "?"), entry.get("split", "?"), str(entry.get("count")),
-                      str(entry.get("dim")), f"{entry['bytes'] / 2**20:.1f}", entry.get("key", ""))
+        table.add_row(
+            escape(str(entry.get("backbone", "?"))), escape(str(entry.get("split", "?"))),
+            escape(str(entry.get("dataset") or "?")) if "damaged" not in entry else
+            f"[red]damaged: {escape(entry['damaged'])}[/]",
+            str(entry.get("count", "?")), str(entry.get("dim", "?")), f"{entry['bytes'] / 2**20:.1f}",
+            _date(entry["created"]),
+        )
     out.print(table)
     out.print(f"{len(entries)} entries, {sum(e['bytes'] for e in entries) / 2**20:.1f} MB")
+    for item in partials:
+        state = "being written" if item["running"] else "left by a killed run; the next bench or `zoo cache clear` removes it"
+        out.print(f"partial: {escape(item['path'])} ({item['bytes'] / 2**20:.1f} MB, pid {item['pid']}, {state})",
+                  highlight=False, soft_wrap=True)
+
+
+def _date(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(text: str) -> float:
+    """`30d`, `12h`, `2w`, `90m`, `45s` in seconds, or a ZooError that shows the form."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if not match:
+        raise ZooError(f"--older-than {text}: give a number and a unit (s, m, h, d or w), e.g. 30d")
+    return float(match[1]) * _UNITS[match[2]]
 
 
 @cache_app.command("clear")
-def cache_clear(backbone: Optional[str] = typer.Option(None, help="Only this backbone's features.")) -> None:
-    """Delete cached features (all, or one backbone's); the next bench extracts them again."""
+def cache_clear(
+    backbone: Optional[str] = typer.Option(None, help="Only this backbone's features."),
+    dataset: Optional[Path] = typer.Option(None, help="Only the features of this dataset folder."),
+    older_than: Optional[str] = typer.Option(None, help="Only entries older than this, e.g. 30d, 12h, 2w."),
+) -> None:
+    """Delete cached features (all, or those the options select); the next bench extracts them again."""
     from zoo import features
 
-    removed, freed = features.clear(backbone)
+    age = parse_age(older_than) if older_than is not None else None
+    removed, freed = features.clear(backbone, dataset, age)
     out.print(f"removed {removed} files, {freed / 2**20:.1f} MB")
 
 
