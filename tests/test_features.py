@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_images
 from typer.testing import CliRunner
 
 from zoo import features
-from zoo.bench import BenchSettings, bench_backbone
+from zoo.bench import BenchSettings, bench_backbone, run_bench
 from zoo.cli import app
 from zoo.data import load_dataset
 from zoo.plugin_manager import build_backbone, catalog, plugin_manager
@@ -32,8 +33,9 @@ PLUGIN = textwrap.dedent(
 
     @hookimpl
     def zoo_backbones():
-        return [BackboneSpec(name="edited", family="test", source="custom", reference="edited",
-                             input_size=32, preprocessing=prepare, feature_dim=8, params=440)]
+        return [BackboneSpec(name=name, family="test", source="custom", reference="edited",
+                             input_size=32, preprocessing=prepare, feature_dim=8, params=440)
+                for name in ("edited", "edited_b")]
 
     @hookimpl
     def zoo_build_backbone(spec, weights):
@@ -105,6 +107,20 @@ def test_a_weights_file_with_new_content_is_a_miss_even_at_the_same_size_and_mti
     path.write_bytes(second.read_bytes())
     os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
     assert cache_status(dataset, weights=str(path)) == "miss"
+
+
+def test_each_image_is_decoded_once_for_every_backbone_of_its_size_and_the_mirror_view(plugin, tmp_path):
+    from zoo import data
+
+    make_images(tmp_path / "data/train", {"dark": 4, "light": 4})  # files no other test decoded
+    make_images(tmp_path / "data/test", {"dark": 2, "light": 2}, seed=1)
+    dataset = load_dataset(tmp_path / "data")
+    before = data.decoded_count
+    specs = [catalog().get("edited"), catalog().get("edited_b")]
+    rows = run_bench(specs, dataset, settings(mirror=True), tmp_path / "out")
+    assert [row["status"] for row in rows] == ["ok", "ok"], [row["error"] for row in rows]
+    assert [row["feature_cache"] for row in rows] == ["miss", "miss"]  # 4 views each, 8 extractions
+    assert data.decoded_count - before == len(dataset.train) + len(dataset.test)
 
 
 # Issue 17: bad input that reaches the cache. 17.2: a damaged entry is detected, named in one

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from zoo import features, metrics, registry
-from zoo.data import Dataset, Split, image_batches
+from zoo.data import Dataset, Split, decoded_batches, image_batches
 from zoo.errors import ZooError, one_line
 from zoo.progress import Progress, no_progress
 from zoo.spec import BackboneSpec
@@ -194,11 +194,9 @@ def _split_features(spec, split: Split, name: str, forward, identity: dict, sett
     name = f"{name}-mirrored" if mirrored else name
 
     def run(destination: Path):
-        batches = image_batches(split.files, spec.input_size, settings.batch_size, spec.interpolation)
-        if mirrored:
-            import tensorflow as tf
-
-            batches = batches.map(tf.image.flip_left_right)
+        decoded = decoded_batches(split.files, spec.input_size, settings.batch_size, spec.interpolation)
+        view = (lambda batch: batch[:, :, ::-1]) if mirrored else (lambda batch: batch)
+        batches = (view(batch).astype(np.float32) for batch in decoded)
         report = lambda done: progress(f"{name} features", done, total)  # noqa: E731
         return features.extract(batches, forward, total, spec.feature_dim, destination, report)
 
@@ -326,13 +324,17 @@ def _measure(spec, dataset, settings: BenchSettings, progress: Progress, row: di
         params=extractor.count_params(),  # the backbone's, comparable across heads and datasets
         trainable_params=sum(int(np.prod(v.shape)) for v in model.trainable_weights),
     )
-    batch = next(iter(image_batches(dataset.test.files, spec.input_size, settings.batch_size, spec.interpolation)))
+    test_images = decoded_batches(dataset.test.files, spec.input_size, settings.batch_size, spec.interpolation)
+    batch = next(iter(test_images)).astype(np.float32)  # decoded already, by the test split's extraction
     row["images_per_sec"] = metrics.throughput(forward, batch, settings.throughput_batches, progress)
     row["latency_ms_p50"], row["latency_ms_p95"] = metrics.latency_ms(
         forward, batch[:1], settings.latency_runs, progress
     )
     progress("counting FLOPs", 0, 1)
-    row["flops_per_image"] = metrics.flops_per_image(model)
+    count_flops = lambda: metrics.flops_per_image(model)  # noqa: E731
+    row["flops_per_image"] = (
+        features.remembered("flops", features.architecture_digest(model), count_flops) if settings.cache else count_flops()
+    )
 
 
 def _head_on_cached_features(spec, dataset, settings, progress, row, strategy, extractor, callbacks, weights):
@@ -413,6 +415,14 @@ def _fine_tune(spec, dataset, settings, progress, row, strategy, model, extracto
     row["finetune_seconds"] = time.perf_counter() - start
 
 
+def release_models() -> None:
+    """Free what the last backbone built (Keras' global state, its models and traced graphs),
+    so memory does not grow from one backbone to the next in `--all`."""
+    import keras
+
+    keras.backend.clear_session(free_memory=True)
+
+
 def run_bench(
     specs: list[BackboneSpec],
     dataset: Dataset,
@@ -446,6 +456,7 @@ def run_bench(
             continue
         report_step = lambda step, done, total, name=spec.name: progress(name, step, done, total)  # noqa: E731
         row = bench_backbone(spec, dataset, settings, report_step, strategy, out_dir / "tensorboard" / spec.name)
+        release_models()
         rows.append(row)
         report.write_results(out_dir, rows, meta)
         finished(row, False)

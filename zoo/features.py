@@ -21,7 +21,8 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -160,6 +161,18 @@ def identity(spec, extractor, weights, seed: int) -> dict:
         "input_size": spec.input_size,
         "interpolation": spec.interpolation,
     }
+
+
+def remembered(what: str, key: str, compute: Callable[[], Any]) -> Any:
+    """A measurement that depends only on what `key` names (e.g. a model's FLOPs on its
+    architecture digest), computed once and kept beside the features as JSON."""
+    path = cache_dir("features", "measures") / f"{what}-{key[:24]}.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["value"]
+    except (OSError, ValueError, KeyError, TypeError):  # not measured yet, or a damaged record
+        value = compute()
+        atomic.write_text(path, json.dumps({"value": value}))
+        return value
 
 
 def feature_key(identity: dict, files: Iterable[str]) -> str:
@@ -340,7 +353,8 @@ def clear(
         doomed += record["files"]
     doomed += [item["path"] for item in partials() if not item["running"]]
     if backbone is None and not folder and older_than is None:  # everything: arrays without a record too
-        doomed += [str(path) for path in cache_dir("features", create=False).glob("*.npy")]
+        root = cache_dir("features", create=False)
+        doomed += [str(path) for path in [*root.glob("*.npy"), *root.glob("measures/*.json")]]
     removed = freed = 0
     for name in dict.fromkeys(doomed):
         path = Path(name)
