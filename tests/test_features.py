@@ -77,8 +77,8 @@ def settings(**changes):
 
 def cache_status(dataset, **changes) -> str:
     row = bench_backbone(catalog().get("edited"), dataset, settings(**changes))
-    assert row["status"] == "ok", row["error"]
-    return row["feature_cache"]
+    assert row.status == "ok", row.error
+    return row.feature_cache
 
 
 def test_editing_the_builder_or_the_preprocessing_is_a_miss_and_nothing_else_is(plugin, tiny_dataset):
