@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from zoo.cache import cache_dir
-
 from zoo.errors import ZooError
 from zoo.features import files_fingerprint
 from zoo.images import check_files, decode
@@ -162,12 +161,12 @@ _in_memory: OrderedDict[str, np.ndarray] = OrderedDict()
 
 
 def decode_budget() -> int:
-    """Bytes of decoded images kept in memory (`$ZOO_DECODE_BUDGET_MB`, default 1024); a split
+    """Bytes of decoded images kept in memory (`$ZOO_DECODE_BUDGET_MB`, default 512); a split
     larger than that is kept on disk instead."""
     try:
-        return int(float(os.environ.get("ZOO_DECODE_BUDGET_MB", "1024")) * 2**20)
+        return int(float(os.environ.get("ZOO_DECODE_BUDGET_MB", "512")) * 2**20)
     except ValueError:
-        raise ZooError("ZOO_DECODE_BUDGET_MB must be a number of megabytes, e.g. 1024") from None
+        raise ZooError("ZOO_DECODE_BUDGET_MB must be a number of megabytes, e.g. 512") from None
 
 
 def _decoded_key(files: tuple[str, ...], size: int, interpolation: str) -> str:

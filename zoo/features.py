@@ -20,8 +20,8 @@ import json
 import os
 import re
 import time
-from pathlib import Path
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
