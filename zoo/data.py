@@ -218,7 +218,8 @@ def decoded_batches(
     if nbytes <= budget:
         while _in_memory and sum(a.nbytes for a in _in_memory.values()) + nbytes > budget:
             _in_memory.popitem(last=False)
-        target, partial = np.empty((len(files), *shape), np.uint8), None
+        target: np.ndarray = np.empty((len(files), *shape), np.uint8)
+        partial = None
     else:
         partial = _on_disk(key).with_suffix(f".{os.getpid()}.partial")
         atexit.register(_on_disk(key).unlink, missing_ok=True)
@@ -234,8 +235,7 @@ def decoded_batches(
         if partial is None:
             _in_memory[key] = target
         else:
-            target.flush()
-            del target
+            del target  # a memory map: closing it writes it out
             os.replace(partial, _on_disk(key))
     finally:
         if partial is not None:

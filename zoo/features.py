@@ -254,8 +254,15 @@ def partials() -> list[dict]:
             stat = path.stat()
         except OSError:
             continue
-        found.append({"path": str(path), "pid": pid, "running": pid > 0 and _pid_alive(pid),
-                      "bytes": stat.st_size, "created": stat.st_mtime})
+        found.append(
+            {
+                "path": str(path),
+                "pid": pid,
+                "running": pid > 0 and _pid_alive(pid),
+                "bytes": stat.st_size,
+                "created": stat.st_mtime,
+            }
+        )
     return found
 
 
