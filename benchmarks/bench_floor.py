@@ -8,7 +8,9 @@ weights (speed does not depend on the weights), the registry's bench defaults (m
 2. warm: the same command again, features read back from the cache;
 3. floor: for each backbone, the bare compiled `model(x)` forward passes over every image the
    bench must show it (train and test, each also mirrored), images decoded beforehand and not
-   timed, the first (tracing) batch not timed either: the least any bench can cost.
+   timed, the first (tracing) batch not timed either: the least any bench can cost;
+4. TFLite probe: each extractor converted (zoo.tflite) and run by LiteRT (XNNPACK, 2 threads)
+   against TensorFlow's graph on the same 8 train batches: img/s of both, largest relative gap.
 
 `wall_over_floor` = cold wall / sum of floors. Writes benchmarks/results/bench_floor.json.
 Heavy (about 15 minutes on 2 cores): run it under `flock /work/bench.lock`.
@@ -40,7 +42,7 @@ def bench_all(data: Path, out: Path) -> dict:
     command = [str(ZOO), "bench", "--all", "--weights", "none", "--data", str(data), "--out", str(out)]
     finished = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - start
-    if finished.returncode != 0:
+    if not (out / "results.json").is_file():  # exit 1 with a failed row still has results
         raise SystemExit(f"zoo bench failed ({finished.returncode}):\n{finished.stderr[-3000:]}")
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     rows = json.loads((out / "results.json").read_text())["backbones"]
@@ -74,6 +76,52 @@ def floor_seconds(spec, dataset, batch_size: int, mirror: bool) -> float:
     return total
 
 
+def tflite_probe(spec, dataset, batch_size: int, batches: int = 8) -> dict:
+    """The same extractor through TensorFlow's graph and through LiteRT (XNNPACK, 2 threads) on
+    the first `batches` train batches: img/s of each and the features' largest relative gap."""
+    import keras
+    import numpy as np
+
+    from zoo import tflite
+    from zoo.data import decoded_batches
+    from zoo.metrics import compiled_forward
+    from zoo.models import feature_extractor
+    from zoo.weights import resolve
+
+    extractor = feature_extractor(spec, resolve(spec, "none"))
+    images = [
+        batch.astype(np.float32)
+        for _, batch in zip(
+            range(batches), decoded_batches(dataset.train.files, spec.input_size, batch_size, spec.interpolation)
+        )
+    ]
+    start = time.perf_counter()
+    try:
+        runner = tflite.Runner(tflite.convert(extractor), num_threads=2)
+    except Exception as exc:  # a backbone that does not convert is a finding, not a crash
+        return {"converts": False, "error": str(exc).splitlines()[0][:300]}
+    convert_seconds = time.perf_counter() - start
+
+    def rate(forward) -> tuple[float, list]:
+        outputs = [np.asarray(forward(images[0]))]  # warm-up (tracing, tensor allocation)
+        start = time.perf_counter()
+        outputs = [np.asarray(forward(batch)) for batch in images]
+        return sum(map(len, images)) / (time.perf_counter() - start), outputs
+
+    tf_rate, tf_out = rate(compiled_forward(extractor))
+    lite_rate, lite_out = rate(runner)
+    gap = max(float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-12)) for a, b in zip(tf_out, lite_out))
+    keras.backend.clear_session(free_memory=True)
+    return {
+        "converts": True,
+        "convert_seconds": convert_seconds,
+        "tf_images_per_sec": tf_rate,
+        "tflite_images_per_sec": lite_rate,
+        "speedup": lite_rate / tf_rate,
+        "max_relative_gap": gap,
+    }
+
+
 def main() -> None:
     data = Path(sys.argv[1]) if len(sys.argv) > 1 else DATA
     work = Path(tempfile.mkdtemp(prefix="zoo-bench-floor-"))
@@ -92,6 +140,7 @@ def main() -> None:
     specs = hub.select(list(catalog().backbones.values()), None)
     floors = {spec.name: floor_seconds(spec, dataset, defaults["batch_size"], defaults["mirror"]) for spec in specs}
     floor = sum(floors.values())
+    warm_seconds = {row["backbone"]: row.get("total_seconds") for row in warm["rows"]}
     per_row = [
         {
             "backbone": row["backbone"],
@@ -101,7 +150,7 @@ def main() -> None:
             "extract_seconds": row.get("extract_seconds"),
             "row_over_floor": row["total_seconds"] / floors[row["backbone"]] if row["backbone"] in floors else None,
             "peak_rss_mb": row.get("peak_rss_mb"),
-            "warm_row_seconds": next((w.get("total_seconds") for w in warm["rows"] if w["backbone"] == row["backbone"]), None),
+            "warm_row_seconds": warm_seconds.get(row["backbone"]),
         }
         for row in cold["rows"]
     ]
@@ -124,6 +173,10 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_floor.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({key: value for key, value in result.items() if key not in ("rows", "environment")}, indent=1))
+    # Last, so the figures above are on disk even if this part is cut short.
+    result["tflite_probe"] = {spec.name: tflite_probe(spec, dataset, defaults["batch_size"]) for spec in specs}
+    (RESULTS / "bench_floor.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["tflite_probe"], indent=1))
 
 
 if __name__ == "__main__":

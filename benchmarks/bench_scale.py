@@ -12,6 +12,7 @@ Writes benchmarks/results/bench_scale.json. Heavy: run it under `flock /work/ben
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -50,10 +51,8 @@ def run_bench(data: Path, out: Path) -> dict:
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     watched, peak = psutil.Process(process.pid), 0
     while process.poll() is None:
-        try:
+        with contextlib.suppress(psutil.Error):
             peak = max(peak, sum(p.memory_info().rss for p in [watched, *watched.children(recursive=True)]))
-        except psutil.Error:
-            pass
         time.sleep(0.1)
     wall = time.perf_counter() - start
     stderr = process.stderr.read() if process.stderr else ""
@@ -76,17 +75,19 @@ def main() -> None:
             os.environ["ZOO_CACHE_DIR"] = str(work / f"cache{size}")  # cold, for the child
             measured = run_bench(data, work / f"out{size}")
             row = measured["row"]
-            runs.append({
-                "images": size,
-                "write_seconds": written,
-                "wall_seconds": measured["wall_seconds"],
-                "seconds_per_image": measured["wall_seconds"] / size,
-                "extract_seconds": row["extract_seconds"],
-                "extract_seconds_per_image": row["extract_seconds"] / size,
-                "peak_rss_mb": measured["peak_rss_mb"],
-                "row_peak_rss_mb": row["peak_rss_mb"],
-                "status": row["status"],
-            })
+            runs.append(
+                {
+                    "images": size,
+                    "write_seconds": written,
+                    "wall_seconds": measured["wall_seconds"],
+                    "seconds_per_image": measured["wall_seconds"] / size,
+                    "extract_seconds": row["extract_seconds"],
+                    "extract_seconds_per_image": row["extract_seconds"] / size,
+                    "peak_rss_mb": measured["peak_rss_mb"],
+                    "row_peak_rss_mb": row["peak_rss_mb"],
+                    "status": row["status"],
+                }
+            )
             print(json.dumps(runs[-1]), flush=True)
             shutil.rmtree(data)
     finally:
