@@ -15,7 +15,7 @@ weights (speed does not depend on the weights), the registry's bench defaults (m
 `wall_over_floor` = cold wall / sum of floors. Writes benchmarks/results/bench_floor.json.
 Heavy (about 15 minutes on 2 cores): run it under `flock /work/bench.lock`.
 
-    .venv/bin/python benchmarks/bench_floor.py [DATA]
+    .venv/bin/python benchmarks/bench_floor.py [--data DIR] [BACKBONE ...]   (default: --all)
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ZOO = Path(sys.executable).parent / "zoo"
 
 
-def bench_all(data: Path, out: Path) -> dict:
-    """`zoo bench --all` in its own process: wall seconds, the process's peak RSS, its rows."""
+def bench_all(data: Path, out: Path, names: list[str]) -> dict:
+    """`zoo bench --all` (or the backbones `names`) in its own process: wall seconds, the
+    process's peak RSS, its rows."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
-    command = [str(ZOO), "bench", "--all", "--weights", "none", "--data", str(data), "--out", str(out)]
+    command = [str(ZOO), "bench", *(names or ["--all"]), "--weights", "none", "--data", str(data), "--out", str(out)]
     finished = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if not (out / "results.json").is_file():  # exit 1 with a failed row still has results
@@ -123,12 +124,14 @@ def tflite_probe(spec, dataset, batch_size: int, batches: int = 8) -> dict:
 
 
 def main() -> None:
-    data = Path(sys.argv[1]) if len(sys.argv) > 1 else DATA
+    arguments = sys.argv[1:]
+    data = Path(arguments.pop(arguments.index("--data") + 1)) if "--data" in arguments else DATA
+    names = [name for name in arguments if name != "--data"]
     work = Path(tempfile.mkdtemp(prefix="zoo-bench-floor-"))
     os.environ["ZOO_CACHE_DIR"] = str(work / "cache")  # a cold cache, for the children too
     load_before = os.getloadavg()[0]
-    cold = bench_all(data, work / "cold")
-    warm = bench_all(data, work / "warm")
+    cold = bench_all(data, work / "cold", names)
+    warm = bench_all(data, work / "warm", names)
 
     from zoo import hub, registry
     from zoo.data import load_dataset
@@ -137,7 +140,7 @@ def main() -> None:
 
     defaults = registry.bench_defaults()
     dataset = load_dataset(data)
-    specs = hub.select(list(catalog().backbones.values()), None)
+    specs = [catalog().get(name) for name in names] or hub.select(list(catalog().backbones.values()), None)
     floors = {spec.name: floor_seconds(spec, dataset, defaults["batch_size"], defaults["mirror"]) for spec in specs}
     floor = sum(floors.values())
     warm_seconds = {row["backbone"]: row.get("total_seconds") for row in warm["rows"]}
@@ -156,6 +159,7 @@ def main() -> None:
     ]
     result = {
         "data": str(data),
+        "backbones": names or "--all",
         "images": {"train": len(dataset.train), "test": len(dataset.test)},
         "settings": {"weights": "none", **defaults},
         "runtime": "tf",
