@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo import export, features, metrics, recipe
+from zoo import board, export, features, metrics, recipe
 from zoo.data import Dataset, Split, decoded_batches, image_batches, labeled_batches
 from zoo.errors import one_line
 from zoo.progress import Progress, no_progress, prefixed
@@ -233,6 +233,7 @@ def _measure(
     row.top1 = metrics.top_k_accuracy(probabilities, test_y, 1)
     row.top5 = metrics.top_k_accuracy(probabilities, test_y, 5)
     row.test_images = len(test_y)
+    row.test_predictions = probabilities.argmax(axis=1).tolist()  # per image, for the paired test
     row.per_class_accuracy = dict(zip(dataset.class_names, metrics.per_class_accuracy(confusion)))
     row.confusion_matrix = confusion.tolist()
     row.params = extractor.count_params()  # the backbone's, comparable across heads and datasets
@@ -246,6 +247,8 @@ def _measure(
     # FLOPs depend on the architecture alone: counted once per architecture, kept in the cache.
     digest = features.architecture_digest(model) if settings.cache else ""
     row.flops_per_image = features.remembered("flops", digest, count_flops) if digest else count_flops()
+    if log_dir is not None:
+        board.finish(log_dir, row)
     if keep is not None:
         progress("saving the classifier", 0, 1)
         scores = {"top1": row.top1, "top5": row.top5, "test_images": row.test_images, "dataset": str(dataset.root)}
@@ -319,6 +322,7 @@ def run_bench(
 
     strategy = make_strategy(settings.strategy)
     meta = {
+        **report.provenance(),
         "environment": {
             **metrics.environment(),
             "strategy": settings.strategy,
@@ -329,6 +333,7 @@ def run_bench(
             "classes": list(dataset.class_names),
             "train_images": len(dataset.train),
             "test_images": len(dataset.test),
+            "test_labels": [int(label) for label in dataset.test.labels],
         },
     }
     earlier = report.read_results(out_dir)["backbones"] if resume and (out_dir / "results.json").is_file() else []
@@ -346,6 +351,6 @@ def run_bench(
         row = bench_backbone(spec, dataset, settings, prefixed(progress, spec.name), strategy, log_dir, keep).to_dict()
         release_models()
         rows.append(row)
-        report.write_results(out_dir, rows, meta)
+        report.write_results(out_dir, rows, {**meta, "finished_at": report.now()})
         finished(row, False)
     return rows
