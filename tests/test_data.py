@@ -1,5 +1,6 @@
 """zoo.data: listing a dataset folder, what is skipped and why, and the image pipeline."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +121,30 @@ def test_the_food_photos_all_pass_the_check_and_a_rerun_is_cached(food):
     start = time.perf_counter()
     assert load_dataset(food) == dataset
     assert time.perf_counter() - start < 1.0
+
+
+def test_images_in_subfolders_of_a_class_are_included_as_keras_does_and_counted(tmp_path):
+    make_images(tmp_path / "train", {"cat": 1, "dog": 1}, size=16)
+    make_images(tmp_path / "test", {"cat": 1, "dog": 1}, size=16, seed=1)
+    make_images(tmp_path / "train/cat/2023/summer", {"kitten": 2}, size=16)  # train/cat/2023/summer/kitten/*
+    make_images(tmp_path / "train/cat/.ipynb_checkpoints", {"copy": 1}, size=16)  # hidden: left out
+    dataset = load_dataset(tmp_path)
+    assert dataset.class_names == ("cat", "dog")
+    assert len(dataset.train) == 4 and dataset.train.labels == (0, 0, 0, 1)
+    assert dataset.nested == 2 and not dataset.skipped
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads folders whatever their permissions")
+@pytest.mark.parametrize("where", ["train/dog", "train/dog/sub", "test"])
+def test_an_unreadable_folder_is_one_line_naming_it_and_the_fix(tmp_path, where):
+    make_images(tmp_path / "train", {"cat": 1, "dog": 1}, size=16)
+    make_images(tmp_path / "test", {"cat": 1, "dog": 1}, size=16, seed=1)
+    (tmp_path / where).mkdir(exist_ok=True)
+    (tmp_path / where).chmod(0)
+    try:
+        with pytest.raises(ZooError) as error:
+            load_dataset(tmp_path)
+    finally:
+        (tmp_path / where).chmod(0o755)
+    message = str(error.value)
+    assert f"cannot read {tmp_path / where} (Permission denied)" in message and "chmod" in message

@@ -260,9 +260,11 @@ def bench(
         )
     if dataset.skipped:
         err.print(f"[yellow]{escape(skipped_summary(dataset))}[/]", highlight=False, soft_wrap=True)
+    nested = f" ({dataset.nested} of them in subfolders of class folders)" if dataset.nested else ""
     err.print(
         f"{len(dataset.class_names)} classes, {len(dataset.train)} train and "
-        f"{len(dataset.test)} test images from {dataset.root}"
+        f"{len(dataset.test)} test images from {dataset.root}{nested}",
+        markup=False, highlight=False, soft_wrap=True,
     )
 
     if augment:
