@@ -28,7 +28,7 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperGroup
 
-from zoo import hub, plugin_manager, registry, weights
+from zoo import download, hub, plugin_manager, registry, weights
 from zoo.errors import ZooError, one_line
 
 
@@ -66,9 +66,23 @@ class _OneLineErrors(TyperGroup):
             raise typer.Exit(1) from None
 
 
+#: The environment variables zoo reads, for `zoo --help`.
+ENVIRONMENT = {
+    "ZOO_PLUGINS": "plugin files or folders to load too, separated by ':'",
+    "ZOO_LOAD_PLUGINS": "load only these plugins (comma-separated names)",
+    "ZOO_DISABLE_PLUGINS": "skip these plugins (comma-separated names)",
+    "ZOO_CACHE_DIR": "zoo's cache folder (default ~/.cache/zoo)",
+    "ZOO_WEIGHTS_DIR": "a folder of weights files, looked in before the Keras cache",
+    "ZOO_MIRROR": "a base URL to download weights from first",
+    "ZOO_DOWNLOAD_TIMEOUT": "seconds a download may wait on the server",
+    "KERAS_HOME": "Keras' folder; weights are cached in its models/",
+    "TFHUB_CACHE_DIR": "where TF Hub models are cached",
+}
+
 app = typer.Typer(
     cls=_OneLineErrors,
     help="Which pretrained backbone is best for my data, and at what cost?",
+    epilog="Environment variables:\n\n" + "\n\n".join(f"{name}: {text}" for name, text in ENVIRONMENT.items()),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -77,17 +91,25 @@ app = typer.Typer(
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 _debug = False
+#: `--plugin PATH`, taken before the command (`zoo --plugin X list`) and after it (`zoo list --plugin X`).
+PLUGIN_OPTION = typer.Option([], "--plugin", help="Load a plugin file or folder too (repeatable).")
+
+
+def _add_plugins(paths: list[Path]) -> None:
+    for path in paths:
+        plugin_manager.add_plugin_path(str(path))
 
 
 @app.callback()
 def main_options(
-    plugin: list[Path] = typer.Option([], "--plugin", help="Load a plugin file or folder too."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    plugin: list[Path] = PLUGIN_OPTION,
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks, and TensorFlow's own log."),
 ) -> None:
     global _debug
     _debug = debug
-    for path in plugin:
-        plugin_manager.add_plugin_path(str(path))
+    if not debug:  # TensorFlow's C++ log (oneDNN notices, decoder complaints) is noise to users
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    _add_plugins(plugin)
 
 
 def _catalog_rows() -> list[dict]:
@@ -101,9 +123,11 @@ def _warn_broken() -> None:
     catalog = plugin_manager.catalog()
     for info in catalog.plugins:
         if info.error:
+            if _debug:
+                err.print(info.traceback, markup=False, highlight=False, end="")
             err.print(
-                f"[yellow]plugin {info.name} is broken: {escape(info.error)}; fix or uninstall it, "
-                f"or set ZOO_DISABLE_PLUGINS={info.name}[/]",
+                f"[yellow]plugin {escape(info.name)} is broken: {escape(info.error)}; fix or uninstall it, "
+                f"or set ZOO_DISABLE_PLUGINS={escape(info.name)}[/]",
                 soft_wrap=True,
             )
     for name, claimants in catalog.conflicts.items():
@@ -115,8 +139,13 @@ def _warn_broken() -> None:
 
 
 @app.command("list")
-def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def list_command(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."), plugin: list[Path] = PLUGIN_OPTION
+) -> None:
     """Every backbone the installed plugins provide (does not import TensorFlow)."""
+    from zoo.report import readable_count
+
+    _add_plugins(plugin)
     rows = _catalog_rows()
     if as_json:
         out.print_json(json.dumps(rows))
@@ -126,33 +155,37 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.
             table.add_column(header)
         for row in rows:
             table.add_row(
-                row["name"], row["family"], row["source"], str(row["input_size"]),
-                row["preprocessing"], f"{row['params'] / 1e6:.1f}M", row["weights_status"], row["plugin"],
+                *(escape(str(row[key])) for key in ("name", "family", "source", "input_size", "preprocessing")),
+                readable_count(row["params"]), escape(row["weights_status"]), escape(row["plugin"]),
             )
         out.print(table)
     _warn_broken()
 
 
 @app.command()
-def info(name: str) -> None:
+def info(name: str, plugin: list[Path] = PLUGIN_OPTION) -> None:
     """Everything zoo knows about one backbone."""
+    _add_plugins(plugin)
     spec = plugin_manager.catalog().get(name)
     out.print_json(json.dumps({**spec.to_dict(), "weights_status": weights.status(spec)}))
 
 
 @app.command()
-def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def plugins(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."), plugin: list[Path] = PLUGIN_OPTION
+) -> None:
     """Installed plugins: name, version, hooks, and why a broken one failed."""
+    _add_plugins(plugin)
     infos = plugin_manager.catalog().plugins  # calling the hooks may mark more plugins broken
     if as_json:
-        out.print_json(json.dumps([vars(info) for info in infos]))
+        out.print_json(json.dumps([{k: v for k, v in vars(info).items() if k != "traceback"} for info in infos]))
         return
     table = Table(title="zoo plugins")
     for header in ("Name", "Version", "Origin", "Hooks", "Status"):
         table.add_column(header)
     for info in infos:
         status = f"[red]broken: {escape(info.error)}[/]" if info.error else "ok"
-        table.add_row(info.name, info.version, info.origin, ", ".join(info.hooks), status)
+        table.add_row(escape(info.name), escape(info.version), escape(info.origin), ", ".join(info.hooks), status)
     out.print(table)
 
 
@@ -166,7 +199,7 @@ def new_plugin(
 
     files = scaffold.new_plugin(name, directory)
     for path in files:
-        out.print(f"created {path}")
+        out.print(f"created {path}", markup=False, highlight=False)
     out.print(
         f"\nNext:\n  cd {files[0].parent}\n  pip install -e '.[test]'\n  pytest\n"
         f"  zoo bench {scaffold.identifier(name)} --epochs 1\n"
@@ -217,16 +250,19 @@ def bench(
     ),
     resume: bool = typer.Option(False, "--resume", help="Skip backbones already finished in --out with these settings."),
     strategy: str = typer.Option("default", help="tf.distribute strategy: default, mirrored or multiworker."),
+    plugin: list[Path] = PLUGIN_OPTION,
 ) -> None:
     """Benchmark backbones on one dataset and print the comparison table."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _add_plugins(plugin)
     from zoo.bench import BenchSettings, run_bench, validate_weights_mode
     from zoo.data import load_dataset, skipped_summary
-    from zoo.report import random_weights, results_lock
+    from zoo.report import read_results, results_lock
     from zoo.sample_data import sample_dataset
 
     if importlib.util.find_spec("tensorflow") is None:  # an extra: users choose its build
         raise ZooError("TensorFlow is not installed; pip install 'zoo[cpu]' (or 'zoo[gpu]')")
+    _import_tensorflow()
+    download.timeout_seconds()  # a bad ZOO_DOWNLOAD_TIMEOUT is said now, not as a silent fallback later
     settings = BenchSettings.from_registry(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, weights=weights_mode,
         mode=mode, finetune_epochs=finetune_epochs, unfreeze=unfreeze, augment=augment,
@@ -253,6 +289,8 @@ def bench(
     out_dir = out_dir or Path("zoo-results") / Path(data).expanduser().resolve().name
     # Held until the command ends: an unwritable or busy --out fails now, before any work.
     ctx.with_resource(results_lock(out_dir))
+    if resume and (out_dir / "results.json").is_file():
+        read_results(out_dir)  # damaged rows are refused now, not after the image check
     with _progress() as progress:
         task = progress.add_task("checking images", total=None)
         dataset = load_dataset(
@@ -284,26 +322,64 @@ def bench(
                 progress.remove_task(tasks.pop(row["backbone"]))
             progress.advance(overall)
             if reused:
-                err.print(f"{row['backbone']}: finished before with these settings (--resume), kept")
+                err.print(f"{row['backbone']}: finished before with these settings (--resume), kept", markup=False)
 
         try:
             rows = run_bench(specs, dataset, settings, out_dir, resume=resume, progress=report, finished=finished)
         except KeyboardInterrupt:
+            if not (out_dir / "results.json").is_file():
+                raise KeyboardInterrupt("no backbone had finished, so no results were written") from None
             raise KeyboardInterrupt(
                 f"the backbones finished so far are in {out_dir}/results.json; "
                 "run the same command with --resume to bench the rest"
             ) from None
 
     _print_results(rows, f"zoo bench: {dataset.root.name}", as_json)
-    untrained = random_weights(rows)
-    if untrained:
-        err.print(
-            f"[bold red]RANDOM weights (no pretrained file found): {', '.join(untrained)}. "
-            "Their accuracy says nothing about transfer learning; see `zoo weights list` for how to get them.[/]"
-        )
-    err.print(f"Results written to {out_dir}/: results.json, .csv, .md, accuracy_vs_speed.png, tensorboard/")
+    _warn_random(rows)
+    err.print(
+        f"Results written to {out_dir}/: results.json, .csv, .md, accuracy_vs_speed.png, tensorboard/",
+        markup=False, highlight=False, soft_wrap=True,
+    )
     if any(row["status"] != "ok" for row in rows):
         raise typer.Exit(1)
+
+
+def _import_tensorflow() -> None:
+    """Import TensorFlow now, with its C++ start-up notices (oneDNN, absl), which ignore
+    TF_CPP_MIN_LOG_LEVEL, sent to /dev/null unless --debug."""
+    if _debug or "tensorflow" in sys.modules:
+        import tensorflow  # noqa: F401
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _warn_random(rows: list[dict]) -> None:
+    """Name the backbones that ran with random weights, by why: none declared, none asked for, none found."""
+    from zoo.report import random_weights
+
+    groups: dict[str, list[str]] = {}
+    for name in random_weights(rows):
+        note = next(row.get("weights_note", "") for row in rows if row["backbone"] == name)
+        if note.endswith("declares no pretrained weights"):
+            why = "their specs declare no pretrained weights"
+        elif note == "asked for no weights":
+            why = "--weights none"
+        else:
+            why = "no pretrained file found; see `zoo weights list` for how to get them"
+        groups.setdefault(why, []).append(name)
+    for why, names in groups.items():
+        err.print(
+            f"[bold red]RANDOM weights ({escape(why)}): {escape(', '.join(names))}. "
+            "Their accuracy says nothing about transfer learning.[/]"
+        )
 
 
 def _print_results(rows: list[dict], title: str, as_json: bool) -> None:
@@ -313,10 +389,10 @@ def _print_results(rows: list[dict], title: str, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(rows))
     else:
-        out.print(results_table(rows, title=title))
+        out.print(results_table(rows, title=escape(title)))
     for row in rows:
         if row["status"] != "ok":
-            err.print(f"[red]{row['backbone']} failed: {escape(row['error'])}[/]", highlight=False, soft_wrap=True)
+            err.print(f"[red]{escape(str(row['backbone']))} failed: {escape(str(row['error']))}[/]", highlight=False, soft_wrap=True)
 
 
 @app.command("report")
@@ -331,7 +407,7 @@ def report_command(
     write_reports(out_dir, results)
     name = Path(results.get("dataset", {}).get("root", str(out_dir))).name
     _print_results(results["backbones"], f"zoo bench: {name}", as_json)
-    err.print(f"Rewrote {out_dir}/results.md, results.csv and accuracy_vs_speed.png")
+    err.print(f"Rewrote {out_dir}/results.md, results.csv and accuracy_vs_speed.png", markup=False, highlight=False)
 
 
 cache_app = typer.Typer(help="The feature cache: what the bench has extracted once and reuses.", no_args_is_help=True)
@@ -347,7 +423,7 @@ def cache_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     if as_json:
         out.print_json(json.dumps(entries))
         return
-    table = Table(title=f"zoo feature cache ({features.cache_dir('features', create=False)})")
+    table = Table(title=escape(f"zoo feature cache ({features.cache_dir('features', create=False)})"))
     for header in ("Backbone", "Split", "Images", "Dim", "MB", "Key"):
         table.add_column(header)
     for entry in entries:

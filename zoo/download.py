@@ -11,6 +11,7 @@ hashlib do the work here in a few lines.
 from __future__ import annotations
 
 import http.client
+import math
 import os
 import urllib.error
 import urllib.request
@@ -35,9 +36,12 @@ def timeout_seconds() -> float:
         "timeout_seconds", DEFAULT_TIMEOUT_SECONDS
     )
     try:
-        return float(raw)
-    except ValueError:
-        raise ZooError(f"ZOO_DOWNLOAD_TIMEOUT={raw!r}: give a number of seconds") from None
+        seconds = float(raw)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not 0 < seconds < 1e6:  # NaN, inf and 1e400 too: a socket timeout must be finite
+        raise ZooError(f"ZOO_DOWNLOAD_TIMEOUT={raw!r}: give a number of seconds above 0, such as 20")
+    return seconds
 
 
 def _reason(exc: BaseException) -> str:
@@ -65,7 +69,10 @@ def fetch(
     The `.part` file is overwritten by the next attempt, so one left by a killed transfer
     never counts as cached. If the transfer or `check` fails, only the `.part` file is removed.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ZooError(f"cannot create {target.parent} ({exc.strerror or exc}) to download into; make it writable") from None
     partial = target.with_name(target.name + ".part")
     step = f"downloading {target.name}"
     try:

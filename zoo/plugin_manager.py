@@ -2,8 +2,9 @@
 
 Every backbone, built-in or not, arrives the same way: a module registered with one pluggy
 PluginManager, found through the `zoo.backbones` entry-point group or a path in `ZOO_PLUGINS`.
-A plugin that fails to import, raises, or returns a bad spec is recorded as broken with a
-one-line reason; the others are unaffected.
+A plugin that fails to import, raises (SystemExit included: only Ctrl-C gets through), or
+returns a bad spec is recorded as broken with a one-line reason and its traceback; the others
+are unaffected.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import functools
 import importlib.util
 import os
 import sys
+import traceback
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -37,6 +39,12 @@ class PluginInfo:
     origin: str
     hooks: list[str] = field(default_factory=list)
     error: str = ""
+    traceback: str = ""  # of the error, for --debug
+
+    def fail(self, exc: BaseException) -> None:
+        """Mark this plugin broken by `exc`: a one-line reason, and the traceback for --debug."""
+        self.error = one_line(exc)
+        self.traceback = "".join(traceback.format_exception(exc))
 
 
 @dataclass
@@ -59,6 +67,10 @@ class Catalog:
             )
         close = difflib.get_close_matches(name, self.backbones, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else "see `zoo list`"
+        broken = [info for info in self.plugins if info.error]
+        if broken and not close:  # most likely one of theirs
+            hint = "; ".join(f"plugin {info.name} failed to load: {info.error}" for info in broken)
+            hint += " (it may declare this backbone: fix it, or see `zoo --debug list`)"
         raise ZooError(f"unknown backbone {name!r}: {hint}")
 
 
@@ -134,8 +146,10 @@ def plugin_manager() -> tuple[pluggy.PluginManager, tuple[PluginInfo, ...]]:
             if manager.has_plugin(name):
                 raise ZooError(f"another plugin is already registered as {name!r}")
             _register(manager, load(), name)
-        except Exception as exc:  # a broken plugin must not take the others down
-            info.error = one_line(exc)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a broken plugin, even one calling sys.exit, must not take the others down
+            info.fail(exc)
     for info in infos:
         plugin = manager.get_plugin(info.name)
         if plugin is not None:
@@ -177,8 +191,10 @@ def catalog() -> Catalog:
             for spec in specs:
                 if not isinstance(spec, BackboneSpec):
                     raise ZooError(f"returned {type(spec).__name__}, not a zoo.BackboneSpec")
-        except Exception as exc:
-            info.error = one_line(exc)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            info.fail(exc)
             continue
         for spec in specs:
             spec = dataclasses.replace(spec, plugin=impl.plugin_name)
@@ -196,12 +212,26 @@ def catalog() -> Catalog:
 
 
 def build_backbone(spec: BackboneSpec, weights: str | None):
-    """Ask the plugins to build `spec` (see the `zoo_build_backbone` hook)."""
+    """Ask the plugins to build `spec` (see the `zoo_build_backbone` hook), one at a time, so
+    an exception names the plugin whose builder raised it."""
     manager, _ = plugin_manager()
-    model = manager.hook.zoo_build_backbone(spec=spec, weights=weights)
-    if model is None:
-        raise ZooError(
-            f"no plugin builds backbone {spec.name!r} (source {spec.source!r}); "
-            f"plugin {spec.plugin} must implement zoo_build_backbone"
-        )
-    return model
+    builders = manager.hook.zoo_build_backbone.get_hookimpls()
+    for impl in reversed(builders):  # pluggy's order: the last registered first
+        arguments = {"spec": spec, "weights": weights}
+        try:
+            model = impl.function(*(arguments[name] for name in impl.argnames))
+        except (ZooError, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            raise ZooError(
+                f"plugin {impl.plugin_name}'s zoo_build_backbone failed for {spec.name}: {one_line(exc)}"
+            ) from exc
+        if model is not None:
+            return model
+    own = any(impl.plugin_name == spec.plugin for impl in builders)
+    fix = (
+        f"its zoo_build_backbone returned None for it: it must return the model when spec.name == {spec.name!r}"
+        if own
+        else "it must implement zoo_build_backbone"
+    )
+    raise ZooError(f"no plugin builds backbone {spec.name!r} (source {spec.source!r}); plugin {spec.plugin}: {fix}")

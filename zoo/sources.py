@@ -5,6 +5,8 @@ They implement the same `zoo_build_backbone` hook as any plugin, registered firs
 
 from __future__ import annotations
 
+import difflib
+
 from zoo.errors import ZooError
 from zoo.hookspecs import hookimpl
 
@@ -21,7 +23,12 @@ def zoo_build_backbone(spec, weights):
 
     constructor = getattr(applications, spec.reference, None)
     if constructor is None:
-        raise ZooError(f"keras.applications has no {spec.reference!r} (backbone {spec.name})")
+        close = difflib.get_close_matches(spec.reference, [n for n in dir(applications) if n[:1].isupper()], n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "see dir(keras.applications)"
+        raise ZooError(
+            f"plugin {spec.plugin}: keras.applications has no {spec.reference!r} (backbone {spec.name}); "
+            f"{hint} Fix the spec's reference"
+        )
     return constructor(
         include_top=False,
         weights=weights,
