@@ -21,6 +21,7 @@ from rich.progress import (
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TransferSpeedColumn,
@@ -30,6 +31,8 @@ from typer.core import TyperGroup
 
 from zoo import download, hub, plugin_manager, registry, weights
 from zoo.errors import ZooError, one_line
+from zoo.progress import Progress as StepProgress
+from zoo.progress import prefixed
 
 
 class _OneLineErrors(TyperGroup):
@@ -215,6 +218,15 @@ def _progress() -> Progress:
     )
 
 
+def _bar(progress: Progress, task: TaskID) -> StepProgress:
+    """zoo's progress callback, drawn as the bar `task`: its step as the description."""
+
+    def report(step: str, done: int, total: int) -> None:
+        progress.update(task, description=step, completed=done, total=total or None)
+
+    return report
+
+
 #: The bench defaults of registry.toml, shown in `zoo bench --help`.
 _DEFAULTS = registry.bench_defaults()
 
@@ -254,7 +266,7 @@ def bench(
 ) -> None:
     """Benchmark backbones on one dataset and print the comparison table."""
     _add_plugins(plugin)
-    from zoo.bench import BenchSettings, run_bench, validate_weights_mode
+    from zoo.bench import BenchSettings, run_bench
     from zoo.data import load_dataset, skipped_summary
     from zoo.report import read_results, results_lock
     from zoo.sample_data import sample_dataset
@@ -278,7 +290,7 @@ def bench(
         specs = [catalog.get(hub.variant_name(name, source)) for name in names]
     else:
         raise ZooError("name the backbones to bench (see `zoo list`) or use --all")
-    validate_weights_mode(settings.weights, len(specs))
+    weights.validate_weights_mode(settings.weights, len(specs))
     _warn_broken()
     if data is None:
         data = sample_dataset()
@@ -293,9 +305,7 @@ def bench(
         read_results(out_dir)  # damaged rows are refused now, not after the image check
     with _progress() as progress:
         task = progress.add_task("checking images", total=None)
-        dataset = load_dataset(
-            data, lambda step, done, total: progress.update(task, completed=done, total=total)
-        )
+        dataset = load_dataset(data, _bar(progress, task))
     if dataset.skipped:
         err.print(f"[yellow]{escape(skipped_summary(dataset))}[/]", highlight=False, soft_wrap=True)
     nested = f" ({dataset.nested} of them in subfolders of class folders)" if dataset.nested else ""
@@ -310,16 +320,16 @@ def bench(
                   "training runs end to end (slower).[/]")
     with _progress() as progress:
         overall = progress.add_task("backbones", total=len(specs))
-        tasks: dict[str, int] = {}
+        in_flight: list[TaskID] = []  # the bar of the backbone being benched
 
-        def report(name: str, step: str, done: int, total: int) -> None:
-            if name not in tasks:
-                tasks[name] = progress.add_task(name, total=None)
-            progress.update(tasks[name], description=f"{name}: {step}", completed=done, total=total or None)
+        def report(step: str, done: int, total: int) -> None:
+            if not in_flight:
+                in_flight.append(progress.add_task(step, total=None))
+            _bar(progress, in_flight[0])(step, done, total)
 
         def finished(row: dict, reused: bool) -> None:
-            if row["backbone"] in tasks:
-                progress.remove_task(tasks.pop(row["backbone"]))
+            if in_flight:
+                progress.remove_task(in_flight.pop())
             progress.advance(overall)
             if reused:
                 err.print(f"{row['backbone']}: finished before with these settings (--resume), kept", markup=False)
@@ -491,12 +501,8 @@ def weights_fetch(
             if spec.source != "hub" and spec.weights is None:
                 continue
             task = progress.add_task(spec.name, total=None)
-
-            def report(step: str, done: int, total: int, task=task, name=spec.name) -> None:
-                progress.update(task, description=f"{name}: {step}", completed=done, total=total or None)
-
             try:
-                resolved = weights.resolve(spec, "imagenet", report)
+                resolved = weights.resolve(spec, "imagenet", prefixed(_bar(progress, task), spec.name))
                 err.print(f"[green]{spec.name}[/]: {escape(resolved.note)}", highlight=False, soft_wrap=True)
             except ZooError as exc:
                 failed += 1
