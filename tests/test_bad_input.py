@@ -519,7 +519,7 @@ def test_out_is_checked_before_any_work_and_a_bad_data_leaves_no_folder(tmp_path
 @pytest.mark.parametrize(
     "arguments, expected",
     [
-        (["--batch-size", "0"], ("--batch-size", "must be 1 or more")),
+        (["--batch-size", "0"], ("--batch-size 0", "must be 1 to 4096")),
         (["--epochs", "-1"], ("--epochs", "must be 0 or more")),
         (["--weights", "imagenett"], ("--weights imagenett: no such file; did you mean imagenet?",)),
     ],
@@ -790,5 +790,28 @@ def test_sigterm_is_ctrl_c_and_leaves_no_lock_folder_or_partial_file(hold_plugin
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == "Interrupted: no backbone had finished, so no results were written"
+    assert "oneDNN" not in stderr and "absl::InitializeLog" not in stderr  # 17.18: TensorFlow's C++ log is silenced
     assert not out.exists()  # nothing finished: no half-made --out, no lock
     assert not list(features.glob("*tiny_b*"))
+
+
+# 17.1 a batch size that cannot fit
+
+
+@pytest.mark.parametrize("size", ["1000000000", "99999999999999999999"])
+def test_a_batch_size_too_large_to_hold_is_one_line(size, tiny_dataset, tmp_path):
+    one_line_error(bench(tiny_dataset, tmp_path / "out", "--batch-size", size), f"--batch-size {size}: it must be 1 to 4096")
+
+
+# 17.16 a failed row keeps its traceback; --debug shows it
+
+
+def test_a_failed_row_keeps_its_traceback_and_debug_shows_it(tiny_dataset, tmp_path, monkeypatch):
+    write_plugins(tmp_path, monkeypatch, mistakes=BUILDER_MISTAKES)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["--debug", "bench", "raises", "--data", str(tiny_dataset), "--out", str(out), *TINY])
+    assert result.exit_code == 1, result.output
+    [row] = rows_of(out)
+    assert row["error"] == "plugin mistakes's zoo_build_backbone failed for raises: ValueError: boom"
+    assert row["traceback"].startswith("Traceback (most recent call last)") and "ValueError: boom" in row["traceback"]
+    assert "Traceback (most recent call last)" in result.stderr and 'raise ValueError("boom")' in result.stderr

@@ -346,6 +346,7 @@ def bench(
 
     _print_results(rows, f"zoo bench: {dataset.root.name}", as_json)
     _warn_random(rows)
+    _warn_params(specs, rows)
     err.print(
         f"Results written to {out_dir}/: results.json, .csv, .md, accuracy_vs_speed.png, tensorboard/",
         markup=False, highlight=False, soft_wrap=True,
@@ -369,6 +370,19 @@ def _import_tensorflow() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def _warn_params(specs: list, rows: list[dict]) -> None:
+    """Say which spec declares a parameter count its built model does not have (zoo list shows the declared one)."""
+    built = {row["backbone"]: row.get("params") for row in rows if row["status"] == "ok"}
+    for spec in specs:
+        count = built.get(spec.name)
+        if count is not None and count != spec.params:
+            err.print(
+                f"[yellow]{escape(spec.name)}: its spec declares params={spec.params:,}, the built model has "
+                f"{count:,}; plugin {escape(spec.plugin)} should set params={count}[/]",
+                soft_wrap=True,
+            )
 
 
 def _warn_random(rows: list[dict]) -> None:
@@ -402,6 +416,8 @@ def _print_results(rows: list[dict], title: str, as_json: bool) -> None:
         out.print(results_table(rows, title=escape(title)))
     for row in rows:
         if row["status"] != "ok":
+            if _debug and row.get("traceback"):
+                err.print(row["traceback"], markup=False, highlight=False, end="")
             err.print(f"[red]{escape(str(row['backbone']))} failed: {escape(str(row['error']))}[/]", highlight=False, soft_wrap=True)
 
 

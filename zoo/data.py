@@ -150,9 +150,11 @@ def skipped_summary(dataset: Dataset, examples: int = 2) -> str:
 
 
 def image_batches(files: tuple[str, ...], size: int, batch_size: int, interpolation: str = "bilinear"):
-    """A tf.data pipeline of float32 0..255 RGB images resized to size×size, in file order."""
+    """A tf.data pipeline of float32 0..255 RGB images resized to size×size, in file order;
+    no batch is larger than `files`."""
     import tensorflow as tf
 
+    batch_size = max(1, min(batch_size, len(files)))
     def load(path):
         image = tf.cast(decode(tf.io.read_file(path)), tf.float32)
         return tf.image.resize(image, (size, size), method=interpolation)
@@ -174,6 +176,7 @@ def labeled_batches(split: Split, size: int, batch_size: int, seed: int, interpo
     order = np.random.default_rng(seed).permutation(len(split))
     files = tuple(split.files[i] for i in order)
     labels = np.asarray(split.labels)[order]
+    batch_size = max(1, min(batch_size, len(split)))
     images = image_batches(files, size, batch_size, interpolation).unbatch()
     pairs = tf.data.Dataset.zip((images, tf.data.Dataset.from_tensor_slices(labels)))
     pairs = pairs.apply(tf.data.experimental.assert_cardinality(len(split)))  # lost by unbatch()

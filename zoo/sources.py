@@ -24,10 +24,10 @@ def zoo_build_backbone(spec, weights):
     constructor = getattr(applications, spec.reference, None)
     if constructor is None:
         close = difflib.get_close_matches(spec.reference, [n for n in dir(applications) if n[:1].isupper()], n=1)
-        hint = f"did you mean {close[0]!r}?" if close else "see dir(keras.applications)"
+        hint = f"did you mean {close[0]!r}? " if close else ""
         raise ZooError(
-            f"plugin {spec.plugin}: keras.applications has no {spec.reference!r} (backbone {spec.name}); "
-            f"{hint} Fix the spec's reference"
+            f"keras.applications has no {spec.reference!r} (backbone {spec.name}); {hint}fix the "
+            f"reference in plugin {spec.plugin}'s spec"
         )
     return constructor(
         include_top=False,
