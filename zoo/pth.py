@@ -236,9 +236,7 @@ def _read_storages(f, keys: Any, storages: dict[str, _Storage], little_endian: b
             raise pickle.UnpicklingError(f"storage key {key} is not used by any tensor")
         (numel,) = struct.unpack(order + "q", _read_exact(f, 8))
         if numel != storage.numel:
-            raise pickle.UnpicklingError(
-                f"storage {key} holds {numel} elements, the pickle says {storage.numel}"
-            )
+            raise pickle.UnpicklingError(f"storage {key} holds {numel} elements, the pickle says {storage.numel}")
         remaining -= 8 + numel * storage.kind.itemsize
         if remaining < 0:
             raise EOFError(f"file ends before the {numel} elements of storage {key}")
@@ -339,8 +337,19 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise
     except FileNotFoundError:
         raise ZooError(f"cannot read {path}: no such file") from None
-    except (OSError, EOFError, pickle.UnpicklingError, struct.error, ValueError, TypeError,
-            AttributeError, IndexError, KeyError, MemoryError, OverflowError) as exc:
+    except (
+        OSError,
+        EOFError,
+        pickle.UnpicklingError,
+        struct.error,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        MemoryError,
+        OverflowError,
+    ) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ZooError(
             f"cannot read {path}: truncated or corrupt PyTorch checkpoint ({detail}); replace it "
