@@ -158,7 +158,9 @@ def list_command(
         for row in rows:
             table.add_row(
                 *(escape(str(row[key])) for key in ("name", "family", "source", "input_size", "preprocessing")),
-                readable_count(row["params"]), escape(row["weights_status"]), escape(row["plugin"]),
+                readable_count(row["params"]),
+                escape(row["weights_status"]),
+                escape(row["plugin"]),
             )
         out.print(table)
     _warn_broken()
@@ -328,7 +330,9 @@ def bench(
     err.print(
         f"{len(dataset.class_names)} classes, {len(dataset.train)} train and "
         f"{len(dataset.test)} test images from {dataset.root}{nested}",
-        markup=False, highlight=False, soft_wrap=True,
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )
 
     if augment:
@@ -367,7 +371,9 @@ def bench(
     _warn_params(specs, rows)
     err.print(
         f"Results written to {out_dir}/: results.json, .csv, .md, accuracy_vs_speed.png, tensorboard/",
-        markup=False, highlight=False, soft_wrap=True,
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )
     if any(row["status"] != "ok" for row in rows):
         raise typer.Exit(1)
@@ -377,13 +383,13 @@ def _import_tensorflow() -> None:
     """Import TensorFlow now, with its C++ start-up notices (oneDNN, absl), which ignore
     TF_CPP_MIN_LOG_LEVEL, sent to /dev/null unless --debug."""
     if _debug or "tensorflow" in sys.modules:
-        import tensorflow  # noqa: F401
+        importlib.import_module("tensorflow")
         return
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
-        import tensorflow  # noqa: F401
+        importlib.import_module("tensorflow")
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -436,7 +442,11 @@ def _print_results(rows: list[dict], title: str, as_json: bool) -> None:
         if row["status"] != "ok":
             if _debug and row.get("traceback"):
                 err.print(row["traceback"], markup=False, highlight=False, end="")
-            err.print(f"[red]{escape(str(row['backbone']))} failed: {escape(str(row['error']))}[/]", highlight=False, soft_wrap=True)
+            err.print(
+                f"[red]{escape(str(row['backbone']))} failed: {escape(str(row['error']))}[/]",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 @app.command("report")

@@ -111,7 +111,9 @@ def load_dataset(root: str | Path, progress: Progress = no_progress) -> Dataset:
     root = Path(root).expanduser()
     train_folders, test_folders = _check_layout(root)
     class_names = tuple(sorted(train_folders))
-    listing = {folders[name]: _class_files(folders[name]) for folders in (train_folders, test_folders) for name in class_names}
+    listing = {
+        folders[name]: _class_files(folders[name]) for folders in (train_folders, test_folders) for name in class_names
+    }
     verdicts = check_files(root, [path for files in listing.values() for path in files], progress)
     splits, nested = [], 0
     for folders in (train_folders, test_folders):
@@ -155,6 +157,7 @@ def image_batches(files: tuple[str, ...], size: int, batch_size: int, interpolat
     import tensorflow as tf
 
     batch_size = max(1, min(batch_size, len(files)))
+
     def load(path):
         image = tf.cast(decode(tf.io.read_file(path)), tf.float32)
         return tf.image.resize(image, (size, size), method=interpolation)

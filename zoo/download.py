@@ -72,7 +72,9 @@ def fetch(
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ZooError(f"cannot create {target.parent} ({exc.strerror or exc}) to download into; make it writable") from None
+        raise ZooError(
+            f"cannot create {target.parent} ({exc.strerror or exc}) to download into; make it writable"
+        ) from None
     partial = target.with_name(target.name + ".part")
     step = f"downloading {target.name}"
     try:

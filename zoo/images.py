@@ -9,8 +9,8 @@ than something cheaper: Pillow's `verify()` passes truncated JPEGs, and Pillow's
 PNGs cut inside their last chunk; TensorFlow rejects both mid-epoch.
 
 The check reads a file's header before the file: a huge file that is no image, or an image
-file over MAX_FILE_BYTES, is refused without being read. Verdicts are cached under the zoo cache, keyed by each file's path, size and mtime, so a rerun
-decodes only new or changed files.
+file over MAX_FILE_BYTES, is refused without being read. Verdicts are cached under the zoo
+cache, keyed by each file's path, size and mtime, so a rerun decodes only new or changed files.
 """
 
 from __future__ import annotations

@@ -57,6 +57,7 @@ class _Sealed:
     BUILD (which calls __setstate__ when there is one) is refused instead of changing it."""
 
     __slots__ = ("name",)
+    name: str
 
     def __init__(self, name: str):
         object.__setattr__(self, "name", name)
@@ -72,6 +73,7 @@ class _Function(_Sealed):
     """One of our stand-ins for torch's rebuild functions, sealed."""
 
     __slots__ = ("function",)
+    function: Any
 
     def __init__(self, name: str, function: Any):
         super().__init__(name)

@@ -249,7 +249,9 @@ def read_results(out_dir: Path) -> dict:
     for number, row in enumerate(results["backbones"], 1):
         problem = _row_problem(row)
         if problem:
-            raise ZooError(f"{path}: backbone row {number} {problem}; delete that row, or rerun the bench into a new --out")
+            raise ZooError(
+                f"{path}: backbone row {number} {problem}; delete that row, or rerun the bench into a new --out"
+            )
     return results
 
 

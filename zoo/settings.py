@@ -19,6 +19,7 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 #: The largest --batch-size: one batch of decoded images is held in memory at once.
 MAX_BATCH_SIZE = 4096
 
+
 @dataclass(frozen=True)
 class BenchSettings:
     """How every backbone is trained and measured; the defaults of the fields registry.toml's

@@ -84,7 +84,10 @@ def check_self_rescaling(spec: BackboneSpec) -> None:
     constructor = getattr(applications, spec.reference, None)
     if constructor is None:
         return  # check_model says so, with a did-you-mean
-    if spec.reference.startswith("EfficientNetB") or "include_preprocessing" in inspect.signature(constructor).parameters:
+    if (
+        spec.reference.startswith("EfficientNetB")
+        or "include_preprocessing" in inspect.signature(constructor).parameters
+    ):
         raise AssertionError(
             f"{spec.name}: keras.applications.{spec.reference} rescales its input itself, so "
             f"preprocessing {spec.preprocessing_name!r} would preprocess twice; declare preprocessing='none'"
