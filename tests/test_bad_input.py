@@ -677,7 +677,7 @@ def zoo_build_backbone(spec, weights):
 @pytest.mark.parametrize(
     "name, expected",
     [
-        ("returns_none", "plugin mistakes: its zoo_build_backbone returned None for it: it must return the model "
+        ("returns_none", "plugin mistakes's zoo_build_backbone returned None for it: it must return the model "
                          "when spec.name == 'returns_none'"),
         ("raises", "plugin mistakes's zoo_build_backbone failed for raises: ValueError: boom"),
         ("bad_preprocessing", "plugin mistakes: the preprocessing of bad_preprocessing "

@@ -228,8 +228,9 @@ def build_backbone(spec: BackboneSpec, weights: str | None):
             return model
     own = any(impl.plugin_name == spec.plugin for impl in builders)
     fix = (
-        f"its zoo_build_backbone returned None for it: it must return the model when spec.name == {spec.name!r}"
+        f"plugin {spec.plugin}'s zoo_build_backbone returned None for it: it must return the model "
+        f"when spec.name == {spec.name!r}"
         if own
-        else "it must implement zoo_build_backbone"
+        else f"plugin {spec.plugin} must implement zoo_build_backbone"
     )
-    raise ZooError(f"no plugin builds backbone {spec.name!r} (source {spec.source!r}); plugin {spec.plugin}: {fix}")
+    raise ZooError(f"no plugin builds backbone {spec.name!r} (source {spec.source!r}); {fix}")
