@@ -6,11 +6,12 @@ Importing zoo does not import TensorFlow; building a model does.
 
 from zoo.errors import ZooError
 from zoo.hookspecs import hookimpl
-from zoo.spec import PREPROCESSING, BackboneSpec, Weights
+from zoo.spec import PREPROCESSING, BackboneSpec, Normalization, Weights
 
 __all__ = [
     "PREPROCESSING",
     "BackboneSpec",
+    "Normalization",
     "Weights",
     "ZooError",
     "create_model",

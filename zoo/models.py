@@ -5,9 +5,11 @@ The seed's recipe: Input → preprocessing → frozen base → global average po
 
 from __future__ import annotations
 
+import warnings
+
 from zoo.errors import ZooError, one_line
 from zoo.plugin_manager import build_backbone, catalog
-from zoo.preprocessing import preprocess, preprocessing_layer
+from zoo.preprocessing import preprocessing_layer
 from zoo.spec import BackboneSpec
 from zoo.weights import ResolvedWeights, resolve
 
@@ -18,8 +20,7 @@ def feature_extractor(spec: BackboneSpec, weights: ResolvedWeights):
 
     base = build_backbone(spec, weights.path)
     base.trainable = False
-    if callable(spec.preprocessing):
-        _try_preprocessing(spec)
+    _try_preprocessing(spec)
     inputs = keras.Input((spec.input_size, spec.input_size, 3), name="image")
     x = inputs if spec.preprocessing == "none" else preprocessing_layer(spec)(inputs)
     features = base(x, training=False)
@@ -36,8 +37,11 @@ def _try_preprocessing(spec: BackboneSpec) -> None:
     layer its exception would surface as Keras' NotImplementedError, hiding the real cause."""
     import keras
 
+    function = spec.preprocessing
+    if not callable(function):
+        return
     try:
-        preprocess(keras.ops.zeros((1, spec.input_size, spec.input_size, 3)), spec)
+        function(keras.ops.zeros((1, spec.input_size, spec.input_size, 3)))
     except Exception as exc:
         raise ZooError(
             f"plugin {spec.plugin}: the preprocessing of {spec.name} ({spec.preprocessing_name}) "
@@ -55,11 +59,22 @@ def classification_head(feature_dim: int, num_classes: int):
     )
 
 
-def create_model(name: str, num_classes: int, weights: str = "auto"):
-    """A ready-to-train classifier: backbone `name`, frozen, with a new `num_classes` head."""
+def classifier(spec: BackboneSpec, extractor, head):
+    """The whole classifier: 0..255 RGB images → class probabilities, one Keras model."""
     import keras
 
-    spec = catalog().get(name)
-    extractor = feature_extractor(spec, resolve(spec, weights))
-    head = classification_head(spec.feature_dim, num_classes)
     return keras.Model(extractor.input, head(extractor.output), name=spec.name.replace(":", "_"))
+
+
+def create_model(name: str, num_classes: int, weights: str = "auto"):
+    """A ready-to-train classifier: backbone `name`, frozen, with a new `num_classes` head.
+
+    With `weights="auto"` a backbone whose pretrained weights cannot be had is built with
+    random weights, and a warning says so and why.
+    """
+    spec = catalog().get(name)
+    resolved = resolve(spec, weights)
+    if weights == "auto" and not resolved.pretrained:
+        warnings.warn(f"{name} uses RANDOM weights: {resolved.note}", stacklevel=3)
+    extractor = feature_extractor(spec, resolved)
+    return classifier(spec, extractor, classification_head(spec.feature_dim, num_classes))
