@@ -753,8 +753,10 @@ def test_results_json_that_is_a_folder_is_refused_before_any_work(tiny_dataset, 
 # 17.4, 17.12, 17.23 brackets in paths; images in class subfolders; specs without weights
 
 
-def test_paths_with_brackets_nested_images_and_specs_without_weights(hold_plugin, tiny_dataset, tmp_path):
+def test_paths_with_brackets_nested_images_and_specs_without_weights(tiny_dataset, tmp_path, monkeypatch):
     import shutil
+
+    write_plugins(tmp_path, monkeypatch, tiny=HOLD_PLUGIN.replace("params=224", "params=5"))  # 17.19: wrong count
 
     data = tmp_path / "food [copy]"
     shutil.copytree(tiny_dataset, data)
@@ -767,6 +769,7 @@ def test_paths_with_brackets_nested_images_and_specs_without_weights(hold_plugin
     assert f"Results written to {out}/" in result.stderr
     assert "RANDOM weights (their specs declare no pretrained weights): tiny_a." in result.stderr
     assert "no pretrained file found" not in result.stderr
+    assert "tiny_a: its spec declares params=5, the built model has 224; plugin tiny should set params=224" in result.stderr
     [row] = rows_of(out)
     assert row["status"] == "ok"
 
