@@ -18,13 +18,13 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from zoo import features, metrics, recipe
+from zoo import export, features, metrics, recipe
 from zoo.data import Dataset, Split, image_batches, labeled_batches
 from zoo.errors import one_line
 from zoo.progress import Progress, no_progress, prefixed
@@ -192,6 +192,10 @@ def _fine_tune(run: _Run, row: BenchRow, model: Any) -> None:
     row.finetune_seconds = time.perf_counter() - start
 
 
+#: keep(classifier, metadata) → where it was kept (relative to --out), or None.
+Keep = Callable[[Any, dict], str | None]
+
+
 def _measure(
     row: BenchRow,
     spec: BackboneSpec,
@@ -200,8 +204,10 @@ def _measure(
     progress: Progress,
     strategy: Any,
     log_dir: Path | None,
+    keep: Keep | None,
 ) -> None:
-    """Fill `row` as each step finishes, so a failure keeps what was measured before it."""
+    """Fill `row` as each step finishes, so a failure keeps what was measured before it;
+    then hand the trained classifier and its metadata to `keep`."""
     import keras
 
     from zoo.models import feature_extractor
@@ -242,6 +248,11 @@ def _measure(
     row.latency_ms_p50, row.latency_ms_p95 = metrics.latency_ms(forward, batch[:1], settings.latency_runs, progress)
     progress("counting FLOPs", 0, 1)
     row.flops_per_image = metrics.flops_per_image(model)
+    if keep is not None:
+        progress("saving the classifier", 0, 1)
+        scores = {"top1": row.top1, "top5": row.top5, "test_images": row.test_images, "dataset": str(dataset.root)}
+        meta = export.metadata(spec, weights, extractor, dataset.class_names, asdict(settings), scores)
+        row.classifier = keep(model, meta)
 
 
 def bench_backbone(
@@ -251,13 +262,15 @@ def bench_backbone(
     progress: Progress = no_progress,
     strategy: Any = None,
     log_dir: Path | None = None,
+    keep: Keep | None = None,
 ) -> BenchRow:
-    """Train and measure one backbone; any failure becomes a failed row with a one-line error."""
+    """Train and measure one backbone; any failure becomes a failed row with a one-line error.
+    `keep` receives the trained classifier and its metadata (zoo.export.metadata)."""
     row = BenchRow.start(spec, settings, settings_fingerprint(spec, dataset, settings))
     start = time.perf_counter()
     try:
         with metrics.PeakMemory() as memory:
-            _measure(row, spec, dataset, settings, progress, strategy or make_strategy("default"), log_dir)
+            _measure(row, spec, dataset, settings, progress, strategy or make_strategy("default"), log_dir, keep)
         row.peak_rss_mb = memory.peak_bytes / 2**20
         row.status = "ok"
     except Exception as exc:  # one backbone failing must not stop the bench
@@ -265,6 +278,20 @@ def bench_backbone(
         row.traceback = "".join(traceback.format_exception(exc))
     row.finish(time.perf_counter() - start)
     return row
+
+
+def _keeper(out_dir: Path, spec: BackboneSpec, settings: BenchSettings, classifiers: dict | None) -> Keep:
+    """Saves a trained classifier under out_dir/models/ (all of it after fine-tuning, which
+    changed the base; else its head) and hands it to `classifiers`."""
+
+    def keep(model: Any, meta: dict) -> str:
+        relative = f"models/{spec.name.replace(':', '_')}"
+        export.save_trained(out_dir / relative, model, meta, whole=settings.mode == "finetune")
+        if classifiers is not None:
+            classifiers[spec.name] = model
+        return relative
+
+    return keep
 
 
 def run_bench(
@@ -275,10 +302,14 @@ def run_bench(
     resume: bool = False,
     progress: Progress = no_progress,
     finished: Callable[[dict, bool], None] = lambda row, reused: None,
+    classifiers: dict[str, Any] | None = None,
 ) -> list[dict]:
     """Bench `specs` one after another, writing the results after each, so Ctrl-C loses only
     the backbone in flight. Steps are reported as "BACKBONE: step". With `resume`, finished rows
-    of the same settings are kept as they are; rows of backbones not benched now stay in the file too."""
+    of the same settings are kept as they are; rows of backbones not benched now stay in the file too.
+
+    Each trained classifier is saved under `out_dir/models/BACKBONE/` (zoo.export.save_trained)
+    and, given a `classifiers` dict, also put in it by backbone name."""
     from zoo import report
 
     strategy = make_strategy(settings.strategy)
@@ -306,7 +337,8 @@ def run_bench(
             finished(before, True)
             continue
         log_dir = out_dir / "tensorboard" / spec.name
-        row = bench_backbone(spec, dataset, settings, prefixed(progress, spec.name), strategy, log_dir).to_dict()
+        keep = _keeper(out_dir, spec, settings, classifiers)
+        row = bench_backbone(spec, dataset, settings, prefixed(progress, spec.name), strategy, log_dir, keep).to_dict()
         rows.append(row)
         report.write_results(out_dir, rows, meta)
         finished(row, False)
