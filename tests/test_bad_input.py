@@ -482,7 +482,7 @@ def test_ctrl_c_between_writing_results_and_renaming_them_keeps_the_previous_fil
         write_results(tmp_path, [*previous, {"backbone": "tiny_b", "status": "ok", "top1": 1.0, "error": ""}])
     monkeypatch.undo()
     assert (tmp_path / "results.json").read_bytes() == before
-    assert {path.name for path in tmp_path.iterdir()} == RESULTS - {".zoo-bench.lock", "tensorboard"}
+    assert {path.name for path in tmp_path.iterdir()} == RESULTS - {".zoo-bench.lock", "tensorboard", "models"}
 
 
 # 12. two benches into one --out at once: the second is refused at once; a killed one never blocks
