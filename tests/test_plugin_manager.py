@@ -224,7 +224,7 @@ def test_custom_builder_and_callable_preprocessing_are_benched(tmp_path, tiny_da
         "--weights", "none", "--epochs", "1", "--out", str(tmp_path / "out"), "--json",
     ])
     assert result.exit_code == 0, result.output
-    [row] = json.loads(result.stdout)
+    [row] = json.loads(result.stdout)["backbones"]
     assert (row["backbone"], row["status"], row["source"]) == ("coded_net", "ok", "custom")
 
 

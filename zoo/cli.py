@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -32,6 +33,7 @@ from zoo import download, hub, plugin_manager, registry, weights
 from zoo.errors import ZooError, one_line
 from zoo.progress import Progress as StepProgress
 from zoo.progress import prefixed
+from zoo.tables import Column, dropped_note, fitted_table
 
 
 class _OneLineErrors(TyperGroup):
@@ -84,14 +86,16 @@ ENVIRONMENT = {
 app = typer.Typer(
     cls=_OneLineErrors,
     help="Which pretrained backbone is best for my data, and at what cost?",
-    epilog="Environment variables:\n\n" + "\n\n".join(f"{name}: {text}" for name, text in ENVIRONMENT.items()),
+    epilog="Exit codes: 0 done; 1 a backbone failed, or an unexpected error (a bug: please report it); "
+    "2 bad input or usage, with one line saying how to fix it; 130 interrupted (Ctrl-C).\n\nEnvironment variables:\n\n"
+    + "\n\n".join(f"{name}: {text}" for name, text in ENVIRONMENT.items()),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
-# Piped output is not cut to 80 columns: tables stay whole in logs and files.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+# Piped output is a fixed wide table, never fitted or cut: whole in logs and files.
+PIPE_WIDTH = 250
+out = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else PIPE_WIDTH)
 _debug = False
 #: `--plugin PATH`, taken before the command (`zoo --plugin X list`) and after it (`zoo list --plugin X`).
 PLUGIN_OPTION = typer.Option([], "--plugin", help="Load a plugin file or folder too (repeatable).")
@@ -102,10 +106,19 @@ def _add_plugins(paths: list[Path]) -> None:
         plugin_manager.add_plugin_path(str(path))
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"zoo {version('zoo')}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     plugin: list[Path] = PLUGIN_OPTION,
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks, and TensorFlow's own log."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print zoo's version."),
 ) -> None:
     global _debug
     _debug = debug
@@ -140,38 +153,79 @@ def _warn_broken() -> None:
         )
 
 
+#: `zoo list`'s columns; the least useful are dropped first to fit the terminal (zoo.tables).
+_LIST_COLUMNS = [
+    Column("name", "Name", 0, "left"),
+    Column("weights", "Weights", 1, "left"),
+    Column("input_size", "Input", 2),
+    Column("params", "Params", 2),
+    Column("source", "Source", 3, "left"),
+    Column("plugin", "Plugin", 4, "left"),
+    Column("family", "Family", 5, "left"),
+    Column("preprocessing", "Preprocessing", 6, "left"),
+    Column("weights_from", "Weights from", 7, "left"),
+]
+
+
+def _list_cells(row: dict) -> dict:
+    state, _, origin = row["weights_status"].partition(" (")
+    from zoo.report import readable_count
+
+    weights_from = origin.rstrip(")") or "-"
+    return {**row, "params": readable_count(row["params"]), "weights": state, "weights_from": weights_from}
+
+
 @app.command("list")
 def list_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."), plugin: list[Path] = PLUGIN_OPTION
 ) -> None:
-    """Every backbone the installed plugins provide (does not import TensorFlow)."""
-    from zoo.report import readable_count
+    """Every backbone the installed plugins provide (does not import TensorFlow).
 
+    \b
+    Examples:
+      zoo list
+      zoo list --json | jq -r '.[].name'
+    """
     _add_plugins(plugin)
     rows = _catalog_rows()
     if as_json:
         out.print_json(json.dumps(rows))
     else:
-        table = Table(title="zoo backbones")
-        for header in ("Name", "Family", "Source", "Input", "Preprocessing", "Params", "Weights", "Plugin"):
-            table.add_column(header)
-        for row in rows:
-            table.add_row(
-                *(escape(str(row[key])) for key in ("name", "family", "source", "input_size", "preprocessing")),
-                readable_count(row["params"]),
-                escape(row["weights_status"]),
-                escape(row["plugin"]),
-            )
+        cells = [[escape(str(_list_cells(row)[column.key])) for column in _LIST_COLUMNS] for row in rows]
+        table, dropped = fitted_table(_LIST_COLUMNS, cells, out.width if out.is_terminal else None, "zoo backbones")
         out.print(table)
+        if dropped:
+            err.print(
+                f"[dim]{escape(dropped_note(dropped, 'see them with --json or zoo info NAME'))}[/]", soft_wrap=True
+            )
     _warn_broken()
 
 
 @app.command()
-def info(name: str, plugin: list[Path] = PLUGIN_OPTION) -> None:
-    """Everything zoo knows about one backbone."""
+def info(
+    name: str = typer.Argument(..., help="A backbone (see `zoo list`)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    plugin: list[Path] = PLUGIN_OPTION,
+) -> None:
+    """Everything zoo knows about one backbone.
+
+    \b
+    Examples:
+      zoo info efficientnet_lite0
+      zoo info mobilenet_v2 --json
+    """
     _add_plugins(plugin)
     spec = plugin_manager.catalog().get(name)
-    out.print_json(json.dumps({**spec.to_dict(), "weights_status": weights.status(spec)}))
+    fields = {**spec.to_dict(), "weights_status": weights.status(spec)}
+    if as_json:
+        out.print_json(json.dumps(fields))
+        return
+    table = Table(title=escape(name), show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in fields.items():
+        table.add_row(key, escape(value if isinstance(value, str) else json.dumps(value)))
+    out.print(table)
 
 
 @app.command()
@@ -198,7 +252,13 @@ def new_plugin(
     name: str = typer.Argument(..., help="Plugin name, e.g. my-backbone."),
     directory: Path = typer.Option(Path("."), "--dir", help="Where to create zoo-NAME/."),
 ) -> None:
-    """Create an installable backbone plugin package, with its contract test, to start from."""
+    """Create an installable backbone plugin package, with its contract test, to start from.
+
+    \b
+    Examples:
+      zoo new-plugin my-net && cd zoo-my-net && pip install -e '.[test]' && pytest
+      zoo new-plugin my-net --dir ~/src
+    """
     from zoo import scaffold
 
     files = scaffold.new_plugin(name, directory)
@@ -232,6 +292,13 @@ def _bar(progress: Progress, task: TaskID) -> StepProgress:
     return report
 
 
+_COLUMNS_OPTION = typer.Option(
+    None,
+    "--columns",
+    help="Comma-separated table columns to show (backbone, top-1 and weights always are): "
+    "top1_ci95, vs_best, top5, images_per_sec, latency_ms_p50, params, ... (all: results.md).",
+)
+
 #: The bench defaults of registry.toml, shown in `zoo bench --help`.
 _DEFAULTS = registry.bench_defaults()
 
@@ -242,31 +309,37 @@ def bench(
     names: list[str] = typer.Argument(None, help="Backbones to bench (see `zoo list`)."),
     all_backbones: bool = typer.Option(False, "--all", help="Bench every backbone."),
     source: str | None = typer.Option(
-        None, "--source", help="hub or keras: each backbone's TF Hub or Keras variant [--all: the default ones]."
+        None,
+        "--source",
+        help="hub or keras: each backbone's TF Hub or Keras variant.",
+        show_default="the names as given; with --all, the Keras ones",
     ),
-    data: Path | None = typer.Option(None, help="Folder with train/<class>/ and test/<class>/."),
-    epochs: int | None = typer.Option(None, help=f"Head training epochs (default: {_DEFAULTS['epochs']})."),
-    batch_size: int | None = typer.Option(None, help=f"Batch size (default: {_DEFAULTS['batch_size']})."),
+    data: Path | None = typer.Option(
+        None, help="Folder with train/<class>/ and test/<class>/.", show_default="zoo's embedded sample dataset"
+    ),
+    epochs: int | None = typer.Option(None, help="Head training epochs.", show_default=str(_DEFAULTS["epochs"])),
+    batch_size: int | None = typer.Option(None, help="Batch size.", show_default=str(_DEFAULTS["batch_size"])),
     learning_rate: float | None = typer.Option(
-        None, help=f"Adam learning rate (default: {_DEFAULTS['learning_rate']})."
+        None, help="Adam learning rate.", show_default=str(_DEFAULTS["learning_rate"])
     ),
     weights_mode: str = typer.Option(
         "auto", "--weights", help="auto, imagenet, none, or a weights file for one backbone."
     ),
     out_dir: Path | None = typer.Option(
-        None, "--out", help="Results folder (default: zoo-results/<data folder name>)."
+        None, "--out", help="Results folder.", show_default="zoo-results/<data folder name>"
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print results.json instead of the table."),
+    columns: str | None = _COLUMNS_OPTION,
     mode: str = typer.Option("features", help="features (frozen base) or finetune (then unfreeze the top)."),
-    finetune_epochs: int = typer.Option(5, help="Fine-tuning epochs after the head's [--mode finetune]."),
-    unfreeze: int = typer.Option(10, help="Top base layers to unfreeze, BatchNorm excepted [--mode finetune]."),
+    finetune_epochs: int = typer.Option(5, help="Fine-tuning epochs after the head's (with --mode finetune)."),
+    unfreeze: int = typer.Option(10, help="Top base layers to unfreeze, BatchNorm excepted (with --mode finetune)."),
     augment: bool = typer.Option(False, "--augment", help="Random flip/rotation/zoom; runs end to end, no cache."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse and keep extracted features."),
     mirror: bool | None = typer.Option(
         None,
         "--mirror/--no-mirror",
-        help="Also train the head on mirror images and score each test image with its mirror "
-        f"(default: {'on' if _DEFAULTS['mirror'] else 'off'}).",
+        help="Also train the head on mirror images and score each test image with its mirror.",
+        show_default="--mirror" if _DEFAULTS["mirror"] else "--no-mirror",
     ),
     resume: bool = typer.Option(
         False, "--resume", help="Skip backbones already finished in --out with these settings."
@@ -274,7 +347,14 @@ def bench(
     strategy: str = typer.Option("default", help="tf.distribute strategy: default, mirrored or multiworker."),
     plugin: list[Path] = PLUGIN_OPTION,
 ) -> None:
-    """Benchmark backbones on one dataset and print the comparison table."""
+    """Benchmark backbones on one dataset and print the comparison table.
+
+    \b
+    Examples:
+      zoo bench efficientnet_lite0 efficientnet_lite2 --data photos/ --out results/photos
+      zoo bench --all --data photos/ --epochs 5 --no-mirror    # the course's recipe
+      zoo bench --all --json > results.json                     # CI: the results document
+    """
     _add_plugins(plugin)
     from zoo.bench import BenchSettings
     from zoo.data import load_dataset, skipped_summary
@@ -341,14 +421,15 @@ def bench(
             "training runs end to end (slower).[/]"
         )
     rows = bench_with_progress(specs, dataset, settings, out_dir, resume=resume)
-    _print_results(rows, f"zoo bench: {dataset.root.name}", as_json)
+    _print_results(read_results(out_dir), f"zoo bench: {dataset.root.name}", as_json, columns)
     _warn_random(rows)
     _warn_params(specs, rows)
     err.print(
-        f"Results written to {out_dir}/: results.json, .csv, .md, accuracy_vs_speed.png, tensorboard/, models/",
-        markup=False,
+        escape(
+            f"Results written to {out_dir}/: results.json, .csv, .md, accuracy_vs_speed.png, confusion_*.png, "
+            f"tensorboard/, models/ (zoo report {out_dir} --html for one page to share)"
+        ),
         highlight=False,
-        soft_wrap=True,
     )
     best = next((row for row in ranked(rows) if row["status"] == "ok" and row.get("classifier")), None)
     if best is not None:
@@ -386,8 +467,9 @@ def bench_with_progress(specs, dataset, settings, out_dir: Path, resume: bool = 
             if in_flight:
                 progress.remove_task(in_flight.pop())
             progress.advance(overall)
-            if reused:
-                err.print(f"{row['backbone']}: finished before with these settings (--resume), kept", markup=False)
+            done = int(progress.tasks[overall].completed)
+            # One line per backbone, so a piped log (CI) shows the bench moving on.
+            err.print(f"[{done}/{len(specs)}] {escape(_finished_line(row, reused))}", highlight=False, soft_wrap=True)
 
         try:
             return run_bench(
@@ -407,6 +489,16 @@ def bench_with_progress(specs, dataset, settings, out_dir: Path, resume: bool = 
                 f"the backbones finished so far are in {out_dir}/results.json; "
                 "run the same command with --resume to bench the rest"
             ) from None
+
+
+def _finished_line(row: dict, reused: bool) -> str:
+    """`mobilenet_v2 top-1 78.2 % 41 s`, or why it failed, or that it was kept."""
+    if reused:
+        return f"{row['backbone']}: finished before with these settings (--resume), kept"
+    if row["status"] != "ok":
+        return f"{row['backbone']} failed: {row['error']}"
+    weights = " (random weights)" if row.get("weights") == "random" else ""
+    return f"{row['backbone']} top-1 {row['top1'] * 100:.1f} %{weights} {row['total_seconds']:.0f} s"
 
 
 def _import_tensorflow() -> None:
@@ -460,15 +552,25 @@ def _warn_random(rows: list[dict]) -> None:
         )
 
 
-def _print_results(rows: list[dict], title: str, as_json: bool) -> None:
-    """The comparison table (or JSON), then one line per failed backbone."""
-    from zoo.report import results_table
+def _print_results(results: dict, title: str, as_json: bool, columns: str | None) -> None:
+    """The comparison table fitted to the terminal (or the results.json document), the
+    statistics in words, then one line per failed backbone."""
+    from zoo.report import results_table, to_json, with_statistics
 
+    results = with_statistics(results)
     if as_json:
-        out.print_json(json.dumps(rows))
+        out.file.write(to_json(results) + "\n")
     else:
-        out.print(results_table(rows, title=escape(title)))
-    for row in rows:
+        chosen = [name for name in columns.split(",") if name.strip()] if columns else None
+        table, note = results_table(
+            results, title=escape(title), width=out.width if out.is_terminal else None, chosen=chosen
+        )
+        out.print(table)
+        if note:
+            err.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
+        if results["statistics"]["summary"]:
+            out.print(escape(results["statistics"]["summary"]), soft_wrap=True, highlight=False)
+    for row in results["backbones"]:
         if row["status"] != "ok":
             if _debug and row.get("traceback"):
                 err.print(row["traceback"], markup=False, highlight=False, end="")
@@ -482,16 +584,31 @@ def _print_results(rows: list[dict], title: str, as_json: bool) -> None:
 @app.command("report")
 def report_command(
     out_dir: Path = typer.Argument(..., help="A bench's --out folder, with results.json."),
-    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print results.json (statistics included); write nothing."),
+    columns: str | None = _COLUMNS_OPTION,
+    html: bool = typer.Option(
+        False, "--html", help="Also write report.html: one self-contained page to open or share."
+    ),
 ) -> None:
-    """Re-render the table, results.md/.csv and the plot from a saved results.json (no TensorFlow)."""
-    from zoo.report import read_results, write_reports
+    """Re-render the table, results.md/.csv and the plots from a saved results.json (no TensorFlow).
+
+    \b
+    Examples:
+      zoo report zoo-results/food --html     # then open zoo-results/food/report.html
+      zoo report zoo-results/food --json | jq .statistics.summary
+    """
+    from zoo.report import read_results, write_html, write_reports
 
     results = read_results(out_dir)
-    write_reports(out_dir, results)
     name = Path(results.get("dataset", {}).get("root", str(out_dir))).name
-    _print_results(results["backbones"], f"zoo bench: {name}", as_json)
-    err.print(f"Rewrote {out_dir}/results.md, results.csv and accuracy_vs_speed.png", markup=False, highlight=False)
+    if not as_json:
+        write_reports(out_dir, results)
+        if html:
+            write_html(out_dir, results)
+    _print_results(results, f"zoo bench: {name}", as_json, columns)
+    if not as_json:
+        written = "results.md, results.csv, the plots" + (" and report.html" if html else "")
+        err.print(f"Rewrote {out_dir}/: {written}", markup=False, highlight=False)
 
 
 @app.command("export")
@@ -641,7 +758,9 @@ def cache_clear(backbone: str | None = typer.Option(None, help="Only this backbo
 
 
 weights_app = typer.Typer(
-    help="Pretrained weights: where each backbone's come from; fetch them ahead; verify them.",
+    help="Pretrained weights: where each backbone's come from; fetch them ahead; verify them.\n\n"
+    "\b\nExamples:\n  zoo weights list\n  zoo weights fetch --all    # on a connected machine, "
+    "then copy ~/.keras/models across\n  zoo weights verify",
     no_args_is_help=True,
 )
 app.add_typer(weights_app, name="weights")
@@ -705,15 +824,19 @@ def weights_fetch(
 
 
 @weights_app.command("verify")
-def weights_verify() -> None:
-    """Re-check every weights file on disk against its pinned size and hash."""
-    failed = 0
+def weights_verify(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Re-check every weights file on disk against its pinned size and hash (exit 1 if one is bad)."""
+    checks: list[dict[str, Any]] = []
     for spec in plugin_manager.catalog().backbones.values():
         ok, detail = weights.verify_local(spec)
-        failed += ok is False
-        mark = {True: "[green]ok[/]", False: "[red]BAD[/]", None: "[dim]-[/]"}[ok]
-        out.print(f"{mark} {spec.name}: {escape(detail)}", highlight=False, soft_wrap=True)
-    if failed:
+        checks.append({"backbone": spec.name, "ok": ok, "detail": detail})
+    if as_json:
+        out.print_json(json.dumps(checks))
+    else:
+        for check in checks:
+            mark = {True: "[green]ok[/]", False: "[red]BAD[/]", None: "[dim]-[/]"}[check["ok"]]
+            out.print(f"{mark} {check['backbone']}: {escape(check['detail'])}", highlight=False, soft_wrap=True)
+    if any(check["ok"] is False for check in checks):
         raise typer.Exit(1)
 
 
