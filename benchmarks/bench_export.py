@@ -113,7 +113,7 @@ def main() -> None:
         out = Path(folder)
         for name, weights in NAMES.items():
             print(f"{name}: bench", flush=True)
-            settings = BenchSettings.from_registry(weights=weights, mirror=False)
+            settings = BenchSettings.from_config(weights=weights, mirror=False)
             [row] = run_bench([get_backbone(name)], dataset, settings, out / "results")
             if row["status"] != "ok":
                 results["backbones"][name] = {"status": "failed", "error": row["error"]}

@@ -53,7 +53,7 @@ def tiny_plugin(tmp_path, monkeypatch):
 
 def settings(**changes):
     fast = dict(epochs=1, batch_size=4, weights="none", latency_runs=3, throughput_batches=1)
-    return BenchSettings.from_registry(**{**fast, **changes})
+    return BenchSettings.from_config(**{**fast, **changes})
 
 
 def test_features_mode_row_has_every_metric_and_a_second_run_skips_extraction(tiny_plugin, tiny_dataset, monkeypatch):

@@ -161,13 +161,13 @@ def test_bench_end_to_end_and_a_failing_backbone_does_not_stop_the_others(tiny_d
 
 def test_bench_without_data_uses_the_embedded_sample(tmp_path):
     result = runner.invoke(app, [
-        "bench", "mobilenet_v2", "--weights", "none", "--epochs", "1", "--out", str(tmp_path),
+        "bench", "mobilenet_v2", "--weights", "none", "--epochs", "1", "--no-mirror", "--out", str(tmp_path),
     ])
     assert result.exit_code == 0, result.output
     assert "embedded sample dataset" in result.stderr
     [row] = json.loads((tmp_path / "results.json").read_text())["backbones"]
     assert row["status"] == "ok", row["error"]
-    assert row["test_images"] == 36 and len(row["per_class_accuracy"]) == 3  # 3 classes of 12 test images
+    assert row["test_images"] == 300 and len(row["per_class_accuracy"]) == 10  # 10 classes of 30 test images
 
 
 @pytest.mark.slow

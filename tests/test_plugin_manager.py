@@ -172,13 +172,13 @@ def test_zoo_load_plugins_is_an_allow_list(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_LOAD_PLUGINS", "mine, mobilenet_v2")
     backbones = plugin_manager.catalog().backbones.values()
     assert {spec.plugin for spec in backbones} == {"mine", "mobilenet_v2"}
-    assert set(infos()) == {"zoo.sources", "mine", "mobilenet_v2"}
+    assert set(infos()) == {"mine", "mobilenet_v2"}
 
 
 def test_empty_zoo_load_plugins_loads_none(monkeypatch):
     monkeypatch.setenv("ZOO_LOAD_PLUGINS", "")
     assert plugin_manager.catalog().backbones == {}
-    assert list(infos()) == ["zoo.sources"]
+    assert list(infos()) == []
 
 
 def test_zoo_disable_plugins_is_a_deny_list(monkeypatch):

@@ -29,10 +29,12 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperGroup
 
-from zoo import download, hub, plugin_manager, registry, weights
+from zoo import config, download, plugin_manager, weights
 from zoo.errors import ZooError, one_line
 from zoo.progress import Progress as StepProgress
 from zoo.progress import prefixed
+from zoo.sources import hub as hub_variants
+from zoo.sources import source_of
 from zoo.tables import Column, dropped_note, fitted_table
 
 
@@ -299,8 +301,10 @@ _COLUMNS_OPTION = typer.Option(
     "top1_ci95, vs_best, top5, images_per_sec, latency_ms_p50, params, ... (all: results.md).",
 )
 
-#: The bench defaults of registry.toml, shown in `zoo bench --help`.
-_DEFAULTS = registry.bench_defaults()
+
+def _default(name: str) -> str:
+    """How `zoo bench --help` shows a default: the setting's, which the user may change."""
+    return f"{json.dumps(config.SETTINGS[name].default)}, or setting {name} (zoo config)"
 
 
 @app.command()
@@ -317,10 +321,10 @@ def bench(
     data: Path | None = typer.Option(
         None, help="Folder with train/<class>/ and test/<class>/.", show_default="zoo's embedded sample dataset"
     ),
-    epochs: int | None = typer.Option(None, help="Head training epochs.", show_default=str(_DEFAULTS["epochs"])),
-    batch_size: int | None = typer.Option(None, help="Batch size.", show_default=str(_DEFAULTS["batch_size"])),
+    epochs: int | None = typer.Option(None, help="Head training epochs.", show_default=_default("bench.epochs")),
+    batch_size: int | None = typer.Option(None, help="Batch size.", show_default=_default("bench.batch_size")),
     learning_rate: float | None = typer.Option(
-        None, help="Adam learning rate.", show_default=str(_DEFAULTS["learning_rate"])
+        None, help="Adam learning rate.", show_default=_default("bench.learning_rate")
     ),
     weights_mode: str = typer.Option(
         "auto", "--weights", help="auto, imagenet, none, or a weights file for one backbone."
@@ -339,7 +343,7 @@ def bench(
         None,
         "--mirror/--no-mirror",
         help="Also train the head on mirror images and score each test image with its mirror.",
-        show_default="--mirror" if _DEFAULTS["mirror"] else "--no-mirror",
+        show_default=_default("bench.mirror"),
     ),
     resume: bool = typer.Option(
         False, "--resume", help="Skip backbones already finished in --out with these settings."
@@ -365,7 +369,7 @@ def bench(
         raise ZooError("TensorFlow is not installed; pip install 'zoo[cpu]' (or 'zoo[gpu]')")
     _import_tensorflow()
     download.timeout_seconds()  # a bad ZOO_DOWNLOAD_TIMEOUT is said now, not as a silent fallback later
-    settings = BenchSettings.from_registry(
+    settings = BenchSettings.from_config(
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
@@ -383,9 +387,9 @@ def bench(
     if source not in (None, "hub", "keras"):
         raise ZooError(f"--source {source}: use hub or keras")
     if all_backbones:
-        specs = hub.select(list(catalog.backbones.values()), source)
+        specs = hub_variants.select(list(catalog.backbones.values()), source)
     elif names:
-        specs = [catalog.get(hub.variant_name(name, source)) for name in names]
+        specs = [catalog.get(hub_variants.variant_name(name, source)) for name in names]
     else:
         raise ZooError("name the backbones to bench (see `zoo list`) or use --all")
     weights.validate_weights_mode(settings.weights, len(specs))
@@ -393,7 +397,7 @@ def bench(
     if data is None:
         data = sample_dataset()
         err.print(
-            "[cyan]No --data given: using zoo's embedded sample dataset (3 classes of drawn shapes). "
+            "[cyan]No --data given: using zoo's embedded sample dataset (10 classes of shapes in clutter). "
             "Point --data at a folder with train/<class>/ and test/<class>/ for real answers.[/]"
         )
     out_dir = out_dir or Path("zoo-results") / Path(data).expanduser().resolve().name
@@ -757,6 +761,23 @@ def cache_clear(backbone: str | None = typer.Option(None, help="Only this backbo
     out.print(f"removed {removed} files, {freed / 2**20:.1f} MB")
 
 
+@app.command("config")
+def config_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Every user setting: its effective value and where it came from (default, file, env)."""
+    rows = config.effective()
+    if as_json:
+        out.print_json(json.dumps({"file": str(config.path()), "settings": rows}))
+        return
+    file = config.path()
+    out.print(f"config file: {file}{'' if file.is_file() else ' (not created yet)'}", highlight=False)
+    table = Table(title="zoo settings")
+    for header in ("Setting", "Value", "Origin", "Variable", "What it does"):
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        table.add_row(row["name"], json.dumps(row["value"]), row["origin"], row["env"], row["doc"])
+    out.print(table)
+
+
 weights_app = typer.Typer(
     help="Pretrained weights: where each backbone's come from; fetch them ahead; verify them.\n\n"
     "\b\nExamples:\n  zoo weights list\n  zoo weights fetch --all    # on a connected machine, "
@@ -809,7 +830,7 @@ def weights_fetch(
     failed = 0
     with _download_progress() as progress:
         for spec in specs:
-            if spec.source != "hub" and spec.weights is None:
+            if not source_of(spec).has_pretrained(spec):
                 continue
             task = progress.add_task(spec.name, total=None)
             try:

@@ -11,19 +11,17 @@ hashlib do the work here in a few lines.
 from __future__ import annotations
 
 import http.client
-import math
 import os
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from zoo import registry
+from zoo import config
 from zoo.errors import ZooError
 from zoo.progress import Progress, no_progress
 
 CHUNK_BYTES = 1 << 16
-DEFAULT_TIMEOUT_SECONDS = 20.0
 
 
 class DownloadError(ZooError):
@@ -31,17 +29,8 @@ class DownloadError(ZooError):
 
 
 def timeout_seconds() -> float:
-    """How long a download may wait on the server: $ZOO_DOWNLOAD_TIMEOUT, else registry.toml."""
-    raw = os.environ.get("ZOO_DOWNLOAD_TIMEOUT") or registry.load().get("weights", {}).get(
-        "timeout_seconds", DEFAULT_TIMEOUT_SECONDS
-    )
-    try:
-        seconds = float(raw)
-    except (TypeError, ValueError):
-        seconds = math.nan
-    if not 0 < seconds < 1e6:  # NaN, inf and 1e400 too: a socket timeout must be finite
-        raise ZooError(f"ZOO_DOWNLOAD_TIMEOUT={raw!r}: give a number of seconds above 0, such as 20")
-    return seconds
+    """How long a download may wait on the server (setting weights.timeout_seconds)."""
+    return config.get("weights.timeout_seconds")
 
 
 def _reason(exc: BaseException) -> str:
@@ -51,7 +40,7 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, urllib.error.URLError):
         exc = exc.reason if isinstance(exc.reason, BaseException) else exc
     if isinstance(exc, TimeoutError):
-        return f"no answer within {timeout_seconds():g} s (ZOO_DOWNLOAD_TIMEOUT)"
+        return f"no answer within {timeout_seconds():g} s (setting weights.timeout_seconds, ZOO_DOWNLOAD_TIMEOUT)"
     if isinstance(exc, http.client.IncompleteRead):
         return f"the transfer broke off after {len(exc.partial)} more bytes"
     text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
@@ -69,12 +58,7 @@ def fetch(
     The `.part` file is overwritten by the next attempt, so one left by a killed transfer
     never counts as cached. If the transfer or `check` fails, only the `.part` file is removed.
     """
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ZooError(
-            f"cannot create {target.parent} ({exc.strerror or exc}) to download into; make it writable"
-        ) from None
+    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     step = f"downloading {target.name}"
     try:

@@ -24,7 +24,7 @@ from types import ModuleType
 
 import pluggy
 
-from zoo import hookspecs, sources
+from zoo import config, hookspecs
 from zoo.errors import ZooError, one_line
 from zoo.spec import BackboneSpec
 
@@ -72,14 +72,6 @@ class Catalog:
             hint = "; ".join(f"plugin {info.name} failed to load: {info.error}" for info in broken)
             hint += " (it may declare this backbone: fix it, or see `zoo --debug list`)"
         raise ZooError(f"unknown backbone {name!r}: {hint}")
-
-
-def _env_names(variable: str) -> set[str] | None:
-    """The comma-separated plugin names in an environment variable, None when it is unset."""
-    value = os.environ.get(variable)
-    if value is None:
-        return None
-    return {name.strip() for name in value.split(",") if name.strip()}
 
 
 def _import_file(path: Path) -> ModuleType:
@@ -133,10 +125,9 @@ def plugin_manager() -> tuple[pluggy.PluginManager, tuple[PluginInfo, ...]]:
     """The one PluginManager, with every allowed plugin registered, and what became of each."""
     manager = pluggy.PluginManager("zoo")
     manager.add_hookspecs(hookspecs)
-    manager.register(sources, name="zoo.sources")
-    allowed = _env_names("ZOO_LOAD_PLUGINS")
-    denied = _env_names("ZOO_DISABLE_PLUGINS") or set()
-    infos = [PluginInfo("zoo.sources", _zoo_version(), "zoo (built in)")]
+    allowed = config.get("plugins.load")
+    denied = config.get("plugins.disable")
+    infos = []
     for name, version, origin, load in _candidates():
         if name in denied or (allowed is not None and name not in allowed):
             continue
@@ -167,13 +158,6 @@ def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> None:
         hooks = ", ".join(hook for hook in dir(hookspecs) if hook.startswith("zoo_"))
         found = f"has unknown hook {', '.join(unknown)}" if unknown else "implements no hook"
         raise ZooError(f"{found}; zoo's hooks are {hooks}, each decorated with @zoo.hookimpl")
-
-
-def _zoo_version() -> str:
-    try:
-        return metadata.version("zoo")
-    except metadata.PackageNotFoundError:
-        return ""
 
 
 @functools.cache
@@ -210,27 +194,32 @@ def catalog() -> Catalog:
 
 
 def build_backbone(spec: BackboneSpec, weights: str | None):
-    """Ask the plugins to build `spec` (see the `zoo_build_backbone` hook), one at a time, so
-    an exception names the plugin whose builder raised it."""
+    """Build `spec` with its source kind: zoo's own builder for `keras.applications` and `hub`,
+    the declaring plugin's `zoo_build_backbone` for `custom` (zoo.sources)."""
+    from zoo.sources import source_of
+
+    return source_of(spec).build(spec, weights)
+
+
+def call_plugin_builder(spec: BackboneSpec, weights: str | None):
+    """Call the `zoo_build_backbone` of the plugin that declared `spec`, and only that one."""
     manager, _ = plugin_manager()
-    builders = manager.hook.zoo_build_backbone.get_hookimpls()
-    for impl in reversed(builders):  # pluggy's order: the last registered first
-        arguments = {"spec": spec, "weights": weights}
-        try:
-            model = impl.function(*(arguments[name] for name in impl.argnames))
-        except (ZooError, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            raise ZooError(
-                f"plugin {impl.plugin_name}'s zoo_build_backbone failed for {spec.name}: {one_line(exc)}"
-            ) from exc
-        if model is not None:
-            return model
-    own = any(impl.plugin_name == spec.plugin for impl in builders)
-    fix = (
-        f"plugin {spec.plugin}'s zoo_build_backbone returned None for it: it must return the model "
-        f"when spec.name == {spec.name!r}"
-        if own
-        else f"plugin {spec.plugin} must implement zoo_build_backbone"
-    )
-    raise ZooError(f"no plugin builds backbone {spec.name!r} (source {spec.source!r}); {fix}")
+    impls = [impl for impl in manager.hook.zoo_build_backbone.get_hookimpls() if impl.plugin_name == spec.plugin]
+    if not impls:
+        raise ZooError(
+            f"no plugin builds backbone {spec.name!r} (source {spec.source!r}); "
+            f"plugin {spec.plugin} must implement zoo_build_backbone"
+        )
+    arguments = {"spec": spec, "weights": weights}
+    try:
+        model = impls[0].function(*(arguments[name] for name in impls[0].argnames))
+    except (ZooError, KeyboardInterrupt):
+        raise
+    except BaseException as exc:  # a plugin's bug: name the plugin, keep the cause for --debug
+        raise ZooError(f"plugin {spec.plugin}'s zoo_build_backbone failed for {spec.name}: {one_line(exc)}") from exc
+    if model is None:
+        raise ZooError(
+            f"plugin {spec.plugin} declares backbone {spec.name!r} but its zoo_build_backbone "
+            "returned None for it; that builder must return the model"
+        )
+    return model

@@ -18,6 +18,7 @@ import numpy as np
 
 from zoo import plugin_manager
 from zoo.errors import ZooError
+from zoo.sources import source_of
 from zoo.spec import BackboneSpec
 
 #: How far a named preprocessing may stray outside its declared range (float32 rounding).
@@ -61,7 +62,7 @@ def check_backbone(spec: BackboneSpec | str, *, input_size: int | None = None) -
     check_unique_name(spec)
     check_preprocessing(spec)
     check_self_rescaling(spec)
-    if spec.source != "hub":
+    if source_of(spec).random_init:
         check_save_load(spec, check_model(spec, input_size=input_size))
     else:
         from zoo import hub
