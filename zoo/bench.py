@@ -16,6 +16,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -276,6 +277,7 @@ def bench_backbone(
         row.status = "ok"
     except Exception as exc:  # one backbone failing must not stop the bench
         row.error = one_line(exc)
+        row.traceback = "".join(traceback.format_exception(exc))
     row.finish(time.perf_counter() - start)
     return row
 
