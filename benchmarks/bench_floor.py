@@ -1,7 +1,7 @@
 """The bench at the floor: `zoo bench --all` against the forward passes it cannot avoid.
 
 One run, on the shared food photos (750 train / 500 test), every default backbone with random
-weights (speed does not depend on the weights), the registry's bench defaults (mirror on):
+weights (speed does not depend on the weights), the configured bench defaults (mirror on):
 
 1. cold: `zoo bench --all` in a fresh process with an empty cache; its wall time from start to
    exit, and its peak RSS (the whole process) and each row's own peak;
@@ -133,12 +133,12 @@ def main() -> None:
     cold = bench_all(data, work / "cold", names)
     warm = bench_all(data, work / "warm", names)
 
-    from zoo import hub, registry
+    from zoo import config, hub
     from zoo.data import load_dataset
     from zoo.metrics import environment
     from zoo.plugin_manager import catalog
 
-    defaults = registry.bench_defaults()
+    defaults = config.bench_defaults()
     dataset = load_dataset(data)
     specs = [catalog().get(name) for name in names] or hub.select(list(catalog().backbones.values()), None)
     floors = {spec.name: floor_seconds(spec, dataset, defaults["batch_size"], defaults["mirror"]) for spec in specs}

@@ -72,7 +72,7 @@ def plugin(tmp_path, monkeypatch):
 
 def settings(**changes):
     fast = dict(epochs=1, batch_size=8, weights="none", latency_runs=1, throughput_batches=1, mirror=False)
-    return BenchSettings.from_registry(**{**fast, **changes})
+    return BenchSettings.from_config(**{**fast, **changes})
 
 
 def cache_status(dataset, **changes) -> str:
