@@ -22,11 +22,12 @@ from typing import Callable
 
 import numpy as np
 
-from zoo import features, metrics, registry
+from zoo import distributed, features, metrics, registry
 from zoo.data import Dataset, Split, image_batches
 from zoo.errors import ZooError, one_line
 from zoo.progress import Progress, no_progress
 from zoo.spec import BackboneSpec
+from zoo.sweep import Shard, data_fingerprint
 from zoo.weights import MODES as WEIGHTS_MODES
 
 MODES = ("features", "finetune")
@@ -93,17 +94,6 @@ def settings_fingerprint(spec: BackboneSpec, dataset: Dataset, settings: BenchSe
         "settings": {key: value for key, value in asdict(settings).items() if key != "cache"},
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def make_strategy(name: str):
-    """The tf.distribute strategy that `--strategy` names; create it before any other TF work."""
-    import tensorflow as tf
-
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
 
 
 def augmentation():
@@ -186,27 +176,35 @@ def _predict(forward, files, spec: BackboneSpec, batch_size: int, progress: Prog
     return np.concatenate(chunks)
 
 
-def _split_features(spec, split: Split, name: str, forward, identity: dict, settings, progress, mirrored=False):
-    """One split's features (of its mirror images if `mirrored`), from the cache when they are
-    there; (array, "hit"|"miss"|"off")."""
+def _split_features(spec, split: Split, name: str, forward, identity: dict, settings, progress, strategy,
+                    mirrored=False):
+    """One split's features (of its mirror images if `mirrored`), from the cache when every
+    worker has them there; (array, "hit"|"miss"|"off"). With several workers, each extracts its
+    share of the files and the shares are gathered into the whole array on every worker."""
     total = len(split)
     name = f"{name}-mirrored" if mirrored else name
 
     def run(destination: Path):
-        batches = image_batches(split.files, spec.input_size, settings.batch_size, spec.interpolation)
+        files = distributed.share(split.files, strategy)
+        batches = image_batches(files, spec.input_size, settings.batch_size, spec.interpolation)
         if mirrored:
             import tensorflow as tf
 
             batches = batches.map(tf.image.flip_left_right)
-        report = lambda done: progress(f"{name} features", done, total)  # noqa: E731
-        return features.extract(batches, forward, total, spec.feature_dim, destination, report)
+        report = lambda done: progress(f"{name} features", done, len(files))  # noqa: E731
+        if len(files) == total:
+            return features.extract(batches, forward, total, spec.feature_dim, destination, report)
+        with tempfile.TemporaryDirectory(prefix="zoo-share-") as folder:
+            mine = features.extract(batches, forward, len(files), spec.feature_dim, Path(folder) / "share.npy", report)
+            rows = distributed.gather(strategy, np.asarray(mine), total)
+        return features.extract([rows], np.asarray, total, spec.feature_dim, destination)
 
     if not settings.cache:
         with tempfile.TemporaryDirectory(prefix="zoo-features-") as folder:
             return np.array(run(Path(folder) / f"{name}.npy")), "off"
     key = features.feature_key(identity, split.files)
     cached = features.load(spec.name, name, key)
-    if cached is not None:
+    if distributed.everyone(strategy, cached is not None):
         progress(f"{name} features (cached)", total, total)
         return cached, "hit"
     return features.store(spec.name, name, key, {"images": total}, run), "miss"
@@ -271,10 +269,13 @@ def bench_backbone(
     start = time.perf_counter()
     try:
         with metrics.PeakMemory() as memory:
-            _measure(spec, dataset, settings, progress, row, strategy or make_strategy("default"), log_dir)
+            _measure(spec, dataset, settings, progress, row, strategy or distributed.make_strategy("default"), log_dir)
         row["peak_rss_mb"] = memory.peak_bytes / 2**20
         row["status"] = "ok"
     except Exception as exc:  # one backbone failing must not stop the bench
+        lost = distributed.lost_worker(exc)
+        if lost is not None:  # but a lost worker stops every worker: their collectives are broken
+            raise lost from None
         row["error"] = one_line(exc)
     row["total_seconds"] = time.perf_counter() - start
     row["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -351,20 +352,23 @@ def _head_on_cached_features(spec, dataset, settings, progress, row, strategy, e
     extract = metrics.compiled_forward(extractor)
     identity = _feature_identity(spec, weights.path, settings.seed)
     views = (False, True) if settings.mirror else (False,)
-    train = [_split_features(spec, dataset.train, "train", extract, identity, settings, progress, m) for m in views]
-    test = [_split_features(spec, dataset.test, "test", extract, identity, settings, progress, m) for m in views]
+    train = [_split_features(spec, dataset.train, "train", extract, identity, settings, progress, strategy, m)
+             for m in views]
+    test = [_split_features(spec, dataset.test, "test", extract, identity, settings, progress, strategy, m)
+            for m in views]
     row["feature_cache"] = ", ".join(sorted({status for _, status in train + test}))
     row["extract_seconds"] = time.perf_counter() - start
     start = time.perf_counter()
     train_x = np.concatenate([x for x, _ in train])
     train_y = np.tile(dataset.train.labels, len(views))
     test_y = np.asarray(dataset.test.labels)
+    callbacks = [*callbacks, _epoch_progress("head epochs", 0, settings.epochs, progress)]
     with strategy.scope():
-        head = train_head(
-            train_x, train_y, len(dataset.class_names), settings,
-            callbacks=[*callbacks, _epoch_progress("head epochs", 0, settings.epochs, progress)],
-            validation=(np.asarray(test[0][0]), test_y),
-        )
+        if settings.strategy == "multiworker":
+            head = distributed.train_head(strategy, train_x, train_y, len(dataset.class_names), settings, callbacks)
+        else:
+            head = train_head(train_x, train_y, len(dataset.class_names), settings, callbacks,
+                              validation=(np.asarray(test[0][0]), test_y))
         model = keras.Model(extractor.input, head(extractor.output), name="classifier")
     row["head_seconds"] = time.perf_counter() - start
     # With `mirror`, each test image is scored as the mean over it and its mirror image.
@@ -423,33 +427,55 @@ def run_bench(
     resume: bool = False,
     progress: Callable[[str, str, int, int], None] = lambda backbone, step, done, total: None,
     finished: Callable[[dict, bool], None] = lambda row, reused: None,
+    shard: Shard | None = None,
+    strategy=None,
 ) -> list[dict]:
     """Bench `specs` one after another, writing the results after each, so Ctrl-C loses only
     the backbone in flight. With `resume`, finished rows of the same settings are kept as they are;
-    rows of backbones not benched now stay in the file too."""
+    rows of backbones not benched now stay in the file too. `shard` (the part of a sweep these
+    specs are) is recorded for `zoo report --merge`.
+
+    With several workers every one benches every backbone, its share of the work each (see
+    zoo.distributed); only the chief reads and writes `out_dir`, and decides what --resume keeps.
+    """
     from zoo import report
 
-    strategy = make_strategy(settings.strategy)
+    strategy = strategy or distributed.make_strategy(settings.strategy)
+    chief = distributed.is_chief(strategy)
     meta = {
         "environment": {**metrics.environment(), "strategy": settings.strategy,
-                        "replicas": strategy.num_replicas_in_sync},
+                        "replicas": strategy.num_replicas_in_sync, "workers": distributed.worker(strategy)[1]},
         "dataset": {"root": str(dataset.root), "classes": list(dataset.class_names),
-                    "train_images": len(dataset.train), "test_images": len(dataset.test)},
+                    "train_images": len(dataset.train), "test_images": len(dataset.test),
+                    "fingerprint": data_fingerprint(dataset.root, dataset.train.files + dataset.test.files)},
     }
-    earlier = report.read_results(out_dir)["backbones"] if resume and (out_dir / "results.json").is_file() else []
+    if shard is not None:
+        meta["shard"] = asdict(shard)
+    portable = {key: value for key, value in meta["dataset"].items() if key != "root"}
+    distributed.agree(strategy, "backbones, data or settings", json.dumps(
+        [[spec.name for spec in specs], portable, {**asdict(settings), "cache": None}], sort_keys=True))
+    resumed = resume and chief and (out_dir / "results.json").is_file()
+    earlier = report.read_results(out_dir)["backbones"] if resumed else []
     names = {spec.name for spec in specs}
     rows = [row for row in earlier if row.get("backbone") not in names]
     finished_before = {row["backbone"]: row for row in earlier if row.get("status") == "ok"}
-    for spec in specs:
-        before = finished_before.get(spec.name)
-        if before and before.get("settings_fingerprint") == settings_fingerprint(spec, dataset, settings):
-            rows.append(before)
-            finished(before, True)
+    reusable = [
+        spec.name in finished_before
+        and finished_before[spec.name].get("settings_fingerprint") == settings_fingerprint(spec, dataset, settings)
+        for spec in specs
+    ]
+    for spec, reuse in zip(specs, distributed.chief_says(strategy, reusable)):
+        if reuse:
+            if chief:
+                rows.append(finished_before[spec.name])
+                finished(finished_before[spec.name], True)
             continue
         report_step = lambda step, done, total, name=spec.name: progress(name, step, done, total)  # noqa: E731
-        row = bench_backbone(spec, dataset, settings, report_step, strategy, out_dir / "tensorboard" / spec.name)
+        log_dir = out_dir / "tensorboard" / spec.name if chief else None
+        row = bench_backbone(spec, dataset, settings, report_step, strategy, log_dir)
         rows.append(row)
-        report.write_results(out_dir, rows, meta)
+        if chief:
+            report.write_results(out_dir, rows, meta)
         finished(row, False)
     return rows
 

@@ -28,7 +28,7 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperGroup
 
-from zoo import hub, plugin_manager, registry, weights
+from zoo import distributed, hub, plugin_manager, registry, weights
 from zoo.errors import ZooError, one_line
 
 
@@ -217,13 +217,22 @@ def bench(
     ),
     resume: bool = typer.Option(False, "--resume", help="Skip backbones already finished in --out with these settings."),
     strategy: str = typer.Option("default", help="tf.distribute strategy: default, mirrored or multiworker."),
+    worker_timeout: float = typer.Option(
+        300.0, "--worker-timeout", help="Seconds a multiworker step waits for the other workers before all stop.",
+    ),
+    shard_text: Optional[str] = typer.Option(
+        None, "--shard", metavar="I/N",
+        help="Bench only the I-th of N interleaved parts of the backbones, for one job of N (see docs/scale.md).",
+    ),
 ) -> None:
     """Benchmark backbones on one dataset and print the comparison table."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from zoo.bench import BenchSettings, run_bench, validate_weights_mode
     from zoo.data import load_dataset, skipped_summary
+    from zoo.distributed import is_chief, make_strategy, worker
     from zoo.report import random_weights, results_lock
     from zoo.sample_data import sample_dataset
+    from zoo.sweep import Shard
 
     if importlib.util.find_spec("tensorflow") is None:  # an extra: users choose its build
         raise ZooError("TensorFlow is not installed; pip install 'zoo[cpu]' (or 'zoo[gpu]')")
@@ -233,6 +242,8 @@ def bench(
         strategy=strategy, cache=cache, mirror=mirror,
     )
     settings.validate()
+    if not worker_timeout > 0:
+        raise ZooError(f"--worker-timeout {worker_timeout}: it must be above 0 seconds")
     catalog = plugin_manager.catalog()
     if source not in (None, "hub", "keras"):
         raise ZooError(f"--source {source}: use hub or keras")
@@ -242,17 +253,26 @@ def bench(
         specs = [catalog.get(hub.variant_name(name, source)) for name in names]
     else:
         raise ZooError("name the backbones to bench (see `zoo list`) or use --all")
+    shard = Shard.parse(shard_text) if shard_text is not None else None
+    if shard is not None:
+        specs = shard.select(specs)
     validate_weights_mode(settings.weights, len(specs))
     _warn_broken()
+    distributed_strategy = make_strategy(settings.strategy, worker_timeout)  # before any other TF work
+    chief = is_chief(distributed_strategy)
     if data is None:
         data = sample_dataset()
         err.print(
             "[cyan]No --data given: using zoo's embedded sample dataset (3 classes of drawn shapes). "
             "Point --data at a folder with train/<class>/ and test/<class>/ for real answers.[/]"
         )
-    out_dir = out_dir or Path("zoo-results") / Path(data).expanduser().resolve().name
+    if out_dir is None:
+        out_dir = Path("zoo-results") / Path(data).expanduser().resolve().name
+        if shard is not None:
+            out_dir /= shard.folder_name()
     # Held until the command ends: an unwritable or busy --out fails now, before any work.
-    ctx.with_resource(results_lock(out_dir))
+    if chief:  # the other workers write nothing into --out
+        ctx.with_resource(results_lock(out_dir))
     with _progress() as progress:
         task = progress.add_task("checking images", total=None)
         dataset = load_dataset(
@@ -285,7 +305,10 @@ def bench(
                 err.print(f"{row['backbone']}: finished before with these settings (--resume), kept")
 
         try:
-            rows = run_bench(specs, dataset, settings, out_dir, resume=resume, progress=report, finished=finished)
+            rows = run_bench(
+                specs, dataset, settings, out_dir, resume=resume, progress=report, finished=finished, shard=shard,
+                strategy=distributed_strategy,
+            )
         except KeyboardInterrupt:
             raise KeyboardInterrupt(
                 f"the backbones finished so far are in {out_dir}/results.json; "
@@ -299,7 +322,10 @@ def bench(
             f"[bold red]RANDOM weights (no pretrained file found): {', '.join(untrained)}. "
             "Their accuracy says nothing about transfer learning; see `zoo weights list` for how to get them.[/]"
         )
-    err.print(f"Results written to {out_dir}/: results.json, .csv, .md, accuracy_vs_speed.png, tensorboard/")
+    if chief:
+        err.print(f"Results written to {out_dir}/: results.json, .csv, .md, accuracy_vs_speed.png, tensorboard/")
+    else:
+        err.print(f"Worker {worker(distributed_strategy)[0]} done; the chief writes the results")
     if any(row["status"] != "ok" for row in rows):
         raise typer.Exit(1)
 
@@ -319,17 +345,36 @@ def _print_results(rows: list[dict], title: str, as_json: bool) -> None:
 
 @app.command("report")
 def report_command(
-    out_dir: Path = typer.Argument(..., help="A bench's --out folder, with results.json."),
+    folders: list[Path] = typer.Argument(..., help="A bench's --out folder, with results.json (several with --merge)."),
+    merge: bool = typer.Option(False, "--merge", help="Combine the folders' results (say, the shards of a sweep) into --out."),
+    merged_dir: Optional[Path] = typer.Option(None, "--out", help="Where --merge writes the combined results."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
-    """Re-render the table, results.md/.csv and the plot from a saved results.json (no TensorFlow)."""
-    from zoo.report import read_results, write_reports
+    """Re-render the table, results.md/.csv and the plot from a saved results.json (no TensorFlow);
+    with --merge, combine several results folders into one."""
+    from zoo.report import read_results, results_lock, write_reports, write_results
+    from zoo.sweep import merge as merge_folders
 
-    results = read_results(out_dir)
-    write_reports(out_dir, results)
+    if merge:
+        if merged_dir is None:
+            raise ZooError("--merge needs --out MERGED, the folder for the combined results")
+        if any(folder.resolve() == merged_dir.resolve() for folder in folders):
+            raise ZooError(f"--out {merged_dir} is one of the folders to merge; give a new folder")
+        rows, meta = merge_folders(folders)
+        with results_lock(merged_dir):
+            results = write_results(merged_dir, rows, meta)
+        if meta["missing_shards"]:
+            err.print(f"[yellow]Shards {', '.join(meta['missing_shards'])} are missing from the merge[/]")
+        out_dir = merged_dir
+    elif len(folders) != 1 or merged_dir is not None:
+        raise ZooError("give one results folder, or combine several with --merge DIR... --out MERGED")
+    else:
+        out_dir = folders[0]
+        results = read_results(out_dir)
+        write_reports(out_dir, results)
     name = Path(results.get("dataset", {}).get("root", str(out_dir))).name
     _print_results(results["backbones"], f"zoo bench: {name}", as_json)
-    err.print(f"Rewrote {out_dir}/results.md, results.csv and accuracy_vs_speed.png")
+    err.print(f"{'Wrote' if merge else 'Rewrote'} {out_dir}/results.md, results.csv and accuracy_vs_speed.png")
 
 
 cache_app = typer.Typer(help="The feature cache: what the bench has extracted once and reuses.", no_args_is_help=True)
@@ -448,3 +493,7 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("[yellow]Interrupted.[/]")
         sys.exit(130)
+    except SystemExit as done:
+        if distributed.joined:
+            distributed.exit_now(done.code if isinstance(done.code, int) else 1)
+        raise
