@@ -71,10 +71,11 @@ def naive(spec, data: Path) -> dict:
 def main() -> None:
     data = Path(sys.argv[1]) if len(sys.argv) > 1 else DATA
     os.environ["ZOO_CACHE_DIR"] = tempfile.mkdtemp(prefix="zoo-bench-cache-")  # a cold cache
-    from zoo.bench import BenchSettings, bench_backbone
+    from zoo.bench import bench_backbone
     from zoo.data import load_dataset
     from zoo.metrics import environment
     from zoo.plugin_manager import catalog
+    from zoo.settings import BenchSettings
 
     spec, dataset = catalog().get(BACKBONE), load_dataset(data)
     # The seed's recipe exactly: its 5 epochs, no mirror images (the naive run has none).
@@ -83,8 +84,8 @@ def main() -> None:
         Path(name).read_bytes()
     load_before = os.getloadavg()
     first_forward = pure_forward(spec, dataset)  # also warms TensorFlow up for what follows
-    cold = bench_backbone(spec, dataset, settings)
-    warm = bench_backbone(spec, dataset, settings)
+    cold = bench_backbone(spec, dataset, settings).to_dict()
+    warm = bench_backbone(spec, dataset, settings).to_dict()
     seed = naive(spec, data)
     forward_runs = [first_forward, pure_forward(spec, dataset)]
     forward = min(forward_runs)  # the faster floor: the conservative choice for the overhead

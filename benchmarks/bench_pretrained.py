@@ -50,8 +50,9 @@ def load_times(name: str, repeats: int = 3) -> dict:
 
 def main() -> None:
     from zoo import get_backbone
-    from zoo.bench import BenchSettings, run_bench
+    from zoo.bench import run_bench
     from zoo.data import load_dataset
+    from zoo.settings import BenchSettings
 
     data = Path(sys.argv[1]) if len(sys.argv) > 1 else DATA
     dataset = load_dataset(data)

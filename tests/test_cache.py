@@ -48,9 +48,9 @@ def test_extraction_streams_into_the_cache_and_loads_back_memory_mapped(tmp_path
     seen = []
     stored = features.store(
         "net", "train", "k1", {"images": 5},
-        lambda destination: features.extract(chunks, lambda b: b * 2, 5, 3, destination, seen.append),
+        lambda destination: features.extract(chunks, lambda b: b * 2, 5, 3, destination, lambda *step: seen.append(step)),
     )
-    assert seen == [2, 4, 5]
+    assert seen == [("features", 2, 5), ("features", 4, 5), ("features", 5, 5)]
     np.testing.assert_array_equal(stored, expected * 2)
     loaded = features.load("net", "train", "k1")
     assert isinstance(loaded, np.memmap) and not loaded.flags.writeable

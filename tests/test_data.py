@@ -7,7 +7,7 @@ import pytest
 from conftest import make_images
 from PIL import Image
 
-from zoo.data import image_batches, load_dataset, skipped_summary
+from zoo.data import image_batches, labeled_batches, load_dataset, skipped_summary
 from zoo.errors import ZooError
 
 
@@ -120,3 +120,16 @@ def test_the_food_photos_all_pass_the_check_and_a_rerun_is_cached(food):
     start = time.perf_counter()
     assert load_dataset(food) == dataset
     assert time.perf_counter() - start < 1.0
+
+
+def test_labeled_batches_pair_each_image_with_its_label_in_a_seeded_order(tiny_dataset):
+    dataset = load_dataset(tiny_dataset)
+    batches = labeled_batches(dataset.train, 16, 5, seed=3)
+    assert batches.cardinality().numpy() == 3  # 12 images in batches of 5
+    images, labels = (np.concatenate(parts) for parts in zip(*[(x.numpy(), y.numpy()) for x, y in batches]))
+    assert images.shape == (12, 16, 16, 3) and sorted(labels) == sorted(dataset.train.labels)
+    # make_images paints class 1 ("light") 60 levels brighter than class 0 ("dark")
+    brightness = images.mean(axis=(1, 2, 3))
+    assert brightness[labels == 1].min() > brightness[labels == 0].max()
+    again = np.concatenate([y.numpy() for _, y in labeled_batches(dataset.train, 16, 5, seed=3)])
+    np.testing.assert_array_equal(labels, again)

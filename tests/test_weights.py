@@ -304,3 +304,12 @@ def test_offline_is_one_clean_line_and_auto_benches_random(tmp_path, tiny_datase
     [row] = read_results(out)["backbones"]
     assert row["status"] == "ok" and row["weights"] == "random" and url in row["weights_note"]
     assert "RANDOM weights" in result.stderr
+
+
+def test_weights_mode_is_a_mode_or_an_existing_file_for_one_backbone(tmp_path):
+    weights.validate_weights_mode("imagenet", 3)
+    weights.validate_weights_mode(str(tmp_path), 1)
+    with pytest.raises(ZooError, match="--weights imagenett: no such file; did you mean imagenet?"):
+        weights.validate_weights_mode("imagenett", 1)
+    with pytest.raises(ZooError, match="a file path can be given for one backbone only"):
+        weights.validate_weights_mode(str(tmp_path), 2)

@@ -21,6 +21,7 @@ from rich.progress import (
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TransferSpeedColumn,
@@ -30,6 +31,8 @@ from typer.core import TyperGroup
 
 from zoo import distributed, hub, plugin_manager, registry, weights
 from zoo.errors import ZooError, one_line
+from zoo.progress import Progress as StepProgress
+from zoo.progress import prefixed
 
 
 class _OneLineErrors(TyperGroup):
@@ -182,6 +185,15 @@ def _progress() -> Progress:
     )
 
 
+def _bar(progress: Progress, task: TaskID) -> StepProgress:
+    """zoo's progress callback, drawn as the bar `task`: its step as the description."""
+
+    def report(step: str, done: int, total: int) -> None:
+        progress.update(task, description=step, completed=done, total=total or None)
+
+    return report
+
+
 #: The bench defaults of registry.toml, shown in `zoo bench --help`.
 _DEFAULTS = registry.bench_defaults()
 
@@ -218,7 +230,8 @@ def bench(
     resume: bool = typer.Option(False, "--resume", help="Skip backbones already finished in --out with these settings."),
     strategy: str = typer.Option("default", help="tf.distribute strategy: default, mirrored or multiworker."),
     worker_timeout: float = typer.Option(
-        300.0, "--worker-timeout", help="Seconds a multiworker step waits for the other workers before all stop.",
+        distributed.DEFAULT_TIMEOUT, "--worker-timeout",
+        help="Seconds a multiworker step waits for the other workers before all stop (see docs/scale.md).",
     ),
     shard_text: Optional[str] = typer.Option(
         None, "--shard", metavar="I/N",
@@ -227,9 +240,8 @@ def bench(
 ) -> None:
     """Benchmark backbones on one dataset and print the comparison table."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from zoo.bench import BenchSettings, run_bench, validate_weights_mode
+    from zoo.bench import BenchSettings, run_bench
     from zoo.data import load_dataset, skipped_summary
-    from zoo.distributed import is_chief, make_strategy, worker
     from zoo.report import random_weights, results_lock
     from zoo.sample_data import sample_dataset
     from zoo.sweep import Shard
@@ -256,10 +268,10 @@ def bench(
     shard = Shard.parse(shard_text) if shard_text is not None else None
     if shard is not None:
         specs = shard.select(specs)
-    validate_weights_mode(settings.weights, len(specs))
+    weights.validate_weights_mode(settings.weights, len(specs))
     _warn_broken()
-    distributed_strategy = make_strategy(settings.strategy, worker_timeout)  # before any other TF work
-    chief = is_chief(distributed_strategy)
+    cluster = distributed.make_strategy(settings.strategy, worker_timeout)  # before any other TF work
+    chief = distributed.is_chief(cluster)
     if data is None:
         data = sample_dataset()
         err.print(
@@ -275,9 +287,7 @@ def bench(
         ctx.with_resource(results_lock(out_dir))
     with _progress() as progress:
         task = progress.add_task("checking images", total=None)
-        dataset = load_dataset(
-            data, lambda step, done, total: progress.update(task, completed=done, total=total)
-        )
+        dataset = load_dataset(data, _bar(progress, task))
     if dataset.skipped:
         err.print(f"[yellow]{escape(skipped_summary(dataset))}[/]", highlight=False, soft_wrap=True)
     err.print(
@@ -290,24 +300,23 @@ def bench(
                   "training runs end to end (slower).[/]")
     with _progress() as progress:
         overall = progress.add_task("backbones", total=len(specs))
-        tasks: dict[str, int] = {}
+        in_flight: list[TaskID] = []  # the bar of the backbone being benched
 
-        def report(name: str, step: str, done: int, total: int) -> None:
-            if name not in tasks:
-                tasks[name] = progress.add_task(name, total=None)
-            progress.update(tasks[name], description=f"{name}: {step}", completed=done, total=total or None)
+        def report(step: str, done: int, total: int) -> None:
+            if not in_flight:
+                in_flight.append(progress.add_task(step, total=None))
+            _bar(progress, in_flight[0])(step, done, total)
 
         def finished(row: dict, reused: bool) -> None:
-            if row["backbone"] in tasks:
-                progress.remove_task(tasks.pop(row["backbone"]))
+            if in_flight:
+                progress.remove_task(in_flight.pop())
             progress.advance(overall)
             if reused:
                 err.print(f"{row['backbone']}: finished before with these settings (--resume), kept")
 
         try:
             rows = run_bench(
-                specs, dataset, settings, out_dir, resume=resume, progress=report, finished=finished, shard=shard,
-                strategy=distributed_strategy,
+                specs, dataset, settings, out_dir, resume, report, finished, shard=shard, strategy=cluster
             )
         except KeyboardInterrupt:
             raise KeyboardInterrupt(
@@ -325,7 +334,7 @@ def bench(
     if chief:
         err.print(f"Results written to {out_dir}/: results.json, .csv, .md, accuracy_vs_speed.png, tensorboard/")
     else:
-        err.print(f"Worker {worker(distributed_strategy)[0]} done; the chief writes the results")
+        err.print(f"Worker {distributed.worker(cluster)[0]} done; the chief writes the results")
     if any(row["status"] != "ok" for row in rows):
         raise typer.Exit(1)
 
@@ -346,7 +355,7 @@ def _print_results(rows: list[dict], title: str, as_json: bool) -> None:
 @app.command("report")
 def report_command(
     folders: list[Path] = typer.Argument(..., help="A bench's --out folder, with results.json (several with --merge)."),
-    merge: bool = typer.Option(False, "--merge", help="Combine the folders' results (say, the shards of a sweep) into --out."),
+    merge: bool = typer.Option(False, "--merge", help="Combine the folders' results (say, a sweep's shards) into --out."),
     merged_dir: Optional[Path] = typer.Option(None, "--out", help="Where --merge writes the combined results."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
@@ -458,12 +467,8 @@ def weights_fetch(
             if spec.source != "hub" and spec.weights is None:
                 continue
             task = progress.add_task(spec.name, total=None)
-
-            def report(step: str, done: int, total: int, task=task, name=spec.name) -> None:
-                progress.update(task, description=f"{name}: {step}", completed=done, total=total or None)
-
             try:
-                resolved = weights.resolve(spec, "imagenet", report)
+                resolved = weights.resolve(spec, "imagenet", prefixed(_bar(progress, task), spec.name))
                 err.print(f"[green]{spec.name}[/]: {escape(resolved.note)}", highlight=False, soft_wrap=True)
             except ZooError as exc:
                 failed += 1
@@ -494,6 +499,6 @@ def main() -> None:
         err.print("[yellow]Interrupted.[/]")
         sys.exit(130)
     except SystemExit as done:
-        if distributed.joined:
+        if distributed.joined:  # TensorFlow's collective threads could keep the process alive
             distributed.exit_now(done.code if isinstance(done.code, int) else 1)
         raise

@@ -138,3 +138,18 @@ def image_batches(files: tuple[str, ...], size: int, batch_size: int, interpolat
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+def labeled_batches(split: Split, size: int, batch_size: int, seed: int, interpolation: str = "bilinear"):
+    """(images, labels) batches for end-to-end training: shuffled once globally by the seed,
+    reshuffled locally every epoch, so no more than a few batches of decoded images are held."""
+    import numpy as np
+    import tensorflow as tf
+
+    order = np.random.default_rng(seed).permutation(len(split))
+    files = tuple(split.files[i] for i in order)
+    labels = np.asarray(split.labels)[order]
+    images = image_batches(files, size, batch_size, interpolation).unbatch()
+    pairs = tf.data.Dataset.zip((images, tf.data.Dataset.from_tensor_slices(labels)))
+    pairs = pairs.apply(tf.data.experimental.assert_cardinality(len(split)))  # lost by unbatch()
+    return pairs.shuffle(4 * batch_size, seed=seed).batch(batch_size).prefetch(tf.data.AUTOTUNE)

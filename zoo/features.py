@@ -22,6 +22,7 @@ import numpy as np
 
 from zoo import atomic
 from zoo.cache import cache_dir
+from zoo.progress import Progress, no_progress
 
 #: Bump when the layout or the meaning of cached arrays changes: old entries stop matching.
 FORMAT = 1
@@ -73,7 +74,8 @@ def extract(
     count: int,
     dim: int,
     destination: Path,
-    progress: Callable[[int], None] = lambda done: None,
+    progress: Progress = no_progress,
+    step: str = "features",
 ) -> np.ndarray:
     """Run `forward` over `batches` and stream the rows into a new .npy file at `destination`.
 
@@ -88,7 +90,7 @@ def extract(
             rows = np.asarray(forward(batch), dtype=np.float32)
             array[done : done + len(rows)] = rows
             done += len(rows)
-            progress(done)
+            progress(step, done, count)
         if done != count:
             raise RuntimeError(f"extracted {done} feature rows, expected {count}")
         array.flush()

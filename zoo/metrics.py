@@ -10,6 +10,7 @@ import os
 import platform
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +35,15 @@ def per_class_accuracy(confusion: np.ndarray) -> list[float | None]:
     """Recall of each class (its diagonal over its row); None for a class with no test images."""
     totals = confusion.sum(axis=1)
     return [float(confusion[i, i] / total) if total else None for i, total in enumerate(totals)]
+
+
+def size_mb(path: str | None) -> float | None:
+    """The size on disk of a file, or of every file under a folder (a SavedModel), in MiB."""
+    if path is None:
+        return None
+    target = Path(path)
+    files = [target] if target.is_file() else [p for p in target.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 2**20
 
 
 def compiled_forward(model):

@@ -18,12 +18,9 @@ from pathlib import Path
 from typing import Iterable, Sequence, TypeVar
 
 from zoo.errors import ZooError
+from zoo.settings import result_settings
 
 T = TypeVar("T")
-
-#: Row fields that are settings and may differ between shards without changing a result.
-NOT_COMPARED = ("cache",)
-
 
 @dataclass(frozen=True)
 class Shard:
@@ -68,15 +65,6 @@ def data_fingerprint(root: Path, files: Iterable[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _settings(row: dict) -> dict:
-    """The settings a row was measured with, as the bench records them in every row."""
-    from dataclasses import fields
-
-    from zoo.bench import BenchSettings
-
-    return {f.name: row.get(f.name) for f in fields(BenchSettings) if f.name not in NOT_COMPARED}
-
-
 def _difference(first: dict, second: dict) -> str:
     """'key A vs B, ...' over the keys both have, or '' when they agree."""
     keys = [key for key in first if key in second and first[key] != second[key]]
@@ -108,7 +96,7 @@ def merge(folders: Sequence[Path]) -> tuple[list[dict], dict]:
             name = row["backbone"]
             if name in seen:
                 raise ZooError(f"{name} is in both {seen[name]} and {folder}; merge each backbone from one folder only")
-            difference = _difference(_settings(reference[1]), _settings(row))
+            difference = _difference(result_settings(reference[1]), result_settings(row))
             if difference:
                 raise ZooError(
                     f"cannot merge {folder}: {name} was benched with other settings than "

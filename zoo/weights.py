@@ -12,6 +12,7 @@ Every file is checked against its pinned size and hash before it is used; a TF H
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -25,6 +26,18 @@ from zoo.spec import BackboneSpec, Weights
 
 MODES = ("auto", "imagenet", "none")
 HOW_TO_FIX = "put the file in $ZOO_WEIGHTS_DIR, give it with --weights PATH, or use --weights none"
+
+
+def validate_weights_mode(mode: str, count: int) -> None:
+    """Before any work: --weights is a mode or an existing path, and a path is for one backbone."""
+    if mode in MODES:
+        return
+    if not Path(mode).expanduser().exists():
+        close = difflib.get_close_matches(mode, MODES, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ZooError(f"--weights {mode}: no such file; {hint}give auto, imagenet, none or a weights path")
+    if count != 1:
+        raise ZooError(f"--weights {mode}: a file path can be given for one backbone only")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,82 @@
+"""One backbone's bench result: a typed row, filled as each step finishes, saved as a dict.
+
+Every row has every key, None where a step did not run (a failed backbone) or does not apply
+(`finetune_seconds` without `--mode finetune`, `extract_seconds` with `--augment`). The bench's
+settings are flattened into the row, so each row says how it was measured.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from zoo.settings import BenchSettings
+from zoo.spec import BackboneSpec
+
+
+@dataclass(kw_only=True)
+class BenchRow:
+    backbone: str
+    family: str
+    source: str
+    plugin: str
+    input_size: int
+    params: int | None  # the spec's, then the built backbone's count
+    weights: str  # the --weights mode, then the label of what was resolved ("random", a file, ...)
+    weights_note: str = ""
+    status: str = "failed"
+    error: str = ""
+    settings: BenchSettings
+    settings_fingerprint: str
+    weights_file_mb: float | None = None
+    feature_cache: str | None = None  # "hit", "miss", "off", a mix, or "off (augment)"
+    extract_seconds: float | None = None
+    head_seconds: float | None = None
+    top1_frozen: float | None = None  # top-1 after phase 1
+    unfrozen_layers: int | None = None
+    finetune_seconds: float | None = None
+    train_seconds: float | None = None
+    top1: float | None = None
+    top5: float | None = None
+    test_images: int | None = None
+    per_class_accuracy: dict[str, float | None] | None = None
+    confusion_matrix: list[list[int]] | None = None
+    trainable_params: int | None = None
+    images_per_sec: float | None = None
+    latency_ms_p50: float | None = None
+    latency_ms_p95: float | None = None
+    flops_per_image: int | None = None
+    peak_rss_mb: float | None = None
+    total_seconds: float | None = None
+    finished_at: str = ""
+
+    @classmethod
+    def start(cls, spec: BackboneSpec, settings: BenchSettings, fingerprint: str) -> BenchRow:
+        """A failed row naming the backbone and settings, until the bench says otherwise."""
+        return cls(
+            backbone=spec.name,
+            family=spec.family,
+            source=spec.source,
+            plugin=spec.plugin,
+            input_size=spec.input_size,
+            params=spec.params,
+            weights=settings.weights,
+            settings=settings,
+            settings_fingerprint=fingerprint,
+        )
+
+    def finish(self, seconds: float) -> None:
+        self.total_seconds = seconds
+        self.finished_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as results.json stores it: the settings' fields flattened in place of
+        `settings` (its `weights` mode is the row's `weights` until they are resolved)."""
+        row: dict[str, Any] = {}
+        for item in fields(self):
+            if item.name == "settings":
+                row.update((key, value) for key, value in asdict(self.settings).items() if key != "weights")
+            else:
+                row[item.name] = getattr(self, item.name)
+        return row

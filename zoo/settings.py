@@ -1,0 +1,85 @@
+"""How the bench trains and measures every backbone, and the fingerprint `--resume` compares."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from zoo import features, registry
+from zoo.data import Dataset
+from zoo.errors import ZooError
+from zoo.spec import BackboneSpec
+
+MODES = ("features", "finetune")
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """How every backbone is trained and measured; the defaults of the fields registry.toml's
+    [bench] table names (epochs, batch size, learning rate, seed, mirror) come from there.
+
+    Every field but `cache` can change a result, so all of them go into the settings
+    fingerprint that `--resume` compares.
+    """
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+    weights: str = "auto"
+    mode: str = "features"
+    finetune_epochs: int = 5
+    unfreeze: int = 10
+    augment: bool = False
+    mirror: bool = True
+    strategy: str = "default"
+    latency_runs: int = 30
+    throughput_batches: int = 3
+    cache: bool = True
+
+    @classmethod
+    def from_registry(cls, **overrides: Any) -> BenchSettings:
+        """registry.toml's [bench] defaults, with every override that is not None on top."""
+        given = {key: value for key, value in overrides.items() if value is not None}
+        known = {field.name for field in fields(cls)}
+        defaults = {key: value for key, value in registry.bench_defaults().items() if key in known}
+        return cls(**{**defaults, **given})
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ZooError(f"--batch-size {self.batch_size}: it must be 1 or more")
+        if self.epochs < 0:
+            raise ZooError(f"--epochs {self.epochs}: it must be 0 or more")
+        if self.finetune_epochs < 0:
+            raise ZooError(f"--finetune-epochs {self.finetune_epochs}: it must be 0 or more")
+        if not self.learning_rate > 0:
+            raise ZooError(f"--learning-rate {self.learning_rate}: it must be above 0")
+        if self.mode not in MODES:
+            raise ZooError(f"--mode {self.mode}: use one of {', '.join(MODES)}")
+        if self.strategy not in STRATEGIES:
+            raise ZooError(f"--strategy {self.strategy}: use one of {', '.join(STRATEGIES)}")
+        if self.unfreeze < 0:
+            raise ZooError(f"--unfreeze {self.unfreeze}: it must be 0 or more")
+        if self.latency_runs < 1 or self.throughput_batches < 1:
+            raise ZooError("latency_runs and throughput_batches must be 1 or more")
+
+
+def result_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """The settings that can change a result (every field but `cache`), from the fields of a
+    BenchSettings or of a results row, which carries them all."""
+    return {field.name: values.get(field.name) for field in fields(BenchSettings) if field.name != "cache"}
+
+
+def settings_fingerprint(spec: BackboneSpec, dataset: Dataset, settings: BenchSettings) -> str:
+    """What a finished row was measured with: backbone, data files and settings (not `cache`)."""
+    data = features.files_fingerprint(dataset.train.files + dataset.test.files)
+    parts = {
+        "backbone": spec.to_dict(),
+        "classes": list(dataset.class_names),
+        "data": data,
+        "settings": result_settings(asdict(settings)),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
