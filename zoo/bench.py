@@ -137,6 +137,9 @@ def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray]
     train = [_split_features(run, dataset.train, "train", extract, mirrored) for mirrored in views]
     test = [_split_features(run, dataset.test, "test", extract, mirrored) for mirrored in views]
     row.feature_cache = ", ".join(sorted({status for _, status in train + test}))
+    shares = [len(distributed.share(split.files, run.strategy)) for split in (dataset.train, dataset.test)]
+    mine = sum(share for share, views_of in zip(shares, (train, test)) for _, status in views_of if status != "hit")
+    row.worker_images = distributed.each(run.strategy, mine)
     row.extract_seconds = time.perf_counter() - start
     start = time.perf_counter()
     train_x = np.concatenate([x for x, _ in train])

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -77,7 +77,8 @@ def _replica_gather(strategy, value: np.ndarray) -> np.ndarray:
     import tensorflow as tf
 
     gathered = strategy.run(
-        lambda x: tf.distribute.get_replica_context().all_gather(x, axis=0), args=(tf.constant(value),)
+        lambda x: tf.distribute.get_replica_context().all_gather(x, axis=0),
+        args=(tf.constant(value),),
     )
     everything = np.asarray(strategy.experimental_local_results(gathered)[0])
     local_replicas = strategy.num_replicas_in_sync // worker(strategy)[1]
@@ -86,7 +87,7 @@ def _replica_gather(strategy, value: np.ndarray) -> np.ndarray:
 
 def gather(strategy, rows: np.ndarray, total: int) -> np.ndarray:
     """All `total` rows in file order, from each worker's rows of its `share`."""
-    index, count = worker(strategy)
+    count = worker(strategy)[1]
     if count == 1:
         return rows
     largest = -(-total // count)
@@ -106,6 +107,13 @@ def chief_says(strategy, flags: Sequence[bool]) -> list[bool]:
     return [bool(flag) for flag in _all_gather(strategy, np.asarray(flags, np.int32))[0]]
 
 
+def each(strategy, count: int) -> list[int]:
+    """Every worker's `count`, in worker order."""
+    if worker(strategy)[1] == 1:
+        return [count]
+    return [int(value) for value in _all_gather(strategy, np.asarray([count]))[:, 0]]
+
+
 def everyone(strategy, flag: bool) -> bool:
     """Whether `flag` holds on every worker (say, that each has the features cached)."""
     if worker(strategy)[1] == 1:
@@ -120,17 +128,19 @@ def agree(strategy, what: str, value: str) -> None:
     digest = np.frombuffer(hashlib.sha256(value.encode()).digest()[:8], np.int32)
     seen = _all_gather(strategy, digest)
     if not (seen == seen[0]).all():
-        raise ZooError(
-            f"the workers differ in {what}; start every worker with the same command, data and zoo version"
-        )
+        raise ZooError(f"the workers differ in {what}; start every worker with the same command, data and zoo version")
 
 
 def lost_worker(exc: BaseException) -> ZooError | None:
     """The one line for a collective that failed because another worker died or stalled."""
     import tensorflow as tf
 
-    lost = (tf.errors.DeadlineExceededError, tf.errors.UnavailableError, tf.errors.CancelledError,
-            tf.errors.AbortedError)
+    lost = (
+        tf.errors.DeadlineExceededError,
+        tf.errors.UnavailableError,
+        tf.errors.CancelledError,
+        tf.errors.AbortedError,
+    )
     if not isinstance(exc, lost):
         return None
     return ZooError(

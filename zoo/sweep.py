@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence, TypeVar
+from typing import TypeVar
 
 from zoo.errors import ZooError
 from zoo.settings import result_settings
 
 T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -81,7 +83,10 @@ def merge(folders: Sequence[Path]) -> tuple[list[dict], dict]:
 
     loaded = [(folder, read_results(folder)) for folder in folders]
     first_folder, first = loaded[0]
-    reference = next(((first_folder, row) for _, results in loaded for row in results["backbones"]), None)
+    reference = next(
+        ((first_folder, row) for _, results in loaded for row in results["backbones"]),
+        None,
+    )
     dataset = {key: value for key, value in first.get("dataset", {}).items() if key != "root"}
     rows: list[dict] = []
     seen: dict[str, Path] = {}
@@ -104,10 +109,19 @@ def merge(folders: Sequence[Path]) -> tuple[list[dict], dict]:
                 )
             seen[name] = folder
             rows.append(row)
-    sources = [{"folder": str(folder), "shard": results.get("shard"), "environment": results.get("environment")}
-               for folder, results in loaded]
+    sources = [
+        {
+            "folder": str(folder),
+            "shard": results.get("shard"),
+            "environment": results.get("environment"),
+        }
+        for folder, results in loaded
+    ]
     meta = {key: value for key, value in first.items() if key not in ("backbones", "shard", "format")}
-    meta.update(merged_from=sources, missing_shards=missing_shards([source["shard"] for source in sources]))
+    meta.update(
+        merged_from=sources,
+        missing_shards=missing_shards([source["shard"] for source in sources]),
+    )
     return rows, meta
 
 
