@@ -7,7 +7,6 @@ every bench here runs as a `zoo` process of its own, as a cluster job would star
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,58 +16,29 @@ import numpy as np
 import pytest
 from test_bench import PLUGIN
 
+from zoo.distributed import local_cluster
+
 ZOO = Path(sys.executable).with_name("zoo")
 TIMEOUT = 20  # --worker-timeout for these tests: how long a worker waits for a dead peer
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for each in sockets:
-        each.bind(("localhost", 0))
-    ports = [each.getsockname()[1] for each in sockets]
-    for each in sockets:
-        each.close()
-    return ports
-
-
 @pytest.fixture
 def cluster(tmp_path, tiny_dataset):
-    """Starts `zoo bench tiny_cnn` as worker i of n (or alone, without TF_CONFIG)."""
+    """Starts `zoo bench` of two tiny CNNs as worker `index` of two (or alone, without TF_CONFIG)."""
     plugin = tmp_path / "tiny_plugin.py"
     plugin.write_text(PLUGIN)
-    ports = free_ports(2)
+    configs = local_cluster(2)
 
-    def start(name, index=None, workers=2, extra=()):
-        env = {
-            **os.environ,
-            "ZOO_PLUGINS": str(plugin),
-            "ZOO_CACHE_DIR": str(tmp_path / f"cache-{name}"),
-        }
+    def start(name, index=None):
+        env = {**os.environ, "ZOO_PLUGINS": str(plugin), "ZOO_CACHE_DIR": str(tmp_path / f"cache-{name}")}
         env.pop("TF_CONFIG", None)
         if index is not None:
-            cluster = {"worker": [f"localhost:{port}" for port in ports[:workers]]}
-            env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+            env["TF_CONFIG"] = configs[index]
         command = [
-            str(ZOO),
-            "bench",
-            "tiny_cnn",
-            "tiny_cnn_b",
-            "--data",
-            str(tiny_dataset),
-            "--weights",
-            "none",
-            "--epochs",
-            "3",
-            "--batch-size",
-            "4",
-            "--strategy",
-            "multiworker",
-            "--worker-timeout",
-            str(TIMEOUT),
-            "--out",
-            str(tmp_path / f"out-{name}"),
-            *extra,
-        ]
+            str(ZOO), "bench", "tiny_cnn", "tiny_cnn_b", "--data", str(tiny_dataset), "--weights", "none",
+            "--epochs", "3", "--batch-size", "4", "--strategy", "multiworker", "--worker-timeout", str(TIMEOUT),
+            "--out", str(tmp_path / f"out-{name}"),
+        ]  # fmt: skip
         return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     return start
@@ -129,3 +99,36 @@ def test_a_killed_worker_makes_the_other_stop_with_one_line(cluster, tmp_path):
     [line] = [line for line in err.splitlines() if line.startswith("Error:")]
     assert "another worker stopped answering" in line and "--resume" in line
     assert "Traceback" not in err
+
+
+# Two logical CPU devices stand in for two GPUs; they must be made before TensorFlow starts.
+SPLIT_OVER_DEVICES = """
+import json
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from zoo import distributed, metrics
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+keras.utils.set_random_seed(0)
+with strategy.scope():
+    inputs = keras.Input((16, 16, 3))
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs)))
+whole = metrics.compiled_forward(model)
+seen = []
+split = distributed.split_over_devices(strategy, lambda images: seen.append(len(images)) or whole(images))
+images = np.random.default_rng(0).uniform(0, 255, (5, 16, 16, 3)).astype("float32")
+print(json.dumps({
+    "difference": max(float(np.abs(split(batch) - np.asarray(whole(batch))).max()) for batch in (images, images[:1])),
+    "seen": seen,
+}))
+"""
+
+
+def test_mirrored_extraction_splits_each_batch_over_the_local_devices():
+    result = subprocess.run([sys.executable, "-c", SPLIT_OVER_DEVICES], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["difference"] < 1e-5
+    assert sorted(report["seen"]) == [0, 1, 2, 3]  # 5 rows as 3 + 2, then 1 row as 1 + 0

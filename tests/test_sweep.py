@@ -44,18 +44,8 @@ PLUGIN = textwrap.dedent(
     """
 )
 NAMES = ["mobilenet_v2_32", "mobilenet_v3_small_32", "tiny_a", "tiny_b"]
-TIMINGS = {
-    "extract_seconds",
-    "head_seconds",
-    "finetune_seconds",
-    "train_seconds",
-    "total_seconds",
-    "finished_at",
-    "images_per_sec",
-    "latency_ms_p50",
-    "latency_ms_p95",
-    "peak_rss_mb",
-}
+TIMINGS = {"extract_seconds", "head_seconds", "finetune_seconds", "train_seconds", "total_seconds", "finished_at",
+           "images_per_sec", "latency_ms_p50", "latency_ms_p95", "peak_rss_mb"}
 
 
 @pytest.fixture
@@ -66,24 +56,10 @@ def four_backbones(tmp_path, monkeypatch):
 
 
 def bench(tiny_dataset, out, *extra, names=NAMES):
-    result = runner.invoke(
-        app,
-        [
-            "bench",
-            *names,
-            "--data",
-            str(tiny_dataset),
-            "--weights",
-            "none",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "4",
-            "--out",
-            str(out),
-            *extra,
-        ],
-    )
+    result = runner.invoke(app, [
+        "bench", *names, "--data", str(tiny_dataset), "--weights", "none", "--epochs", "2",
+        "--batch-size", "4", "--out", str(out), *extra,
+    ])
     assert result.exit_code == 0, result.output
     return json.loads((out / "results.json").read_text())
 
@@ -97,22 +73,12 @@ def test_shards_cover_every_backbone_once_and_merge_into_a_single_runs_rows(
 ):
     shards = [bench(tiny_dataset, tmp_path / f"s{i}", "--shard", f"{i}/3") for i in (1, 2, 3)]
     assert [[row["backbone"] for row in shard["backbones"]] for shard in shards] == [
-        ["mobilenet_v2_32", "tiny_b"],
-        ["mobilenet_v3_small_32"],
-        ["tiny_a"],
+        ["mobilenet_v2_32", "tiny_b"], ["mobilenet_v3_small_32"], ["tiny_a"]
     ]
     assert [shard["shard"] for shard in shards] == [{"index": i, "count": 3} for i in (1, 2, 3)]
 
-    result = runner.invoke(
-        app,
-        [
-            "report",
-            "--merge",
-            *(str(tmp_path / f"s{i}") for i in (1, 2, 3)),
-            "--out",
-            str(tmp_path / "merged"),
-        ],
-    )
+    result = runner.invoke(app, ["report", "--merge", *(str(tmp_path / f"s{i}") for i in (1, 2, 3)),
+                                 "--out", str(tmp_path / "merged")])
     assert result.exit_code == 0, result.output
     merged = json.loads((tmp_path / "merged" / "results.json").read_text())
     assert sorted(row["backbone"] for row in merged["backbones"]) == NAMES
@@ -127,51 +93,17 @@ def test_shards_cover_every_backbone_once_and_merge_into_a_single_runs_rows(
     assert merged["dataset"] == single["dataset"]
 
     # --resume works per shard: a rerun of shard 1 keeps both of its rows without benching them
-    rerun = runner.invoke(
-        app,
-        [
-            "bench",
-            *NAMES,
-            "--data",
-            str(tiny_dataset),
-            "--weights",
-            "none",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "4",
-            "--out",
-            str(tmp_path / "s1"),
-            "--shard",
-            "1/3",
-            "--resume",
-        ],
-    )
+    rerun = runner.invoke(app, ["bench", *NAMES, "--data", str(tiny_dataset), "--weights", "none", "--epochs", "2",
+                                "--batch-size", "4", "--out", str(tmp_path / "s1"), "--shard", "1/3", "--resume"])
     assert rerun.exit_code == 0, rerun.output
     assert rerun.stderr.count("finished before with these settings") == 2
 
 
 def test_merging_shards_of_other_settings_or_data_is_refused(four_backbones, tiny_dataset, tmp_path):
-    bench(
-        tiny_dataset,
-        tmp_path / "s1",
-        "--shard",
-        "1/2",
-        "--no-mirror",
-        names=["tiny_a", "tiny_b"],
-    )
+    bench(tiny_dataset, tmp_path / "s1", "--shard", "1/2", "--no-mirror", names=["tiny_a", "tiny_b"])
     bench(tiny_dataset, tmp_path / "s2", "--shard", "2/2", names=["tiny_a", "tiny_b"])
-    result = runner.invoke(
-        app,
-        [
-            "report",
-            "--merge",
-            str(tmp_path / "s1"),
-            str(tmp_path / "s2"),
-            "--out",
-            str(tmp_path / "merged"),
-        ],
-    )
+    result = runner.invoke(app, ["report", "--merge", str(tmp_path / "s1"), str(tmp_path / "s2"),
+                                 "--out", str(tmp_path / "merged")])
     assert result.exit_code == 2
     [line] = result.stderr.strip().splitlines()
     assert "mirror False vs True" in line and "same settings" in line
@@ -180,32 +112,14 @@ def test_merging_shards_of_other_settings_or_data_is_refused(four_backbones, tin
     other = json.loads((tmp_path / "s2" / "results.json").read_text())
     other["dataset"]["test_images"] += 1
     (tmp_path / "s2" / "results.json").write_text(json.dumps(other))
-    result = runner.invoke(
-        app,
-        [
-            "report",
-            "--merge",
-            str(tmp_path / "s1"),
-            str(tmp_path / "s2"),
-            "--out",
-            str(tmp_path / "merged"),
-        ],
-    )
+    result = runner.invoke(app, ["report", "--merge", str(tmp_path / "s1"), str(tmp_path / "s2"),
+                                 "--out", str(tmp_path / "merged")])
     assert result.exit_code == 2 and "dataset differs" in result.stderr and "test_images 6 vs 7" in result.stderr
 
 
 def test_a_merge_with_a_shard_missing_says_which(four_backbones, tiny_dataset, tmp_path):
-    bench(
-        tiny_dataset,
-        tmp_path / "s3",
-        "--shard",
-        "3/3",
-        names=["tiny_a", "tiny_b", "mobilenet_v2_32"],
-    )
-    result = runner.invoke(
-        app,
-        ["report", "--merge", str(tmp_path / "s3"), "--out", str(tmp_path / "merged")],
-    )
+    bench(tiny_dataset, tmp_path / "s3", "--shard", "3/3", names=["tiny_a", "tiny_b", "mobilenet_v2_32"])
+    result = runner.invoke(app, ["report", "--merge", str(tmp_path / "s3"), "--out", str(tmp_path / "merged")])
     assert result.exit_code == 0, result.output
     assert "Shards 1/3, 2/3 are missing" in result.stderr
 

@@ -132,7 +132,7 @@ def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray]
 
     dataset, settings = run.dataset, run.settings
     start = time.perf_counter()
-    extract = metrics.compiled_forward(run.extractor)
+    extract = distributed.split_over_devices(run.strategy, metrics.compiled_forward(run.extractor))
     views = (False, True) if settings.mirror else (False,)
     train = [_split_features(run, dataset.train, "train", extract, mirrored) for mirrored in views]
     test = [_split_features(run, dataset.test, "test", extract, mirrored) for mirrored in views]

@@ -16,7 +16,9 @@ line instead of hanging.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -45,6 +47,23 @@ def make_strategy(name: str, timeout: float = DEFAULT_TIMEOUT):
     return tf.distribute.get_strategy()
 
 
+def local_cluster(count: int) -> list[str]:
+    """TF_CONFIG for each of `count` workers on this machine, on free ports: for trying a
+    cluster out, and for the tests and benchmarks that do."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for each in sockets:
+            each.bind(("localhost", 0))
+        addresses = [f"localhost:{each.getsockname()[1]}" for each in sockets]
+    finally:
+        for each in sockets:
+            each.close()
+    return [
+        json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
+        for index in range(count)
+    ]
+
+
 def worker(strategy) -> tuple[int, int]:
     """(this worker's index, the number of workers): the chief (or worker 0) is index 0."""
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -63,6 +82,26 @@ def share(files: Sequence[str], strategy) -> tuple[str, ...]:
     """This worker's files: every n-th, starting at its index."""
     index, count = worker(strategy)
     return tuple(files[index::count])
+
+
+def split_over_devices(strategy, forward):
+    """`forward` with each batch split over this worker's replicas (every local GPU under
+    `mirrored`, or `multiworker` on a node with several) and the rows put back in order."""
+    local = strategy.num_replicas_in_sync // worker(strategy)[1]
+    if local == 1:
+        return forward
+
+    def split(batch):
+        parts = strategy.experimental_distribute_values_from_function(
+            lambda context: batch[context.replica_id_in_sync_group % local :: local]
+        )
+        results = [np.asarray(part) for part in strategy.experimental_local_results(strategy.run(forward, (parts,)))]
+        rows = np.empty((len(batch), *results[0].shape[1:]), results[0].dtype)
+        for index, part in enumerate(results[: len(batch)]):  # a replica given no rows has nothing to add
+            rows[index::local] = part
+        return rows
+
+    return split
 
 
 def _all_gather(strategy, value: np.ndarray) -> np.ndarray:
