@@ -5,7 +5,7 @@ SOURCES := $(shell find zoo plugins -name '*.py') $(wildcard zoo/templates/*/*) 
 # The example third-party plugin, installed beside zoo so the tests can run it for real.
 EXAMPLE := $(wildcard examples/zoo-densenet/*.py examples/zoo-densenet/pyproject.toml)
 
-.PHONY: install bench test test-fast test-slow clean
+.PHONY: install bench lint test test-fast test-slow clean
 
 # Dependencies, reinstalled only when pyproject.toml changes.
 $(VENV)/.deps: pyproject.toml
@@ -28,6 +28,12 @@ install: $(VENV)/.installed
 
 bench: install
 	$(VENV)/bin/zoo bench --all
+
+# The team's habits, enforced by .ci/run: lint, format and types clean (settings in pyproject.toml).
+lint: $(VENV)/.deps
+	$(VENV)/bin/ruff check zoo plugins
+	$(VENV)/bin/ruff format --check zoo plugins
+	$(VENV)/bin/mypy
 
 test: test-fast test-slow
 

@@ -101,7 +101,7 @@ def _stages(name: str) -> list[tuple[int, int, int, int, int]]:
     last = len(BASE_STAGES) - 1
     for i, (expand, kernel, stride, out, repeats) in enumerate(BASE_STAGES):
         if 0 < i < last:
-            repeats = int(math.ceil(depth * repeats))
+            repeats = math.ceil(depth * repeats)
         stages.append((expand, kernel, stride, _round_filters(out, width), repeats))
     return stages
 
@@ -110,9 +110,7 @@ def _scaling(name: str) -> tuple[float, float]:
     try:
         return LITE_SCALING[name]
     except KeyError:
-        raise ZooError(
-            f"unknown EfficientNet-Lite variant {name!r}; use one of {', '.join(LITE_SCALING)}"
-        ) from None
+        raise ZooError(f"unknown EfficientNet-Lite variant {name!r}; use one of {', '.join(LITE_SCALING)}") from None
 
 
 def _block(x, prefix: str, in_ch: int, out_ch: int, expand: int, kernel: int, stride: int):
@@ -138,9 +136,7 @@ def _block(x, prefix: str, in_ch: int, out_ch: int, expand: int, kernel: int, st
     return x
 
 
-def build_efficientnet_lite(
-    name: str, input_size: int, weights: str | os.PathLike | None, include_top: bool = False
-):
+def build_efficientnet_lite(name: str, input_size: int, weights: str | os.PathLike | None, include_top: bool = False):
     """Build EfficientNet-Lite `name` for preprocessed (batch, s, s, 3) images.
 
     Returns pooled (batch, 1280) features, or with `include_top` the ImageNet softmax over
@@ -152,9 +148,7 @@ def build_efficientnet_lite(
 
     _scaling(name)
     inputs = keras.Input((input_size, input_size, 3), name="images")
-    x = layers.Conv2D(
-        STEM_CHANNELS, 3, strides=2, padding="same", use_bias=False, name="_conv_stem"
-    )(inputs)
+    x = layers.Conv2D(STEM_CHANNELS, 3, strides=2, padding="same", use_bias=False, name="_conv_stem")(inputs)
     x = layers.BatchNormalization(epsilon=BN_EPSILON, name="_bn0")(x)
     x = layers.ReLU(6.0, name="_relu0")(x)
     in_ch = STEM_CHANNELS

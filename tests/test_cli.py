@@ -116,7 +116,8 @@ def test_bench_without_data_uses_the_embedded_sample(tmp_path):
     assert result.exit_code == 0, result.output
     assert "embedded sample dataset" in result.stderr
     [row] = json.loads((tmp_path / "results.json").read_text())["backbones"]
-    assert row["status"] == "ok" and row["test_images"] == 36 if "test_images" in row else row["status"] == "ok"
+    assert row["status"] == "ok", row["error"]
+    assert row["test_images"] == 36 and len(row["per_class_accuracy"]) == 3  # 3 classes of 12 test images
 
 
 @pytest.mark.slow

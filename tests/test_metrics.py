@@ -1,5 +1,7 @@
 """zoo.metrics against numbers worked out by hand."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -50,7 +52,17 @@ def test_throughput_latency_and_peak_memory_are_measured():
 
 
 def test_environment_names_versions_and_threads():
+    import platform
+
+    import keras
+    import tensorflow as tf
+
     environment = metrics.environment()
-    assert environment["tensorflow"] and environment["keras"] and environment["cpu_count"] >= 1
-    assert environment["gpus"] == [] or isinstance(environment["gpus"], list)
-    assert "intra_op_threads" in environment
+    assert environment["tensorflow"] == tf.__version__ and environment["keras"] == keras.__version__
+    assert environment["python"] == platform.python_version() and environment["numpy"] == np.__version__
+    assert environment["cpu_count"] == os.cpu_count() and environment["cpu"]
+    # one name per GPU TensorFlow sees (none on a CPU-only build)
+    gpus = environment["gpus"]
+    assert len(gpus) == len(tf.config.list_physical_devices("GPU")) and all(isinstance(g, str) and g for g in gpus)
+    for key in ("intra_op_threads", "inter_op_threads"):
+        assert environment[key] == "auto" or environment[key] >= 1, environment[key]

@@ -17,9 +17,10 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -192,8 +193,15 @@ def _fine_tune(run: _Run, row: BenchRow, model: Any) -> None:
     row.finetune_seconds = time.perf_counter() - start
 
 
-def _measure(row: BenchRow, spec: BackboneSpec, dataset: Dataset, settings: BenchSettings,
-             progress: Progress, strategy: Any, log_dir: Path | None) -> None:
+def _measure(
+    row: BenchRow,
+    spec: BackboneSpec,
+    dataset: Dataset,
+    settings: BenchSettings,
+    progress: Progress,
+    strategy: Any,
+    log_dir: Path | None,
+) -> None:
     """Fill `row` as each step finishes, so a failure keeps what was measured before it."""
     import keras
 

@@ -11,7 +11,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -129,8 +128,14 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.
             table.add_column(header)
         for row in rows:
             table.add_row(
-                row["name"], row["family"], row["source"], str(row["input_size"]),
-                row["preprocessing"], f"{row['params'] / 1e6:.1f}M", row["weights_status"], row["plugin"],
+                row["name"],
+                row["family"],
+                row["source"],
+                str(row["input_size"]),
+                row["preprocessing"],
+                f"{row['params'] / 1e6:.1f}M",
+                row["weights_status"],
+                row["plugin"],
             )
         out.print(table)
     _warn_broken()
@@ -180,8 +185,12 @@ def new_plugin(
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
     )
 
 
@@ -203,31 +212,36 @@ def bench(
     ctx: typer.Context,
     names: list[str] = typer.Argument(None, help="Backbones to bench (see `zoo list`)."),
     all_backbones: bool = typer.Option(False, "--all", help="Bench every backbone."),
-    source: Optional[str] = typer.Option(
+    source: str | None = typer.Option(
         None, "--source", help="hub or keras: each backbone's TF Hub or Keras variant [--all: the default ones]."
     ),
-    data: Optional[Path] = typer.Option(None, help="Folder with train/<class>/ and test/<class>/."),
-    epochs: Optional[int] = typer.Option(None, help=f"Head training epochs (default: {_DEFAULTS['epochs']})."),
-    batch_size: Optional[int] = typer.Option(None, help=f"Batch size (default: {_DEFAULTS['batch_size']})."),
-    learning_rate: Optional[float] = typer.Option(
+    data: Path | None = typer.Option(None, help="Folder with train/<class>/ and test/<class>/."),
+    epochs: int | None = typer.Option(None, help=f"Head training epochs (default: {_DEFAULTS['epochs']})."),
+    batch_size: int | None = typer.Option(None, help=f"Batch size (default: {_DEFAULTS['batch_size']})."),
+    learning_rate: float | None = typer.Option(
         None, help=f"Adam learning rate (default: {_DEFAULTS['learning_rate']})."
     ),
     weights_mode: str = typer.Option(
         "auto", "--weights", help="auto, imagenet, none, or a weights file for one backbone."
     ),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: zoo-results/<data folder name>)."),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="Results folder (default: zoo-results/<data folder name>)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     mode: str = typer.Option("features", help="features (frozen base) or finetune (then unfreeze the top)."),
     finetune_epochs: int = typer.Option(5, help="Fine-tuning epochs after the head's [--mode finetune]."),
     unfreeze: int = typer.Option(10, help="Top base layers to unfreeze, BatchNorm excepted [--mode finetune]."),
     augment: bool = typer.Option(False, "--augment", help="Random flip/rotation/zoom; runs end to end, no cache."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse and keep extracted features."),
-    mirror: Optional[bool] = typer.Option(
-        None, "--mirror/--no-mirror",
+    mirror: bool | None = typer.Option(
+        None,
+        "--mirror/--no-mirror",
         help="Also train the head on mirror images and score each test image with its mirror "
         f"(default: {'on' if _DEFAULTS['mirror'] else 'off'}).",
     ),
-    resume: bool = typer.Option(False, "--resume", help="Skip backbones already finished in --out with these settings."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Skip backbones already finished in --out with these settings."
+    ),
     strategy: str = typer.Option("default", help="tf.distribute strategy: default, mirrored or multiworker."),
     worker_timeout: float = typer.Option(
         distributed.DEFAULT_TIMEOUT, "--worker-timeout",
@@ -249,9 +263,17 @@ def bench(
     if importlib.util.find_spec("tensorflow") is None:  # an extra: users choose its build
         raise ZooError("TensorFlow is not installed; pip install 'zoo[cpu]' (or 'zoo[gpu]')")
     settings = BenchSettings.from_registry(
-        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, weights=weights_mode,
-        mode=mode, finetune_epochs=finetune_epochs, unfreeze=unfreeze, augment=augment,
-        strategy=strategy, cache=cache, mirror=mirror,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        weights=weights_mode,
+        mode=mode,
+        finetune_epochs=finetune_epochs,
+        unfreeze=unfreeze,
+        augment=augment,
+        strategy=strategy,
+        cache=cache,
+        mirror=mirror,
     )
     settings.validate()
     if not worker_timeout > 0:
@@ -296,8 +318,10 @@ def bench(
     )
 
     if augment:
-        err.print("[cyan]--augment: every epoch shows the base new images, so features are not cached; "
-                  "training runs end to end (slower).[/]")
+        err.print(
+            "[cyan]--augment: every epoch shows the base new images, so features are not cached; "
+            "training runs end to end (slower).[/]"
+        )
     with _progress() as progress:
         overall = progress.add_task("backbones", total=len(specs))
         in_flight: list[TaskID] = []  # the bar of the backbone being benched
@@ -403,14 +427,20 @@ def cache_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     for header in ("Backbone", "Split", "Images", "Dim", "MB", "Key"):
         table.add_column(header)
     for entry in entries:
-        table.add_row(entry.get("backbone", "?"), entry.get("split", "?"), str(entry.get("count")),
-                      str(entry.get("dim")), f"{entry['bytes'] / 2**20:.1f}", entry.get("key", ""))
+        table.add_row(
+            entry.get("backbone", "?"),
+            entry.get("split", "?"),
+            str(entry.get("count")),
+            str(entry.get("dim")),
+            f"{entry['bytes'] / 2**20:.1f}",
+            entry.get("key", ""),
+        )
     out.print(table)
     out.print(f"{len(entries)} entries, {sum(e['bytes'] for e in entries) / 2**20:.1f} MB")
 
 
 @cache_app.command("clear")
-def cache_clear(backbone: Optional[str] = typer.Option(None, help="Only this backbone's features.")) -> None:
+def cache_clear(backbone: str | None = typer.Option(None, help="Only this backbone's features.")) -> None:
     """Delete cached features (all, or one backbone's); the next bench extracts them again."""
     from zoo import features
 
@@ -436,15 +466,19 @@ def weights_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.
     for header in ("Backbone", "Weights", "Check", "Status", "Path or URL"):
         table.add_column(header, overflow="fold")
     for row in rows:
-        table.add_row(row["backbone"], row["weights"], row["check"], row["status"],
-                      row["path"] or row["fetch_from"])
+        table.add_row(row["backbone"], row["weights"], row["check"], row["status"], row["path"] or row["fetch_from"])
     out.print(table)
 
 
 def _download_progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        TimeElapsedColumn(), console=err, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
     )
 
 

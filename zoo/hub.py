@@ -137,8 +137,7 @@ def resolve(handle: str, progress: Progress = no_progress) -> tuple[Path, str]:
         return path, origin
     if _url(handle) is None:
         raise ZooError(
-            f"TF Hub handle {handle} is neither a URL (tfhub.dev, kaggle.com/models) nor a "
-            "SavedModel folder"
+            f"TF Hub handle {handle} is neither a URL (tfhub.dev, kaggle.com/models) nor a SavedModel folder"
         )
     return _fetch(handle, progress), f"downloaded from {compressed_url(handle)}"
 

@@ -13,6 +13,7 @@ decodes only new or changed files.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -45,9 +46,7 @@ def decode(contents):
     """A file's bytes (string tensor) → HxWx3 uint8 RGB tensor; works eagerly and in tf.data."""
     import tensorflow as tf
 
-    native = tf.reduce_any(
-        [tf.strings.substr(contents, 0, len(signature)) == signature for signature in TF_SIGNATURES]
-    )
+    native = tf.reduce_any([tf.strings.substr(contents, 0, len(signature)) == signature for signature in TF_SIGNATURES])
     image = tf.cond(
         native,
         lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
@@ -109,10 +108,8 @@ def _read_cache(cache: Path) -> dict:
 
 def _write_cache(cache: Path, entries: dict) -> None:
     """Replace the cache atomically; a cache that cannot be written only costs a rescan."""
-    try:
+    with contextlib.suppress(OSError):
         atomic.write_text(cache, json.dumps(entries))
-    except OSError:
-        pass
 
 
 def check_files(root: Path, files: list[Path], progress: Progress = no_progress) -> dict[Path, str]:

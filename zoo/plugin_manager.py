@@ -14,6 +14,7 @@ import functools
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -54,8 +55,7 @@ class Catalog:
         if name in self.conflicts:
             claimants = " and ".join(self.conflicts[name])
             raise ZooError(
-                f"backbone {name!r} is declared by both {claimants}; disable one with "
-                "ZOO_DISABLE_PLUGINS=<plugin>"
+                f"backbone {name!r} is declared by both {claimants}; disable one with ZOO_DISABLE_PLUGINS=<plugin>"
             )
         close = difflib.get_close_matches(name, self.backbones, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else "see `zoo list`"
@@ -77,9 +77,9 @@ def _import_file(path: Path) -> ModuleType:
         raise ZooError(f"plugin path {path} is neither a .py file nor a package folder")
     module_name = f"zoo_local_plugin_{path.stem}"
     package_path = [str(path)] if path.is_dir() else None  # so a folder's relative imports work
-    spec = importlib.util.spec_from_file_location(
-        module_name, target, submodule_search_locations=package_path
-    )
+    spec = importlib.util.spec_from_file_location(module_name, target, submodule_search_locations=package_path)
+    if spec is None or spec.loader is None:
+        raise ZooError(f"plugin path {path} cannot be imported as Python; give a .py file or a package folder")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
@@ -94,9 +94,9 @@ def _import_file(path: Path) -> ModuleType:
 _extra_paths: list[str] = []
 
 
-def _candidates() -> list[tuple[str, str, str, object]]:
+def _candidates() -> list[tuple[str, str, str, Callable[[], object]]]:
     """(name, version, origin, loader) of every plugin on offer, before any is imported."""
-    found = []
+    found: list[tuple[str, str, str, Callable[[], object]]] = []
     for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = entry_point.dist
         version = dist.version if dist else ""
@@ -139,7 +139,7 @@ def plugin_manager() -> tuple[pluggy.PluginManager, tuple[PluginInfo, ...]]:
     for info in infos:
         plugin = manager.get_plugin(info.name)
         if plugin is not None:
-            info.hooks = sorted(caller.name for caller in manager.get_hookcallers(plugin))
+            info.hooks = sorted(caller.name for caller in manager.get_hookcallers(plugin) or ())
     return manager, tuple(infos)
 
 
@@ -189,9 +189,7 @@ def catalog() -> Catalog:
                 continue
             claims.setdefault(spec.name, []).append(spec)
     backbones = {name: specs[0] for name, specs in claims.items() if len(specs) == 1}
-    conflicts = {
-        name: [spec.plugin for spec in specs] for name, specs in claims.items() if len(specs) > 1
-    }
+    conflicts = {name: [spec.plugin for spec in specs] for name, specs in claims.items() if len(specs) > 1}
     return Catalog(backbones, list(infos), conflicts)
 
 

@@ -7,7 +7,7 @@ several things (the bench, one backbone after another) names each step with `pre
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 #: progress(step name, items or bytes done, how many in all — 0 when unknown).
 Progress = Callable[[str, int, int], None]

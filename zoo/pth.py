@@ -196,9 +196,7 @@ def _read_storages(f, keys: Any, storages: dict[str, _Storage], little_endian: b
             raise pickle.UnpicklingError(f"storage key {key} is not used by any tensor")
         (numel,) = struct.unpack(order + "q", _read_exact(f, 8))
         if numel != storage.numel:
-            raise pickle.UnpicklingError(
-                f"storage {key} holds {numel} elements, the pickle says {storage.numel}"
-            )
+            raise pickle.UnpicklingError(f"storage {key} holds {numel} elements, the pickle says {storage.numel}")
         raw = _read_exact(f, numel * storage.kind.itemsize)
         if storage.kind.dtype == "bfloat16":
             bits = np.frombuffer(raw, dtype=order + "u2").astype(np.uint32) << 16
@@ -277,8 +275,19 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise
     except FileNotFoundError:
         raise ZooError(f"cannot read {path}: no such file") from None
-    except (OSError, EOFError, pickle.UnpicklingError, struct.error, ValueError, TypeError,
-            AttributeError, IndexError, KeyError, MemoryError, OverflowError) as exc:
+    except (
+        OSError,
+        EOFError,
+        pickle.UnpicklingError,
+        struct.error,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        MemoryError,
+        OverflowError,
+    ) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ZooError(
             f"cannot read {path}: truncated or corrupt PyTorch checkpoint ({detail}); replace it "

@@ -43,11 +43,7 @@ def catalog_spec(name: str, **overrides: Any) -> BackboneSpec:
 
 def catalog_specs(plugin: str, **overrides: Any) -> list[BackboneSpec]:
     """Every backbone registry.toml assigns to the built-in `plugin`, fields overridden alike."""
-    return [
-        catalog_spec(name, **overrides)
-        for name, entry in load()["backbones"].items()
-        if entry["plugin"] == plugin
-    ]
+    return [catalog_spec(name, **overrides) for name, entry in load()["backbones"].items() if entry["plugin"] == plugin]
 
 
 def hub_specs(plugin: str) -> list[BackboneSpec]:

@@ -141,8 +141,11 @@ def markdown(results: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     untrained = random_weights(rows)
     if untrained:
-        lines += ["", f"**Random weights** (no pretrained file): {', '.join(untrained)}; "
-                  "their accuracy says nothing about transfer learning."]
+        lines += [
+            "",
+            f"**Random weights** (no pretrained file): {', '.join(untrained)}; "
+            "their accuracy says nothing about transfer learning.",
+        ]
     environment = results.get("environment", {})
     if environment:
         lines += ["", "Measured on: " + ", ".join(f"{key} {value}" for key, value in environment.items()) + "."]
@@ -176,8 +179,13 @@ def plot(rows: list[dict], path: Path) -> None:
                 area = 60 + 1400 * row["params"] / largest
                 axes.scatter(row["images_per_sec"], row["top1"] * 100, s=area, alpha=0.55, edgecolors="black")
                 label = f"{row['backbone']} ({row['params'] / 1e6:.1f}M)"
-                axes.annotate(label, (row["images_per_sec"], row["top1"] * 100), textcoords="offset points",
-                              xytext=(8, 6), fontsize=9)
+                axes.annotate(
+                    label,
+                    (row["images_per_sec"], row["top1"] * 100),
+                    textcoords="offset points",
+                    xytext=(8, 6),
+                    fontsize=9,
+                )
             axes.set_xscale("log")
             axes.margins(0.25)
         else:
@@ -224,7 +232,11 @@ def read_results(out_dir: Path) -> dict:
         raise ZooError(f"{path} does not exist; run `zoo bench --out {out_dir}` first") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ZooError(f"{path} is not valid JSON ({exc}); rerun the bench") from None
-    if not isinstance(results, dict) or results.get("format") != FORMAT or not isinstance(results.get("backbones"), list):
+    if (
+        not isinstance(results, dict)
+        or results.get("format") != FORMAT
+        or not isinstance(results.get("backbones"), list)
+    ):
         raise ZooError(f"{path} is not a zoo bench results file ({FORMAT}); rerun the bench")
     return results
 
@@ -246,7 +258,7 @@ def results_lock(out_dir: Path):
     lock_path = out_dir / LOCK_FILE
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(lock_path, "a+", encoding="utf-8")
+        handle = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 (held by the `with` below)
     except OSError as exc:
         raise ZooError(f"cannot write results to {out_dir}: {exc.strerror or exc}; choose another --out") from None
     with handle:

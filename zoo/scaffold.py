@@ -27,9 +27,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*(-[a-z0-9_]+)*$")
 def identifier(name: str) -> str:
     """The one spelling zoo uses for a new plugin and its backbone: `my-net` becomes `my_net`."""
     if not _NAME.match(name):
-        raise ZooError(
-            f"plugin name {name!r}: use lower case letters, digits, '_' and '-', starting with a letter"
-        )
+        raise ZooError(f"plugin name {name!r}: use lower case letters, digits, '_' and '-', starting with a letter")
     return name.replace("-", "_")
 
 

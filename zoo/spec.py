@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from zoo.errors import ZooError
 
@@ -43,9 +44,7 @@ def _same(value: float) -> tuple[float, float, float]:
 PREPROCESSING: dict[str, Normalization] = {
     "none": Normalization(_same(0.0), _same(1.0), summary="raw 0..255; the model rescales itself"),
     "unit": Normalization(_same(0.0), _same(255.0), summary="x/255 to [0, 1] (TF Hub image models)"),
-    "symmetric": Normalization(
-        _same(127.5), _same(127.5), summary="x/127.5-1 to [-1, 1] (MobileNetV2, ResNetV2)"
-    ),
+    "symmetric": Normalization(_same(127.5), _same(127.5), summary="x/127.5-1 to [-1, 1] (MobileNetV2, ResNetV2)"),
     "caffe": Normalization(
         (123.68, 116.779, 103.939),
         _same(1.0),
@@ -135,8 +134,7 @@ class BackboneSpec:
             raise bad(f"has unknown source {self.source!r}; use one of {', '.join(SOURCES)}")
         if not callable(self.preprocessing) and self.preprocessing not in PREPROCESSING:
             raise bad(
-                f"has unknown preprocessing {self.preprocessing!r}; use one of "
-                f"{', '.join(PREPROCESSING)} or a callable"
+                f"has unknown preprocessing {self.preprocessing!r}; use one of {', '.join(PREPROCESSING)} or a callable"
             )
         if self.interpolation not in INTERPOLATIONS:
             raise bad(f"has unknown interpolation {self.interpolation!r}; use one of {', '.join(INTERPOLATIONS)}")

