@@ -120,7 +120,8 @@ def _split_features(run: _Run, split: Split, name: str, forward: Any, mirrored: 
             return np.array(extract(Path(folder) / f"{name}.npy")), "off"
     key = features.feature_key(_feature_identity(spec, run.weights.path, settings.seed), split.files)
     cached = features.load(spec.name, name, key)
-    if distributed.everyone(run.strategy, cached is not None):
+    everywhere = distributed.everyone(run.strategy, cached is not None)  # every worker must ask
+    if cached is not None and everywhere:
         run.progress(f"{name} features (cached)", total, total)
         return cached, "hit"
     return features.store(spec.name, name, key, {"images": total}, extract), "miss"
@@ -147,13 +148,13 @@ def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray]
     train_y = np.tile(dataset.train.labels, len(views))
     test_y = np.asarray(dataset.test.labels)
     callbacks = run.fit_callbacks("head epochs", 0, settings.epochs)
+    classes = len(dataset.class_names)
     with run.strategy.scope():
         if settings.strategy == "multiworker":  # Keras' fit cannot run under it
-            head = distributed.train_head(run.strategy, train_x, train_y, len(dataset.class_names), settings, callbacks)
+            head = distributed.train_head(run.strategy, train_x, train_y, classes, settings, callbacks)
         else:
-            head = recipe.train_head(
-                train_x, train_y, len(dataset.class_names), settings, callbacks, validation=(np.asarray(test[0][0]), test_y)
-            )
+            validation = (np.asarray(test[0][0]), test_y)
+            head = recipe.train_head(train_x, train_y, classes, settings, callbacks, validation=validation)
         model = keras.Model(run.extractor.input, head(run.extractor.output), name="classifier")
     row.head_seconds = time.perf_counter() - start
     # With `mirror`, each test image is scored as the mean over it and its mirror image.

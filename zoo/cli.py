@@ -244,11 +244,14 @@ def bench(
     ),
     strategy: str = typer.Option("default", help="tf.distribute strategy: default, mirrored or multiworker."),
     worker_timeout: float = typer.Option(
-        distributed.DEFAULT_TIMEOUT, "--worker-timeout",
+        distributed.DEFAULT_TIMEOUT,
+        "--worker-timeout",
         help="Seconds a multiworker step waits for the other workers before all stop (see docs/scale.md).",
     ),
-    shard_text: Optional[str] = typer.Option(
-        None, "--shard", metavar="I/N",
+    shard_text: str | None = typer.Option(
+        None,
+        "--shard",
+        metavar="I/N",
         help="Bench only the I-th of N interleaved parts of the backbones, for one job of N (see docs/scale.md).",
     ),
 ) -> None:
@@ -339,9 +342,7 @@ def bench(
                 err.print(f"{row['backbone']}: finished before with these settings (--resume), kept")
 
         try:
-            rows = run_bench(
-                specs, dataset, settings, out_dir, resume, report, finished, shard=shard, strategy=cluster
-            )
+            rows = run_bench(specs, dataset, settings, out_dir, resume, report, finished, shard=shard, strategy=cluster)
         except KeyboardInterrupt:
             raise KeyboardInterrupt(
                 f"the backbones finished so far are in {out_dir}/results.json; "
@@ -379,8 +380,8 @@ def _print_results(rows: list[dict], title: str, as_json: bool) -> None:
 @app.command("report")
 def report_command(
     folders: list[Path] = typer.Argument(..., help="A bench's --out folder, with results.json (several with --merge)."),
-    merge: bool = typer.Option(False, "--merge", help="Combine the folders' results (say, a sweep's shards) into --out."),
-    merged_dir: Optional[Path] = typer.Option(None, "--out", help="Where --merge writes the combined results."),
+    merge: bool = typer.Option(False, "--merge", help="Combine the folders' results (a sweep's shards) into --out."),
+    merged_dir: Path | None = typer.Option(None, "--out", help="Where --merge writes the combined results."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Re-render the table, results.md/.csv and the plot from a saved results.json (no TensorFlow);

@@ -67,7 +67,9 @@ def local_cluster(count: int) -> list[str]:
 def worker(strategy) -> tuple[int, int]:
     """(this worker's index, the number of workers): the chief (or worker 0) is index 0."""
     resolver = getattr(strategy, "cluster_resolver", None)
-    cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if resolver is None:
+        return 0, 1
+    cluster = resolver.cluster_spec().as_dict()
     tasks = [(job, index) for job in ("chief", "worker") for index in range(len(cluster.get(job, ())))]
     if len(tasks) < 2:
         return 0, 1

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from zoo.errors import ZooError
 from zoo.settings import result_settings
@@ -83,49 +83,38 @@ def merge(folders: Sequence[Path]) -> tuple[list[dict], dict]:
 
     loaded = [(folder, read_results(folder)) for folder in folders]
     first_folder, first = loaded[0]
-    reference = next(
-        ((first_folder, row) for _, results in loaded for row in results["backbones"]),
-        None,
-    )
     dataset = {key: value for key, value in first.get("dataset", {}).items() if key != "root"}
-    rows: list[dict] = []
-    seen: dict[str, Path] = {}
-    for folder, results in loaded:
+    for folder, results in loaded[1:]:
         difference = _difference(dataset, results.get("dataset", {}))
         if difference:
             raise ZooError(
                 f"cannot merge {folder}: its dataset differs from {first_folder}'s ({difference}); "
                 "merge results of one dataset only"
             )
-        for row in results["backbones"]:
-            name = row["backbone"]
-            if name in seen:
-                raise ZooError(f"{name} is in both {seen[name]} and {folder}; merge each backbone from one folder only")
-            difference = _difference(result_settings(reference[1]), result_settings(row))
-            if difference:
-                raise ZooError(
-                    f"cannot merge {folder}: {name} was benched with other settings than "
-                    f"{reference[1]['backbone']} in {reference[0]} ({difference}); bench every shard with the same settings"
-                )
-            seen[name] = folder
-            rows.append(row)
-    sources = [
-        {
-            "folder": str(folder),
-            "shard": results.get("shard"),
-            "environment": results.get("environment"),
-        }
+    located = [(folder, row) for folder, results in loaded for row in results["backbones"]]
+    seen: dict[str, Path] = {}
+    for folder, row in located:
+        name = row["backbone"]
+        if name in seen:
+            raise ZooError(f"{name} is in both {seen[name]} and {folder}; merge each backbone from one folder only")
+        reference_folder, reference = located[0]
+        difference = _difference(result_settings(reference), result_settings(row))
+        if difference:
+            raise ZooError(
+                f"cannot merge {folder}: {name} was benched with other settings than {reference['backbone']} "
+                f"in {reference_folder} ({difference}); bench every shard with the same settings"
+            )
+        seen[name] = folder
+    meta = {key: value for key, value in first.items() if key not in ("backbones", "shard", "format")}
+    meta["merged_from"] = [
+        {"folder": str(folder), "shard": results.get("shard"), "environment": results.get("environment")}
         for folder, results in loaded
     ]
-    meta = {key: value for key, value in first.items() if key not in ("backbones", "shard", "format")}
-    meta.update(
-        merged_from=sources,
-        missing_shards=missing_shards([source["shard"] for source in sources]),
-    )
-    return rows, meta
+    meta["missing_shards"] = missing_shards([results.get("shard") for _, results in loaded])
+    return [row for _, row in located], meta
 
 
-def missing_shards(shards: list[dict | None]) -> list[str]:
+def missing_shards(shards: list[Any]) -> list[str]:
     """'I/N' of each shard of the sweep not among `shards` (when they all come from one N-way sweep)."""
     counts = {shard["count"] for shard in shards if shard}
     if len(counts) != 1 or None in shards:
