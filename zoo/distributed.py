@@ -199,7 +199,7 @@ def exit_now(code: int) -> None:
 
 
 def train_head(strategy, train_x, train_y, num_classes: int, settings, callbacks=()):
-    """The head of zoo.bench.train_head (same layer, optimizer, loss, batches) trained in an
+    """The head of zoo.recipe.train_head (same layer, optimizer, loss, batches) trained in an
     explicit loop, because Keras 3's fit cannot run under MultiWorkerMirroredStrategy
     (keras-team/keras#20585). Every worker shuffles alike from the seed; each replica takes its
     share of every batch; the optimizer sums the replicas' gradients (of the loss summed over the
