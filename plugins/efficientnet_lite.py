@@ -9,7 +9,9 @@ without torch.
 
 The weights were trained in TensorFlow, whose "same" padding the PyTorch port imitates, so
 Keras `padding="same"` reproduces them exactly. Keras layers carry the state dict's module
-names (`_blocks.3._depthwise_conv`), so the mapping is name for name.
+names less their leading underscore (`blocks.3._depthwise_conv` for `_blocks.3._depthwise_conv`:
+TensorFlow refuses scope names that start with one, and SavedModel export needs them), so the
+mapping stays name for name (`torch_name`, `keras_name`).
 
 Nothing here imports TensorFlow or Keras at import time: `zoo list` imports plugins and must
 stay fast; they are imported inside the functions that build models.
@@ -22,9 +24,12 @@ import os
 
 import numpy as np
 
-from zoo import hookimpl
+from zoo import Normalization, hookimpl
 from zoo.errors import ZooError
 from zoo.registry import catalog_specs
+
+#: The input the weights were trained on: (x - 127) / 128, constants a saved model carries.
+NORMALIZATION = Normalization((127.0,) * 3, (128.0,) * 3, summary="(x-127)/128 to about [-1, 1]")
 
 #: Batch-norm epsilon of the TF-trained weights (PyTorch's default 1e-5 would be wrong).
 BN_EPSILON = 1e-3
@@ -56,7 +61,7 @@ LITE_SCALING: dict[str, tuple[float, float]] = {
 
 @hookimpl
 def zoo_backbones():
-    return catalog_specs("efficientnet_lite", preprocessing=preprocess)
+    return catalog_specs("efficientnet_lite", preprocessing=NORMALIZATION)
 
 
 @hookimpl
@@ -67,19 +72,14 @@ def zoo_build_backbone(spec, weights):
     return build_efficientnet_lite(spec.reference, spec.input_size, weights)
 
 
-def preprocess(images):
-    """Map 0..255 RGB to the range the weights were trained on: (x - 127) / 128.
+def keras_name(module: str) -> str:
+    """The Keras layer name of a state-dict module: `_blocks.3._bn0` → `blocks.3._bn0`."""
+    return module.removeprefix("_")
 
-    Works on numpy arrays (returns float32) and on TF/Keras tensors (integer ones are cast).
-    """
-    if isinstance(images, (np.ndarray, list, tuple, int, float)):
-        return (np.asarray(images, dtype=np.float32) - 127.0) / 128.0
-    dtype = str(getattr(images, "dtype", "float32"))
-    if "float" not in dtype:
-        import keras
 
-        images = keras.ops.cast(images, "float32")
-    return (images - 127.0) / 128.0
+def torch_name(layer: str) -> str:
+    """The state-dict module of a Keras layer name; `keras_name` reversed."""
+    return f"_{layer}"
 
 
 def _round_filters(channels: int, width: float) -> int:
@@ -148,22 +148,24 @@ def build_efficientnet_lite(name: str, input_size: int, weights: str | os.PathLi
 
     _scaling(name)
     inputs = keras.Input((input_size, input_size, 3), name="images")
-    x = layers.Conv2D(STEM_CHANNELS, 3, strides=2, padding="same", use_bias=False, name="_conv_stem")(inputs)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, name="_bn0")(x)
-    x = layers.ReLU(6.0, name="_relu0")(x)
+    x = layers.Conv2D(STEM_CHANNELS, 3, strides=2, padding="same", use_bias=False, name=keras_name("_conv_stem"))(
+        inputs
+    )
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, name=keras_name("_bn0"))(x)
+    x = layers.ReLU(6.0, name=keras_name("_relu0"))(x)
     in_ch = STEM_CHANNELS
     index = 0
     for expand, kernel, stride, out_ch, repeats in _stages(name):
         for r in range(repeats):
-            x = _block(x, f"_blocks.{index}", in_ch, out_ch, expand, kernel, stride if r == 0 else 1)
+            x = _block(x, keras_name(f"_blocks.{index}"), in_ch, out_ch, expand, kernel, stride if r == 0 else 1)
             in_ch = out_ch
             index += 1
-    x = layers.Conv2D(HEAD_CHANNELS, 1, use_bias=False, name="_conv_head")(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, name="_bn1")(x)
-    x = layers.ReLU(6.0, name="_relu1")(x)
-    x = layers.GlobalAveragePooling2D(name="_avg_pooling")(x)
+    x = layers.Conv2D(HEAD_CHANNELS, 1, use_bias=False, name=keras_name("_conv_head"))(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, name=keras_name("_bn1"))(x)
+    x = layers.ReLU(6.0, name=keras_name("_relu1"))(x)
+    x = layers.GlobalAveragePooling2D(name=keras_name("_avg_pooling"))(x)
     if include_top:
-        x = layers.Dense(NUM_CLASSES, name="_fc")(x)
+        x = layers.Dense(NUM_CLASSES, name=keras_name("_fc"))(x)
         x = layers.Activation("softmax", name="predictions")(x)
     model = keras.Model(inputs, x, name=name if include_top else f"{name}_features")
 
@@ -230,7 +232,7 @@ def assign_state_dict(model, state: dict[str, np.ndarray], source: str = "state 
             continue
         arrays = []
         for (suffix, perm), variable in zip(layout, layer.weights):
-            key = f"{layer.name}.{suffix}"
+            key = f"{torch_name(layer.name)}.{suffix}"
             want = tuple(variable.shape)
             if key not in state:
                 raise ZooError(
@@ -246,7 +248,7 @@ def assign_state_dict(model, state: dict[str, np.ndarray], source: str = "state 
             arrays.append(np.ascontiguousarray(array.transpose(perm) if perm else array, np.float32))
             used.add(key)
         plan.append((layer, arrays))
-    has_top = any(layer.name == "_fc" for layer in model.layers)
+    has_top = any(torch_name(layer.name) == "_fc" for layer in model.layers)
     for key, array in state.items():
         if key in used or key.endswith(".num_batches_tracked"):
             continue

@@ -387,7 +387,7 @@ def zoo_build_backbone(spec, weights):
     return keras.Model(inputs, x)
 """
 TINY = ["--weights", "none", "--epochs", "1", "--batch-size", "4"]
-RESULTS = {".zoo-bench.lock", "results.json", "results.csv", "results.md", "accuracy_vs_speed.png", "tensorboard"}
+RESULTS = {".zoo-bench.lock", "results.json", "results.csv", "results.md", "accuracy_vs_speed.png", "tensorboard", "models"}
 
 
 @pytest.fixture

@@ -1,22 +1,26 @@
 """zoo: which pretrained backbone is best for my data, and at what cost?
 
-The Python API in brief: `list_backbones()`, `get_backbone(name)`, `create_model(name, ...)`.
-Importing zoo does not import TensorFlow; building a model does.
+The Python API in brief: `list_backbones()`, `get_backbone(name)`, `create_model(name, ...)`,
+`bench(names, data, ...)` and `load(path)`.
+Importing zoo does not import TensorFlow; building or loading a model does.
 """
 
 from zoo.errors import ZooError
 from zoo.hookspecs import hookimpl
-from zoo.spec import PREPROCESSING, BackboneSpec, Weights
+from zoo.spec import PREPROCESSING, BackboneSpec, Normalization, Weights
 
 __all__ = [
     "PREPROCESSING",
     "BackboneSpec",
+    "Normalization",
     "Weights",
     "ZooError",
+    "bench",
     "create_model",
     "get_backbone",
     "hookimpl",
     "list_backbones",
+    "load",
 ]
 
 
@@ -39,3 +43,53 @@ def create_model(name: str, num_classes: int, weights: str = "auto"):
     from zoo.models import create_model as create
 
     return create(name, num_classes, weights)
+
+
+def load(path, num_threads: int | None = None):
+    """A trained classifier: an export (`.keras`, SavedModel folder, `.tflite`) or a bench's
+    `models/BACKBONE` folder. Call it on a float32 batch of 0..255 RGB images of its
+    `input_size` for class probabilities; `class_names` names them, `model` is the Keras model
+    (None for SavedModel and TFLite)."""
+    from zoo.predict import load as load_classifier
+
+    return load_classifier(path, num_threads)
+
+
+# The module zoo.bench is loaded before the function of the same name is defined: loading a
+# submodule sets it as the package's attribute, which would otherwise hide the function.
+from zoo import bench as _bench_module  # noqa: E402, F401
+
+
+def bench(names, data=None, *, out=None, classifiers: bool = False, resume: bool = False, **settings):
+    """Bench backbones from Python, with `zoo bench`'s progress bars and outputs under `out`.
+
+    `names`: a backbone name or a list of them; `data`: a folder with train/ and test/
+    (default: the embedded sample); `settings`: the bench settings by name (epochs,
+    batch_size, learning_rate, weights, mode, mirror, ...). Returns the rows as results.json
+    holds them, and with `classifiers=True` also {backbone: trained Keras classifier}.
+    """
+    import dataclasses
+    from pathlib import Path
+
+    from zoo.cli import bench_with_progress
+    from zoo.data import load_dataset
+    from zoo.plugin_manager import catalog
+    from zoo.report import results_lock
+    from zoo.sample_data import sample_dataset
+    from zoo.settings import BenchSettings
+    from zoo.weights import validate_weights_mode
+
+    known = {field.name for field in dataclasses.fields(BenchSettings)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ZooError(f"unknown bench settings {', '.join(unknown)}; use {', '.join(sorted(known))}")
+    specs = [catalog().get(name) for name in ([names] if isinstance(names, str) else names)]
+    chosen = BenchSettings.from_registry(**settings)
+    chosen.validate()
+    validate_weights_mode(chosen.weights, len(specs))
+    data = data if data is not None else sample_dataset()
+    out_dir = Path(out) if out is not None else Path("zoo-results") / Path(data).expanduser().resolve().name
+    trained: dict | None = {} if classifiers else None
+    with results_lock(out_dir):
+        rows = bench_with_progress(specs, load_dataset(data), chosen, out_dir, resume, trained)
+    return (rows, trained) if classifiers else rows

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo import distributed, features, metrics, recipe
+from zoo import distributed, export, features, metrics, recipe
 from zoo.data import Dataset, Split, image_batches, labeled_batches
 from zoo.errors import one_line
 from zoo.progress import Progress, no_progress, prefixed
@@ -194,6 +194,10 @@ def _fine_tune(run: _Run, row: BenchRow, model: Any) -> None:
     row.finetune_seconds = time.perf_counter() - start
 
 
+#: keep(classifier, metadata) → where it was kept (relative to --out), or None.
+Keep = Callable[[Any, dict], str | None]
+
+
 def _measure(
     row: BenchRow,
     spec: BackboneSpec,
@@ -202,8 +206,10 @@ def _measure(
     progress: Progress,
     strategy: Any,
     log_dir: Path | None,
+    keep: Keep | None,
 ) -> None:
-    """Fill `row` as each step finishes, so a failure keeps what was measured before it."""
+    """Fill `row` as each step finishes, so a failure keeps what was measured before it;
+    then hand the trained classifier and its metadata to `keep`."""
     import keras
 
     from zoo.models import feature_extractor
@@ -244,6 +250,11 @@ def _measure(
     row.latency_ms_p50, row.latency_ms_p95 = metrics.latency_ms(forward, batch[:1], settings.latency_runs, progress)
     progress("counting FLOPs", 0, 1)
     row.flops_per_image = metrics.flops_per_image(model)
+    if keep is not None:
+        progress("saving the classifier", 0, 1)
+        scores = {"top1": row.top1, "top5": row.top5, "test_images": row.test_images, "dataset": str(dataset.root)}
+        meta = export.metadata(spec, weights, extractor, dataset.class_names, asdict(settings), scores)
+        row.classifier = keep(model, meta)
 
 
 def bench_backbone(
@@ -253,13 +264,16 @@ def bench_backbone(
     progress: Progress = no_progress,
     strategy: Any = None,
     log_dir: Path | None = None,
+    keep: Keep | None = None,
 ) -> BenchRow:
-    """Train and measure one backbone; any failure becomes a failed row with a one-line error."""
+    """Train and measure one backbone; any failure becomes a failed row with a one-line error.
+    `keep` receives the trained classifier and its metadata (zoo.export.metadata)."""
     row = BenchRow.start(spec, settings, settings_fingerprint(spec, dataset, settings))
     start = time.perf_counter()
+    strategy = strategy or distributed.make_strategy("default")
     try:
         with metrics.PeakMemory() as memory:
-            _measure(row, spec, dataset, settings, progress, strategy or distributed.make_strategy("default"), log_dir)
+            _measure(row, spec, dataset, settings, progress, strategy, log_dir, keep)
         row.peak_rss_mb = memory.peak_bytes / 2**20
         row.status = "ok"
     except Exception as exc:  # one backbone failing must not stop the bench
@@ -271,6 +285,20 @@ def bench_backbone(
     return row
 
 
+def _keeper(out_dir: Path, spec: BackboneSpec, settings: BenchSettings, classifiers: dict | None) -> Keep:
+    """Saves a trained classifier under out_dir/models/ (all of it after fine-tuning, which
+    changed the base; else its head) and hands it to `classifiers`."""
+
+    def keep(model: Any, meta: dict) -> str:
+        relative = f"models/{spec.name.replace(':', '_')}"
+        export.save_trained(out_dir / relative, model, meta, whole=settings.mode == "finetune")
+        if classifiers is not None:
+            classifiers[spec.name] = model
+        return relative
+
+    return keep
+
+
 def run_bench(
     specs: list[BackboneSpec],
     dataset: Dataset,
@@ -279,6 +307,7 @@ def run_bench(
     resume: bool = False,
     progress: Progress = no_progress,
     finished: Callable[[dict, bool], None] = lambda row, reused: None,
+    classifiers: dict[str, Any] | None = None,
     shard: Shard | None = None,
     strategy: Any = None,
 ) -> list[dict]:
@@ -287,8 +316,12 @@ def run_bench(
     of the same settings are kept as they are; rows of backbones not benched now stay in the file too.
     `shard` (the part of a sweep these specs are) is recorded for `zoo report --merge`.
 
+    Each trained classifier is saved under `out_dir/models/BACKBONE/` (zoo.export.save_trained)
+    and, given a `classifiers` dict, also put in it by backbone name.
+
     With several workers each benches every backbone, doing its share of the work (zoo.distributed);
-    only the chief reads and writes `out_dir`, and it decides what --resume keeps.
+    only the chief reads and writes `out_dir` (results, TensorBoard, models), and it decides what
+    --resume keeps.
     """
     from zoo import report
 
@@ -330,7 +363,8 @@ def run_bench(
                 finished(finished_before[spec.name], True)
             continue
         log_dir = out_dir / "tensorboard" / spec.name if chief else None
-        row = bench_backbone(spec, dataset, settings, prefixed(progress, spec.name), strategy, log_dir).to_dict()
+        keep = _keeper(out_dir, spec, settings, classifiers) if chief else None
+        row = bench_backbone(spec, dataset, settings, prefixed(progress, spec.name), strategy, log_dir, keep).to_dict()
         rows.append(row)
         if chief:
             report.write_results(out_dir, rows, meta)

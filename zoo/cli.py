@@ -257,9 +257,9 @@ def bench(
 ) -> None:
     """Benchmark backbones on one dataset and print the comparison table."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from zoo.bench import BenchSettings, run_bench
+    from zoo.bench import BenchSettings
     from zoo.data import load_dataset, skipped_summary
-    from zoo.report import random_weights, results_lock
+    from zoo.report import random_weights, ranked, results_lock
     from zoo.sample_data import sample_dataset
     from zoo.sweep import Shard
 
@@ -325,6 +325,42 @@ def bench(
             "[cyan]--augment: every epoch shows the base new images, so features are not cached; "
             "training runs end to end (slower).[/]"
         )
+    rows = bench_with_progress(specs, dataset, settings, out_dir, resume=resume, shard=shard, strategy=cluster)
+    _print_results(rows, f"zoo bench: {dataset.root.name}", as_json)
+    untrained = random_weights(rows)
+    if untrained:
+        err.print(
+            f"[bold red]RANDOM weights (no pretrained file found): {', '.join(untrained)}. "
+            "Their accuracy says nothing about transfer learning; see `zoo weights list` for how to get them.[/]"
+        )
+    if not chief:
+        err.print(f"Worker {distributed.worker(cluster)[0]} done; the chief writes the results")
+        raise typer.Exit(int(any(row["status"] != "ok" for row in rows)))
+    err.print(f"Results written to {out_dir}/: results.json, .csv, .md, accuracy_vs_speed.png, tensorboard/, models/")
+    best = next((row for row in ranked(rows) if row["status"] == "ok" and row.get("classifier")), None)
+    if best is not None:
+        err.print(
+            f"Best: {best['backbone']} ({best['top1']:.1%} top-1). Export it with: "
+            f"zoo export {_quote(out_dir)} {best['backbone']} --format tflite",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if any(row["status"] != "ok" for row in rows):
+        raise typer.Exit(1)
+
+
+def _quote(path: Path) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
+
+
+def bench_with_progress(
+    specs, dataset, settings, out_dir: Path, resume: bool = False, classifiers=None, shard=None, strategy=None
+) -> list[dict]:
+    """run_bench with the progress bars `zoo bench` shows (zoo.bench in notebooks too)."""
+    from zoo.bench import run_bench
+
     with _progress() as progress:
         overall = progress.add_task("backbones", total=len(specs))
         in_flight: list[TaskID] = []  # the bar of the backbone being benched
@@ -342,26 +378,23 @@ def bench(
                 err.print(f"{row['backbone']}: finished before with these settings (--resume), kept")
 
         try:
-            rows = run_bench(specs, dataset, settings, out_dir, resume, report, finished, shard=shard, strategy=cluster)
+            return run_bench(
+                specs,
+                dataset,
+                settings,
+                out_dir,
+                resume=resume,
+                progress=report,
+                finished=finished,
+                classifiers=classifiers,
+                shard=shard,
+                strategy=strategy,
+            )
         except KeyboardInterrupt:
             raise KeyboardInterrupt(
                 f"the backbones finished so far are in {out_dir}/results.json; "
                 "run the same command with --resume to bench the rest"
             ) from None
-
-    _print_results(rows, f"zoo bench: {dataset.root.name}", as_json)
-    untrained = random_weights(rows)
-    if untrained:
-        err.print(
-            f"[bold red]RANDOM weights (no pretrained file found): {', '.join(untrained)}. "
-            "Their accuracy says nothing about transfer learning; see `zoo weights list` for how to get them.[/]"
-        )
-    if chief:
-        err.print(f"Results written to {out_dir}/: results.json, .csv, .md, accuracy_vs_speed.png, tensorboard/")
-    else:
-        err.print(f"Worker {distributed.worker(cluster)[0]} done; the chief writes the results")
-    if any(row["status"] != "ok" for row in rows):
-        raise typer.Exit(1)
 
 
 def _print_results(rows: list[dict], title: str, as_json: bool) -> None:
@@ -409,6 +442,114 @@ def report_command(
     name = Path(results.get("dataset", {}).get("root", str(out_dir))).name
     _print_results(results["backbones"], f"zoo bench: {name}", as_json)
     err.print(f"{'Wrote' if merge else 'Rewrote'} {out_dir}/results.md, results.csv and accuracy_vs_speed.png")
+
+
+@app.command("export")
+def export_command(
+    source: Path = typer.Argument(
+        ..., help="A bench's --out folder, a saved models/BACKBONE folder, or a .keras file."
+    ),
+    backbone: str | None = typer.Argument(None, help="Which row of the bench to export (default: the best)."),
+    fmt: str = typer.Option("keras", "--format", help="keras, savedmodel or tflite."),
+    quantize: str = typer.Option("none", "--quantize", help="TFLite only: none, float16 or int8 (full-integer)."),
+    data: Path | None = typer.Option(None, help="Training images for int8 calibration (default: the bench's dataset)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Export folder (default: SOURCE/export/BACKBONE-FORMAT[-QUANTIZE])."
+    ),
+) -> None:
+    """Export a trained classifier: it takes raw 0..255 RGB images; labels.txt and zoo.json go beside."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from zoo import export, predict
+
+    if fmt not in export.FORMATS:
+        raise ZooError(f"--format {fmt}: use one of {', '.join(export.FORMATS)}")
+    from zoo.tflite import QUANTIZE
+
+    if quantize not in QUANTIZE:
+        raise ZooError(f"--quantize {quantize}: use one of {', '.join(QUANTIZE)}")
+    results = source if (source / "results.json").is_file() else None
+    if results is None and backbone is not None:
+        raise ZooError(
+            f"{source} is not a bench's --out folder (no results.json), so BACKBONE {backbone} means nothing there"
+        )
+    with err.status("loading the classifier"):
+        folder = export.trained_folder(source, backbone) if results is not None else source
+        classifier = predict.load(folder)
+    if classifier.model is None or classifier.meta is None:
+        raise ZooError(f"{source} is not a Keras classifier zoo saved; give a bench folder or a zoo .keras export")
+    meta = classifier.meta
+    calibration = None
+    if quantize == "int8":
+        data = data or (Path(meta["dataset"]) if meta.get("dataset") else None)
+        if data is None:
+            raise ZooError("--quantize int8 calibrates on training images: give --data DIR")
+        with err.status(f"reading calibration images from {data}"):
+            calibration = export.calibration_batches(data, meta)
+    target = out or export.default_out(meta, fmt, quantize, results)
+    with err.status(f"exporting {meta['backbone']} as {fmt}" + (f" ({quantize})" if quantize != "none" else "")):
+        path = export.export(classifier.model, meta, fmt, target, quantize, calibration)
+    err.print(
+        f"Exported {meta['backbone']} to {path} (+ {export.LABELS}, {export.METADATA}). "
+        f"Try it: zoo predict {_quote(path)} IMAGE",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command("predict")
+def predict_command(
+    model: Path = typer.Argument(..., help="A .keras file, a SavedModel folder, a .tflite file, or an export folder."),
+    images: list[Path] = typer.Argument(..., help="Image files or folders of them."),
+    top_k: int = typer.Option(3, "--top-k", help="Classes to show per image."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    csv_file: Path | None = typer.Option(None, "--csv", help="Also write the predictions to this CSV file."),
+) -> None:
+    """Classify images with an exported (or bench-saved) classifier."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from zoo import predict
+
+    if top_k < 1:
+        raise ZooError(f"--top-k {top_k}: it must be 1 or more")
+    with err.status(f"loading {model}"):
+        classifier = predict.load(model)
+    if classifier.meta is None:
+        err.print(f"[yellow]{model} has no zoo.json beside it: classes are shown by index.[/]")
+    with _progress() as progress:
+        task = progress.add_task("checking images", total=None)
+        predictions, skipped = predict.predict(classifier, list(images), top_k, _bar(progress, task))
+    if csv_file is not None:
+        _write_predictions_csv(csv_file, predictions)
+    if as_json:
+        rows = [{"file": p.file, "top": [{"class": c, "probability": pr} for c, pr in p.top]} for p in predictions]
+        out.print_json(json.dumps({"predictions": rows, "skipped": skipped}))
+    else:
+        table = Table(title=f"zoo predict: {model.name}")
+        table.add_column("file", overflow="fold")
+        for rank in range(1, len(predictions[0].top) + 1):
+            table.add_column(f"#{rank}")
+        for prediction in predictions:
+            table.add_row(escape(prediction.file), *(f"{escape(c)} {p:.1%}" for c, p in prediction.top))
+        out.print(table)
+    if skipped:
+        err.print(f"[yellow]{escape(predict.skipped_line(skipped))}[/]", highlight=False, soft_wrap=True)
+
+
+def _write_predictions_csv(path: Path, predictions) -> None:
+    import csv
+    import io
+
+    from zoo import atomic
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    k = len(predictions[0].top)
+    writer.writerow(["file", *(f"{field}{rank}" for rank in range(1, k + 1) for field in ("class", "probability"))])
+    for prediction in predictions:
+        writer.writerow([prediction.file, *(value for pair in prediction.top for value in pair)])
+    try:
+        atomic.write_text(path, buffer.getvalue())
+    except OSError as exc:
+        raise ZooError(f"--csv {path}: cannot write it ({exc.strerror or exc}); give a writable path") from None
 
 
 cache_app = typer.Typer(help="The feature cache: what the bench has extracted once and reuses.", no_args_is_help=True)

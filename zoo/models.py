@@ -5,6 +5,8 @@ The seed's recipe: Input → preprocessing → frozen base → global average po
 
 from __future__ import annotations
 
+import warnings
+
 from zoo.errors import ZooError
 from zoo.plugin_manager import build_backbone, catalog
 from zoo.preprocessing import preprocessing_layer
@@ -39,11 +41,22 @@ def classification_head(feature_dim: int, num_classes: int):
     )
 
 
-def create_model(name: str, num_classes: int, weights: str = "auto"):
-    """A ready-to-train classifier: backbone `name`, frozen, with a new `num_classes` head."""
+def classifier(spec: BackboneSpec, extractor, head):
+    """The whole classifier: 0..255 RGB images → class probabilities, one Keras model."""
     import keras
 
-    spec = catalog().get(name)
-    extractor = feature_extractor(spec, resolve(spec, weights))
-    head = classification_head(spec.feature_dim, num_classes)
     return keras.Model(extractor.input, head(extractor.output), name=spec.name.replace(":", "_"))
+
+
+def create_model(name: str, num_classes: int, weights: str = "auto"):
+    """A ready-to-train classifier: backbone `name`, frozen, with a new `num_classes` head.
+
+    With `weights="auto"` a backbone whose pretrained weights cannot be had is built with
+    random weights, and a warning says so and why.
+    """
+    spec = catalog().get(name)
+    resolved = resolve(spec, weights)
+    if weights == "auto" and not resolved.pretrained:
+        warnings.warn(f"{name} uses RANDOM weights: {resolved.note}", stacklevel=3)
+    extractor = feature_extractor(spec, resolved)
+    return classifier(spec, extractor, classification_head(spec.feature_dim, num_classes))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from zoo.spec import PREPROCESSING, BackboneSpec
+from zoo.spec import PREPROCESSING, BackboneSpec, Normalization
 
 
-def normalize(images, kind: str):
-    """Apply the named preprocessing to a batch of 0..255 RGB images (NumPy or tensor)."""
-    norm = PREPROCESSING[kind]
+def normalize(images, kind: str | Normalization):
+    """Apply a named or given normalization to a batch of 0..255 RGB images (NumPy or tensor)."""
+    norm = PREPROCESSING[kind] if isinstance(kind, str) else kind
     if norm.bgr:
         images = images[..., ::-1]
         mean, std = norm.mean[::-1], norm.std[::-1]
@@ -16,15 +16,12 @@ def normalize(images, kind: str):
     return (images - list(mean)) / list(std)
 
 
-def preprocess(images, spec: BackboneSpec):
-    """The spec's preprocessing applied to a batch of 0..255 RGB images."""
-    if callable(spec.preprocessing):
-        return spec.preprocessing(images)
-    return normalize(images, spec.preprocessing)
-
-
 def preprocessing_layer(spec: BackboneSpec):
-    """A Keras layer doing `preprocess` inside the model, so exported models carry it too."""
-    import keras
+    """A saveable Keras layer applying the spec's preprocessing inside the model, so saved and exported models
+    carry it: the normalization's constants, or the name of the plugin's callable."""
+    from zoo.layers import Preprocess
 
-    return keras.layers.Lambda(lambda images: preprocess(images, spec), name="preprocess")
+    norm = spec.normalization
+    if norm is None:
+        return Preprocess(function=spec.preprocessing, name="preprocess")
+    return Preprocess(norm.mean, norm.std, norm.bgr, name="preprocess")

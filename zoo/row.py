@@ -49,6 +49,7 @@ class BenchRow:
     latency_ms_p95: float | None = None
     flops_per_image: int | None = None
     peak_rss_mb: float | None = None
+    classifier: str | None = None  # the saved classifier's folder, relative to --out
     total_seconds: float | None = None
     finished_at: str = ""
 

@@ -29,6 +29,16 @@ class Normalization:
     bgr: bool = False
     summary: str = ""
 
+    @property
+    def formula(self) -> str:
+        """The normalization as text, e.g. `(x-127)/128`; names it in `zoo list` and cache keys."""
+
+        def number(values: tuple[float, float, float]) -> str:
+            text = [f"{v:g}" for v in values]
+            return text[0] if len(set(text)) == 1 else f"({','.join(text)})"
+
+        return f"{'bgr ' if self.bgr else ''}(x-{number(self.mean)})/{number(self.std)}"
+
     def output_range(self) -> tuple[float, float]:
         """The smallest and largest value a 0..255 pixel can map to."""
         lows = [(0 - m) / s for m, s in zip(self.mean, self.std)]
@@ -40,7 +50,8 @@ def _same(value: float) -> tuple[float, float, float]:
     return (value, value, value)
 
 
-#: The named preprocessing kinds a spec may declare; a plugin may also give a callable.
+#: The named preprocessing kinds a spec may declare; a plugin may also give its own
+#: `Normalization` (saved inside models as constants) or a callable.
 PREPROCESSING: dict[str, Normalization] = {
     "none": Normalization(_same(0.0), _same(1.0), summary="raw 0..255; the model rescales itself"),
     "unit": Normalization(_same(0.0), _same(255.0), summary="x/255 to [0, 1] (TF Hub image models)"),
@@ -58,10 +69,16 @@ PREPROCESSING: dict[str, Normalization] = {
     ),
 }
 
-Preprocessing = str | Callable[[Any], Any]
+Preprocessing = str | Normalization | Callable[[Any], Any]
 
 #: How images are resized to the input size: the methods of `tf.image.resize`.
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area", "lanczos3", "lanczos5", "gaussian", "mitchellcubic")
+
+
+def callable_name(fn: Callable) -> str:
+    """A function's qualified name, `module.qualname`, as specs and saved models name it."""
+    return f"{fn.__module__}.{getattr(fn, '__qualname__', repr(fn))}"
+
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]*(:[a-z0-9_]+)?$")
 
@@ -116,11 +133,21 @@ class BackboneSpec:
 
     @property
     def preprocessing_name(self) -> str:
-        """The preprocessing as text: its kind, or the callable's qualified name."""
+        """The preprocessing as text: its kind, its formula, or the callable's qualified name."""
+        if isinstance(self.preprocessing, Normalization):
+            return self.preprocessing.formula
         if callable(self.preprocessing):
-            fn = self.preprocessing
-            return f"{fn.__module__}.{getattr(fn, '__qualname__', repr(fn))}"
+            return callable_name(self.preprocessing)
         return self.preprocessing
+
+    @property
+    def normalization(self) -> Normalization | None:
+        """The preprocessing as constants, or None for a callable."""
+        if isinstance(self.preprocessing, Normalization):
+            return self.preprocessing
+        if callable(self.preprocessing):
+            return None
+        return PREPROCESSING[self.preprocessing]
 
     def validate(self) -> None:
         """Raise ZooError, naming the plugin, if a field cannot work."""
@@ -132,9 +159,14 @@ class BackboneSpec:
             raise bad("has an invalid name: use lower case letters, digits, '_', '-', '.'")
         if self.source not in SOURCES:
             raise bad(f"has unknown source {self.source!r}; use one of {', '.join(SOURCES)}")
-        if not callable(self.preprocessing) and self.preprocessing not in PREPROCESSING:
+        if isinstance(self.preprocessing, Normalization):
+            norm = self.preprocessing
+            if len(norm.mean) != 3 or len(norm.std) != 3 or not all(norm.std):
+                raise bad("has a Normalization that needs three means and three non-zero stds")
+        elif not callable(self.preprocessing) and self.preprocessing not in PREPROCESSING:
             raise bad(
-                f"has unknown preprocessing {self.preprocessing!r}; use one of {', '.join(PREPROCESSING)} or a callable"
+                f"has unknown preprocessing {self.preprocessing!r}; use one of "
+                f"{', '.join(PREPROCESSING)}, a zoo.Normalization or a callable"
             )
         if self.interpolation not in INTERPOLATIONS:
             raise bad(f"has unknown interpolation {self.interpolation!r}; use one of {', '.join(INTERPOLATIONS)}")

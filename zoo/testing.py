@@ -18,7 +18,7 @@ import numpy as np
 
 from zoo import plugin_manager
 from zoo.errors import ZooError
-from zoo.spec import PREPROCESSING, BackboneSpec
+from zoo.spec import BackboneSpec
 
 #: How far a named preprocessing may stray outside its declared range (float32 rounding).
 RANGE_TOLERANCE = 1e-3
@@ -60,7 +60,7 @@ def check_backbone(spec: BackboneSpec | str, *, input_size: int | None = None) -
     check_unique_name(spec)
     check_preprocessing(spec)
     if spec.source != "hub":
-        check_model(spec, input_size=input_size)
+        check_save_load(spec, check_model(spec, input_size=input_size))
     return spec
 
 
@@ -119,17 +119,17 @@ def check_preprocessing(spec: BackboneSpec) -> None:
             f"{spec.name}: preprocessing {spec.preprocessing_name} must map a batch of 0..255 "
             f"images to finite numbers, one per image; it gave shape {output.shape}"
         )
-    if callable(spec.preprocessing):
+    if spec.normalization is None:
         return
-    low, high = PREPROCESSING[spec.preprocessing].output_range()
+    low, high = spec.normalization.output_range()
     if abs(output.min() - low) > RANGE_TOLERANCE or abs(output.max() - high) > RANGE_TOLERANCE:
         raise AssertionError(
-            f"{spec.name}: preprocessing {spec.preprocessing!r} mapped 0..255 to "
+            f"{spec.name}: preprocessing {spec.preprocessing_name!r} mapped 0..255 to "
             f"[{output.min():.3f}, {output.max():.3f}], not its declared [{low:.3f}, {high:.3f}]"
         )
 
 
-def check_model(spec: BackboneSpec, *, input_size: int | None = None) -> None:
+def check_model(spec: BackboneSpec, *, input_size: int | None = None):
     """The plugins build the model with `weights=None`; it maps images to `feature_dim` features.
 
     `input_size` builds it at another (smaller, faster) size where the architecture allows.
@@ -151,3 +151,39 @@ def check_model(spec: BackboneSpec, *, input_size: int | None = None) -> None:
         )
     if not np.all(np.isfinite(features)):
         raise AssertionError(f"{spec.name}: the model gave NaN or infinite features")
+    return extractor
+
+
+def check_save_load(spec: BackboneSpec, extractor=None, *, input_size: int | None = None) -> None:
+    """A classifier on the backbone saves as `.keras` and `keras.saving.load_model` loads it back
+    (no `safe_mode=False`, no custom objects) giving the same outputs, so `zoo export` works.
+
+    `extractor` is the feature extractor `check_model` returned; without it one is built.
+    """
+    import tempfile
+
+    import keras
+
+    from zoo.models import classification_head, classifier
+
+    extractor = extractor if extractor is not None else check_model(spec, input_size=input_size)
+    model = classifier(spec, extractor, classification_head(spec.feature_dim, 3))
+    images = _test_images(extractor.input_shape[1])
+    expected = np.asarray(model(images, training=False))
+    with tempfile.TemporaryDirectory(prefix="zoo-check-") as folder:
+        path = f"{folder}/classifier.keras"
+        try:
+            model.save(path)
+            loaded = keras.saving.load_model(path)
+        except Exception as exc:
+            raise AssertionError(
+                f"{spec.name}: the classifier does not survive a .keras save and load: {exc}. "
+                "Use only serializable Keras layers in your model (custom ones registered with "
+                "keras.saving.register_keras_serializable)"
+            ) from exc
+        outputs = np.asarray(loaded(images, training=False))
+    if not np.allclose(outputs, expected, atol=1e-5):
+        raise AssertionError(
+            f"{spec.name}: after a .keras save and load the classifier's outputs differ by up to "
+            f"{np.abs(outputs - expected).max():.2g}: some state is not saved"
+        )

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from zoo.errors import ZooError
+from zoo.preprocessing import normalize
 from zoo.pth import load_state_dict
 from zoo import get_backbone
 from zoo.weights import locate
@@ -49,14 +50,19 @@ def test_import_does_not_import_tensorflow():
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
-def test_preprocess_maps_0_255_to_about_minus_1_plus_1():
-    out = efficientnet_lite.preprocess(np.array([[0, 127, 255]], dtype=np.uint8))
-    assert out.dtype == np.float32
-    np.testing.assert_allclose(out, [[-127 / 128, 0.0, 1.0]])
-    import keras
+def test_preprocessing_maps_0_255_to_about_minus_1_plus_1_as_constants():
+    spec = get_backbone("efficientnet_lite0")
+    assert spec.preprocessing is efficientnet_lite.NORMALIZATION and spec.preprocessing_name == "(x-127)/128"
+    out = normalize(np.array([[0, 127, 255]] * 3, dtype=np.float32).T, spec.normalization)
+    np.testing.assert_allclose(out[:, 0], [-127 / 128, 0.0, 1.0])
 
-    tensor = efficientnet_lite.preprocess(keras.ops.convert_to_tensor(np.array([255], np.uint8)))
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(tensor), [1.0])
+
+def test_layer_names_are_scope_safe_and_map_back_to_the_state_dict():
+    model = efficientnet_lite.build_efficientnet_lite("efficientnet_lite0", 32, None)
+    names = [layer.name for layer in model.layers]
+    assert "blocks.14._bn0" in names and not any(name.startswith("_") for name in names)
+    for module in ("_blocks.14._bn0", "_conv_stem", "_fc"):
+        assert efficientnet_lite.torch_name(efficientnet_lite.keras_name(module)) == module
 
 
 def test_feature_extractor_shape_without_weights():
@@ -76,7 +82,7 @@ def test_architecture_matches_the_checkpoint_exactly(name):
     # classifier proves the network has exactly the checkpoint's tensors and shapes.
     model = efficientnet_lite.build_efficientnet_lite(name, 64, weights_path(name), include_top=True)
     assert model.output_shape == (None, 1000)
-    blocks = {layer.name.split(".")[1] for layer in model.layers if layer.name.startswith("_blocks.")}
+    blocks = {layer.name.split(".")[1] for layer in model.layers if layer.name.startswith("blocks.")}
     assert len(blocks) == {"efficientnet_lite0": 16}.get(name, 21)
 
 
@@ -84,11 +90,11 @@ def test_weights_land_where_they_belong(lite0_state):
     model = efficientnet_lite.build_efficientnet_lite(
         "efficientnet_lite0", 64, weights_path("efficientnet_lite0")
     )
-    kernel = model.get_layer("_conv_stem").kernel.numpy()  # (kh, kw, in, out)
+    kernel = model.get_layer("conv_stem").kernel.numpy()  # (kh, kw, in, out)
     np.testing.assert_array_equal(kernel[1, 2, 0, 5], lite0_state["_conv_stem.weight"][5, 0, 1, 2])
-    depthwise = model.get_layer("_blocks.3._depthwise_conv").kernel.numpy()  # (kh, kw, C, 1)
+    depthwise = model.get_layer("blocks.3._depthwise_conv").kernel.numpy()  # (kh, kw, C, 1)
     np.testing.assert_array_equal(depthwise[4, 0, 7, 0], lite0_state["_blocks.3._depthwise_conv.weight"][7, 0, 4, 0])
-    bn = model.get_layer("_blocks.3._bn1")
+    bn = model.get_layer("blocks.3._bn1")
     np.testing.assert_array_equal(bn.moving_variance.numpy(), lite0_state["_blocks.3._bn1.running_var"])
     np.testing.assert_array_equal(bn.gamma.numpy(), lite0_state["_blocks.3._bn1.weight"])
     assert bn.epsilon == pytest.approx(1e-3)
@@ -129,12 +135,12 @@ def test_larger_variant_weights_into_smaller_model_fail_by_name(lite0_features_m
 
 def test_nothing_is_assigned_when_a_tensor_is_wrong(lite0_state):
     model = efficientnet_lite.build_efficientnet_lite("efficientnet_lite0", 32, None)
-    before = model.get_layer("_conv_stem").kernel.numpy().copy()
+    before = model.get_layer("conv_stem").kernel.numpy().copy()
     state = dict(lite0_state)
     state["_conv_head.weight"] = state["_conv_head.weight"][:10]
     with pytest.raises(ZooError, match="_conv_head.weight"):
         efficientnet_lite.assign_state_dict(model, state, "x.pth")
-    np.testing.assert_array_equal(model.get_layer("_conv_stem").kernel.numpy(), before)
+    np.testing.assert_array_equal(model.get_layer("conv_stem").kernel.numpy(), before)
 
 
 def test_classifier_is_skipped_by_the_feature_extractor_and_features_match(lite0_state):
@@ -197,7 +203,7 @@ def test_imagenet_predictions_on_food_photos(name):
     model = efficientnet_lite.build_efficientnet_lite(name, size, weights_path(name), include_top=True)
     rates = []
     for folder, wanted, k in (("pizza", PIZZA, 1), ("hamburger", CHEESEBURGER, 1), ("ice_cream", ICE_CREAM, 5)):
-        images = efficientnet_lite.preprocess(load_images(FOOD / "test" / folder, size))
+        images = normalize(load_images(FOOD / "test" / folder, size), efficientnet_lite.NORMALIZATION)
         probs = model.predict(images, batch_size=25, verbose=0)
         top_k = np.argsort(-probs, axis=1)[:, :k]
         rates.append(float(np.mean((top_k == wanted).any(axis=1))))

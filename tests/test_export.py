@@ -1,0 +1,235 @@
+"""Using the winner: the bench keeps each classifier, `zoo export` writes it in every format,
+`zoo predict` and `zoo.load` classify real image files with any of them, and bad input is one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+from test_bench import PLUGIN
+from typer.testing import CliRunner
+
+import zoo
+from zoo import export
+from zoo.cli import app
+from zoo.errors import ZooError
+from zoo.predict import predict
+
+runner = CliRunner()
+FAST = ["--epochs", "2", "--batch-size", "4", "--weights", "none", "--no-mirror"]
+
+
+@pytest.fixture
+def tiny_plugin(tmp_path, monkeypatch):
+    path = tmp_path / "tiny_plugin.py"
+    path.write_text(PLUGIN)
+    monkeypatch.setenv("ZOO_PLUGINS", str(path))
+
+
+def _fresh_catalog():
+    from zoo import plugin_manager
+
+    plugin_manager.plugin_manager.cache_clear()
+    plugin_manager.catalog.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def benched_once(tmp_path_factory, tiny_dataset):
+    """One real `zoo bench` through the CLI for the whole module: two ok rows and a failed one."""
+    root = tmp_path_factory.mktemp("benched")
+    (root / "tiny_plugin.py").write_text(PLUGIN)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ZOO_PLUGINS", str(root / "tiny_plugin.py"))
+        patch.setenv("ZOO_CACHE_DIR", str(root / "cache"))
+        _fresh_catalog()
+        result = runner.invoke(
+            app,
+            [
+                "bench",
+                "tiny_cnn",
+                "tiny_cnn_b",
+                "broken_net",
+                "--data",
+                str(tiny_dataset),
+                "--out",
+                str(root / "results"),
+                *FAST,
+            ],
+        )
+    _fresh_catalog()
+    assert result.exit_code == 1, result.output  # broken_net fails; the others are kept
+    return root, result.output
+
+
+@pytest.fixture
+def benched(benched_once, monkeypatch, tmp_path):
+    """A copy of the bench's --out folder (tests change it), with its plugin installed."""
+    root, output = benched_once
+    monkeypatch.setenv("ZOO_PLUGINS", str(root / "tiny_plugin.py"))
+    _fresh_catalog()
+    shutil.copytree(root / "results", tmp_path / "results")
+    return tmp_path / "results", output.replace(str(root / "results"), str(tmp_path / "results"))
+
+
+def test_bench_keeps_each_ok_row_with_what_rebuilds_it(benched, tiny_dataset):
+    out, output = benched
+    rows = {row["backbone"]: row for row in json.loads((out / "results.json").read_text())["backbones"]}
+    assert rows["broken_net"]["classifier"] is None and rows["tiny_cnn"]["classifier"] == "models/tiny_cnn"
+    meta = json.loads((out / "models/tiny_cnn/zoo.json").read_text())
+    assert meta["class_names"] == ["dark", "light"] and meta["input_size"] == 32
+    assert meta["accuracy"]["top1"] == rows["tiny_cnn"]["top1"] and meta["settings"]["epochs"] == 2
+    assert meta["weights"]["label"] == "random" and len(meta["weights"]["base_sha256"]) == 64
+    assert (out / "models/tiny_cnn/labels.txt").read_text() == "dark\nlight\n"
+    assert (out / "models/tiny_cnn/head.keras").stat().st_size < 100_000
+    best = max((row for row in rows.values() if row["status"] == "ok"), key=lambda row: row["top1"])
+    assert f"Best: {best['backbone']}" in output and f"zoo export {out} {best['backbone']}" in output
+
+
+def test_a_rebuilt_classifier_scores_the_test_images_as_the_bench_did(benched, tiny_dataset):
+    out, _ = benched
+    classifier = zoo.load(out / "models/tiny_cnn")
+    predictions, skipped = predict(classifier, [tiny_dataset / "test"], top_k=1)
+    correct = [p.top[0][0] == ("dark" if "dark_" in p.file else "light") for p in predictions]
+    row = next(r for r in json.loads((out / "results.json").read_text())["backbones"] if r["backbone"] == "tiny_cnn")
+    assert not skipped and np.mean(correct) == pytest.approx(row["top1"])
+
+
+def test_every_format_predicts_the_same(benched, tiny_dataset, tmp_path):
+    out, _ = benched
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.float32)
+    expected = zoo.load(out / "models/tiny_cnn")(images)
+    for fmt, quantize, tolerance in (
+        ("keras", "none", 1e-5),
+        ("savedmodel", "none", 1e-5),
+        ("tflite", "none", 1e-4),
+        ("tflite", "float16", 1e-2),
+        ("tflite", "int8", 0.1),
+    ):
+        result = runner.invoke(app, ["export", str(out), "tiny_cnn", "--format", fmt, "--quantize", quantize])
+        assert result.exit_code == 0, result.output
+        folder = out / "export" / ("tiny_cnn-" + fmt + ("" if quantize == "none" else f"-{quantize}"))
+        model = folder / export.FORMATS[fmt]
+        assert (folder / "labels.txt").read_text() == "dark\nlight\n"
+        assert json.loads((folder / "zoo.json").read_text())["quantize"] == quantize
+        for path in (folder, model):  # the export folder or the model in it
+            loaded = zoo.load(path)
+            assert loaded.class_names == ["dark", "light"] and loaded.input_size == 32
+            np.testing.assert_allclose(loaded(images), expected, atol=tolerance, err_msg=f"{fmt} {quantize}")
+
+
+def test_predict_prints_a_table_json_and_csv_and_skips_unreadable_files(benched, tiny_dataset, tmp_path):
+    out, _ = benched
+    assert runner.invoke(app, ["export", str(out), "--format", "tflite", "--out", str(tmp_path / "x")]).exit_code == 0
+    folder = tmp_path / "photos"
+    shutil.copytree(tiny_dataset / "test" / "dark", folder)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "cut.jpg").write_bytes((folder / "dark_0.jpg").read_bytes()[:100])
+    result = runner.invoke(
+        app, ["predict", str(tmp_path / "x"), str(folder), "--top-k", "2", "--csv", str(tmp_path / "p.csv")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "dark_0.jpg" in result.output and "skipped 2 files" in result.output
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0] == "file,class1,probability1,class2,probability2" and len(lines) == 4
+    result = runner.invoke(app, ["predict", str(tmp_path / "x" / "model.tflite"), str(folder / "dark_1.jpg"), "--json"])
+    data = json.loads(result.stdout)
+    assert [entry["class"] for entry in data["predictions"][0]["top"]] in (["dark", "light"], ["light", "dark"])
+
+
+def test_a_tflite_without_zoo_metadata_predicts_by_index(benched, tiny_dataset, tmp_path):
+    out, _ = benched
+    runner.invoke(app, ["export", str(out), "--format", "tflite", "--out", str(tmp_path / "x")])
+    bare = tmp_path / "bare" / "other.tflite"
+    bare.parent.mkdir()
+    shutil.copy(tmp_path / "x" / "model.tflite", bare)
+    result = runner.invoke(app, ["predict", str(bare), str(tiny_dataset / "test" / "dark"), "--json"])
+    assert result.exit_code == 0, result.output
+    classes = {entry["class"] for p in json.loads(result.stdout)["predictions"] for entry in p["top"]}
+    assert classes == {"0", "1"} and "classes are shown by index" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "nothing.tflite", "no such file"),
+        (lambda d: (d / "junk.tflite").write_bytes(b"\0" * 64) and d / "junk.tflite", "is not a TFLite model"),
+        (lambda d: (d / "junk.keras").write_bytes(b"PK junk") and d / "junk.keras", "is not a Keras model"),
+        (lambda d: (d / "m.onnx").write_bytes(b"x") and d / "m.onnx", "not a model zoo reads"),
+        (lambda d: (d / "empty").mkdir() or d / "empty", "neither a SavedModel nor a zoo.json"),
+    ],
+    ids=["missing", "corrupt_tflite", "corrupt_keras", "other_format", "plain_folder"],
+)
+def test_a_model_that_is_not_one_is_one_line(make, message, tmp_path, tiny_dataset):
+    result = runner.invoke(app, ["predict", str(make(tmp_path)), str(tiny_dataset / "test")])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_bad_images_and_sizes_are_one_line(benched, tmp_path):
+    out, _ = benched
+    runner.invoke(app, ["export", str(out), "--format", "tflite", "--out", str(tmp_path / "x")])
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("hello")
+    result = runner.invoke(app, ["predict", str(tmp_path / "x"), str(tmp_path / "docs")])
+    assert result.exit_code == 2 and "no readable images among 1 file given (1 not an image file type)" in result.output
+    meta = json.loads((tmp_path / "x" / "zoo.json").read_text())
+    (tmp_path / "x" / "zoo.json").write_text(json.dumps({**meta, "input_size": 64}))  # a model of another size
+    result = runner.invoke(app, ["predict", str(tmp_path / "x"), str(out)])
+    assert result.exit_code == 2 and "takes 32 px images but its zoo.json says 64" in result.output
+
+
+def test_export_refuses_what_it_cannot_do(benched, tmp_path):
+    out, _ = benched
+    for args, message in (
+        (["--format", "onnx"], "--format onnx: use one of keras, savedmodel, tflite"),
+        (["--format", "keras", "--quantize", "int8"], "--quantize int8 is for --format tflite"),
+        (["broken_net"], "no saved classifier for broken_net; it has: tiny_cnn"),
+    ):
+        result = runner.invoke(app, ["export", str(out), *args])
+        assert result.exit_code == 2 and message in result.output, result.output
+    result = runner.invoke(app, ["export", str(tmp_path), "--format", "keras"])
+    assert result.exit_code == 2 and "neither a SavedModel nor a zoo.json" in result.output
+
+
+def test_a_changed_base_is_refused(benched):
+    out, _ = benched
+    meta_path = out / "models/tiny_cnn/zoo.json"
+    meta = json.loads(meta_path.read_text())
+    meta["settings"]["seed"] += 1  # the base rebuilt now is not the one the head saw
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ZooError, match="is not the one its head in .* was trained on"):
+        zoo.load(out / "models/tiny_cnn")
+
+
+def test_python_bench_returns_rows_and_trained_classifiers(tiny_plugin, tiny_dataset, tmp_path):
+    rows, trained = zoo.bench(
+        "tiny_cnn", tiny_dataset, out=tmp_path, classifiers=True, epochs=1, batch_size=4, weights="none", mirror=False
+    )
+    assert rows[0]["status"] == "ok" and set(trained) == {"tiny_cnn"}
+    assert trained["tiny_cnn"].output_shape == (None, 2)
+    with pytest.raises(ZooError, match="unknown bench settings epoch"):
+        zoo.bench("tiny_cnn", tiny_dataset, out=tmp_path, epoch=1)
+
+
+def test_create_model_warns_when_it_falls_back_to_random_weights(tiny_plugin):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        zoo.create_model("tiny_cnn", 2)
+    assert any("tiny_cnn uses RANDOM weights" in str(w.message) for w in caught)
+
+
+@pytest.mark.slow
+def test_a_real_lite0_tflite_export_classifies_the_food_photos_as_the_bench_scored_them(food, tmp_path):
+    [row] = zoo.bench("efficientnet_lite0", food, out=tmp_path / "results", weights="imagenet", mirror=False)
+    result = runner.invoke(
+        app, ["export", str(tmp_path / "results"), "--format", "tflite", "--out", str(tmp_path / "x")]
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["predict", str(tmp_path / "x"), str(food / "test"), "--top-k", "1", "--json"])
+    predictions = json.loads(result.stdout)["predictions"]
+    correct = [p["top"][0]["class"] == Path(p["file"]).parent.name for p in predictions]
+    assert len(predictions) == row["test_images"]
+    assert np.mean(correct) == pytest.approx(row["top1"], abs=0.002) and row["top1"] > 0.8

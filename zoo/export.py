@@ -1,0 +1,200 @@
+"""Keep what the bench trained, and ship it: a Keras classifier plus the metadata that says what
+it is, written as `.keras`, a SavedModel or `.tflite`.
+
+The bench saves each ok row's classifier under `--out/models/<backbone>/`: the trained head
+(`head.keras`, kilobytes) and `zoo.json`, which names everything needed to rebuild the whole
+classifier (backbone, weights identity and a hash of the built base, class names in order,
+input size, settings, the row's accuracy); after `--mode finetune` the base changed too, so the
+whole `classifier.keras` is kept instead. An export is a folder holding the model (`model.keras`,
+`saved_model/` or `model.tflite`), `labels.txt` and `zoo.json`. Every exported model takes raw
+0..255 RGB images of the backbone's input size: the preprocessing is inside.
+
+`export` needs only a Keras model and its metadata dict, so any classifier built on these pieces
+(an ensemble, say) exports the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from zoo import atomic
+from zoo.errors import ZooError
+from zoo.spec import BackboneSpec
+from zoo.weights import ResolvedWeights
+
+METADATA = "zoo.json"
+LABELS = "labels.txt"
+HEAD = "head.keras"
+CLASSIFIER = "classifier.keras"
+#: What `--format` writes inside the export folder.
+FORMATS = {"keras": "model.keras", "savedmodel": "saved_model", "tflite": "model.tflite"}
+#: Training images the int8 quantizer calibrates on (TFLite's guide: a few hundred).
+CALIBRATION_IMAGES = 200
+
+
+def base_fingerprint(model) -> str:
+    """sha256 over every weight of `model`: proves a rebuilt base is the one the head saw."""
+    digest = hashlib.sha256()
+    for variable in model.weights:
+        digest.update(np.ascontiguousarray(np.asarray(variable)).tobytes())
+    return digest.hexdigest()
+
+
+def metadata(spec: BackboneSpec, weights: ResolvedWeights, extractor, class_names, settings: dict, row: dict) -> dict:
+    """What a trained classifier is: enough to rebuild it, label its outputs and judge it."""
+    pinned = spec.weights.pinned_hash if spec.weights is not None and weights.label == spec.weights.dataset else None
+    return {
+        "backbone": spec.name,
+        "plugin": spec.plugin,
+        "input_size": spec.input_size,
+        "interpolation": spec.interpolation,
+        "preprocessing": spec.preprocessing_name,
+        "class_names": list(class_names),
+        "weights": {
+            "label": weights.label,
+            "note": weights.note,
+            "file": weights.path,
+            "pinned_hash": f"{pinned[0]}:{pinned[1]}" if pinned else None,
+            "base_sha256": base_fingerprint(extractor),
+        },
+        "settings": settings,
+        "accuracy": {key: row.get(key) for key in ("top1", "top5", "test_images")},
+        "dataset": row.get("dataset"),
+    }
+
+
+def _write_metadata(folder: Path, meta: dict) -> None:
+    atomic.write_text(folder / METADATA, json.dumps(meta, indent=2, default=str) + "\n")
+    atomic.write_text(folder / LABELS, "".join(f"{name}\n" for name in meta["class_names"]))
+
+
+def read_metadata(folder: Path) -> dict:
+    """A folder's zoo.json; a one-line error when it is missing or damaged."""
+    path = folder / METADATA
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ZooError(f"{folder} holds no {METADATA}: it is not a classifier zoo saved or exported") from None
+    except (OSError, ValueError) as exc:
+        raise ZooError(f"{path} is damaged ({type(exc).__name__}); bench or export again") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("class_names"), list):
+        raise ZooError(f"{path} is damaged (it names no class_names); bench or export again")
+    return meta
+
+
+def save_trained(folder: Path, model, meta: dict, whole: bool) -> None:
+    """Keep a bench row's classifier: its head (or, `whole`, all of it) and its metadata."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / (CLASSIFIER if whole else HEAD)
+    (model if whole else model.get_layer("head")).save(target)
+    for stale in {folder / HEAD, folder / CLASSIFIER} - {target}:
+        stale.unlink(missing_ok=True)
+    _write_metadata(folder, {**meta, "model": target.name})
+
+
+def trained_folder(results: Path, backbone: str | None = None) -> Path:
+    """The saved classifier of `backbone` in a bench's results folder; without one, the best row's."""
+    from zoo import report
+
+    rows = report.read_results(results)["backbones"]
+    ok = [row for row in report.ranked(rows) if row.get("status") == "ok" and row.get("classifier")]
+    if backbone is None:
+        if not ok:
+            raise ZooError(
+                f"{results} has no successful bench row with a saved classifier; run zoo bench --out {results}"
+            )
+        backbone = ok[0]["backbone"]
+    row = next((row for row in ok if row["backbone"] == backbone), None)
+    if row is None:
+        names = ", ".join(row["backbone"] for row in ok) or "none"
+        raise ZooError(f"{results} has no saved classifier for {backbone}; it has: {names}")
+    return results / row["classifier"]
+
+
+def load_trained(folder: Path):
+    """The whole Keras classifier a bench saved in `folder`, and its metadata.
+
+    A head is put back on a base rebuilt with the same weights; a base whose weights hash
+    differs from the one the head was trained on (a changed file, another seed) is refused.
+    """
+    import keras
+
+    import zoo.layers  # noqa: F401 - registers zoo's layers for load_model
+    from zoo.models import classifier, feature_extractor
+    from zoo.plugin_manager import catalog
+    from zoo.weights import resolve
+
+    meta = read_metadata(folder)
+    saved = folder / meta.get("model", HEAD)
+    if saved.name == CLASSIFIER:
+        return keras.saving.load_model(saved), meta
+    spec = catalog().get(meta["backbone"])
+    if spec.input_size != meta["input_size"]:
+        raise ZooError(f"{meta['backbone']} now takes {spec.input_size} px, the saved head {meta['input_size']}")
+    recorded = meta["weights"]
+    if recorded["label"] == "random":
+        keras.utils.set_random_seed(meta["settings"]["seed"])  # as the bench did before building it
+        weights = ResolvedWeights(None, "random")
+    else:
+        mode = meta["settings"].get("weights", "auto")
+        weights = resolve(spec, mode if mode not in ("auto", "none") else "imagenet")
+    extractor = feature_extractor(spec, weights)
+    if base_fingerprint(extractor) != recorded["base_sha256"]:
+        raise ZooError(
+            f"the {spec.name} base built now ({weights.label}: {weights.note or 'random init'}) is not the "
+            f"one its head in {folder} was trained on; bench it again"
+        )
+    return classifier(spec, extractor, keras.saving.load_model(folder / HEAD)), meta
+
+
+def calibration_batches(data: str | Path, meta: dict, count: int = CALIBRATION_IMAGES) -> Iterable[np.ndarray]:
+    """Up to `count` training images of `data`, resized as the model wants, for int8 calibration."""
+    from zoo.data import image_batches, load_dataset
+
+    files = load_dataset(data).train.files
+    chosen = np.random.default_rng(0).permutation(len(files))[:count]
+    size = meta["input_size"]
+    batches = image_batches(tuple(files[i] for i in chosen), size, 16, meta.get("interpolation", "bilinear"))
+    return [np.asarray(batch) for batch in batches]
+
+
+def export(
+    model,
+    meta: dict,
+    fmt: str,
+    out: Path,
+    quantize: str = "none",
+    calibration: Iterable[np.ndarray] | None = None,
+) -> Path:
+    """Write `model` as `fmt` into the folder `out` with labels.txt and zoo.json; returns the model's path."""
+    from zoo import tflite
+
+    if fmt not in FORMATS:
+        raise ZooError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
+    if quantize != "none" and fmt != "tflite":
+        raise ZooError(f"--quantize {quantize} is for --format tflite; {fmt} models stay float32")
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / FORMATS[fmt]
+    if fmt == "keras":
+        model.save(target)
+    elif fmt == "savedmodel":
+        model.export(str(target), verbose=False)
+    else:
+        converted = tflite.convert(model, quantize, calibration)
+        with atomic.atomic_path(target) as temporary:
+            temporary.write_bytes(converted)
+    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) if target.is_dir() else target.stat().st_size
+    _write_metadata(out, {**meta, "model": target.name, "format": fmt, "quantize": quantize, "bytes": size})
+    return target
+
+
+def default_out(meta: dict, fmt: str, quantize: str, results: Path | None) -> Path:
+    """Where `zoo export` writes without --out: beside the bench results, or in the current folder."""
+    name = f"{meta['backbone'].replace(':', '_')}-{fmt}" + (f"-{quantize}" if quantize != "none" else "")
+    return (results / "export" if results is not None else Path(os.curdir) / "zoo-export") / name

@@ -1,0 +1,198 @@
+"""Classify images with a classifier zoo trained: a `.keras` file, a SavedModel folder or a
+`.tflite` file (run in the LiteRT interpreter), each found with the zoo.json an export or a bench
+wrote beside it. A model without zoo.json still predicts, its classes named by index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zoo import export
+from zoo.errors import ZooError
+from zoo.progress import Progress, no_progress
+
+#: Images per forward pass.
+BATCH = 16
+
+
+@dataclass
+class Classifier:
+    """A loaded classifier: call it on a float32 batch of 0..255 RGB images for probabilities."""
+
+    path: Path
+    kind: str  # keras, savedmodel, tflite
+    forward: Callable[[np.ndarray], np.ndarray]
+    input_size: int
+    class_names: list[str]
+    interpolation: str = "bilinear"
+    meta: dict | None = None  # zoo.json, when there is one
+    model: Any = None  # the Keras model, for .keras files and bench folders
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self.forward(np.asarray(images, np.float32)))
+
+
+def _locate(path: Path) -> tuple[Path, str, Path | None]:
+    """(model path, kind, folder holding its zoo.json or None) for what the user named."""
+    if not path.exists():
+        raise ZooError(f"{path}: no such file or folder; give a .keras, .tflite or SavedModel folder zoo exported")
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            meta = next((p for p in (path, path.parent) if (p / export.METADATA).is_file()), None)
+            return path, "savedmodel", meta
+        if (path / export.METADATA).is_file():
+            model = export.read_metadata(path).get("model", "")
+            if model in (export.HEAD, export.CLASSIFIER):
+                return path, "bench", path
+            return _locate(path / model)
+        raise ZooError(f"{path} is a folder with neither a SavedModel nor a {export.METADATA}: not a zoo model")
+    kind = {".keras": "keras", ".tflite": "tflite"}.get(path.suffix.lower())
+    if kind is None:
+        raise ZooError(f"{path}: not a model zoo reads; give a .keras file, a .tflite file or a SavedModel folder")
+    meta = path.parent if (path.parent / export.METADATA).is_file() else None
+    if meta is not None and export.read_metadata(meta).get("model") != path.name:
+        meta = None  # that zoo.json describes another file of the folder
+    return path, kind, meta
+
+
+def load(path: str | Path, num_threads: int | None = None) -> Classifier:
+    """The classifier at `path`: an export folder or its model, a `.keras` file, a SavedModel
+    folder, a `.tflite` file, or a bench's `models/BACKBONE` folder. `num_threads` is for TFLite."""
+    target, kind, meta_folder = _locate(Path(path).expanduser())
+    meta = export.read_metadata(meta_folder) if meta_folder is not None else None
+    model = None
+    if kind == "bench":
+        model, meta = export.load_trained(target)
+        forward, input_size = _keras_forward(model), meta["input_size"]
+        kind = "keras"
+    elif kind == "keras":
+        model = _load_keras(target)
+        forward, input_size = _keras_forward(model), int(model.input_shape[1])
+    elif kind == "savedmodel":
+        forward, input_size = _saved_model(target)
+    else:
+        from zoo import tflite
+
+        runner = tflite.Runner(target, num_threads)
+        forward, input_size = runner, runner.input_shape[0]
+    if meta is not None and meta.get("input_size") not in (None, input_size):
+        raise ZooError(f"{target} takes {input_size} px images but its {export.METADATA} says {meta['input_size']}")
+    probe = forward(np.zeros((1, input_size, input_size, 3), np.float32))
+    count = int(np.asarray(probe).shape[-1])
+    names = list(meta["class_names"]) if meta else [str(i) for i in range(count)]
+    if len(names) != count:
+        raise ZooError(f"{target} has {count} outputs but its {export.METADATA} names {len(names)} classes")
+    interpolation = (meta or {}).get("interpolation", "bilinear")
+    return Classifier(target, kind, forward, input_size, names, interpolation, meta, model)
+
+
+def _load_keras(path: Path):
+    import keras
+
+    import zoo.layers  # noqa: F401 - registers zoo's layers for load_model
+
+    try:
+        return keras.saving.load_model(path)
+    except Exception as exc:  # Keras raises many types for a file that is not a model
+        raise ZooError(f"{path} is not a Keras model zoo can load ({type(exc).__name__}); export it again") from None
+
+
+def _keras_forward(model):
+    from zoo.metrics import compiled_forward
+
+    return compiled_forward(model)
+
+
+def _saved_model(path: Path):
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+        [(name, spec)] = loaded.signatures["serving_default"].structured_input_signature[1].items()
+    except Exception as exc:  # TensorFlow raises many types for a damaged SavedModel
+        raise ZooError(f"{path} is not a SavedModel zoo can load ({type(exc).__name__}); export it again") from None
+
+    def forward(images: np.ndarray) -> np.ndarray:
+        # through `loaded` on every call: its variables live only as long as it does
+        outputs = loaded.signatures["serving_default"](**{name: tf.constant(images)})
+        return next(iter(outputs.values())).numpy()
+
+    if spec.shape.rank != 4 or spec.shape[-1] != 3 or spec.shape[1] is None:
+        raise ZooError(f"{path} takes input of shape {spec.shape}, not (batch, size, size, 3) images")
+    return forward, int(spec.shape[1])
+
+
+@dataclass
+class Prediction:
+    file: str
+    top: list[tuple[str, float]]  # (class, probability), most probable first
+
+
+def image_files(inputs: list[str | Path]) -> list[Path]:
+    """The files named, and every file inside the folders named (recursively), sorted."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.is_file())
+        elif item.exists() or item.is_symlink():
+            files.append(item)
+        else:
+            raise ZooError(f"{item}: no such file or folder")
+    return files
+
+
+def predict(
+    classifier: Classifier, inputs: list[str | Path], top_k: int = 3, progress: Progress = no_progress
+) -> tuple[list[Prediction], dict[str, str]]:
+    """Top-k classes of every readable image; (predictions, {skipped file: reason}).
+
+    Files go through the bench's image check first (zoo.images), so a file that is not an
+    image, or a corrupt one, is skipped with its reason instead of stopping the others.
+    """
+    from zoo.data import image_batches
+    from zoo.images import IMAGE_EXTENSIONS, problem
+
+    if top_k < 1:
+        raise ZooError(f"--top-k {top_k}: it must be 1 or more")
+    files = image_files(inputs)
+    skipped: dict[str, str] = {}
+    good: list[str] = []
+    for index, path in enumerate(files):
+        reason = problem(path) if path.suffix.lower() in IMAGE_EXTENSIONS else "not an image file type"
+        if reason:
+            skipped[str(path)] = reason
+        else:
+            good.append(str(path))
+        progress("checking images", index + 1, len(files))
+    if not good:
+        raise ZooError(
+            f"no readable images among {len(files)} file{'s' * (len(files) != 1)} given"
+            + (f" ({_reasons(skipped)})" if skipped else "")
+            + f"; give {', '.join(IMAGE_EXTENSIONS)} files or folders of them"
+        )
+    predictions: list[Prediction] = []
+    size, k = classifier.input_size, min(top_k, len(classifier.class_names))
+    for batch in image_batches(tuple(good), size, BATCH, classifier.interpolation):
+        probabilities = classifier(np.asarray(batch))
+        for row in probabilities:
+            order = np.argsort(-row)[:k]
+            top = [(classifier.class_names[i], float(row[i])) for i in order]
+            predictions.append(Prediction(good[len(predictions)], top))
+        progress("predicting", len(predictions), len(good))
+    return predictions, skipped
+
+
+def _reasons(skipped: dict[str, str]) -> str:
+    from collections import Counter
+
+    return ", ".join(f"{count} {reason}" for reason, count in Counter(skipped.values()).most_common())
+
+
+def skipped_line(skipped: dict[str, str]) -> str:
+    """One line: how many files were skipped and why."""
+    return f"skipped {len(skipped)} file{'s' * (len(skipped) != 1)}: {_reasons(skipped)}"
