@@ -79,7 +79,7 @@ def main() -> None:
 
     spec, dataset = catalog().get(BACKBONE), load_dataset(data)
     # The seed's recipe exactly: its 5 epochs, no mirror images (the naive run has none).
-    settings = BenchSettings.from_registry(epochs=EPOCHS, batch_size=BATCH, weights="none", mirror=False)
+    settings = BenchSettings.from_config(epochs=EPOCHS, batch_size=BATCH, weights="none", mirror=False)
     for name in dataset.train.files + dataset.test.files:  # every run reads from the page cache
         Path(name).read_bytes()
     load_before = os.getloadavg()

@@ -59,7 +59,7 @@ def main() -> None:
 
     data = Path(sys.argv[1]) if len(sys.argv) > 1 else DATA
     dataset = load_dataset(data)
-    settings = BenchSettings.from_registry(cache=False)  # the defaults; extraction really runs
+    settings = BenchSettings.from_config(cache=False)  # the defaults; extraction really runs
     load_before, start = os.getloadavg(), time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         rows = run_bench([get_backbone(name) for name in NAMES], dataset, settings, Path(out))

@@ -61,7 +61,7 @@ def score(x, x_flip, y, fit_idx, val_idx, epochs, flip_train, flip_test, seed) -
         train_x = np.concatenate([train_x, x_flip[fit_idx]])
         train_y = np.concatenate([train_y, train_y])
     # The registry's batch size and learning rate; only the epochs and the mirror images vary.
-    settings = BenchSettings.from_registry(epochs=epochs, seed=seed)
+    settings = BenchSettings.from_config(epochs=epochs, seed=seed)
     head = train_head(train_x, train_y, int(y.max()) + 1, settings)
     probabilities = np.asarray(head(x[val_idx]))
     if flip_test:

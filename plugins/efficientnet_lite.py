@@ -26,7 +26,7 @@ import numpy as np
 
 from zoo import Normalization, hookimpl
 from zoo.errors import ZooError
-from zoo.registry import catalog_specs
+from zoo_plugins import declared
 
 #: The input the weights were trained on: (x - 127) / 128, constants a saved model carries.
 NORMALIZATION = Normalization((127.0,) * 3, (128.0,) * 3, summary="(x-127)/128 to about [-1, 1]")
@@ -50,25 +50,15 @@ BASE_STAGES: tuple[tuple[int, int, int, int, int], ...] = (
 )
 
 
-#: Width and depth multipliers of each variant; its pins (input size, weights package, file,
-#: sha256) are in registry.toml.
-LITE_SCALING: dict[str, tuple[float, float]] = {
-    "efficientnet_lite0": (1.0, 1.0),
-    "efficientnet_lite1": (1.0, 1.1),
-    "efficientnet_lite2": (1.1, 1.2),
-}
-
-
 @hookimpl
 def zoo_backbones():
-    return catalog_specs("efficientnet_lite", preprocessing=NORMALIZATION)
+    """The variants registry.toml declares: sizes, pins, and width/depth multipliers."""
+    return declared(__file__, preprocessing=NORMALIZATION)
 
 
 @hookimpl
 def zoo_build_backbone(spec, weights):
-    """Build the `custom` Lite backbones; `spec.reference` names the variant."""
-    if spec.source != "custom" or spec.reference not in LITE_SCALING:
-        return None
+    """Build one of the Lite variants; `spec.reference` names it."""
     return build_efficientnet_lite(spec.reference, spec.input_size, weights)
 
 
@@ -80,6 +70,10 @@ def keras_name(module: str) -> str:
 def torch_name(layer: str) -> str:
     """The state-dict module of a Keras layer name; `keras_name` reversed."""
     return f"_{layer}"
+
+
+#: Each variant's build_args (width and depth multipliers), by name, from its declaration.
+LITE_SCALING: dict[str, dict[str, float]] = {spec.reference: dict(spec.build_args) for spec in zoo_backbones()}
 
 
 def _round_filters(channels: int, width: float) -> int:
@@ -107,10 +101,12 @@ def _stages(name: str) -> list[tuple[int, int, int, int, int]]:
 
 
 def _scaling(name: str) -> tuple[float, float]:
+    """The width and depth multipliers of variant `name`, as registry.toml declares them."""
     try:
-        return LITE_SCALING[name]
+        args = LITE_SCALING[name]
     except KeyError:
         raise ZooError(f"unknown EfficientNet-Lite variant {name!r}; use one of {', '.join(LITE_SCALING)}") from None
+    return args["width"], args["depth"]
 
 
 def _block(x, prefix: str, in_ch: int, out_ch: int, expand: int, kernel: int, stride: int):

@@ -12,11 +12,13 @@ SHARED_FOOD = Path(__file__).resolve().parents[1].parent / "shared/data/10_food_
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path_factory, monkeypatch):
-    """Every test gets an empty zoo cache and a fresh plugin catalog."""
-    from zoo import plugin_manager
+    """Every test gets an empty zoo cache, no user settings, and a fresh plugin catalog."""
+    from zoo import config, plugin_manager
 
     monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path_factory.mktemp("zoo-cache")))
-    for variable in ("ZOO_PLUGINS", "ZOO_LOAD_PLUGINS", "ZOO_DISABLE_PLUGINS", "ZOO_WEIGHTS_DIR"):
+    # The user's own config file and settings never reach the tests.
+    monkeypatch.setenv(config.CONFIG_ENV, str(tmp_path_factory.mktemp("zoo-config") / "config.toml"))
+    for variable in ("ZOO_PLUGINS", "ZOO_WEIGHTS_DIR", *(s.env for s in config.SETTINGS.values())):
         monkeypatch.delenv(variable, raising=False)
     plugin_manager.plugin_manager.cache_clear()
     plugin_manager.catalog.cache_clear()

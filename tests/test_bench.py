@@ -53,7 +53,7 @@ def tiny_plugin(tmp_path, monkeypatch):
 
 def settings(**changes):
     fast = dict(epochs=1, batch_size=4, weights="none", latency_runs=3, throughput_batches=1)
-    return BenchSettings.from_registry(**{**fast, **changes})
+    return BenchSettings.from_config(**{**fast, **changes})
 
 
 def test_features_mode_row_has_every_metric_and_a_second_run_skips_extraction(tiny_plugin, tiny_dataset, monkeypatch):
@@ -148,6 +148,41 @@ def test_finetune_reports_both_phases_and_logs_to_tensorboard(tiny_plugin, tiny_
     assert ("tiny_cnn: fine-tune epochs", 1, 2) in steps and ("tiny_cnn: fine-tune epochs", 2, 2) in steps
     logs = list((out / "tensorboard" / "tiny_cnn").rglob("events.out.tfevents.*"))
     assert logs, "no TensorBoard event files"
+    runs = {path.parent.name for path in logs}
+    assert "test" in runs and "validation" not in runs  # the head is scored on the test split
+
+
+def _summaries(folder):
+    """(tag, plugin name, summary value) of every summary in the event files directly in `folder`."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    found = []
+    for path in folder.glob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                found.append((value.tag, value.metadata.plugin_data.plugin_name, value))
+    return found
+
+
+def test_each_backbone_run_carries_hparams_and_final_metrics(tiny_plugin, tiny_dataset, tmp_path):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    from tensorboard.util import tensor_util
+
+    out = tmp_path / "out"
+    [row] = run_bench([catalog().get("tiny_cnn")], load_dataset(tiny_dataset), settings(epochs=2), out)
+    assert row["status"] == "ok", row["error"]
+    summaries = _summaries(out / "tensorboard" / "tiny_cnn")
+    [start] = [value for tag, plugin, value in summaries if plugin == "hparams"]
+    data = plugin_data_pb2.HParamsPluginData.FromString(start.metadata.plugin_data.content)
+    params = data.session_start_info.hparams
+    assert params["backbone"].string_value == "tiny_cnn" and params["weights"].string_value == "random"
+    assert params["input_size"].number_value == 32 and params["epochs"].number_value == 2
+    assert params["mirror"].bool_value is True
+    finals = {tag: float(tensor_util.make_ndarray(value.tensor)) for tag, plugin, value in summaries
+              if tag.startswith("final/")}
+    assert finals["final/top1"] == pytest.approx(row["top1"]) and finals["final/images_per_sec"] > 0
+    test_run = _summaries(out / "tensorboard" / "tiny_cnn" / "test")
+    assert {tag for tag, _, _ in test_run} >= {"epoch_accuracy", "epoch_loss"}
 
 
 def test_augment_runs_end_to_end_without_the_cache(tiny_plugin, tiny_dataset):

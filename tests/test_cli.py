@@ -78,11 +78,50 @@ def test_plugins_shows_built_ins_registered_through_entry_points():
 
 
 def test_info_describes_one_backbone():
-    result = runner.invoke(app, ["info", "resnet50_v2"])
+    result = runner.invoke(app, ["info", "resnet50_v2", "--json"])
     assert result.exit_code == 0
     info = json.loads(result.stdout)
     assert info["reference"] == "ResNet50V2"
     assert info["weights"]["file"] == "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    table = runner.invoke(app, ["info", "resnet50_v2"])
+    assert table.exit_code == 0 and "ResNet50V2" in table.stdout and "feature_dim" in table.stdout
+
+
+def test_version_exit_codes_and_examples_are_in_the_help():
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"zoo {version('zoo')}"
+    top = runner.invoke(app, ["--help"], env={"COLUMNS": "200"}).stdout
+    assert "Exit codes: 0 done; 1 a backbone failed" in top and "130 interrupted" in top
+    assert "--install-completion" in top
+    for command in (["list"], ["bench"], ["report"], ["weights"], ["new-plugin"], ["info"]):
+        text = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"}).stdout
+        assert "Examples:" in text and f"zoo {command[0]} " in text.split("Examples:")[1], command
+
+
+@pytest.mark.parametrize("command", [
+    ["list"], ["info", "mobilenet_v2"], ["plugins"], ["cache", "list"], ["weights", "list"], ["weights", "verify"],
+])
+def test_every_read_command_speaks_json(command, tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path))
+    result = runner.invoke(app, [*command, "--json"])
+    assert result.exit_code == 0, result.output
+    assert isinstance(json.loads(result.stdout), (list, dict))
+
+
+def test_report_json_prints_the_results_document_and_writes_nothing(tmp_path):
+    from zoo.report import write_results
+
+    labels = [0, 1, 0, 1]
+    rows = [{"backbone": "a", "status": "ok", "error": "", "top1": 1.0, "test_images": 4, "test_predictions": labels,
+             "images_per_sec": 10.0, "params": 1, "weights": "imagenet", "confusion_matrix": [[2, 0], [0, 2]]}]
+    write_results(tmp_path, rows, {"dataset": {"root": "/d", "classes": ["x", "y"], "test_labels": labels}})
+    before = {path.name: path.stat().st_mtime_ns for path in tmp_path.iterdir()}
+    result = runner.invoke(app, ["report", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == json.loads((tmp_path / "results.json").read_text())
+    assert {path.name: path.stat().st_mtime_ns for path in tmp_path.iterdir()} == before
 
 
 def test_bench_end_to_end_and_a_failing_backbone_does_not_stop_the_others(tiny_dataset, tmp_path, monkeypatch):
@@ -90,10 +129,12 @@ def test_bench_end_to_end_and_a_failing_backbone_does_not_stop_the_others(tiny_d
     plugin.write_text(BROKEN_BUILDER)
     monkeypatch.setenv("ZOO_PLUGINS", str(plugin))
     out = tmp_path / "results"
-    result = runner.invoke(app, [
+    args = [
         "bench", "exploding_net", "mobilenet_v2", "--data", str(tiny_dataset),
         "--weights", "none", "--epochs", "1", "--batch-size", "4", "--out", str(out),
-    ])
+    ]
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/zoo", *args])  # what results.json records
+    result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
     rows = {row["backbone"]: row for row in json.loads((out / "results.json").read_text())["backbones"]}
     assert rows["exploding_net"]["status"] == "failed"
@@ -105,19 +146,26 @@ def test_bench_end_to_end_and_a_failing_backbone_does_not_stop_the_others(tiny_d
     for key in ("backbone", "weights", "status", "top1", "images_per_sec", "params", "train_seconds", "error"):
         assert key in good
     assert "mobilenet_v2" in result.stdout and "RANDOM" in result.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert len(good["test_predictions"]) == len(results["dataset"]["test_labels"]) == good["test_images"]
+    assert results["statistics"]["best"] == "mobilenet_v2"
+    assert results["zoo_version"] and results["plugins"]["mobilenet_v2"] and results["command"].startswith("zoo bench exploding_net mobilenet_v2 --data ")
+    assert results["started_at"] <= results["finished_at"]
+    assert "[1/2] exploding_net failed: MemoryError" in result.stderr
+    assert "[2/2] mobilenet_v2 top-1 " in result.stderr and "(random weights)" in result.stderr
     assert (out / "results.csv").read_text().startswith("backbone,")
     assert "| mobilenet_v2 |" in (out / "results.md").read_text()
 
 
 def test_bench_without_data_uses_the_embedded_sample(tmp_path):
     result = runner.invoke(app, [
-        "bench", "mobilenet_v2", "--weights", "none", "--epochs", "1", "--out", str(tmp_path),
+        "bench", "mobilenet_v2", "--weights", "none", "--epochs", "1", "--no-mirror", "--out", str(tmp_path),
     ])
     assert result.exit_code == 0, result.output
     assert "embedded sample dataset" in result.stderr
     [row] = json.loads((tmp_path / "results.json").read_text())["backbones"]
     assert row["status"] == "ok", row["error"]
-    assert row["test_images"] == 36 and len(row["per_class_accuracy"]) == 3  # 3 classes of 12 test images
+    assert row["test_images"] == 300 and len(row["per_class_accuracy"]) == 10  # 10 classes of 30 test images
 
 
 @pytest.mark.slow
@@ -130,3 +178,18 @@ def test_bench_all_on_the_food_photos(food, tmp_path):
     assert BUILT_INS <= {row["backbone"] for row in rows}
     assert all(row["status"] == "ok" for row in rows), result.output
     assert "zoo bench: 10_food_classes_10_percent" in result.stdout
+
+
+def test_list_fits_80_columns_without_cutting_a_name(monkeypatch):
+    from rich.console import Console
+
+    from zoo import cli
+
+    monkeypatch.setattr(cli, "out", Console(width=80, force_terminal=True, color_system=None))
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in result.stdout
+    for name in BUILT_INS | {"efficientnet_v2_b0:hub", "efficientnet_lite2"}:
+        assert any(f"│ {name} " in line for line in lines), name
+    assert "Weights" in lines[2]

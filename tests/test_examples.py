@@ -39,5 +39,5 @@ def test_zoo_bench_runs_the_example(tiny_dataset, tmp_path):
         "--epochs", "1", "--out", str(tmp_path), "--json",
     ])
     assert result.exit_code == 0, result.output
-    [row] = json.loads(result.stdout)
+    [row] = json.loads(result.stdout)["backbones"]
     assert (row["backbone"], row["plugin"], row["status"]) == ("densenet121", "densenet", "ok")

@@ -4,6 +4,7 @@ import hashlib
 import io
 import json
 import tarfile
+import tomllib
 import textwrap
 from pathlib import Path
 
@@ -12,7 +13,9 @@ import pytest
 from local_server import LocalServer, closed_port_url
 from typer.testing import CliRunner
 
-from zoo import get_backbone, hub, plugin_manager, registry, weights
+from zoo import get_backbone, hub, plugin_manager, weights
+from zoo.sources import hub as hub_source
+from zoo_plugins import REGISTRY
 from zoo.cli import app
 from zoo.errors import ZooError
 from zoo.report import read_results
@@ -72,23 +75,27 @@ def tarball(folder: Path) -> bytes:
 
 
 def test_built_in_backbones_come_in_a_hub_variant_too():
-    for name in ("efficientnet_b0", "efficientnet_v2_b0", "mobilenet_v2", "resnet50_v2"):
+    catalog = tomllib.loads(REGISTRY.read_text())
+    hub_handles = {name: entry["hub"] for table in catalog.values() for name, entry in table.items()
+                   if "hub" in entry}
+    assert set(hub_handles) == {"efficientnet_b0", "efficientnet_v2_b0", "mobilenet_v2", "resnet50_v2"}
+    for name in hub_handles:
         keras_spec, hub_spec = get_backbone(name), get_backbone(f"{name}:hub")
         assert keras_spec.source == "keras.applications" and hub_spec.source == "hub"
-        assert hub_spec.reference == registry.load()["backbones"][name]["hub"]
+        assert hub_spec.reference == hub_handles[name]
         assert hub_spec.preprocessing == "unit" and hub_spec.weights is None
         assert hub_spec.feature_dim == keras_spec.feature_dim
         assert weights.status(hub_spec) == "download"
 
 
 def test_source_picks_variants():
-    assert hub.variant_name("mobilenet_v2", "hub") == "mobilenet_v2:hub"
-    assert hub.variant_name("mobilenet_v2:hub", "keras") == "mobilenet_v2"
-    assert hub.variant_name("mobilenet_v2:hub", None) == "mobilenet_v2:hub"
+    assert hub_source.variant_name("mobilenet_v2", "hub") == "mobilenet_v2:hub"
+    assert hub_source.variant_name("mobilenet_v2:hub", "keras") == "mobilenet_v2"
+    assert hub_source.variant_name("mobilenet_v2:hub", None) == "mobilenet_v2:hub"
     specs = [get_backbone(name) for name in ("mobilenet_v2", "mobilenet_v2:hub", "efficientnet_lite0")]
-    assert [s.name for s in hub.select(specs, None)] == ["mobilenet_v2", "efficientnet_lite0"]
-    assert [s.name for s in hub.select(specs, "hub")] == ["mobilenet_v2:hub"]
-    assert [s.name for s in hub.select(specs, "keras")] == ["mobilenet_v2", "efficientnet_lite0"]
+    assert [s.name for s in hub_source.select(specs, None)] == ["mobilenet_v2", "efficientnet_lite0"]
+    assert [s.name for s in hub_source.select(specs, "hub")] == ["mobilenet_v2:hub"]
+    assert [s.name for s in hub_source.select(specs, "keras")] == ["mobilenet_v2", "efficientnet_lite0"]
 
 
 def test_tfhub_and_kaggle_handles_resolve_to_the_compressed_format(private_hub_cache):
@@ -217,7 +224,8 @@ FAMILIES_PLUGIN = textwrap.dedent(
     import dataclasses, hashlib, json, os
     from pathlib import Path
     from zoo import Weights, hookimpl
-    from zoo.registry import catalog_specs, hub_specs
+    from zoo import specs_from_toml
+    from zoo_plugins import REGISTRY
 
     MADE = json.loads(os.environ["MADE_MODELS"])
 
@@ -225,7 +233,7 @@ FAMILIES_PLUGIN = textwrap.dedent(
     def zoo_backbones():
         specs = []
         for plugin in ("efficientnet", "mobilenet_v2", "resnet_v2"):
-            for spec in catalog_specs(plugin) + hub_specs(plugin):
+            for spec in specs_from_toml(REGISTRY, table=plugin):
                 base = spec.name.split(":")[0]
                 if base not in MADE:
                     continue

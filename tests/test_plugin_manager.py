@@ -172,13 +172,13 @@ def test_zoo_load_plugins_is_an_allow_list(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_LOAD_PLUGINS", "mine, mobilenet_v2")
     backbones = plugin_manager.catalog().backbones.values()
     assert {spec.plugin for spec in backbones} == {"mine", "mobilenet_v2"}
-    assert set(infos()) == {"zoo.sources", "mine", "mobilenet_v2"}
+    assert set(infos()) == {"mine", "mobilenet_v2"}
 
 
 def test_empty_zoo_load_plugins_loads_none(monkeypatch):
     monkeypatch.setenv("ZOO_LOAD_PLUGINS", "")
     assert plugin_manager.catalog().backbones == {}
-    assert list(infos()) == ["zoo.sources"]
+    assert list(infos()) == []
 
 
 def test_zoo_disable_plugins_is_a_deny_list(monkeypatch):
@@ -224,7 +224,7 @@ def test_custom_builder_and_callable_preprocessing_are_benched(tmp_path, tiny_da
         "--weights", "none", "--epochs", "1", "--out", str(tmp_path / "out"), "--json",
     ])
     assert result.exit_code == 0, result.output
-    [row] = json.loads(result.stdout)
+    [row] = json.loads(result.stdout)["backbones"]
     assert (row["backbone"], row["status"], row["source"]) == ("coded_net", "ok", "custom")
 
 

@@ -13,7 +13,7 @@ def test_the_head_learns_separable_features():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 90)
     features = np.eye(3)[labels] * 4 + rng.normal(0, 0.3, (90, 3))
-    settings = BenchSettings.from_registry(epochs=30, batch_size=16, learning_rate=0.05)
+    settings = BenchSettings.from_config(epochs=30, batch_size=16, learning_rate=0.05)
     head = recipe.train_head(features, labels, 3, settings)
     probabilities = np.asarray(head(features))
     assert probabilities.shape == (90, 3)

@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from zoo.errors import ZooError
-from zoo.report import csv_text, markdown, plot, ranked, read_results, results_table, write_results
+from zoo.report import csv_text, markdown, ranked, read_results, results_table, write_results
 
 
 def row(name, top1, speed, params, **extra):
@@ -45,7 +45,9 @@ def test_rows_are_ranked_by_top1_failures_last():
 
 
 def test_the_table_highlights_the_best_value_of_each_column():
-    text = rendered(results_table(ROWS))
+    table, note = results_table({**META, "backbones": ROWS})
+    text = rendered(table)
+    assert note is None  # no width given: every column
     lines = [line for line in text.splitlines() if "slow_big" in line or "fast_small" in line]
     big, small = lines
     assert "90.0%" in big and "\x1b[1;32m90.0%" in big  # best top-1
@@ -72,19 +74,14 @@ def test_csv_keeps_nested_fields_as_json():
     assert json.loads(parsed[0]["per_class_accuracy"]) == {"a": 1.0, "b": 0.5}
 
 
-def test_plot_is_a_png_even_with_no_finished_rows(tmp_path):
-    plot(ROWS, tmp_path / "a.png")
-    plot([ROWS[1]], tmp_path / "b.png")
-    for name in ("a.png", "b.png"):
-        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]  # no temporaries left
-
-
 def test_write_then_read_round_trips(tmp_path):
     written = write_results(tmp_path, ROWS, META)
     assert read_results(tmp_path) == written
     assert written["backbones"] == ROWS and written["environment"] == META["environment"]
-    assert {p.name for p in tmp_path.iterdir()} == {"results.json", "results.csv", "results.md", "accuracy_vs_speed.png"}
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "results.json", "results.csv", "results.md", "accuracy_vs_speed.png",
+        "confusion_slow_big.png", "confusion_fast_small.png",
+    }
 
 
 def test_results_are_readable_by_others_as_the_umask_allows(tmp_path):
@@ -111,7 +108,7 @@ def test_unreadable_results_are_one_line_errors(tmp_path, content, message):
 
 def test_zoo_report_rerenders_everything_without_importing_tensorflow(tmp_path):
     write_results(tmp_path, ROWS, META)
-    for name in ("results.md", "results.csv", "accuracy_vs_speed.png"):
+    for name in ("results.md", "results.csv", "accuracy_vs_speed.png", "confusion_slow_big.png"):
         (tmp_path / name).unlink()
     code = (
         "import sys, json\n"
@@ -127,5 +124,78 @@ def test_zoo_report_rerenders_everything_without_importing_tensorflow(tmp_path):
     assert report["code"] == 0, report
     assert "slow_big" in report["out"] and "zoo bench: food" in report["out"]
     assert "broken failed: ValueError: no | good" in report["err"]
-    for name in ("results.md", "results.csv", "accuracy_vs_speed.png"):
+    for name in ("results.md", "results.csv", "accuracy_vs_speed.png", "confusion_slow_big.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def _wide_results(classes=10):
+    labels = [i % classes for i in range(40)]
+    names = ["efficientnet_v2_b0:hub", "efficientnet_lite2", "mobilenet_v2", "resnet50_v2"]
+    rows = []
+    for rank, name in enumerate(names):
+        predictions = [y if i >= rank * 5 else (y + 1) % classes for i, y in enumerate(labels)]
+        top1 = sum(p == y for p, y in zip(predictions, labels)) / len(labels)
+        rows.append(row(name, top1, 40.0 + rank * 17.3, 4_000_000 + rank * 10**7, test_images=40,
+                        test_predictions=predictions, latency_ms_p95=12.25, head_seconds=3.5,
+                        weights="random" if name == "resnet50_v2" else "imagenet"))
+    dataset = {**META["dataset"], "classes": [f"c{i}" for i in range(classes)], "test_labels": labels}
+    return {**META, "dataset": dataset, "backbones": rows}
+
+
+@pytest.mark.parametrize("width", [80, 120, 200])
+def test_the_table_fits_the_terminal_and_never_cuts_name_top1_or_weights(width):
+    results = _wide_results()
+    table, note = results_table(results, width=width)
+    console = Console(record=True, width=width)
+    console.print(table)
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= width
+    assert "…" not in "".join(lines)
+    for result_row in results["backbones"]:
+        line = next(line for line in lines if f" {result_row['backbone']} " in line)
+        assert f"{result_row['top1']:.1%}" in line
+        assert ("RANDOM" if result_row["weights"] == "random" else "imagenet") in line
+    if width == 80:
+        assert note and note.startswith("Left out to fit the terminal: ") and "--columns" in note
+        assert "Peak MB" in note and "Img/s" not in note  # dropped by priority: the least useful first
+    if width == 200:
+        assert note is None
+
+
+def test_columns_narrow_the_table_but_keep_the_protected_ones():
+    table, note = results_table(_wide_results(), chosen=["params", "Img/s"])
+    text = rendered(table)
+    header = text.splitlines()[2]
+    for kept in ("Backbone", "Top-1", "Params", "Img/s", "Weights"):
+        assert kept in header
+    assert "p50 ms" not in header and note is None
+
+
+def test_top5_is_left_out_with_five_classes_or_fewer_and_ties_are_marked():
+    text = rendered(results_table(_wide_results(classes=5))[0])
+    assert "Top-5" not in text
+    text = rendered(results_table(_wide_results(classes=10))[0])
+    assert "Top-5" in text and "95% CI" in text
+    assert "best" in next(line for line in text.splitlines() if "efficientnet_v2_b0:hub" in line)
+    assert "tied p=0.062" in next(line for line in text.splitlines() if "efficientnet_lite2" in line)
+    assert "worse p<0.001" in next(line for line in text.splitlines() if "resnet50_v2" in line)
+
+
+def test_results_json_carries_the_statistics_and_keeps_predictions_on_one_line(tmp_path):
+    results = _wide_results()
+    write_results(tmp_path, results["backbones"], {k: v for k, v in results.items() if k != "backbones"})
+    text = (tmp_path / "results.json").read_text()
+    assert len(text.splitlines()) < 200  # 4 rows of 40 predictions and a 2×2 matrix, not one number a line
+    saved = read_results(tmp_path)
+    assert saved["backbones"] == results["backbones"]
+    assert saved["statistics"]["best"] == "efficientnet_v2_b0:hub"
+    assert "efficientnet_v2_b0:hub and efficientnet_lite2 are tied at p = 0.062 on 40 test images" in (
+        saved["statistics"]["summary"])
+    assert saved["statistics"]["summary"] in (tmp_path / "results.md").read_text()
+
+
+def test_an_ensemble_row_is_marked_as_such():
+    results = _wide_results()
+    results["backbones"][0]["kind"] = "ensemble"
+    assert "efficientnet_v2_b0:hub (ensemble)" in rendered(results_table(results)[0])
+    assert "| efficientnet_v2_b0:hub (ensemble) |" in markdown(results)

@@ -11,7 +11,7 @@ SPEC = BackboneSpec(
 
 
 def test_a_started_row_is_a_failed_row_naming_the_backbone_and_its_settings():
-    settings = BenchSettings.from_registry(epochs=3, weights="none")
+    settings = BenchSettings.from_config(epochs=3, weights="none")
     row = BenchRow.start(SPEC, settings, "abc123").to_dict()
     assert list(row)[:10] == [
         "backbone", "family", "source", "plugin", "input_size", "params",
@@ -24,7 +24,7 @@ def test_a_started_row_is_a_failed_row_naming_the_backbone_and_its_settings():
 
 
 def test_measurements_land_under_their_keys_and_the_resolved_weights_replace_the_mode():
-    row = BenchRow.start(SPEC, BenchSettings.from_registry(), "f")
+    row = BenchRow.start(SPEC, BenchSettings.from_config(), "f")
     row.weights, row.top1, row.status = "random", 0.5, "ok"
     row.finish(1.5)
     saved = row.to_dict()

@@ -67,7 +67,7 @@ def test_zoo_lists_and_benches_it_and_sees_edits(installed, tiny_dataset, tmp_pa
     bench = run(python, *zoo, "bench", "my_net", "--data", str(tiny_dataset), "--epochs", "1",
                 "--out", str(tmp_path / "out"), "--json", cwd=tmp_path)
     assert bench.returncode == 0, bench.stderr
-    [result] = json.loads(bench.stdout)
+    [result] = json.loads(bench.stdout)["backbones"]
     assert (result["backbone"], result["status"]) == ("my_net", "ok")
 
 

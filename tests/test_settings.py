@@ -1,11 +1,11 @@
-"""Bench settings: defaults from registry.toml, one-line errors, and the --resume fingerprint."""
+"""Bench settings: defaults from the user settings (zoo.config), one-line errors, and the --resume fingerprint."""
 
 from dataclasses import replace
 
 import pytest
 from typer.testing import CliRunner
 
-from zoo import registry
+from zoo import config
 from zoo.cli import app
 from zoo.data import load_dataset
 from zoo.errors import ZooError
@@ -18,9 +18,11 @@ SPEC = BackboneSpec(
 )
 
 
-def test_defaults_come_from_the_registry_and_none_overrides_nothing():
-    defaults = registry.bench_defaults()
-    settings = BenchSettings.from_registry(epochs=None, batch_size=7)
+def test_defaults_come_from_the_user_settings_and_none_overrides_nothing(monkeypatch):
+    monkeypatch.setenv("ZOO_BENCH_LEARNING_RATE", "0.01")
+    defaults = config.bench_defaults()
+    assert defaults["learning_rate"] == 0.01
+    settings = BenchSettings.from_config(epochs=None, batch_size=7)
     assert settings.epochs == defaults["epochs"] and settings.learning_rate == defaults["learning_rate"]
     assert settings.mirror == defaults["mirror"] and settings.batch_size == 7
 
@@ -32,11 +34,11 @@ def test_defaults_come_from_the_registry_and_none_overrides_nothing():
 ])
 def test_validate_names_the_bad_setting(change, message):
     with pytest.raises(ZooError, match=message):
-        BenchSettings.from_registry(**change).validate()
+        BenchSettings.from_config(**change).validate()
 
 
 def test_the_fingerprint_follows_every_setting_but_cache(tiny_dataset):
-    dataset, settings = load_dataset(tiny_dataset), BenchSettings.from_registry()
+    dataset, settings = load_dataset(tiny_dataset), BenchSettings.from_config()
     fingerprint = settings_fingerprint(SPEC, dataset, settings)
     assert settings_fingerprint(SPEC, dataset, replace(settings, cache=not settings.cache)) == fingerprint
     for change in (dict(epochs=settings.epochs + 1), dict(mirror=not settings.mirror), dict(mode="finetune")):

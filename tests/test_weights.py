@@ -14,7 +14,7 @@ import pytest
 from local_server import LocalServer, closed_port_url
 from typer.testing import CliRunner
 
-from zoo import registry, weights
+from zoo import weights
 from zoo.cli import app
 from zoo.errors import ZooError
 from zoo.report import read_results
@@ -104,17 +104,18 @@ def test_md5_pins_are_checked_like_keras_pins_them(tmp_path, monkeypatch):
         weights.resolve(blob_spec(md5="0" * 32), "imagenet")
 
 
-@pytest.mark.parametrize("mirror_from", ["env", "registry"])
+@pytest.mark.parametrize("mirror_from", ["env", "config file"])
 def test_download_from_a_mirror_with_progress_into_the_keras_cache(
-    mirror_from, monkeypatch, private_keras_home
+    mirror_from, monkeypatch, private_keras_home, tmp_path
 ):
     with LocalServer() as server:
         server.files["/mirror/blob.h5"] = BLOB
         if mirror_from == "env":
             monkeypatch.setenv("ZOO_MIRROR", server.url + "/mirror/")
         else:
-            pinned = {**registry.load(), "weights": {"mirror": server.url + "/mirror"}}
-            monkeypatch.setattr(registry, "load", lambda: pinned)
+            config_file = tmp_path / "config.toml"
+            config_file.write_text(f'[weights]\nmirror = "{server.url}/mirror"\n')
+            monkeypatch.setenv("ZOO_CONFIG", str(config_file))
         private_keras_home.mkdir(parents=True)
         stale = private_keras_home / "blob.h5.part"
         stale.write_bytes(b"left behind by a killed transfer")

@@ -1,10 +1,13 @@
 """zoo: which pretrained backbone is best for my data, and at what cost?
 
 The Python API in brief: `list_backbones()`, `get_backbone(name)`, `create_model(name, ...)`,
-`bench(names, data, ...)` and `load(path)`.
+`bench(names, data, ...)` and `load(path)`; for plugins, `hookimpl`, `BackboneSpec`, `Weights`,
+and `specs_from_toml` to declare specs from a TOML file the plugin ships (or
+`specs_from_mapping`, from Python data).
 Importing zoo does not import TensorFlow; building or loading a model does.
 """
 
+from zoo.declare import specs_from_mapping, specs_from_toml
 from zoo.errors import ZooError
 from zoo.hookspecs import hookimpl
 from zoo.spec import PREPROCESSING, BackboneSpec, Normalization, Weights
@@ -21,6 +24,8 @@ __all__ = [
     "hookimpl",
     "list_backbones",
     "load",
+    "specs_from_mapping",
+    "specs_from_toml",
 ]
 
 
@@ -84,7 +89,7 @@ def bench(names, data=None, *, out=None, classifiers: bool = False, resume: bool
     if unknown:
         raise ZooError(f"unknown bench settings {', '.join(unknown)}; use {', '.join(sorted(known))}")
     specs = [catalog().get(name) for name in ([names] if isinstance(names, str) else names)]
-    chosen = BenchSettings.from_registry(**settings)
+    chosen = BenchSettings.from_config(**settings)
     chosen.validate()
     validate_weights_mode(chosen.weights, len(specs))
     data = data if data is not None else sample_dataset()

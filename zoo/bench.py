@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo import distributed, export, features, metrics, recipe
+from zoo import board, distributed, export, features, metrics, recipe
 from zoo.data import Dataset, Split, image_batches, labeled_batches
 from zoo.errors import one_line
 from zoo.progress import Progress, no_progress, prefixed
@@ -241,6 +241,7 @@ def _measure(
     row.top1 = metrics.top_k_accuracy(probabilities, test_y, 1)
     row.top5 = metrics.top_k_accuracy(probabilities, test_y, 5)
     row.test_images = len(test_y)
+    row.test_predictions = probabilities.argmax(axis=1).tolist()  # per image, for the paired test
     row.per_class_accuracy = dict(zip(dataset.class_names, metrics.per_class_accuracy(confusion)))
     row.confusion_matrix = confusion.tolist()
     row.params = extractor.count_params()  # the backbone's, comparable across heads and datasets
@@ -250,6 +251,8 @@ def _measure(
     row.latency_ms_p50, row.latency_ms_p95 = metrics.latency_ms(forward, batch[:1], settings.latency_runs, progress)
     progress("counting FLOPs", 0, 1)
     row.flops_per_image = metrics.flops_per_image(model)
+    if log_dir is not None:
+        board.finish(log_dir, row)
     if keep is not None:
         progress("saving the classifier", 0, 1)
         scores = {"top1": row.top1, "top5": row.top5, "test_images": row.test_images, "dataset": str(dataset.root)}
@@ -328,6 +331,7 @@ def run_bench(
     strategy = strategy or distributed.make_strategy(settings.strategy)
     chief = distributed.is_chief(strategy)
     meta: dict[str, Any] = {
+        **report.provenance(),
         "environment": {
             **metrics.environment(),
             "strategy": settings.strategy,
@@ -340,6 +344,7 @@ def run_bench(
             "train_images": len(dataset.train),
             "test_images": len(dataset.test),
             "fingerprint": data_fingerprint(dataset.root, dataset.train.files + dataset.test.files),
+            "test_labels": [int(label) for label in dataset.test.labels],
         },
     }
     if shard is not None:
@@ -367,6 +372,6 @@ def run_bench(
         row = bench_backbone(spec, dataset, settings, prefixed(progress, spec.name), strategy, log_dir, keep).to_dict()
         rows.append(row)
         if chief:
-            report.write_results(out_dir, rows, meta)
+            report.write_results(out_dir, rows, {**meta, "finished_at": report.now()})
         finished(row, False)
     return rows

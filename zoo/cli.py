@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -28,10 +29,13 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperGroup
 
-from zoo import distributed, hub, plugin_manager, registry, weights
+from zoo import config, distributed, plugin_manager, weights
 from zoo.errors import ZooError, one_line
 from zoo.progress import Progress as StepProgress
 from zoo.progress import prefixed
+from zoo.sources import hub as hub_variants
+from zoo.sources import source_of
+from zoo.tables import Column, dropped_note, fitted_table
 
 
 class _OneLineErrors(TyperGroup):
@@ -71,20 +75,31 @@ class _OneLineErrors(TyperGroup):
 app = typer.Typer(
     cls=_OneLineErrors,
     help="Which pretrained backbone is best for my data, and at what cost?",
+    epilog="Exit codes: 0 done; 1 a backbone failed, or an unexpected error (a bug: please report it); "
+    "2 bad input or usage, with one line saying how to fix it; 130 interrupted (Ctrl-C).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
-# Piped output is not cut to 80 columns: tables stay whole in logs and files.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+# Piped output is a fixed wide table, never fitted or cut: whole in logs and files.
+PIPE_WIDTH = 250
+out = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else PIPE_WIDTH)
 _debug = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"zoo {version('zoo')}", highlight=False)
+        raise typer.Exit()
 
 
 @app.callback()
 def main_options(
     plugin: list[Path] = typer.Option([], "--plugin", help="Load a plugin file or folder too."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print zoo's version."),
 ) -> None:
     global _debug
     _debug = debug
@@ -116,36 +131,71 @@ def _warn_broken() -> None:
         )
 
 
+#: `zoo list`'s columns; the least useful are dropped first to fit the terminal (zoo.tables).
+_LIST_COLUMNS = [
+    Column("name", "Name", 0, "left"),
+    Column("weights", "Weights", 1, "left"),
+    Column("input_size", "Input", 2),
+    Column("params", "Params", 2),
+    Column("source", "Source", 3, "left"),
+    Column("plugin", "Plugin", 4, "left"),
+    Column("family", "Family", 5, "left"),
+    Column("preprocessing", "Preprocessing", 6, "left"),
+    Column("weights_from", "Weights from", 7, "left"),
+]
+
+
+def _list_cells(row: dict) -> dict:
+    state, _, origin = row["weights_status"].partition(" (")
+    return {**row, "params": f"{row['params'] / 1e6:.1f}M", "weights": state, "weights_from": origin.rstrip(")") or "-"}
+
+
 @app.command("list")
 def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Every backbone the installed plugins provide (does not import TensorFlow)."""
+    """Every backbone the installed plugins provide (does not import TensorFlow).
+
+    \b
+    Examples:
+      zoo list
+      zoo list --json | jq -r '.[].name'
+    """
     rows = _catalog_rows()
     if as_json:
         out.print_json(json.dumps(rows))
     else:
-        table = Table(title="zoo backbones")
-        for header in ("Name", "Family", "Source", "Input", "Preprocessing", "Params", "Weights", "Plugin"):
-            table.add_column(header)
-        for row in rows:
-            table.add_row(
-                row["name"],
-                row["family"],
-                row["source"],
-                str(row["input_size"]),
-                row["preprocessing"],
-                f"{row['params'] / 1e6:.1f}M",
-                row["weights_status"],
-                row["plugin"],
-            )
+        cells = [[escape(str(_list_cells(row)[column.key])) for column in _LIST_COLUMNS] for row in rows]
+        table, dropped = fitted_table(_LIST_COLUMNS, cells, out.width if out.is_terminal else None, "zoo backbones")
         out.print(table)
+        if dropped:
+            err.print(
+                f"[dim]{escape(dropped_note(dropped, 'see them with --json or zoo info NAME'))}[/]", soft_wrap=True
+            )
     _warn_broken()
 
 
 @app.command()
-def info(name: str) -> None:
-    """Everything zoo knows about one backbone."""
+def info(
+    name: str = typer.Argument(..., help="A backbone (see `zoo list`)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Everything zoo knows about one backbone.
+
+    \b
+    Examples:
+      zoo info efficientnet_lite0
+      zoo info mobilenet_v2 --json
+    """
     spec = plugin_manager.catalog().get(name)
-    out.print_json(json.dumps({**spec.to_dict(), "weights_status": weights.status(spec)}))
+    fields = {**spec.to_dict(), "weights_status": weights.status(spec)}
+    if as_json:
+        out.print_json(json.dumps(fields))
+        return
+    table = Table(title=escape(name), show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in fields.items():
+        table.add_row(key, escape(value if isinstance(value, str) else json.dumps(value)))
+    out.print(table)
 
 
 @app.command()
@@ -169,7 +219,13 @@ def new_plugin(
     name: str = typer.Argument(..., help="Plugin name, e.g. my-backbone."),
     directory: Path = typer.Option(Path("."), "--dir", help="Where to create zoo-NAME/."),
 ) -> None:
-    """Create an installable backbone plugin package, with its contract test, to start from."""
+    """Create an installable backbone plugin package, with its contract test, to start from.
+
+    \b
+    Examples:
+      zoo new-plugin my-net && cd zoo-my-net && pip install -e '.[test]' && pytest
+      zoo new-plugin my-net --dir ~/src
+    """
     from zoo import scaffold
 
     files = scaffold.new_plugin(name, directory)
@@ -203,8 +259,17 @@ def _bar(progress: Progress, task: TaskID) -> StepProgress:
     return report
 
 
-#: The bench defaults of registry.toml, shown in `zoo bench --help`.
-_DEFAULTS = registry.bench_defaults()
+_COLUMNS_OPTION = typer.Option(
+    None,
+    "--columns",
+    help="Comma-separated table columns to show (backbone, top-1 and weights always are): "
+    "top1_ci95, vs_best, top5, images_per_sec, latency_ms_p50, params, ... (all: results.md).",
+)
+
+
+def _default(name: str) -> str:
+    """How `zoo bench --help` shows a default: the setting's, which the user may change."""
+    return f"{json.dumps(config.SETTINGS[name].default)}, or setting {name} (zoo config)"
 
 
 @app.command()
@@ -213,31 +278,37 @@ def bench(
     names: list[str] = typer.Argument(None, help="Backbones to bench (see `zoo list`)."),
     all_backbones: bool = typer.Option(False, "--all", help="Bench every backbone."),
     source: str | None = typer.Option(
-        None, "--source", help="hub or keras: each backbone's TF Hub or Keras variant [--all: the default ones]."
+        None,
+        "--source",
+        help="hub or keras: each backbone's TF Hub or Keras variant.",
+        show_default="the names as given; with --all, the Keras ones",
     ),
-    data: Path | None = typer.Option(None, help="Folder with train/<class>/ and test/<class>/."),
-    epochs: int | None = typer.Option(None, help=f"Head training epochs (default: {_DEFAULTS['epochs']})."),
-    batch_size: int | None = typer.Option(None, help=f"Batch size (default: {_DEFAULTS['batch_size']})."),
+    data: Path | None = typer.Option(
+        None, help="Folder with train/<class>/ and test/<class>/.", show_default="zoo's embedded sample dataset"
+    ),
+    epochs: int | None = typer.Option(None, help="Head training epochs.", show_default=_default("bench.epochs")),
+    batch_size: int | None = typer.Option(None, help="Batch size.", show_default=_default("bench.batch_size")),
     learning_rate: float | None = typer.Option(
-        None, help=f"Adam learning rate (default: {_DEFAULTS['learning_rate']})."
+        None, help="Adam learning rate.", show_default=_default("bench.learning_rate")
     ),
     weights_mode: str = typer.Option(
         "auto", "--weights", help="auto, imagenet, none, or a weights file for one backbone."
     ),
     out_dir: Path | None = typer.Option(
-        None, "--out", help="Results folder (default: zoo-results/<data folder name>)."
+        None, "--out", help="Results folder.", show_default="zoo-results/<data folder name>"
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print results.json instead of the table."),
+    columns: str | None = _COLUMNS_OPTION,
     mode: str = typer.Option("features", help="features (frozen base) or finetune (then unfreeze the top)."),
-    finetune_epochs: int = typer.Option(5, help="Fine-tuning epochs after the head's [--mode finetune]."),
-    unfreeze: int = typer.Option(10, help="Top base layers to unfreeze, BatchNorm excepted [--mode finetune]."),
+    finetune_epochs: int = typer.Option(5, help="Fine-tuning epochs after the head's (with --mode finetune)."),
+    unfreeze: int = typer.Option(10, help="Top base layers to unfreeze, BatchNorm excepted (with --mode finetune)."),
     augment: bool = typer.Option(False, "--augment", help="Random flip/rotation/zoom; runs end to end, no cache."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse and keep extracted features."),
     mirror: bool | None = typer.Option(
         None,
         "--mirror/--no-mirror",
-        help="Also train the head on mirror images and score each test image with its mirror "
-        f"(default: {'on' if _DEFAULTS['mirror'] else 'off'}).",
+        help="Also train the head on mirror images and score each test image with its mirror.",
+        show_default=_default("bench.mirror"),
     ),
     resume: bool = typer.Option(
         False, "--resume", help="Skip backbones already finished in --out with these settings."
@@ -255,17 +326,24 @@ def bench(
         help="Bench only the I-th of N interleaved parts of the backbones, for one job of N (see docs/scale.md).",
     ),
 ) -> None:
-    """Benchmark backbones on one dataset and print the comparison table."""
+    """Benchmark backbones on one dataset and print the comparison table.
+
+    \b
+    Examples:
+      zoo bench efficientnet_lite0 efficientnet_lite2 --data photos/ --out results/photos
+      zoo bench --all --data photos/ --epochs 5 --no-mirror    # the course's recipe
+      zoo bench --all --json > results.json                     # CI: the results document
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from zoo.bench import BenchSettings
     from zoo.data import load_dataset, skipped_summary
-    from zoo.report import random_weights, ranked, results_lock
+    from zoo.report import random_weights, ranked, read_results, results_lock
     from zoo.sample_data import sample_dataset
     from zoo.sweep import Shard
 
     if importlib.util.find_spec("tensorflow") is None:  # an extra: users choose its build
         raise ZooError("TensorFlow is not installed; pip install 'zoo[cpu]' (or 'zoo[gpu]')")
-    settings = BenchSettings.from_registry(
+    settings = BenchSettings.from_config(
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
@@ -285,9 +363,9 @@ def bench(
     if source not in (None, "hub", "keras"):
         raise ZooError(f"--source {source}: use hub or keras")
     if all_backbones:
-        specs = hub.select(list(catalog.backbones.values()), source)
+        specs = hub_variants.select(list(catalog.backbones.values()), source)
     elif names:
-        specs = [catalog.get(hub.variant_name(name, source)) for name in names]
+        specs = [catalog.get(hub_variants.variant_name(name, source)) for name in names]
     else:
         raise ZooError("name the backbones to bench (see `zoo list`) or use --all")
     shard = Shard.parse(shard_text) if shard_text is not None else None
@@ -300,7 +378,7 @@ def bench(
     if data is None:
         data = sample_dataset()
         err.print(
-            "[cyan]No --data given: using zoo's embedded sample dataset (3 classes of drawn shapes). "
+            "[cyan]No --data given: using zoo's embedded sample dataset (10 classes of shapes in clutter). "
             "Point --data at a folder with train/<class>/ and test/<class>/ for real answers.[/]"
         )
     if out_dir is None:
@@ -326,17 +404,23 @@ def bench(
             "training runs end to end (slower).[/]"
         )
     rows = bench_with_progress(specs, dataset, settings, out_dir, resume=resume, shard=shard, strategy=cluster)
-    _print_results(rows, f"zoo bench: {dataset.root.name}", as_json)
+    if not chief:
+        err.print(f"Worker {distributed.worker(cluster)[0]} done; the chief writes the results")
+        raise typer.Exit(int(any(row["status"] != "ok" for row in rows)))
+    _print_results(read_results(out_dir), f"zoo bench: {dataset.root.name}", as_json, columns)
     untrained = random_weights(rows)
     if untrained:
         err.print(
             f"[bold red]RANDOM weights (no pretrained file found): {', '.join(untrained)}. "
             "Their accuracy says nothing about transfer learning; see `zoo weights list` for how to get them.[/]"
         )
-    if not chief:
-        err.print(f"Worker {distributed.worker(cluster)[0]} done; the chief writes the results")
-        raise typer.Exit(int(any(row["status"] != "ok" for row in rows)))
-    err.print(f"Results written to {out_dir}/: results.json, .csv, .md, accuracy_vs_speed.png, tensorboard/, models/")
+    err.print(
+        escape(
+            f"Results written to {out_dir}/: results.json, .csv, .md, accuracy_vs_speed.png, confusion_*.png, "
+            f"tensorboard/, models/ (zoo report {out_dir} --html for one page to share)"
+        ),
+        highlight=False,
+    )
     best = next((row for row in ranked(rows) if row["status"] == "ok" and row.get("classifier")), None)
     if best is not None:
         err.print(
@@ -374,8 +458,9 @@ def bench_with_progress(
             if in_flight:
                 progress.remove_task(in_flight.pop())
             progress.advance(overall)
-            if reused:
-                err.print(f"{row['backbone']}: finished before with these settings (--resume), kept")
+            done = int(progress.tasks[overall].completed)
+            # One line per backbone, so a piped log (CI) shows the bench moving on.
+            err.print(f"[{done}/{len(specs)}] {escape(_finished_line(row, reused))}", highlight=False, soft_wrap=True)
 
         try:
             return run_bench(
@@ -397,15 +482,33 @@ def bench_with_progress(
             ) from None
 
 
-def _print_results(rows: list[dict], title: str, as_json: bool) -> None:
-    """The comparison table (or JSON), then one line per failed backbone."""
-    from zoo.report import results_table
+def _finished_line(row: dict, reused: bool) -> str:
+    """`mobilenet_v2 top-1 78.2 % 41 s`, or why it failed, or that it was kept."""
+    if reused:
+        return f"{row['backbone']}: finished before with these settings (--resume), kept"
+    if row["status"] != "ok":
+        return f"{row['backbone']} failed: {row['error']}"
+    weights = " (random weights)" if row.get("weights") == "random" else ""
+    return f"{row['backbone']} top-1 {row['top1'] * 100:.1f} %{weights} {row['total_seconds']:.0f} s"
 
+
+def _print_results(results: dict, title: str, as_json: bool, columns: str | None) -> None:
+    """The comparison table fitted to the terminal (or the results.json document), the
+    statistics in words, then one line per failed backbone."""
+    from zoo.report import results_table, to_json, with_statistics
+
+    results = with_statistics(results)
     if as_json:
-        out.print_json(json.dumps(rows))
+        out.file.write(to_json(results) + "\n")
     else:
-        out.print(results_table(rows, title=title))
-    for row in rows:
+        chosen = [name for name in columns.split(",") if name.strip()] if columns else None
+        table, note = results_table(results, title=title, width=out.width if out.is_terminal else None, chosen=chosen)
+        out.print(table)
+        if note:
+            err.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
+        if results["statistics"]["summary"]:
+            out.print(escape(results["statistics"]["summary"]), soft_wrap=True, highlight=False)
+    for row in results["backbones"]:
         if row["status"] != "ok":
             err.print(f"[red]{row['backbone']} failed: {escape(row['error'])}[/]", highlight=False, soft_wrap=True)
 
@@ -415,11 +518,22 @@ def report_command(
     folders: list[Path] = typer.Argument(..., help="A bench's --out folder, with results.json (several with --merge)."),
     merge: bool = typer.Option(False, "--merge", help="Combine the folders' results (a sweep's shards) into --out."),
     merged_dir: Path | None = typer.Option(None, "--out", help="Where --merge writes the combined results."),
-    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print results.json (statistics included); write nothing."),
+    columns: str | None = _COLUMNS_OPTION,
+    html: bool = typer.Option(
+        False, "--html", help="Also write report.html: one self-contained page to open or share."
+    ),
 ) -> None:
-    """Re-render the table, results.md/.csv and the plot from a saved results.json (no TensorFlow);
-    with --merge, combine several results folders into one."""
-    from zoo.report import read_results, results_lock, write_reports, write_results
+    """Re-render the table, results.md/.csv and the plots from a saved results.json (no TensorFlow);
+    with --merge, combine several results folders (say, a sweep's shards) into --out first.
+
+    \b
+    Examples:
+      zoo report zoo-results/food --html     # then open zoo-results/food/report.html
+      zoo report zoo-results/food --json | jq .statistics.summary
+      zoo report --merge sweep/shard-* --out sweep/all
+    """
+    from zoo.report import read_results, results_lock, write_html, write_reports, write_results
     from zoo.sweep import merge as merge_folders
 
     if merge:
@@ -429,7 +543,7 @@ def report_command(
             raise ZooError(f"--out {merged_dir} is one of the folders to merge; give a new folder")
         rows, meta = merge_folders(folders)
         with results_lock(merged_dir):
-            results = write_results(merged_dir, rows, meta)
+            write_results(merged_dir, rows, meta)
         if meta["missing_shards"]:
             err.print(f"[yellow]Shards {', '.join(meta['missing_shards'])} are missing from the merge[/]")
         out_dir = merged_dir
@@ -437,11 +551,16 @@ def report_command(
         raise ZooError("give one results folder, or combine several with --merge DIR... --out MERGED")
     else:
         out_dir = folders[0]
-        results = read_results(out_dir)
-        write_reports(out_dir, results)
+    results = read_results(out_dir)
     name = Path(results.get("dataset", {}).get("root", str(out_dir))).name
-    _print_results(results["backbones"], f"zoo bench: {name}", as_json)
-    err.print(f"{'Wrote' if merge else 'Rewrote'} {out_dir}/results.md, results.csv and accuracy_vs_speed.png")
+    if not as_json:
+        write_reports(out_dir, results)
+        if html:
+            write_html(out_dir, results)
+    _print_results(results, f"zoo bench: {name}", as_json, columns)
+    if not as_json:
+        written = "results.md, results.csv, the plots" + (" and report.html" if html else "")
+        err.print(f"{'Wrote' if merge else 'Rewrote'} {out_dir}/: {written}")
 
 
 @app.command("export")
@@ -590,8 +709,27 @@ def cache_clear(backbone: str | None = typer.Option(None, help="Only this backbo
     out.print(f"removed {removed} files, {freed / 2**20:.1f} MB")
 
 
+@app.command("config")
+def config_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Every user setting: its effective value and where it came from (default, file, env)."""
+    rows = config.effective()
+    if as_json:
+        out.print_json(json.dumps({"file": str(config.path()), "settings": rows}))
+        return
+    file = config.path()
+    out.print(f"config file: {file}{'' if file.is_file() else ' (not created yet)'}", highlight=False)
+    table = Table(title="zoo settings")
+    for header in ("Setting", "Value", "Origin", "Variable", "What it does"):
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        table.add_row(row["name"], json.dumps(row["value"]), row["origin"], row["env"], row["doc"])
+    out.print(table)
+
+
 weights_app = typer.Typer(
-    help="Pretrained weights: where each backbone's come from; fetch them ahead; verify them.",
+    help="Pretrained weights: where each backbone's come from; fetch them ahead; verify them.\n\n"
+    "\b\nExamples:\n  zoo weights list\n  zoo weights fetch --all    # on a connected machine, "
+    "then copy ~/.keras/models across\n  zoo weights verify",
     no_args_is_help=True,
 )
 app.add_typer(weights_app, name="weights")
@@ -640,7 +778,7 @@ def weights_fetch(
     failed = 0
     with _download_progress() as progress:
         for spec in specs:
-            if spec.source != "hub" and spec.weights is None:
+            if not source_of(spec).has_pretrained(spec):
                 continue
             task = progress.add_task(spec.name, total=None)
             try:
@@ -655,15 +793,19 @@ def weights_fetch(
 
 
 @weights_app.command("verify")
-def weights_verify() -> None:
-    """Re-check every weights file on disk against its pinned size and hash."""
-    failed = 0
+def weights_verify(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Re-check every weights file on disk against its pinned size and hash (exit 1 if one is bad)."""
+    checks: list[dict[str, Any]] = []
     for spec in plugin_manager.catalog().backbones.values():
         ok, detail = weights.verify_local(spec)
-        failed += ok is False
-        mark = {True: "[green]ok[/]", False: "[red]BAD[/]", None: "[dim]-[/]"}[ok]
-        out.print(f"{mark} {spec.name}: {escape(detail)}", highlight=False, soft_wrap=True)
-    if failed:
+        checks.append({"backbone": spec.name, "ok": ok, "detail": detail})
+    if as_json:
+        out.print_json(json.dumps(checks))
+    else:
+        for check in checks:
+            mark = {True: "[green]ok[/]", False: "[red]BAD[/]", None: "[dim]-[/]"}[check["ok"]]
+            out.print(f"{mark} {check['backbone']}: {escape(check['detail'])}", highlight=False, soft_wrap=True)
+    if any(check["ok"] is False for check in checks):
         raise typer.Exit(1)
 
 

@@ -17,12 +17,11 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from zoo import registry
+from zoo import config
 from zoo.errors import ZooError
 from zoo.progress import Progress, no_progress
 
 CHUNK_BYTES = 1 << 16
-DEFAULT_TIMEOUT_SECONDS = 20.0
 
 
 class DownloadError(ZooError):
@@ -30,14 +29,8 @@ class DownloadError(ZooError):
 
 
 def timeout_seconds() -> float:
-    """How long a download may wait on the server: $ZOO_DOWNLOAD_TIMEOUT, else registry.toml."""
-    raw = os.environ.get("ZOO_DOWNLOAD_TIMEOUT") or registry.load().get("weights", {}).get(
-        "timeout_seconds", DEFAULT_TIMEOUT_SECONDS
-    )
-    try:
-        return float(raw)
-    except ValueError:
-        raise ZooError(f"ZOO_DOWNLOAD_TIMEOUT={raw!r}: give a number of seconds") from None
+    """How long a download may wait on the server (setting weights.timeout_seconds)."""
+    return config.get("weights.timeout_seconds")
 
 
 def _reason(exc: BaseException) -> str:
@@ -47,7 +40,7 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, urllib.error.URLError):
         exc = exc.reason if isinstance(exc.reason, BaseException) else exc
     if isinstance(exc, TimeoutError):
-        return f"no answer within {timeout_seconds():g} s (ZOO_DOWNLOAD_TIMEOUT)"
+        return f"no answer within {timeout_seconds():g} s (setting weights.timeout_seconds, ZOO_DOWNLOAD_TIMEOUT)"
     if isinstance(exc, http.client.IncompleteRead):
         return f"the transfer broke off after {len(exc.partial)} more bytes"
     text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

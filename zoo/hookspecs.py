@@ -3,7 +3,8 @@
 A plugin is a module (or object) with functions decorated by `zoo.hookimpl` and named like the
 specs below. zoo finds it through the `zoo.backbones` entry-point group of an installed package,
 or a path in `ZOO_PLUGINS` or `zoo --plugin PATH`. The built-in backbones in `plugins/` use
-exactly these hooks, registered through the same entry-point group as anyone else's.
+exactly these hooks, registered through the same entry-point group as anyone else's, and
+declare their specs from a TOML file they ship with `zoo.specs_from_toml` (zoo/declare.py).
 docs/plugins.md walks through writing one; `zoo.testing` checks one.
 """
 
@@ -24,7 +25,8 @@ hookimpl = pluggy.HookimplMarker("zoo")
 def zoo_backbones() -> list[BackboneSpec]:
     """Return the backbones this plugin provides, as a list of `zoo.BackboneSpec`.
 
-    Arguments: none. Returns: a list (possibly empty) of specs.
+    Arguments: none. Returns: a list (possibly empty) of specs, written in Python or read from
+    a TOML file the plugin ships with `zoo.specs_from_toml(path)` (docs/plugins.md).
 
     Called once per process, the first time zoo needs the catalog (`zoo list`, `zoo bench`,
     `zoo.get_backbone`, ...). It must be cheap and must not import TensorFlow: specs are plain
@@ -37,9 +39,9 @@ def zoo_backbones() -> list[BackboneSpec]:
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def zoo_build_backbone(spec: BackboneSpec, weights: str | None) -> Any:
-    """Build the Keras model for `spec`, or return None if this plugin does not build it.
+    """Build the Keras model for `spec`, one of this plugin's own `custom` backbones.
 
     Arguments: `spec` is a spec from the catalog (its `plugin` filled in; `zoo.testing` may
     pass a copy with a smaller `input_size`). `weights` is a local path: the spec's pinned
@@ -48,14 +50,15 @@ def zoo_build_backbone(spec: BackboneSpec, weights: str | None) -> Any:
     None means random initialisation. A builder only loads what it is given.
 
     Returns: a Keras model taking a batch of preprocessed images, shape
-    (batch, input_size, input_size, 3), to pooled features, shape (batch, feature_dim); or None.
+    (batch, input_size, input_size, 3), to pooled features, shape (batch, feature_dim).
     zoo adds the spec's preprocessing in front, freezes the model, and puts the classification
     head on top, so the model contains neither.
 
     Called each time zoo builds a backbone: by `zoo bench`, `zoo.create_model` and
-    `zoo.testing`, and only then, so import TensorFlow/Keras inside this function. Every
-    plugin's implementation is asked in turn and the first non-None result wins: return None
-    for any spec that is not yours (compare `spec.name`). zoo itself implements this hook for
-    the `keras.applications` and `hub` sources; a plugin implements it for its `custom`
-    backbones. An exception raised here fails that backbone's bench row, not the bench.
+    `zoo.testing`, and only then, so import TensorFlow/Keras inside this function. zoo calls
+    the builder of the plugin that declared the spec, and no other; it is called only for
+    `custom` specs (zoo builds `keras.applications` and `hub` ones itself, zoo/sources/). A
+    builder that returns None, or a `custom` spec whose plugin has no builder, fails with an
+    error naming the plugin. An exception raised here fails that backbone's bench row, not
+    the bench.
     """

@@ -22,7 +22,7 @@ from types import ModuleType
 
 import pluggy
 
-from zoo import hookspecs, sources
+from zoo import config, hookspecs
 from zoo.errors import ZooError, one_line
 from zoo.spec import BackboneSpec
 
@@ -60,14 +60,6 @@ class Catalog:
         close = difflib.get_close_matches(name, self.backbones, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else "see `zoo list`"
         raise ZooError(f"unknown backbone {name!r}: {hint}")
-
-
-def _env_names(variable: str) -> set[str] | None:
-    """The comma-separated plugin names in an environment variable, None when it is unset."""
-    value = os.environ.get(variable)
-    if value is None:
-        return None
-    return {name.strip() for name in value.split(",") if name.strip()}
 
 
 def _import_file(path: Path) -> ModuleType:
@@ -121,10 +113,9 @@ def plugin_manager() -> tuple[pluggy.PluginManager, tuple[PluginInfo, ...]]:
     """The one PluginManager, with every allowed plugin registered, and what became of each."""
     manager = pluggy.PluginManager("zoo")
     manager.add_hookspecs(hookspecs)
-    manager.register(sources, name="zoo.sources")
-    allowed = _env_names("ZOO_LOAD_PLUGINS")
-    denied = _env_names("ZOO_DISABLE_PLUGINS") or set()
-    infos = [PluginInfo("zoo.sources", _zoo_version(), "zoo (built in)")]
+    allowed = config.get("plugins.load")
+    denied = config.get("plugins.disable")
+    infos = []
     for name, version, origin, load in _candidates():
         if name in denied or (allowed is not None and name not in allowed):
             continue
@@ -153,13 +144,6 @@ def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> None:
         hooks = ", ".join(hook for hook in dir(hookspecs) if hook.startswith("zoo_"))
         found = f"has unknown hook {', '.join(unknown)}" if unknown else "implements no hook"
         raise ZooError(f"{found}; zoo's hooks are {hooks}, each decorated with @zoo.hookimpl")
-
-
-def _zoo_version() -> str:
-    try:
-        return metadata.version("zoo")
-    except metadata.PackageNotFoundError:
-        return ""
 
 
 @functools.cache
@@ -194,12 +178,27 @@ def catalog() -> Catalog:
 
 
 def build_backbone(spec: BackboneSpec, weights: str | None):
-    """Ask the plugins to build `spec` (see the `zoo_build_backbone` hook)."""
+    """Build `spec` with its source kind: zoo's own builder for `keras.applications` and `hub`,
+    the declaring plugin's `zoo_build_backbone` for `custom` (zoo.sources)."""
+    from zoo.sources import source_of
+
+    return source_of(spec).build(spec, weights)
+
+
+def call_plugin_builder(spec: BackboneSpec, weights: str | None):
+    """Call the `zoo_build_backbone` of the plugin that declared `spec`, and only that one."""
     manager, _ = plugin_manager()
-    model = manager.hook.zoo_build_backbone(spec=spec, weights=weights)
-    if model is None:
+    impls = [impl for impl in manager.hook.zoo_build_backbone.get_hookimpls() if impl.plugin_name == spec.plugin]
+    if not impls:
         raise ZooError(
             f"no plugin builds backbone {spec.name!r} (source {spec.source!r}); "
             f"plugin {spec.plugin} must implement zoo_build_backbone"
+        )
+    arguments = {"spec": spec, "weights": weights}
+    model = impls[0].function(*(arguments[name] for name in impls[0].argnames))
+    if model is None:
+        raise ZooError(
+            f"plugin {spec.plugin} declares backbone {spec.name!r} but its zoo_build_backbone "
+            "returned None for it; that builder must return the model"
         )
     return model

@@ -11,36 +11,48 @@ import csv
 import io
 import json
 import os
+import re
+import shlex
+import sys
+import time
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
-from zoo import atomic
+from zoo import atomic, stats
 from zoo.errors import ZooError
+from zoo.tables import Column, dropped_note, fitted_table
 
 FORMAT = "zoo-bench-results/1"
 LOCK_FILE = ".zoo-bench.lock"
+PLOT = "accuracy_vs_speed.png"
 
-#: (row key, header, which value is best: "max", "min" or None).
+#: The table's columns: row key, header, which value is best ("max", "min" or None), and the
+#: priority by which columns are dropped to fit a terminal (0: never; see zoo.tables).
 COLUMNS = (
-    ("backbone", "Backbone", None),
-    ("top1", "Top-1", "max"),
-    ("top1_frozen", "Frozen", "max"),
-    ("top5", "Top-5", "max"),
-    ("images_per_sec", "Img/s", "max"),
-    ("latency_ms_p50", "p50 ms", "min"),
-    ("latency_ms_p95", "p95 ms", "min"),
-    ("params", "Params", "min"),
-    ("flops_per_image", "GFLOPs", "min"),
-    ("peak_rss_mb", "Peak MB", "min"),
-    ("extract_seconds", "Extract s", None),
-    ("head_seconds", "Head s", None),
-    ("finetune_seconds", "Tune s", None),
-    ("feature_cache", "Cache", None),
-    ("weights", "Weights", None),
-    ("status", "Status", None),
+    ("backbone", "Backbone", None, 0),
+    ("top1", "Top-1", "max", 0),
+    ("top1_ci95", "95% CI", None, 2),
+    ("vs_best", "vs best", None, 1),
+    ("top1_frozen", "Frozen", "max", 4),
+    ("top5", "Top-5", "max", 3),
+    ("images_per_sec", "Img/s", "max", 2),
+    ("latency_ms_p50", "p50 ms", "min", 4),
+    ("latency_ms_p95", "p95 ms", "min", 6),
+    ("params", "Params", "min", 3),
+    ("flops_per_image", "GFLOPs", "min", 5),
+    ("peak_rss_mb", "Peak MB", "min", 6),
+    ("extract_seconds", "Extract s", None, 7),
+    ("head_seconds", "Head s", None, 7),
+    ("finetune_seconds", "Tune s", None, 7),
+    ("feature_cache", "Cache", None, 8),
+    ("weights", "Weights", None, 0),
+    ("status", "Status", None, 1),
 )
-_TEXT = ("backbone", "feature_cache", "weights", "status")
+_TEXT = ("backbone", "vs_best", "feature_cache", "weights", "status")
+#: Where the note about dropped columns sends people.
+SEE_ALL = "widen the terminal, pick columns with --columns, or see results.md"
 
 
 def ranked(rows: list[dict]) -> list[dict]:
@@ -53,22 +65,72 @@ def random_weights(rows: list[dict]) -> list[str]:
     return [row["backbone"] for row in rows if row["status"] == "ok" and row.get("weights") == "random"]
 
 
-def _columns(rows: list[dict]) -> list[tuple[str, str, str | None]]:
-    """The columns worth showing: those with a value somewhere; top-1 frozen only when fine-tuning."""
+def statistics(results: dict) -> dict:
+    """Each row's 95 % interval and its exact McNemar test against the best (see zoo.stats)."""
+    return stats.compare(results["backbones"], results.get("dataset", {}).get("test_labels"))
+
+
+def num_classes(results: dict) -> int | None:
+    classes = results.get("dataset", {}).get("classes")
+    if classes:
+        return len(classes)
+    matrices = [row["confusion_matrix"] for row in results["backbones"] if row.get("confusion_matrix")]
+    return len(matrices[0]) if matrices else None
+
+
+def table_rows(results: dict) -> list[dict]:
+    """The rows ranked, each with its `top1_ci95` and `vs_best` cells' values."""
+    per_row = statistics(results)["rows"]
+    rows = []
+    for row in ranked(results["backbones"]):
+        row_stats = per_row.get(row["backbone"], {})
+        rows.append({**row, "top1_ci95": row_stats.get("top1_ci95"), "vs_best": _versus_best(row_stats)})
+    return rows
+
+
+def _versus_best(row_stats: dict) -> str | None:
+    if not row_stats:
+        return None
+    p = row_stats["p_vs_best"]
+    if p is None:
+        return "best" if row_stats["tied_with_best"] else None
+    return f"{'tied' if row_stats['tied_with_best'] else 'worse'} {stats.p_text(p).replace(' ', '')}"
+
+
+def shown_columns(
+    results: dict, rows: list[dict], chosen: list[str] | None = None
+) -> list[tuple[str, str, str | None, int]]:
+    """The columns worth showing: those with a value somewhere; top-1 frozen only when fine-tuning;
+    top-5 only with more than five classes (with five or fewer it is always 100 %). `chosen`
+    (keys or headers) narrows them; the protected ones always stay."""
     finetuned = any(row.get("mode") == "finetune" for row in rows)
-    return [
-        column
-        for column in COLUMNS
-        if column[0] in ("backbone", "status")
-        or (any(row.get(column[0]) is not None for row in rows) and (column[0] != "top1_frozen" or finetuned))
-    ]
+    classes = num_classes(results)
+    wanted = {name.strip().lower() for name in chosen or ()}
+    shown: list[tuple[str, str, str | None, int]] = []
+    for column in COLUMNS:
+        key, header, _, priority = column
+        if key not in ("backbone", "status") and not any(row.get(key) is not None for row in rows):
+            continue
+        if (key == "top1_frozen" and not finetuned) or (key == "top5" and classes is not None and classes <= 5):
+            continue
+        if wanted and priority != 0 and key.lower() not in wanted and header.lower() not in wanted:
+            continue
+        shown.append(column)
+    return shown
 
 
-def _cell(key: str, value) -> str:
+def column_names() -> str:
+    """The names `--columns` takes."""
+    return ", ".join(key for key, *_ in COLUMNS)
+
+
+def cell_text(key: str, value) -> str:
     if value is None:
         return "-"
     if key in ("top1", "top1_frozen", "top5"):
         return f"{value:.1%}"
+    if key == "top1_ci95":
+        return f"{value[0] * 100:.1f}-{value[1] * 100:.1f}"
     if key == "params":
         return f"{value / 1e6:.1f}M"
     if key == "flops_per_image":
@@ -82,44 +144,55 @@ def _cell(key: str, value) -> str:
     return str(value)
 
 
-def _best(rows: list[dict], columns) -> dict:
+def display_name(row: dict) -> str:
+    """The backbone's name, marked when the row is not a single backbone (say an ensemble)."""
+    kind = row.get("kind")
+    return f"{row['backbone']} ({kind})" if kind and kind != "backbone" else row["backbone"]
+
+
+def best_values(rows: list[dict], columns) -> dict:
     ok = [row for row in rows if row["status"] == "ok"]
     best = {}
-    for key, _, direction in columns:
+    for key, _, direction, _ in columns:
         values = [row[key] for row in ok if row.get(key) is not None]
         if direction and values:
             best[key] = max(values) if direction == "max" else min(values)
     return best
 
 
-def results_table(rows: list[dict], title: str = "zoo bench") -> Table:
-    """A rich table, best first; the best value of each measured column in bold green."""
-    rows = ranked(rows)
-    columns = _columns(rows)
-    best = _best(rows, columns)
-    table = Table(title=title)
-    for key, header, _ in columns:
-        table.add_column(header, justify="left" if key in _TEXT else "right", no_wrap=key == "backbone")
+def results_table(
+    results: dict, title: str = "zoo bench", width: int | None = None, chosen: list[str] | None = None
+) -> tuple[Table, str | None]:
+    """A rich table, best first, the best value of each measured column in bold green, fitted to
+    `width` by dropping whole columns; and the note saying which were dropped (or None)."""
+    rows = table_rows(results)
+    columns = shown_columns(results, rows, chosen)
+    best = best_values(rows, columns)
+    cells = []
     for row in rows:
-        cells = []
-        for key, _, _ in columns:
-            text = _cell(key, row.get(key))
+        line = []
+        for key, _, _, _ in columns:
+            text = escape(display_name(row)) if key == "backbone" else escape(cell_text(key, row.get(key)))
             if row["status"] == "ok" and key in best and row.get(key) == best[key]:
                 text = f"[bold green]{text}[/]"
             elif key == "weights" and text == "RANDOM":
                 text = f"[bold red]{text}[/]"
+            elif key == "vs_best" and text.startswith(("best", "tied")):
+                text = f"[green]{text}[/]"
             elif key == "status" and row["status"] != "ok":
-                text = f"[red]{row['status']}[/]"  # the error is printed below the table
-            cells.append(text)
-        table.add_row(*cells)
-    return table
+                text = f"[red]{escape(row['status'])}[/]"  # the error is printed below the table
+            line.append(text)
+        cells.append(line)
+    spec = [Column(key, header, priority, "left" if key in _TEXT else "right") for key, header, _, priority in columns]
+    table, dropped = fitted_table(spec, cells, width, title=title)
+    return table, dropped_note(dropped, SEE_ALL) if dropped else None
 
 
 def markdown(results: dict) -> str:
-    """The comparison as Markdown, best values in bold, ready to paste into a README."""
-    rows = ranked(results["backbones"])
-    columns = _columns(rows)
-    best = _best(rows, columns)
+    """The comparison as Markdown, every column, best values in bold, ready to paste into a README."""
+    rows = table_rows(results)
+    columns = shown_columns(results, rows)
+    best = best_values(rows, columns)
     dataset = results.get("dataset", {})
     lines = [f"# zoo bench: {Path(dataset.get('root', '')).name or 'results'}", ""]
     if dataset:
@@ -128,17 +201,20 @@ def markdown(results: dict) -> str:
             f"{dataset.get('test_images')} test images from `{dataset.get('root')}`.",
             "",
         ]
-    lines += ["| " + " | ".join(header for _, header, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(header for _, header, _, _ in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = []
-        for key, _, _ in columns:
-            text = _cell(key, row.get(key))
+        for key, _, _, _ in columns:
+            text = display_name(row) if key == "backbone" else cell_text(key, row.get(key))
             if key == "status" and row["status"] != "ok":
                 text = f"failed: {row['error']}"
             elif row["status"] == "ok" and key in best and row.get(key) == best[key]:
                 text = f"**{text}**"
             cells.append(text.replace("|", "\\|"))
         lines.append("| " + " | ".join(cells) + " |")
+    verdict = statistics(results)["summary"]
+    if verdict:
+        lines += ["", verdict + " 95% CI: Wilson interval of top-1."]
     untrained = random_weights(rows)
     if untrained:
         lines += [
@@ -163,60 +239,79 @@ def csv_text(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    """accuracy_vs_speed.png: top-1 against images/s, marker area by parameter count."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    points = [r for r in rows if r["status"] == "ok" and r.get("top1") is not None and r.get("images_per_sec")]
-    figure, axes = pyplot.subplots(figsize=(8, 5.5), dpi=120)
-    try:
-        if points:
-            largest = max(r["params"] for r in points)
-            for row in points:
-                area = 60 + 1400 * row["params"] / largest
-                axes.scatter(row["images_per_sec"], row["top1"] * 100, s=area, alpha=0.55, edgecolors="black")
-                label = f"{row['backbone']} ({row['params'] / 1e6:.1f}M)"
-                axes.annotate(
-                    label,
-                    (row["images_per_sec"], row["top1"] * 100),
-                    textcoords="offset points",
-                    xytext=(8, 6),
-                    fontsize=9,
-                )
-            axes.set_xscale("log")
-            axes.margins(0.25)
-        else:
-            axes.text(0.5, 0.5, "no finished backbones", ha="center", va="center", transform=axes.transAxes)
-        axes.set_xlabel("inference throughput (images/s, log scale)")
-        axes.set_ylabel("top-1 accuracy (%)")
-        axes.set_title("Accuracy vs speed (marker area = parameters)")
-        axes.grid(True, which="both", alpha=0.3)
-        figure.tight_layout()
-        with atomic.atomic_path(path) as temporary:
-            figure.savefig(temporary)
-    finally:
-        pyplot.close(figure)
-
-
 def write_reports(out_dir: Path, results: dict) -> None:
-    """results.csv, results.md and accuracy_vs_speed.png from the results, each replaced atomically."""
+    """results.csv, results.md, accuracy_vs_speed.png and a confusion_<backbone>.png per
+    finished backbone, each replaced atomically."""
+    from zoo import plots
+
     try:
         atomic.write_text(out_dir / "results.csv", csv_text(results["backbones"]))
         atomic.write_text(out_dir / "results.md", markdown(results))
-        plot(results["backbones"], out_dir / "accuracy_vs_speed.png")
+        plots.accuracy_vs_speed(results, statistics(results), out_dir / PLOT)
+        classes = results.get("dataset", {}).get("classes") or []
+        for row in results["backbones"]:
+            if row["status"] == "ok" and row.get("confusion_matrix"):
+                plots.confusion_matrix(row, classes, out_dir / plots.confusion_file(row["backbone"]))
     except OSError as exc:
         raise ZooError(f"cannot write results to {out_dir}: {exc.strerror or exc}; choose another --out") from exc
 
 
+def write_html(out_dir: Path, results: dict) -> Path:
+    """report.html, after `write_reports` has drawn the plots it embeds."""
+    from zoo import html_report
+
+    path = out_dir / "report.html"
+    try:
+        atomic.write_text(path, html_report.render(out_dir, results))
+    except OSError as exc:
+        raise ZooError(f"cannot write {path}: {exc.strerror or exc}; choose another folder") from exc
+    return path
+
+
+def to_json(results: dict) -> str:
+    """results.json's text: indented, but a list of numbers (a confusion-matrix row, a row's
+    test predictions) on one line, so hundreds of predictions stay a few lines."""
+    text = json.dumps(results, indent=2)
+    # A match holding a newline is structure, never the inside of a string (strings hold no newline).
+    return re.sub(r"\[[-+.\deE,\s]*\n[-+.\deE,\s]*\]", lambda m: re.sub(r"\s+", "", m.group()).replace(",", ", "), text)
+
+
+def with_statistics(results: dict) -> dict:
+    """The results with their `statistics` section (re)computed from the rows."""
+    return {**results, "statistics": statistics(results)}
+
+
+def now() -> str:
+    """The local time with its UTC offset, as results.json records times."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def provenance() -> dict:
+    """Who made a results file, how and when: zoo's and each plugin's version, the command line,
+    the start time (`finished_at` is added with every write)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from zoo import plugin_manager
+
+    try:
+        zoo_version = version("zoo")
+    except PackageNotFoundError:  # run from a source tree
+        zoo_version = "unknown"
+    return {
+        "zoo_version": zoo_version,
+        "plugins": {info.name: info.version for info in plugin_manager.catalog().plugins},
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "started_at": now(),
+    }
+
+
 def write_results(out_dir: Path, rows: list[dict], meta: dict | None = None) -> dict:
-    """results.json (every field, plus `meta`: environment, dataset), then the other reports."""
-    results = {"format": FORMAT, **(meta or {}), "backbones": rows}
+    """results.json (every field, plus `meta`: environment, dataset; and the statistics), then
+    the other reports."""
+    results = with_statistics({"format": FORMAT, **(meta or {}), "backbones": rows})
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic.write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        atomic.write_text(out_dir / "results.json", to_json(results) + "\n")
     except OSError as exc:
         raise ZooError(f"cannot write results to {out_dir}: {exc.strerror or exc}; choose another --out") from exc
     write_reports(out_dir, results)

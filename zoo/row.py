@@ -41,6 +41,7 @@ class BenchRow:
     top1: float | None = None
     top5: float | None = None
     test_images: int | None = None
+    test_predictions: list[int] | None = None  # each test image's class, for the paired test
     per_class_accuracy: dict[str, float | None] | None = None
     confusion_matrix: list[list[int]] | None = None
     trainable_params: int | None = None

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from zoo import features, registry
+from zoo import config, features
 from zoo.data import Dataset
 from zoo.errors import ZooError
 from zoo.spec import BackboneSpec
@@ -18,8 +18,8 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 
 @dataclass(frozen=True)
 class BenchSettings:
-    """How every backbone is trained and measured; the defaults of the fields registry.toml's
-    [bench] table names (epochs, batch size, learning rate, seed, mirror) come from there.
+    """How every backbone is trained and measured; epochs, batch size, learning rate, seed and
+    mirror default to the user's settings (`zoo config`, zoo/config.py).
 
     Every field but `cache` can change a result, so all of them go into the settings
     fingerprint that `--resume` compares.
@@ -41,12 +41,10 @@ class BenchSettings:
     cache: bool = True
 
     @classmethod
-    def from_registry(cls, **overrides: Any) -> BenchSettings:
-        """registry.toml's [bench] defaults, with every override that is not None on top."""
+    def from_config(cls, **overrides: Any) -> BenchSettings:
+        """The user's bench settings (`zoo config`), with every override that is not None on top."""
         given = {key: value for key, value in overrides.items() if value is not None}
-        known = {field.name for field in fields(cls)}
-        defaults = {key: value for key, value in registry.bench_defaults().items() if key in known}
-        return cls(**{**defaults, **given})
+        return cls(**{**config.bench_defaults(), **given})
 
     def validate(self) -> None:
         if self.batch_size < 1:

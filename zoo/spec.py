@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from zoo.errors import ZooError
@@ -130,6 +130,9 @@ class BackboneSpec:
     interpolation: str = "bilinear"
     imagenet_top1: float | None = None
     description: str = ""
+    #: Settings a `custom` builder reads from its spec, e.g. the width and depth multipliers
+    #: of an architecture that comes in several sizes; plain data, like every other field.
+    build_args: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     @property
     def preprocessing_name(self) -> str:
@@ -170,10 +173,10 @@ class BackboneSpec:
             )
         if self.interpolation not in INTERPOLATIONS:
             raise bad(f"has unknown interpolation {self.interpolation!r}; use one of {', '.join(INTERPOLATIONS)}")
-        for field in ("input_size", "feature_dim", "params"):
-            value = getattr(self, field)
+        for name in ("input_size", "feature_dim", "params"):
+            value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise bad(f"has {field}={value!r}; it must be a positive integer")
+                raise bad(f"has {name}={value!r}; it must be a positive integer")
         if self.weights is not None and not (self.weights.url or self.weights.package):
             raise bad(
                 f"has weights {self.weights.file!r} with neither a url nor a package; give "

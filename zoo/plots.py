@@ -1,0 +1,225 @@
+"""The bench's pictures: accuracy against speed for all rows, a confusion matrix per backbone.
+
+Matplotlib only (no TensorFlow), so `zoo report` redraws them anywhere. Each is written
+atomically: a reader never sees half a PNG.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from zoo import atomic
+
+#: Where a label may sit around its point, in points (dx, dy), nearest first; each is tried at
+#: growing distances until the label overlaps no other label and no marker.
+_OFFSETS = ((8, 6), (8, -14), (-8, 6), (-8, -14), (0, 12), (0, -20))
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    return pyplot
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indexes of the points no other point beats on both speed and accuracy, fastest first."""
+    order = sorted(range(len(points)), key=lambda i: (-points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for index in order:
+        if points[index][1] > best:
+            front.append(index)
+            best = points[index][1]
+    return front
+
+
+class _Box:
+    """A rectangle in display coordinates, shaped like matplotlib's Bbox for _overlap."""
+
+    def __init__(self, x0: float, y0: float, x1: float, y1: float):
+        self.x0, self.y0, self.x1, self.y1 = x0, y0, x1, y1
+
+
+def _overlap(a, b) -> float:
+    width = min(a.x1, b.x1) - max(a.x0, b.x0)
+    height = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return width * height if width > 0 and height > 0 else 0.0
+
+
+def place_labels(axes, points: list[tuple[float, float]], labels: list[str], sizes: list[float]) -> list:
+    """Annotations for `points` placed so that no two overlap and none covers a marker (the
+    least overlapping spot when none is free), with a leader line when pushed away."""
+    figure = axes.figure
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    transform = axes.transData
+    markers: list[Any] = []
+    for (x, y), area in zip(points, sizes):
+        cx, cy = transform.transform((x, y))
+        radius = (area**0.5) / 2 * figure.dpi / 72
+        markers.append(_Box(cx - radius, cy - radius, cx + radius, cy + radius))
+    frame = axes.get_window_extent(renderer)
+    placed: list[Any] = []
+    annotations: list[Any] = []
+    for index, ((x, y), label) in enumerate(zip(points, labels)):
+        others = [*placed, *(marker for i, marker in enumerate(markers) if i != index)]
+        best_cost, best, best_box = math.inf, None, None
+        for distance, (dx, dy) in ((d, offset) for d in (1, 2, 3, 4) for offset in _OFFSETS):
+            annotation = axes.annotate(
+                label,
+                (x, y),
+                textcoords="offset points",
+                xytext=(dx * distance, dy * distance),
+                fontsize=8,
+                ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6} if distance > 1 else None,
+            )
+            box = annotation.get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            cost = sum(_overlap(box, other) for other in others) + (0.0 if inside else 1e6)
+            if cost < best_cost:
+                if best is not None:
+                    best.remove()
+                best_cost, best, best_box = cost, annotation, box
+            else:
+                annotation.remove()
+            if best_cost == 0:
+                break
+        placed.append(best_box)
+        annotations.append(best)
+    return annotations
+
+
+def accuracy_vs_speed(results: dict, statistics: dict, path: Path) -> None:
+    """Top-1 (with its 95 % interval) against images/s: marker area by parameters, the Pareto
+    front dashed, random-weight rows hollow and labelled, chance level dotted."""
+    pyplot = _pyplot()
+    rows = [
+        r for r in results["backbones"] if r["status"] == "ok" and r.get("top1") is not None and r.get("images_per_sec")
+    ]
+    dataset = results.get("dataset", {})
+    classes = len(dataset.get("classes") or ()) or None
+    test_images = statistics.get("test_images") or dataset.get("test_images")
+    figure, axes = pyplot.subplots(figsize=(9, 6), dpi=120)
+    try:
+        if rows:
+            largest = max(r.get("params") or 1 for r in rows)
+            points = [(r["images_per_sec"], r["top1"] * 100) for r in rows]
+            sizes = [60 + 1000 * (r.get("params") or 1) / largest for r in rows]
+            labels = []
+            for row, (x, y), size in zip(rows, points, sizes):
+                random = row.get("weights") == "random"
+                ensemble = row.get("kind") == "ensemble"
+                low, high = statistics.get("rows", {}).get(row["backbone"], {}).get("top1_ci95", (y / 100, y / 100))
+                axes.errorbar(x, y, yerr=[[y - low * 100], [high * 100 - y]], fmt="none", ecolor="0.4", capsize=3, lw=1)
+                axes.scatter(
+                    x,
+                    y,
+                    s=size,
+                    marker="D" if ensemble else "o",
+                    alpha=0.9 if random else 0.6,
+                    facecolors="none" if random else "C0",
+                    edgecolors="C3" if random else "black",
+                    linewidths=1.5 if random else 0.8,
+                    zorder=3,
+                )
+                marks = (
+                    [f"{(row.get('params') or 0) / 1e6:.1f}M"] + ["RANDOM weights"] * random + ["ensemble"] * ensemble
+                )
+                labels.append(f"{row['backbone']} ({', '.join(marks)})")
+            front = pareto_front(points)
+            if len(front) > 1:
+                axes.plot(
+                    [points[i][0] for i in front],
+                    [points[i][1] for i in front],
+                    "--",
+                    color="C2",
+                    lw=1,
+                    label="Pareto front (nothing both faster and more accurate)",
+                    zorder=2,
+                )
+            axes.set_xscale("log")
+            from matplotlib.ticker import FuncFormatter
+
+            plain = FuncFormatter(lambda value, _: f"{value:g}")  # 30, not 3×10¹
+            axes.xaxis.set_major_formatter(plain)
+            axes.xaxis.set_minor_formatter(plain)
+            axes.margins(0.3, 0.15)
+            if classes:
+                axes.axhline(
+                    100 / classes, ls=":", color="0.4", label=f"chance ({100 / classes:.0f} %, {classes} classes)"
+                )
+            axes.legend(loc="lower left", fontsize=8, framealpha=0.8)
+            place_labels(axes, points, labels, sizes)
+        else:
+            axes.text(0.5, 0.5, "no finished backbones", ha="center", va="center", transform=axes.transAxes)
+        axes.set_xlabel("inference throughput (images/s, log scale)")
+        axes.set_ylabel("top-1 accuracy (%), bars: 95 % interval")
+        name = Path(dataset.get("root", "")).name or "results"
+        on = f", {test_images} test images" if test_images else ""
+        axes.set_title(
+            f"{name}{on}: accuracy vs speed (marker area = parameters; hollow = random weights)", fontsize=10
+        )
+        axes.grid(True, which="both", alpha=0.3)
+        figure.tight_layout()
+        _save(figure, path)
+    finally:
+        pyplot.close(figure)
+
+
+def confusion_file(backbone: str) -> str:
+    """The confusion PNG's file name for a backbone (a hub name's `:` and the like replaced)."""
+    return f"confusion_{re.sub(r'[^A-Za-z0-9_.-]', '_', backbone)}.png"
+
+
+def confusion_matrix(row: dict, classes: list[str], path: Path) -> None:
+    """The backbone's confusion matrix, each true class's row normalised to 1, class names on
+    both axes; sized and lettered to stay readable up to 50 classes."""
+    import numpy as np
+
+    pyplot = _pyplot()
+    counts = np.asarray(row["confusion_matrix"], dtype=float)
+    n = len(counts)
+    given = classes if len(classes) == n else [str(index) for index in range(n)]  # e.g. a matrix of another run
+    names = [name if len(name) <= 20 else name[:19] + "…" for name in given]
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    side = min(max(5.0, 0.3 * n + 3), 19.0)
+    font = max(7.0, min(10.0, 350 / max(n, 1)))
+    figure, axes = pyplot.subplots(figsize=(side + 1, side), dpi=100)
+    try:
+        image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the true class")
+        axes.set_xticks(range(n), names, rotation=90, fontsize=font)
+        axes.set_yticks(range(n), names, fontsize=font)
+        axes.set_xlabel("predicted class")
+        axes.set_ylabel("true class")
+        if n <= 15:
+            for i in range(n):
+                for j in range(n):
+                    if counts[i, j]:
+                        axes.text(
+                            j,
+                            i,
+                            f"{shares[i, j]:.2f}",
+                            ha="center",
+                            va="center",
+                            fontsize=font - 1,
+                            color="white" if shares[i, j] > 0.5 else "black",
+                        )
+        top1 = f", top-1 {row['top1']:.1%}" if row.get("top1") is not None else ""
+        axes.set_title(f"{row['backbone']}{top1}: confusion matrix, normalised by true class", fontsize=10)
+        figure.tight_layout()
+        _save(figure, path)
+    finally:
+        pyplot.close(figure)
+
+
+def _save(figure, path: Path) -> None:
+    with atomic.atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png")
