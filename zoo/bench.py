@@ -17,6 +17,7 @@ import json
 import shutil
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -284,6 +285,7 @@ def bench_backbone(
         if lost is not None:  # but a lost worker stops them all: their collectives are broken
             raise lost from None
         row.error = one_line(exc)
+        row.traceback = "".join(traceback.format_exception(exc))
     row.finish(time.perf_counter() - start)
     return row
 

@@ -1,6 +1,7 @@
 """Image-folder datasets: `train/<class>/*` and `test/<class>/*`, as Keras' image_dataset_from_directory reads them.
 
-A folder laid out wrongly is a one-line ZooError before anything runs. Every file is checked
+A folder laid out wrongly, or one that cannot be read, is a one-line ZooError before anything
+runs. As in Keras, a class's images may sit in subfolders of its folder (hidden ones aside). Every file is checked
 up front (see zoo.images), so a stray `.DS_Store`, an empty or truncated download is skipped
 and counted, rather than crashing TensorFlow's decoder mid-epoch.
 """
@@ -8,6 +9,7 @@ and counted, rather than crashing TensorFlow's decoder mid-epoch.
 from __future__ import annotations
 
 import difflib
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +49,23 @@ class Dataset:
     train: Split
     test: Split
     skipped: tuple[SkippedFile, ...] = ()
+    #: How many of the images sit in subfolders of their class folder.
+    nested: int = 0
+
+
+def _unreadable(exc: OSError) -> ZooError:
+    return ZooError(
+        f"cannot read {exc.filename} ({exc.strerror or exc}); fix its permissions "
+        f"(chmod -R u+rX {exc.filename!r}) or move it out of the dataset"
+    )
 
 
 def _class_folders(split_dir: Path) -> dict[str, Path]:
     """Class name → folder (symlinks followed); hidden folders such as .ipynb_checkpoints are not classes."""
-    folders = {p.name: p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    try:
+        folders = {p.name: p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    except OSError as exc:
+        raise _unreadable(exc) from None
     if not folders:
         raise ZooError(f"{split_dir} has no class folders; put images in {split_dir}/<class>/")
     return folders
@@ -78,18 +92,30 @@ def _check_layout(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     return train, test
 
 
+def _class_files(folder: Path) -> list[Path]:
+    """Every file in a class folder and its subfolders, as Keras reads them: symlinked subfolders
+    not followed (a link to a parent would never end), hidden subfolders left out."""
+
+    def fail(exc: OSError):
+        raise _unreadable(exc)
+
+    found = []
+    for parent, subfolders, files in os.walk(folder, onerror=fail):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        found += [Path(parent) / name for name in files]
+    return sorted(found)
+
+
 def load_dataset(root: str | Path, progress: Progress = no_progress) -> Dataset:
     """List and check a dataset folder, or raise a ZooError that says what is wrong with it."""
     root = Path(root).expanduser()
     train_folders, test_folders = _check_layout(root)
     class_names = tuple(sorted(train_folders))
     listing = {
-        folders[name]: sorted(p for p in folders[name].iterdir() if not p.is_dir())
-        for folders in (train_folders, test_folders)
-        for name in class_names
+        folders[name]: _class_files(folders[name]) for folders in (train_folders, test_folders) for name in class_names
     }
     verdicts = check_files(root, [path for files in listing.values() for path in files], progress)
-    splits = []
+    splits, nested = [], 0
     for folders in (train_folders, test_folders):
         files, labels = [], []
         for label, name in enumerate(class_names):
@@ -100,10 +126,11 @@ def load_dataset(root: str | Path, progress: Progress = no_progress) -> Dataset:
                     "add some, or remove this class from both train/ and test/"
                 )
             files += images
+            nested += sum(Path(image).parent != folders[name] for image in images)
             labels += [label] * len(images)
         splits.append(Split(tuple(files), tuple(labels)))
     skipped = tuple(SkippedFile(str(path), reason) for path, reason in verdicts.items() if reason)
-    return Dataset(root, class_names, splits[0], splits[1], skipped)
+    return Dataset(root, class_names, splits[0], splits[1], skipped, nested)
 
 
 def _skip_note(files: list[Path], verdicts: dict[Path, str]) -> str:
@@ -125,8 +152,11 @@ def skipped_summary(dataset: Dataset, examples: int = 2) -> str:
 
 
 def image_batches(files: tuple[str, ...], size: int, batch_size: int, interpolation: str = "bilinear"):
-    """A tf.data pipeline of float32 0..255 RGB images resized to size×size, in file order."""
+    """A tf.data pipeline of float32 0..255 RGB images resized to size×size, in file order;
+    no batch is larger than `files`."""
     import tensorflow as tf
+
+    batch_size = max(1, min(batch_size, len(files)))
 
     def load(path):
         image = tf.cast(decode(tf.io.read_file(path)), tf.float32)
@@ -149,6 +179,7 @@ def labeled_batches(split: Split, size: int, batch_size: int, seed: int, interpo
     order = np.random.default_rng(seed).permutation(len(split))
     files = tuple(split.files[i] for i in order)
     labels = np.asarray(split.labels)[order]
+    batch_size = max(1, min(batch_size, len(split)))
     images = image_batches(files, size, batch_size, interpolation).unbatch()
     pairs = tf.data.Dataset.zip((images, tf.data.Dataset.from_tensor_slices(labels)))
     pairs = pairs.apply(tf.data.experimental.assert_cardinality(len(split)))  # lost by unbatch()

@@ -27,6 +27,7 @@ class BenchRow:
     weights_note: str = ""
     status: str = "failed"
     error: str = ""
+    traceback: str = ""  # of the error: `zoo --debug bench` shows it
     settings: BenchSettings
     settings_fingerprint: str
     weights_file_mb: float | None = None

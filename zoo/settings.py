@@ -16,6 +16,10 @@ MODES = ("features", "finetune")
 STRATEGIES = ("default", "mirrored", "multiworker")
 
 
+#: The largest --batch-size: one batch of decoded images is held in memory at once.
+MAX_BATCH_SIZE = 4096
+
+
 @dataclass(frozen=True)
 class BenchSettings:
     """How every backbone is trained and measured; epochs, batch size, learning rate, seed and
@@ -47,8 +51,11 @@ class BenchSettings:
         return cls(**{**config.bench_defaults(), **given})
 
     def validate(self) -> None:
-        if self.batch_size < 1:
-            raise ZooError(f"--batch-size {self.batch_size}: it must be 1 or more")
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise ZooError(
+                f"--batch-size {self.batch_size}: it must be 1 to {MAX_BATCH_SIZE} (a batch of images is "
+                "held in memory at once; 32 is the usual choice)"
+            )
         if self.epochs < 0:
             raise ZooError(f"--epochs {self.epochs}: it must be 0 or more")
         if self.finetune_epochs < 0:
