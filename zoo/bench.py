@@ -13,6 +13,7 @@ data pipelines (zoo.data), the measurements (zoo.metrics) and the row (zoo.row) 
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -24,16 +25,17 @@ from typing import Any
 
 import numpy as np
 
-from zoo import board, export, features, metrics, recipe
+from zoo import board, distributed, export, features, metrics, recipe
 from zoo.data import Dataset, Split, decoded_batches, image_batches, labeled_batches
 from zoo.errors import one_line
 from zoo.progress import Progress, no_progress, prefixed
 from zoo.row import BenchRow
-from zoo.settings import BenchSettings, settings_fingerprint
+from zoo.settings import BenchSettings, result_settings, settings_fingerprint
 from zoo.spec import BackboneSpec
+from zoo.sweep import Shard, data_fingerprint
 from zoo.weights import ResolvedWeights
 
-__all__ = ["BenchSettings", "bench_backbone", "make_strategy", "run_bench"]
+__all__ = ["BenchSettings", "bench_backbone", "run_bench"]
 
 
 @dataclass(frozen=True)
@@ -65,17 +67,6 @@ class _Run:
         return [*self.callbacks, keras.callbacks.LambdaCallback(on_epoch_end=report)]
 
 
-def make_strategy(name: str) -> Any:
-    """The tf.distribute strategy that `--strategy` names; create it before any other TF work."""
-    import tensorflow as tf
-
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
 def _predict(forward: Any, run: _Run) -> np.ndarray:
     """Class probabilities for every test image, batch by batch."""
     spec, files = run.spec, run.dataset.test.files
@@ -90,16 +81,26 @@ def _predict(forward: Any, run: _Run) -> np.ndarray:
 def _split_features(
     run: _Run, split: Split, name: str, forward: Any, mirrored: bool, identity: dict, notes: list[str]
 ) -> tuple[np.ndarray, str]:
-    """One split's features (of its mirror images if `mirrored`), from the cache when they are
-    there; (array, "hit"|"miss"|"off"). A damaged entry is recomputed, with a line in `notes`."""
+    """One split's features (of its mirror images if `mirrored`), from the cache when every
+    worker has them there; (array, "hit"|"miss"|"off"). With several workers, each extracts its
+    share of the files and the shares are gathered into the whole array on every worker. A
+    damaged entry is recomputed, with a line in `notes`."""
     spec, settings, total = run.spec, run.settings, len(split)
     name = f"{name}-mirrored" if mirrored else name
 
     def extract(destination: Path) -> np.ndarray:
-        decoded = decoded_batches(split.files, spec.input_size, settings.batch_size, spec.interpolation)
+        files = distributed.share(split.files, run.strategy)
+        decoded = decoded_batches(files, spec.input_size, settings.batch_size, spec.interpolation)
         batches = ((batch[:, :, ::-1] if mirrored else batch).astype(np.float32) for batch in decoded)
         step = f"{name} features"
-        return features.extract(batches, forward, total, spec.feature_dim, destination, run.progress, step)
+        if len(files) == total:
+            return features.extract(batches, forward, total, spec.feature_dim, destination, run.progress, step)
+        with tempfile.TemporaryDirectory(prefix="zoo-share-") as folder:
+            mine = features.extract(
+                batches, forward, len(files), spec.feature_dim, Path(folder) / "share.npy", run.progress, step
+            )
+            rows = distributed.gather(run.strategy, np.asarray(mine), total)
+        return features.extract([rows], np.asarray, total, spec.feature_dim, destination)
 
     if not settings.cache:
         with tempfile.TemporaryDirectory(prefix="zoo-features-") as folder:
@@ -110,7 +111,8 @@ def _split_features(
     except features.DamagedEntry as exc:
         cached = None
         notes.append(str(exc))
-    if cached is not None:
+    everywhere = distributed.everyone(run.strategy, cached is not None)  # every worker must ask
+    if cached is not None and everywhere:
         run.progress(f"{name} features (cached)", total, total)
         return cached, "hit"
     meta = {"images": total, "dataset": str(run.dataset.root.resolve())}
@@ -124,7 +126,7 @@ def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray]
 
     dataset, settings = run.dataset, run.settings
     start = time.perf_counter()
-    extract = metrics.compiled_forward(run.extractor)
+    extract = distributed.split_over_devices(run.strategy, metrics.compiled_forward(run.extractor))
     identity = features.identity(run.spec, run.extractor, run.weights, settings.seed) if settings.cache else {}
     views = (False, True) if settings.mirror else (False,)
     notes: list[str] = []
@@ -134,20 +136,22 @@ def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray]
     )
     row.feature_cache = ", ".join(sorted({status for _, status in train + test}))
     row.feature_cache_note = "; ".join(notes)
+    shares = [len(distributed.share(split.files, run.strategy)) for split in (dataset.train, dataset.test)]
+    mine = sum(share for share, views_of in zip(shares, (train, test)) for _, status in views_of if status != "hit")
+    row.worker_images = distributed.each(run.strategy, mine)
     row.extract_seconds = time.perf_counter() - start
     start = time.perf_counter()
     train_x = np.concatenate([x for x, _ in train])
     train_y = np.tile(dataset.train.labels, len(views))
     test_y = np.asarray(dataset.test.labels)
+    callbacks = run.fit_callbacks("head epochs", 0, settings.epochs)
+    classes = len(dataset.class_names)
     with run.strategy.scope():
-        head = recipe.train_head(
-            train_x,
-            train_y,
-            len(dataset.class_names),
-            settings,
-            callbacks=run.fit_callbacks("head epochs", 0, settings.epochs),
-            validation=(np.asarray(test[0][0]), test_y),
-        )
+        if settings.strategy == "multiworker":  # Keras' fit cannot run under it
+            head = distributed.train_head(run.strategy, train_x, train_y, classes, settings, callbacks)
+        else:
+            validation = (np.asarray(test[0][0]), test_y)
+            head = recipe.train_head(train_x, train_y, classes, settings, callbacks, validation=validation)
         model = keras.Model(run.extractor.input, head(run.extractor.output), name="classifier")
     row.head_seconds = time.perf_counter() - start
     # With `mirror`, each test image is scored as the mean over it and its mirror image.
@@ -270,12 +274,16 @@ def bench_backbone(
     `keep` receives the trained classifier and its metadata (zoo.export.metadata)."""
     row = BenchRow.start(spec, settings, settings_fingerprint(spec, dataset, settings))
     start = time.perf_counter()
+    strategy = strategy or distributed.make_strategy("default")
     try:
         with metrics.PeakMemory() as memory:
-            _measure(row, spec, dataset, settings, progress, strategy or make_strategy("default"), log_dir, keep)
+            _measure(row, spec, dataset, settings, progress, strategy, log_dir, keep)
         row.peak_rss_mb = memory.peak_bytes / 2**20
         row.status = "ok"
     except Exception as exc:  # one backbone failing must not stop the bench
+        lost = distributed.lost_worker(exc)
+        if lost is not None:  # but a lost worker stops them all: their collectives are broken
+            raise lost from None
         row.error = one_line(exc)
         row.traceback = "".join(traceback.format_exception(exc))
     row.finish(time.perf_counter() - start)
@@ -313,46 +321,68 @@ def run_bench(
     progress: Progress = no_progress,
     finished: Callable[[dict, bool], None] = lambda row, reused: None,
     classifiers: dict[str, Any] | None = None,
+    shard: Shard | None = None,
+    strategy: Any = None,
 ) -> list[dict]:
     """Bench `specs` one after another, writing the results after each, so Ctrl-C loses only
     the backbone in flight. Steps are reported as "BACKBONE: step". With `resume`, finished rows
     of the same settings are kept as they are; rows of backbones not benched now stay in the file too.
+    `shard` (the part of a sweep these specs are) is recorded for `zoo report --merge`.
 
     Each trained classifier is saved under `out_dir/models/BACKBONE/` (zoo.export.save_trained)
-    and, given a `classifiers` dict, also put in it by backbone name."""
+    and, given a `classifiers` dict, also put in it by backbone name.
+
+    With several workers each benches every backbone, doing its share of the work (zoo.distributed);
+    only the chief reads and writes `out_dir` (results, TensorBoard, models), and it decides what
+    --resume keeps.
+    """
     from zoo import report
 
-    strategy = make_strategy(settings.strategy)
-    meta = {
+    strategy = strategy or distributed.make_strategy(settings.strategy)
+    chief = distributed.is_chief(strategy)
+    meta: dict[str, Any] = {
         **report.provenance(),
         "environment": {
             **metrics.environment(),
             "strategy": settings.strategy,
             "replicas": strategy.num_replicas_in_sync,
+            "workers": distributed.worker(strategy)[1],
         },
         "dataset": {
             "root": str(dataset.root),
             "classes": list(dataset.class_names),
             "train_images": len(dataset.train),
             "test_images": len(dataset.test),
+            "fingerprint": data_fingerprint(dataset.root, dataset.train.files + dataset.test.files),
             "test_labels": [int(label) for label in dataset.test.labels],
         },
     }
-    earlier = report.read_results(out_dir)["backbones"] if resume and (out_dir / "results.json").is_file() else []
+    if shard is not None:
+        meta["shard"] = asdict(shard)
+    same_work = [[spec.name for spec in specs], {**meta["dataset"], "root": None}, result_settings(asdict(settings))]
+    distributed.agree(strategy, "backbones, data or settings", json.dumps(same_work, sort_keys=True))
+    resumed = resume and chief and (out_dir / "results.json").is_file()
+    earlier = report.read_results(out_dir)["backbones"] if resumed else []
     names = {spec.name for spec in specs}
     rows = [row for row in earlier if row.get("backbone") not in names]
     finished_before = {row["backbone"]: row for row in earlier if row.get("status") == "ok"}
-    for spec in specs:
-        before = finished_before.get(spec.name)
-        if before and before.get("settings_fingerprint") == settings_fingerprint(spec, dataset, settings):
-            rows.append(before)
-            finished(before, True)
+    reusable = [
+        spec.name in finished_before
+        and finished_before[spec.name].get("settings_fingerprint") == settings_fingerprint(spec, dataset, settings)
+        for spec in specs
+    ]
+    for spec, reuse in zip(specs, distributed.chief_says(strategy, reusable)):
+        if reuse:
+            if chief:
+                rows.append(finished_before[spec.name])
+                finished(finished_before[spec.name], True)
             continue
-        log_dir = out_dir / "tensorboard" / spec.name
-        keep = _keeper(out_dir, spec, settings, classifiers)
+        log_dir = out_dir / "tensorboard" / spec.name if chief else None
+        keep = _keeper(out_dir, spec, settings, classifiers) if chief else None
         row = bench_backbone(spec, dataset, settings, prefixed(progress, spec.name), strategy, log_dir, keep).to_dict()
         release_models()
         rows.append(row)
-        report.write_results(out_dir, rows, {**meta, "finished_at": report.now()})
+        if chief:
+            report.write_results(out_dir, rows, {**meta, "finished_at": report.now()})
         finished(row, False)
     return rows

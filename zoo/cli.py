@@ -31,7 +31,7 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperGroup
 
-from zoo import config, download, plugin_manager, weights
+from zoo import config, distributed, download, plugin_manager, weights
 from zoo.errors import ZooError, one_line
 from zoo.progress import Progress as StepProgress
 from zoo.progress import prefixed
@@ -351,6 +351,17 @@ def bench(
         False, "--resume", help="Skip backbones already finished in --out with these settings."
     ),
     strategy: str = typer.Option("default", help="tf.distribute strategy: default, mirrored or multiworker."),
+    worker_timeout: float = typer.Option(
+        distributed.DEFAULT_TIMEOUT,
+        "--worker-timeout",
+        help="Seconds a multiworker step waits for the other workers before all stop (see docs/scale.md).",
+    ),
+    shard_text: str | None = typer.Option(
+        None,
+        "--shard",
+        metavar="I/N",
+        help="Bench only the I-th of N interleaved parts of the backbones, for one job of N (see docs/scale.md).",
+    ),
     plugin: list[Path] = PLUGIN_OPTION,
 ) -> None:
     """Benchmark backbones on one dataset and print the comparison table.
@@ -366,6 +377,7 @@ def bench(
     from zoo.data import load_dataset, skipped_summary
     from zoo.report import ranked, read_results, results_lock
     from zoo.sample_data import sample_dataset
+    from zoo.sweep import Shard
 
     if importlib.util.find_spec("tensorflow") is None:  # an extra: users choose its build
         raise ZooError("TensorFlow is not installed; pip install 'zoo[cpu]' (or 'zoo[gpu]')")
@@ -385,6 +397,8 @@ def bench(
         mirror=mirror,
     )
     settings.validate()
+    if not worker_timeout > 0:
+        raise ZooError(f"--worker-timeout {worker_timeout}: it must be above 0 seconds")
     catalog = plugin_manager.catalog()
     if source not in (None, "hub", "keras"):
         raise ZooError(f"--source {source}: use hub or keras")
@@ -394,19 +408,28 @@ def bench(
         specs = [catalog.get(hub_variants.variant_name(name, source)) for name in names]
     else:
         raise ZooError("name the backbones to bench (see `zoo list`) or use --all")
+    shard = Shard.parse(shard_text) if shard_text is not None else None
+    if shard is not None:
+        specs = shard.select(specs)
     weights.validate_weights_mode(settings.weights, len(specs))
     _warn_broken()
+    cluster = distributed.make_strategy(settings.strategy, worker_timeout)  # before any other TF work
+    chief = distributed.is_chief(cluster)
     if data is None:
         data = sample_dataset()
         err.print(
             "[cyan]No --data given: using zoo's embedded sample dataset (10 classes of shapes in clutter). "
             "Point --data at a folder with train/<class>/ and test/<class>/ for real answers.[/]"
         )
-    out_dir = out_dir or Path("zoo-results") / Path(data).expanduser().resolve().name
+    if out_dir is None:
+        out_dir = Path("zoo-results") / Path(data).expanduser().resolve().name
+        if shard is not None:
+            out_dir /= shard.folder_name()
     # Held until the command ends: an unwritable or busy --out fails now, before any work.
-    ctx.with_resource(results_lock(out_dir))
-    if resume and (out_dir / "results.json").is_file():
-        read_results(out_dir)  # damaged rows are refused now, not after the image check
+    if chief:  # the other workers write nothing into --out
+        ctx.with_resource(results_lock(out_dir))
+        if resume and (out_dir / "results.json").is_file():
+            read_results(out_dir)  # damaged rows are refused now, not after the image check
     with _progress() as progress:
         task = progress.add_task("checking images", total=None)
         dataset = load_dataset(data, _bar(progress, task))
@@ -426,7 +449,10 @@ def bench(
             "[cyan]--augment: every epoch shows the base new images, so features are not cached; "
             "training runs end to end (slower).[/]"
         )
-    rows = bench_with_progress(specs, dataset, settings, out_dir, resume=resume)
+    rows = bench_with_progress(specs, dataset, settings, out_dir, resume=resume, shard=shard, strategy=cluster)
+    if not chief:
+        err.print(f"Worker {distributed.worker(cluster)[0]} done; the chief writes the results")
+        raise typer.Exit(int(any(row["status"] != "ok" for row in rows)))
     _print_results(read_results(out_dir), f"zoo bench: {dataset.root.name}", as_json, columns)
     _warn_random(rows)
     _warn_params(specs, rows)
@@ -456,7 +482,9 @@ def _quote(path: Path) -> str:
     return shlex.quote(str(path))
 
 
-def bench_with_progress(specs, dataset, settings, out_dir: Path, resume: bool = False, classifiers=None) -> list[dict]:
+def bench_with_progress(
+    specs, dataset, settings, out_dir: Path, resume: bool = False, classifiers=None, shard=None, strategy=None
+) -> list[dict]:
     """run_bench with the progress bars `zoo bench` shows (zoo.bench in notebooks too)."""
     from zoo.bench import run_bench
 
@@ -493,6 +521,8 @@ def bench_with_progress(specs, dataset, settings, out_dir: Path, resume: bool = 
                 progress=report,
                 finished=finished,
                 classifiers=classifiers,
+                shard=shard,
+                strategy=strategy,
             )
         except KeyboardInterrupt:
             if not (out_dir / "results.json").is_file():
@@ -595,22 +625,42 @@ def _print_results(results: dict, title: str, as_json: bool, columns: str | None
 
 @app.command("report")
 def report_command(
-    out_dir: Path = typer.Argument(..., help="A bench's --out folder, with results.json."),
+    folders: list[Path] = typer.Argument(..., help="A bench's --out folder, with results.json (several with --merge)."),
+    merge: bool = typer.Option(False, "--merge", help="Combine the folders' results (a sweep's shards) into --out."),
+    merged_dir: Path | None = typer.Option(None, "--out", help="Where --merge writes the combined results."),
     as_json: bool = typer.Option(False, "--json", help="Print results.json (statistics included); write nothing."),
     columns: str | None = _COLUMNS_OPTION,
     html: bool = typer.Option(
         False, "--html", help="Also write report.html: one self-contained page to open or share."
     ),
 ) -> None:
-    """Re-render the table, results.md/.csv and the plots from a saved results.json (no TensorFlow).
+    """Re-render the table, results.md/.csv and the plots from a saved results.json (no TensorFlow);
+    with --merge, combine several results folders (say, a sweep's shards) into --out first.
 
     \b
     Examples:
       zoo report zoo-results/food --html     # then open zoo-results/food/report.html
       zoo report zoo-results/food --json | jq .statistics.summary
+      zoo report --merge sweep/shard-* --out sweep/all
     """
-    from zoo.report import read_results, write_html, write_reports
+    from zoo.report import read_results, results_lock, write_html, write_reports, write_results
+    from zoo.sweep import merge as merge_folders
 
+    if merge:
+        if merged_dir is None:
+            raise ZooError("--merge needs --out MERGED, the folder for the combined results")
+        if any(folder.resolve() == merged_dir.resolve() for folder in folders):
+            raise ZooError(f"--out {merged_dir} is one of the folders to merge; give a new folder")
+        rows, meta = merge_folders(folders)
+        with results_lock(merged_dir):
+            write_results(merged_dir, rows, meta)
+        if meta["missing_shards"]:
+            err.print(f"[yellow]Shards {', '.join(meta['missing_shards'])} are missing from the merge[/]")
+        out_dir = merged_dir
+    elif len(folders) != 1 or merged_dir is not None:
+        raise ZooError("give one results folder, or combine several with --merge DIR... --out MERGED")
+    else:
+        out_dir = folders[0]
     results = read_results(out_dir)
     name = Path(results.get("dataset", {}).get("root", str(out_dir))).name
     if not as_json:
@@ -620,7 +670,7 @@ def report_command(
     _print_results(results, f"zoo bench: {name}", as_json, columns)
     if not as_json:
         written = "results.md, results.csv, the plots" + (" and report.html" if html else "")
-        err.print(f"Rewrote {out_dir}/: {written}", markup=False, highlight=False)
+        err.print(f"{'Wrote' if merge else 'Rewrote'} {out_dir}/: {written}", markup=False, highlight=False)
 
 
 @app.command("export")
@@ -906,3 +956,7 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("[yellow]Interrupted.[/]")
         sys.exit(130)
+    except SystemExit as done:
+        if distributed.joined:  # TensorFlow's collective threads could keep the process alive
+            distributed.exit_now(done.code if isinstance(done.code, int) else 1)
+        raise

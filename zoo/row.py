@@ -34,6 +34,7 @@ class BenchRow:
     feature_cache: str | None = None  # "hit", "miss", "off", a mix, or "off (augment)"
     feature_cache_note: str = ""  # damaged entries found and recomputed, one sentence each
     extract_seconds: float | None = None
+    worker_images: list[int] | None = None  # images each worker extracted features of (views counted)
     head_seconds: float | None = None
     top1_frozen: float | None = None  # top-1 after phase 1
     unfrozen_layers: int | None = None

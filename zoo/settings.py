@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from zoo import config, features
@@ -72,6 +72,12 @@ class BenchSettings:
             raise ZooError("latency_runs and throughput_batches must be 1 or more")
 
 
+def result_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """The settings that can change a result (every field but `cache`), from the fields of a
+    BenchSettings or of a results row, which carries them all."""
+    return {field.name: values.get(field.name) for field in fields(BenchSettings) if field.name != "cache"}
+
+
 def settings_fingerprint(spec: BackboneSpec, dataset: Dataset, settings: BenchSettings) -> str:
     """What a finished row was measured with: backbone, data files and settings (not `cache`)."""
     data = features.files_fingerprint(dataset.train.files + dataset.test.files)
@@ -79,6 +85,6 @@ def settings_fingerprint(spec: BackboneSpec, dataset: Dataset, settings: BenchSe
         "backbone": spec.to_dict(),
         "classes": list(dataset.class_names),
         "data": data,
-        "settings": {key: value for key, value in asdict(settings).items() if key != "cache"},
+        "settings": result_settings(asdict(settings)),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
