@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from zoo import config, features
@@ -14,6 +14,10 @@ from zoo.spec import BackboneSpec
 
 MODES = ("features", "finetune")
 STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+#: The largest --batch-size: one batch of decoded images is held in memory at once.
+MAX_BATCH_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,11 @@ class BenchSettings:
         return cls(**{**config.bench_defaults(), **given})
 
     def validate(self) -> None:
-        if self.batch_size < 1:
-            raise ZooError(f"--batch-size {self.batch_size}: it must be 1 or more")
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise ZooError(
+                f"--batch-size {self.batch_size}: it must be 1 to {MAX_BATCH_SIZE} (a batch of images is "
+                "held in memory at once; 32 is the usual choice)"
+            )
         if self.epochs < 0:
             raise ZooError(f"--epochs {self.epochs}: it must be 0 or more")
         if self.finetune_epochs < 0:
@@ -68,6 +75,12 @@ class BenchSettings:
             raise ZooError("latency_runs and throughput_batches must be 1 or more")
 
 
+def result_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """The settings that can change a result (every field but `cache`), from the fields of a
+    BenchSettings or of a results row, which carries them all."""
+    return {field.name: values.get(field.name) for field in fields(BenchSettings) if field.name != "cache"}
+
+
 def settings_fingerprint(spec: BackboneSpec, dataset: Dataset, settings: BenchSettings) -> str:
     """What a finished row was measured with: backbone, data files and settings (not `cache`)."""
     data = features.files_fingerprint(dataset.train.files + dataset.test.files)
@@ -75,6 +88,6 @@ def settings_fingerprint(spec: BackboneSpec, dataset: Dataset, settings: BenchSe
         "backbone": spec.to_dict(),
         "classes": list(dataset.class_names),
         "data": data,
-        "settings": {key: value for key, value in asdict(settings).items() if key != "cache"},
+        "settings": result_settings(asdict(settings)),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
