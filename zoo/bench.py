@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from zoo import board, distributed, export, features, metrics, recipe
-from zoo.data import Dataset, Split, image_batches, labeled_batches
+from zoo.data import Dataset, Split, decoded_batches, image_batches, labeled_batches
 from zoo.errors import one_line
 from zoo.progress import Progress, no_progress, prefixed
 from zoo.row import BenchRow
@@ -78,34 +78,20 @@ def _predict(forward: Any, run: _Run) -> np.ndarray:
     return np.concatenate(chunks)
 
 
-def _feature_identity(spec: BackboneSpec, weights_path: str | None, seed: int) -> dict:
-    """Everything besides the image files that a frozen base's features depend on."""
-    return {
-        "backbone": spec.name,
-        "source": spec.source,
-        "reference": spec.reference,
-        "plugin": spec.plugin,
-        "preprocessing": spec.preprocessing_name,
-        "input_size": spec.input_size,
-        "interpolation": spec.interpolation,
-        "weights": features.weights_identity(weights_path, seed),
-    }
-
-
-def _split_features(run: _Run, split: Split, name: str, forward: Any, mirrored: bool) -> tuple[np.ndarray, str]:
+def _split_features(
+    run: _Run, split: Split, name: str, forward: Any, mirrored: bool, identity: dict, notes: list[str]
+) -> tuple[np.ndarray, str]:
     """One split's features (of its mirror images if `mirrored`), from the cache when every
     worker has them there; (array, "hit"|"miss"|"off"). With several workers, each extracts its
-    share of the files and the shares are gathered into the whole array on every worker."""
+    share of the files and the shares are gathered into the whole array on every worker. A
+    damaged entry is recomputed, with a line in `notes`."""
     spec, settings, total = run.spec, run.settings, len(split)
     name = f"{name}-mirrored" if mirrored else name
 
     def extract(destination: Path) -> np.ndarray:
         files = distributed.share(split.files, run.strategy)
-        batches = image_batches(files, spec.input_size, settings.batch_size, spec.interpolation)
-        if mirrored:
-            import tensorflow as tf
-
-            batches = batches.map(tf.image.flip_left_right)
+        decoded = decoded_batches(files, spec.input_size, settings.batch_size, spec.interpolation)
+        batches = ((batch[:, :, ::-1] if mirrored else batch).astype(np.float32) for batch in decoded)
         step = f"{name} features"
         if len(files) == total:
             return features.extract(batches, forward, total, spec.feature_dim, destination, run.progress, step)
@@ -119,13 +105,18 @@ def _split_features(run: _Run, split: Split, name: str, forward: Any, mirrored: 
     if not settings.cache:
         with tempfile.TemporaryDirectory(prefix="zoo-features-") as folder:
             return np.array(extract(Path(folder) / f"{name}.npy")), "off"
-    key = features.feature_key(_feature_identity(spec, run.weights.path, settings.seed), split.files)
-    cached = features.load(spec.name, name, key)
+    key = features.feature_key(identity, split.files)
+    try:
+        cached = features.load(spec.name, name, key, (total, spec.feature_dim))
+    except features.DamagedEntry as exc:
+        cached = None
+        notes.append(str(exc))
     everywhere = distributed.everyone(run.strategy, cached is not None)  # every worker must ask
     if cached is not None and everywhere:
         run.progress(f"{name} features (cached)", total, total)
         return cached, "hit"
-    return features.store(spec.name, name, key, {"images": total}, extract), "miss"
+    meta = {"images": total, "dataset": str(run.dataset.root.resolve())}
+    return features.store(spec.name, name, key, meta, extract), "miss"
 
 
 def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray]:
@@ -136,10 +127,15 @@ def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray]
     dataset, settings = run.dataset, run.settings
     start = time.perf_counter()
     extract = distributed.split_over_devices(run.strategy, metrics.compiled_forward(run.extractor))
+    identity = features.identity(run.spec, run.extractor, run.weights, settings.seed) if settings.cache else {}
     views = (False, True) if settings.mirror else (False,)
-    train = [_split_features(run, dataset.train, "train", extract, mirrored) for mirrored in views]
-    test = [_split_features(run, dataset.test, "test", extract, mirrored) for mirrored in views]
+    notes: list[str] = []
+    train, test = (
+        [_split_features(run, split, name, extract, mirrored, identity, notes) for mirrored in views]
+        for split, name in ((dataset.train, "train"), (dataset.test, "test"))
+    )
     row.feature_cache = ", ".join(sorted({status for _, status in train + test}))
+    row.feature_cache_note = "; ".join(notes)
     shares = [len(distributed.share(split.files, run.strategy)) for split in (dataset.train, dataset.test)]
     mine = sum(share for share, views_of in zip(shares, (train, test)) for _, status in views_of if status != "hit")
     row.worker_images = distributed.each(run.strategy, mine)
@@ -247,11 +243,15 @@ def _measure(
     row.confusion_matrix = confusion.tolist()
     row.params = extractor.count_params()  # the backbone's, comparable across heads and datasets
     row.trainable_params = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
-    batch = next(iter(image_batches(dataset.test.files, spec.input_size, settings.batch_size, spec.interpolation)))
+    test_images = decoded_batches(dataset.test.files, spec.input_size, settings.batch_size, spec.interpolation)
+    batch = next(iter(test_images)).astype(np.float32)  # decoded already, by the test split's extraction
     row.images_per_sec = metrics.throughput(forward, batch, settings.throughput_batches, progress)
     row.latency_ms_p50, row.latency_ms_p95 = metrics.latency_ms(forward, batch[:1], settings.latency_runs, progress)
     progress("counting FLOPs", 0, 1)
-    row.flops_per_image = metrics.flops_per_image(model)
+    count_flops = lambda: metrics.flops_per_image(model)  # noqa: E731
+    # FLOPs depend on the architecture alone: counted once per architecture, kept in the cache.
+    digest = features.architecture_digest(model) if settings.cache else ""
+    row.flops_per_image = features.remembered("flops", digest, count_flops) if digest else count_flops()
     if log_dir is not None:
         board.finish(log_dir, row)
     if keep is not None:
@@ -288,6 +288,14 @@ def bench_backbone(
         row.traceback = "".join(traceback.format_exception(exc))
     row.finish(time.perf_counter() - start)
     return row
+
+
+def release_models() -> None:
+    """Free what the last backbone built (Keras' global state, its models and traced graphs),
+    so memory does not grow from one backbone to the next in `--all`."""
+    import keras
+
+    keras.backend.clear_session(free_memory=True)
 
 
 def _keeper(out_dir: Path, spec: BackboneSpec, settings: BenchSettings, classifiers: dict | None) -> Keep:
@@ -372,6 +380,7 @@ def run_bench(
         log_dir = out_dir / "tensorboard" / spec.name if chief else None
         keep = _keeper(out_dir, spec, settings, classifiers) if chief else None
         row = bench_backbone(spec, dataset, settings, prefixed(progress, spec.name), strategy, log_dir, keep).to_dict()
+        release_models()
         rows.append(row)
         if chief:
             report.write_results(out_dir, rows, {**meta, "finished_at": report.now()})

@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -499,6 +501,12 @@ def bench_with_progress(
             if in_flight:
                 progress.remove_task(in_flight.pop())
             progress.advance(overall)
+            if row.get("feature_cache_note"):
+                err.print(
+                    f"[yellow]{row['backbone']}: {escape(row['feature_cache_note'])}[/]",
+                    highlight=False,
+                    soft_wrap=True,
+                )
             done = int(progress.tasks[overall].completed)
             # One line per backbone, so a piped log (CI) shows the bench moving on.
             err.print(f"[{done}/{len(specs)}] {escape(_finished_line(row, reused))}", highlight=False, soft_wrap=True)
@@ -779,35 +787,65 @@ app.add_typer(cache_app, name="cache")
 
 @cache_app.command("list")
 def cache_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Cached features: backbone, split, images, size."""
+    """Cached features: backbone, split, dataset folder, images, size, date; half-written files too."""
     from zoo import features
 
-    entries = features.entries()
+    entries, partials = features.entries(), features.partials()
     if as_json:
-        out.print_json(json.dumps(entries))
+        out.print_json(json.dumps({"entries": entries, "partial": partials}))
         return
     table = Table(title=escape(f"zoo feature cache ({features.cache_dir('features', create=False)})"))
-    for header in ("Backbone", "Split", "Images", "Dim", "MB", "Key"):
-        table.add_column(header)
+    for header in ("Backbone", "Split", "Dataset", "Images", "Dim", "MB", "Created"):
+        table.add_column(header, overflow="fold")
     for entry in entries:
         table.add_row(
-            entry.get("backbone", "?"),
-            entry.get("split", "?"),
-            str(entry.get("count")),
-            str(entry.get("dim")),
+            escape(str(entry.get("backbone", "?"))),
+            escape(str(entry.get("split", "?"))),
+            escape(str(entry.get("dataset") or "?"))
+            if "damaged" not in entry
+            else f"[red]damaged: {escape(entry['damaged'])}[/]",
+            str(entry.get("count", "?")),
+            str(entry.get("dim", "?")),
             f"{entry['bytes'] / 2**20:.1f}",
-            entry.get("key", ""),
+            _date(entry["created"]),
         )
     out.print(table)
     out.print(f"{len(entries)} entries, {sum(e['bytes'] for e in entries) / 2**20:.1f} MB")
+    for item in partials:
+        state = "being written" if item["running"] else "left by a killed run; the next bench removes it"
+        out.print(
+            f"partial: {escape(item['path'])} ({item['bytes'] / 2**20:.1f} MB, pid {item['pid']}, {state})",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _date(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(text: str) -> float:
+    """`30d`, `12h`, `2w`, `90m`, `45s` in seconds, or a ZooError that shows the form."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if not match:
+        raise ZooError(f"--older-than {text}: give a number and a unit (s, m, h, d or w), e.g. 30d")
+    return float(match[1]) * _UNITS[match[2]]
 
 
 @cache_app.command("clear")
-def cache_clear(backbone: str | None = typer.Option(None, help="Only this backbone's features.")) -> None:
-    """Delete cached features (all, or one backbone's); the next bench extracts them again."""
+def cache_clear(
+    backbone: str | None = typer.Option(None, help="Only this backbone's features."),
+    dataset: Path | None = typer.Option(None, help="Only the features of this dataset folder."),
+    older_than: str | None = typer.Option(None, help="Only entries older than this, e.g. 30d, 12h, 2w."),
+) -> None:
+    """Delete cached features (all, or those the options select); the next bench extracts them again."""
     from zoo import features
 
-    removed, freed = features.clear(backbone)
+    age = parse_age(older_than) if older_than is not None else None
+    removed, freed = features.clear(backbone, dataset, age)
     out.print(f"removed {removed} files, {freed / 2**20:.1f} MB")
 
 

@@ -8,13 +8,20 @@ and counted, rather than crashing TensorFlow's decoder mid-epoch.
 
 from __future__ import annotations
 
+import atexit
 import difflib
+import hashlib
 import os
-from collections import Counter
+from collections import Counter, OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from zoo.cache import cache_dir
 from zoo.errors import ZooError
+from zoo.features import files_fingerprint
 from zoo.images import check_files, decode
 from zoo.progress import Progress, no_progress
 
@@ -152,15 +159,20 @@ def skipped_summary(dataset: Dataset, examples: int = 2) -> str:
 
 
 def image_batches(files: tuple[str, ...], size: int, batch_size: int, interpolation: str = "bilinear"):
-    """A tf.data pipeline of float32 0..255 RGB images resized to size×size, in file order;
-    no batch is larger than `files`."""
+    """A tf.data pipeline of float32 RGB images resized to size×size, in file order; no batch
+    is larger than `files`.
+
+    Pixels are rounded to whole values in 0..255, as a resized uint8 image holds them, so these
+    batches and the decoded images `decoded_batches` shares are the same numbers.
+    """
     import tensorflow as tf
 
     batch_size = max(1, min(batch_size, len(files)))
 
     def load(path):
         image = tf.cast(decode(tf.io.read_file(path)), tf.float32)
-        return tf.image.resize(image, (size, size), method=interpolation)
+        resized = tf.image.resize(image, (size, size), method=interpolation)
+        return tf.clip_by_value(tf.round(resized), 0.0, 255.0)
 
     return (
         tf.data.Dataset.from_tensor_slices(list(files))
@@ -170,10 +182,98 @@ def image_batches(files: tuple[str, ...], size: int, batch_size: int, interpolat
     )
 
 
+#: Images decoded by `decoded_batches` in this process (each file once per size, ideally).
+decoded_count = 0
+
+#: Decoded splits kept in memory, least recently used first: key → uint8 array.
+_in_memory: OrderedDict[str, np.ndarray] = OrderedDict()
+
+
+def decode_budget() -> int:
+    """Bytes of decoded images kept in memory (`$ZOO_DECODE_BUDGET_MB`, default 512); a split
+    larger than that is kept on disk instead."""
+    try:
+        return int(float(os.environ.get("ZOO_DECODE_BUDGET_MB", "512")) * 2**20)
+    except ValueError:
+        raise ZooError("ZOO_DECODE_BUDGET_MB must be a number of megabytes, e.g. 512") from None
+
+
+def _decoded_key(files: tuple[str, ...], size: int, interpolation: str) -> str:
+    return hashlib.sha256(f"{files_fingerprint(files)}:{size}:{interpolation}".encode()).hexdigest()[:24]
+
+
+def _on_disk(key: str) -> Path:
+    return cache_dir("decoded") / f"{key}.npy"
+
+
+def _read_rows(path: Path, count: int, shape: tuple[int, ...], batch_size: int) -> Iterator[np.ndarray]:
+    """Batches of rows from a .npy file by plain reads, not a memory map, so what was read does
+    not stay in this process's resident memory."""
+    row_bytes = int(np.prod(shape))
+    with open(path, "rb") as handle:
+        np.lib.format.read_magic(handle)
+        np.lib.format.read_array_header_1_0(handle)
+        for start in range(0, count, batch_size):
+            rows = min(batch_size, count - start)
+            data = np.frombuffer(handle.read(rows * row_bytes), dtype=np.uint8)
+            yield data.reshape(rows, *shape)
+
+
+def decoded_batches(
+    files: tuple[str, ...], size: int, batch_size: int, interpolation: str = "bilinear"
+) -> Iterator[np.ndarray]:
+    """uint8 batches of the files decoded and resized to size×size, in file order.
+
+    Each file is decoded once per (size, interpolation) in a process: the first pass keeps what
+    it decodes (in memory within `decode_budget()`, else in a file under the cache's `decoded/`
+    folder, removed when the process ends) and every later pass (the mirror view, the next
+    backbone of the same input size) reads it back.
+    """
+    global decoded_count
+    files = tuple(files)
+    key = _decoded_key(files, size, interpolation)
+    shape = (size, size, 3)
+    if key in _in_memory:
+        _in_memory.move_to_end(key)
+        array = _in_memory[key]
+        for start in range(0, len(files), batch_size):
+            yield array[start : start + batch_size]
+        return
+    if _on_disk(key).is_file():
+        yield from _read_rows(_on_disk(key), len(files), shape, batch_size)
+        return
+    nbytes = len(files) * int(np.prod(shape))
+    budget = decode_budget()
+    if nbytes <= budget:
+        while _in_memory and sum(a.nbytes for a in _in_memory.values()) + nbytes > budget:
+            _in_memory.popitem(last=False)
+        target: np.ndarray = np.empty((len(files), *shape), np.uint8)
+        partial = None
+    else:
+        partial = _on_disk(key).with_suffix(f".{os.getpid()}.partial")
+        atexit.register(_on_disk(key).unlink, missing_ok=True)
+        target = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(files), *shape))
+    done = 0
+    try:
+        for batch in image_batches(files, size, batch_size, interpolation):
+            rows = np.asarray(batch).astype(np.uint8)
+            decoded_count += len(rows)
+            target[done : done + len(rows)] = rows
+            done += len(rows)
+            yield rows
+        if partial is None:
+            _in_memory[key] = target
+        else:
+            del target  # a memory map: closing it writes it out
+            os.replace(partial, _on_disk(key))
+    finally:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
+
+
 def labeled_batches(split: Split, size: int, batch_size: int, seed: int, interpolation: str = "bilinear"):
     """(images, labels) batches for end-to-end training: shuffled once globally by the seed,
     reshuffled locally every epoch, so no more than a few batches of decoded images are held."""
-    import numpy as np
     import tensorflow as tf
 
     order = np.random.default_rng(seed).permutation(len(split))

@@ -32,6 +32,7 @@ class BenchRow:
     settings_fingerprint: str
     weights_file_mb: float | None = None
     feature_cache: str | None = None  # "hit", "miss", "off", a mix, or "off (augment)"
+    feature_cache_note: str = ""  # damaged entries found and recomputed, one sentence each
     extract_seconds: float | None = None
     worker_images: list[int] | None = None  # images each worker extracted features of (views counted)
     head_seconds: float | None = None
