@@ -426,7 +426,7 @@ def ctrl_c(process: subprocess.Popen, gate: Path) -> str:
 @pytest.mark.parametrize("phase, extra", [("extraction", []), ("training", ["--augment"])])
 def test_ctrl_c_keeps_finished_rows_and_resume_finishes_the_rest(phase, extra, hold_plugin, tiny_dataset, tmp_path):
     out, features = tmp_path / "out", Path(os.environ["ZOO_CACHE_DIR"]) / "features"
-    arguments = ["tiny_a", "tiny_b", "--data", str(tiny_dataset), "--out", str(out), *TINY, *extra]
+    arguments = ["tiny_a", "tiny_b", "--data", str(tiny_dataset), "--out", str(out), *TINY, *extra, "--no-ensemble"]
     process = start_held_bench(tmp_path / "gate", *arguments)
     if phase == "extraction":
         assert list(features.glob(".tiny_b-train-*.partial"))  # the held batch is half written
@@ -437,7 +437,9 @@ def test_ctrl_c_keeps_finished_rows_and_resume_finishes_the_rest(phase, extra, h
                     "run the same command with --resume to bench the rest")
     [saved] = rows_of(out)
     assert saved["backbone"] == "tiny_a" and saved["status"] == "ok"
-    assert {path.name for path in out.iterdir()} == RESULTS | {"confusion_tiny_a.png"}  # no temporary file left
+    # No temporary file left; tiny_a's cross-validation predictions are whole.
+    assert {path.name for path in out.iterdir()} - {"predictions"} == RESULTS | {"confusion_tiny_a.png"}
+    assert [path.name for path in out.glob("predictions/*")] == (["tiny_a.npz"] if phase == "extraction" else [])
     assert not list(features.glob("*tiny_b*"))  # no half-written cache entry
 
     result = runner.invoke(app, ["bench", *arguments, "--resume"])
@@ -482,7 +484,7 @@ def test_ctrl_c_between_writing_results_and_renaming_them_keeps_the_previous_fil
         write_results(tmp_path, [*previous, {"backbone": "tiny_b", "status": "ok", "top1": 1.0, "error": ""}])
     monkeypatch.undo()
     assert (tmp_path / "results.json").read_bytes() == before
-    assert {path.name for path in tmp_path.iterdir()} == RESULTS - {".zoo-bench.lock", "tensorboard"}
+    assert {path.name for path in tmp_path.iterdir()} == RESULTS - {".zoo-bench.lock", "tensorboard", "models"}
 
 
 # 12. two benches into one --out at once: the second is refused at once; a killed one never blocks
@@ -523,7 +525,7 @@ def test_out_is_checked_before_any_work_and_a_bad_data_leaves_no_folder(tmp_path
 @pytest.mark.parametrize(
     "arguments, expected",
     [
-        (["--batch-size", "0"], ("--batch-size", "must be 1 or more")),
+        (["--batch-size", "0"], ("--batch-size 0", "must be 1 to 4096")),
         (["--epochs", "-1"], ("--epochs", "must be 0 or more")),
         (["--weights", "imagenett"], ("--weights imagenett: no such file; did you mean imagenet?",)),
     ],
@@ -578,3 +580,251 @@ def test_bench_without_tensorflow_says_which_extra_to_install():
     assert result.returncode == 2
     assert "TensorFlow is not installed; pip install 'zoo[cpu]'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# Round two (issue 17). Most benches here use the tiny 32-px backbones of HOLD_PLUGIN.
+
+
+def write_plugins(tmp_path: Path, monkeypatch, **plugins: str) -> list[Path]:
+    """Write each plugin's source to NAME.py and load them all through ZOO_PLUGINS."""
+    paths = []
+    for name, text in plugins.items():
+        paths.append(tmp_path / f"{name}.py")
+        paths[-1].write_text(text)
+    monkeypatch.setenv("ZOO_PLUGINS", os.pathsep.join(map(str, paths)))
+    return paths
+
+
+# 17.3 a plugin calling sys.exit at import, or raising SystemExit in a hook, is only broken
+
+
+def test_a_plugin_that_exits_is_isolated_like_any_broken_one(tmp_path, monkeypatch):
+    write_plugins(
+        tmp_path, monkeypatch, tiny=HOLD_PLUGIN, exits_at_import="import sys\nsys.exit(0)\n",
+        exits_in_hook="import zoo\n@zoo.hookimpl\ndef zoo_backbones():\n    raise SystemExit(3)\n",
+    )
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 0, result.output
+    assert "mobilenet_v2" in result.stdout and "tiny_a" in result.stdout
+    assert "plugin exits_at_import is broken: SystemExit: 0;" in result.stderr
+    assert "plugin exits_in_hook is broken: SystemExit: 3;" in result.stderr
+    assert runner.invoke(app, ["info", "tiny_b"]).exit_code == 0
+
+
+# 17.16, 17.17 --debug shows a broken plugin's traceback; its backbones are not just "unknown"
+
+
+def test_debug_shows_why_a_plugin_is_broken_and_its_backbones_name_it(tmp_path, monkeypatch):
+    write_plugins(tmp_path, monkeypatch, my_net="import torch_that_is_not_installed\n")
+    result = runner.invoke(app, ["--debug", "list"])
+    assert result.exit_code == 0, result.output
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "import torch_that_is_not_installed" in result.stderr
+    one_line_error(
+        runner.invoke(app, ["info", "my_net"]),
+        "unknown backbone 'my_net': plugin my_net failed to load: ModuleNotFoundError: No module named "
+        "'torch_that_is_not_installed'", "zoo --debug list",
+    )
+
+
+# 17.19, 17.22 `zoo list --plugin X`; small parameter counts readable; ZOO_* in `zoo --help`
+
+
+def test_list_takes_plugin_after_the_command_and_shows_small_counts_readably(tmp_path):
+    path = tmp_path / "tiny.py"
+    path.write_text(HOLD_PLUGIN.replace("params=224", "params=23584"))
+    result = runner.invoke(app, ["list", "--plugin", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "tiny_a" in result.stdout and "23,584" in result.stdout and "0.0M" not in result.stdout
+
+
+def test_help_names_the_environment_variables():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for variable in ("ZOO_PLUGINS", "ZOO_CACHE_DIR", "ZOO_WEIGHTS_DIR", "ZOO_DOWNLOAD_TIMEOUT", "KERAS_HOME"):
+        assert variable in result.stdout
+
+
+# 17.16, 17.21 builder mistakes name the plugin and the real cause
+
+
+BUILDER_MISTAKES = """
+import zoo
+
+def _spec(name, **fields):
+    base = dict(name=name, family="test", source="custom", reference="x", input_size=32,
+                preprocessing="unit", feature_dim=8, params=224)
+    return zoo.BackboneSpec(**{**base, **fields})
+
+def _divide_by_zero(images):
+    return images / 0 if images is None else 1 // 0
+
+@zoo.hookimpl
+def zoo_backbones():
+    return [_spec("returns_none"), _spec("raises"), _spec("bad_preprocessing", preprocessing=_divide_by_zero),
+            _spec("wrong_reference", source="keras.applications", reference="ConvNextTiny")]
+
+@zoo.hookimpl
+def zoo_build_backbone(spec, weights):
+    import keras
+    if spec.name == "raises":
+        raise ValueError("boom")
+    if spec.name == "bad_preprocessing":
+        inputs = keras.Input((32, 32, 3))
+        return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3)(inputs)))
+    return None
+"""
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("returns_none", "plugin mistakes declares backbone 'returns_none' but its zoo_build_backbone returned None"),
+        ("raises", "plugin mistakes's zoo_build_backbone failed for raises: ValueError: boom"),
+        ("bad_preprocessing", "plugin mistakes: the preprocessing of bad_preprocessing "
+                              "(zoo_local_plugin_mistakes._divide_by_zero) raised ZeroDivisionError"),
+        ("wrong_reference", "keras.applications has no 'ConvNextTiny' (backbone wrong_reference); "
+                            "did you mean 'ConvNeXtTiny'?"),
+    ],
+)
+def test_builder_mistakes_name_the_plugin_and_the_real_cause(name, expected, tmp_path, monkeypatch):
+    from zoo import create_model
+
+    write_plugins(tmp_path, monkeypatch, mistakes=BUILDER_MISTAKES)
+    with pytest.raises(ZooError) as caught:
+        create_model(name, 2, weights="none")
+    assert expected in str(caught.value)
+
+
+# 17.6, 17.7 environment variables set to files or bad numbers
+
+
+@pytest.mark.parametrize("variable", ["ZOO_CACHE_DIR", "KERAS_HOME", "TFHUB_CACHE_DIR", "ZOO_WEIGHTS_DIR"])
+def test_a_folder_variable_set_to_a_file_is_one_line(variable, tmp_path, monkeypatch):
+    (tmp_path / "a_file").write_text("not a folder")
+    monkeypatch.setenv(variable, str(tmp_path / "a_file"))
+    one_line_error(runner.invoke(app, ["weights", "list"]), f"{variable}={tmp_path / 'a_file'} is a file, not a folder",
+                   "point it at a folder, or unset it")
+
+
+def test_auto_weights_fall_back_to_random_when_keras_home_is_unusable(tmp_path, monkeypatch):
+    (tmp_path / "a_file").write_text("not a folder")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "a_file"))
+    fallback = weights.resolve(weights_spec(), "auto")
+    assert fallback.label == "random" and "KERAS_HOME=" in fallback.note
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400", "-1", "0", "abc", "nan"])
+def test_a_bad_download_timeout_is_one_line_before_any_work(value, tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_DOWNLOAD_TIMEOUT", value)
+    one_line_error(bench(tiny_dataset, tmp_path / "out"), f"= {value!r} from env ZOO_DOWNLOAD_TIMEOUT",
+                   "is not a number of seconds above 0")
+    assert not (tmp_path / "out").exists()
+
+
+# 17.10 results.json with bad rows, or that is a folder
+
+
+@pytest.mark.parametrize(
+    "row, problem",
+    [
+        ({"backbone": "x", "top1": 0.5}, "has no 'status' text"),
+        ("a string", "is a str, not an object"),
+        ({"backbone": "x", "status": "ok", "top1": "0.5"}, "has top1='0.5', not a number"),
+    ],
+)
+def test_results_json_with_a_bad_row_is_one_line_for_report_and_resume(row, problem, tiny_dataset, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    good = {"backbone": "tiny_a", "status": "ok", "top1": 1.0, "error": ""}
+    (out / "results.json").write_text(json.dumps({"format": "zoo-bench-results/1", "backbones": [good, row]}))
+    expected = (f"{out / 'results.json'}: backbone row 2 {problem}", "delete that row")
+    one_line_error(runner.invoke(app, ["report", str(out)]), *expected)
+    one_line_error(bench(tiny_dataset, out, "--resume"), *expected)
+    assert not (Path(os.environ["ZOO_CACHE_DIR"]) / "scans").exists()  # refused before any work
+
+
+def test_results_json_that_is_a_folder_is_refused_before_any_work(tiny_dataset, tmp_path):
+    (tmp_path / "out/results.json").mkdir(parents=True)
+    one_line_error(bench(tiny_dataset, tmp_path / "out"), "results.json is a folder", "move it away")
+    assert not (Path(os.environ["ZOO_CACHE_DIR"]) / "scans").exists()
+    one_line_error(runner.invoke(app, ["report", str(tmp_path / "out")]), "results.json is a folder")
+
+
+# 17.4, 17.12, 17.23 brackets in paths; images in class subfolders; specs without weights
+
+
+def test_paths_with_brackets_nested_images_and_specs_without_weights(tiny_dataset, tmp_path, monkeypatch):
+    import shutil
+
+    write_plugins(tmp_path, monkeypatch, tiny=HOLD_PLUGIN.replace("params=224", "params=5"))  # 17.19: wrong count
+
+    data = tmp_path / "food [copy]"
+    shutil.copytree(tiny_dataset, data)
+    make_images(data / "train/dark/[old]", {"more": 2}, size=32)
+    out = tmp_path / "o/run[/x]"
+    result = runner.invoke(app, ["bench", "tiny_a", "--data", str(data), "--out", str(out), *TINY, "--weights", "auto"])
+    assert result.exit_code == 0, result.output
+    assert f"2 classes, 14 train and 6 test images from {data} (2 of them in subfolders of class folders)" in result.stderr
+    assert "food [copy]" in result.stdout  # the table's title
+    assert f"Results written to {out}/" in result.stderr
+    assert "RANDOM weights (their specs declare no pretrained weights): tiny_a." in result.stderr
+    assert "no pretrained file found" not in result.stderr
+    assert "tiny_a: its spec declares params=5, the built model has 224; plugin tiny should set params=224" in result.stderr
+    [row] = rows_of(out)
+    assert row["status"] == "ok"
+
+
+# 17.13-15 Ctrl-C while importing; SIGTERM as Ctrl-C; no results.json named that was never written
+
+
+def test_ctrl_c_while_zoo_is_starting_is_quiet():
+    """Ctrl-C while the command is imported (typer, rich, zoo.cli: most of the start-up). Before
+    that, Python itself and the `zoo` package load; their time is measured and waited out."""
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import zoo"], check=True, timeout=60)
+    floor = time.monotonic() - start
+    for delay in (1.5 * floor, 2 * floor, 3 * floor):
+        process = subprocess.Popen([ZOO, "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        stderr = process.communicate(timeout=60)[1]
+        assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+        assert process.returncode in (0, 130, -signal.SIGINT), stderr
+
+
+def test_sigterm_is_ctrl_c_and_leaves_no_lock_folder_or_partial_file(hold_plugin, tiny_dataset, tmp_path):
+    out, features = tmp_path / "out", Path(os.environ["ZOO_CACHE_DIR"]) / "features"
+    process = start_held_bench(tmp_path / "gate", "tiny_b", "--data", str(tiny_dataset), "--out", str(out), *TINY)
+    assert list(features.glob(".tiny_b-train-*.partial")) and (out / ".zoo-bench.lock").exists()
+    process.send_signal(signal.SIGTERM)
+    (tmp_path / "gate/released").touch()
+    stderr = process.communicate(timeout=60)[1]
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == "Interrupted: no backbone had finished, so no results were written"
+    assert "oneDNN" not in stderr and "absl::InitializeLog" not in stderr  # 17.18: TensorFlow's C++ log is silenced
+    assert not out.exists()  # nothing finished: no half-made --out, no lock
+    assert not list(features.glob("*tiny_b*"))
+
+
+# 17.1 a batch size that cannot fit
+
+
+@pytest.mark.parametrize("size", ["1000000000", "99999999999999999999"])
+def test_a_batch_size_too_large_to_hold_is_one_line(size, tiny_dataset, tmp_path):
+    one_line_error(bench(tiny_dataset, tmp_path / "out", "--batch-size", size), f"--batch-size {size}: it must be 1 to 4096")
+
+
+# 17.16 a failed row keeps its traceback; --debug shows it
+
+
+def test_a_failed_row_keeps_its_traceback_and_debug_shows_it(tiny_dataset, tmp_path, monkeypatch):
+    write_plugins(tmp_path, monkeypatch, mistakes=BUILDER_MISTAKES)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["--debug", "bench", "raises", "--data", str(tiny_dataset), "--out", str(out), *TINY])
+    assert result.exit_code == 1, result.output
+    [row] = rows_of(out)
+    assert row["error"] == "plugin mistakes's zoo_build_backbone failed for raises: ValueError: boom"
+    assert row["traceback"].startswith("Traceback (most recent call last)") and "ValueError: boom" in row["traceback"]
+    assert "Traceback (most recent call last)" in result.stderr and 'raise ValueError("boom")' in result.stderr

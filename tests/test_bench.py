@@ -204,7 +204,7 @@ def test_a_failing_backbone_is_one_failed_row_and_the_rest_run(tiny_plugin, tiny
     specs = [catalog().get("broken_net"), catalog().get("tiny_cnn")]
     broken, good = run_bench(specs, load_dataset(tiny_dataset), settings(), tmp_path)
     assert broken["status"] == "failed"
-    assert broken["error"] == "keras.applications has no 'NoSuchNet' (backbone broken_net)"
+    assert broken["error"] == "keras.applications has no 'NoSuchNet' (backbone broken_net); fix the reference in plugin tiny_plugin's spec"
     assert good["status"] == "ok"
 
 

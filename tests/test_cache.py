@@ -100,7 +100,7 @@ def test_cache_list_and_clear_commands():
     runner = CliRunner()
     listed = runner.invoke(app, ["cache", "list", "--json"])
     assert listed.exit_code == 0, listed.output
-    [entry] = json.loads(listed.stdout)
+    [entry] = json.loads(listed.stdout)["entries"]
     assert entry["backbone"] == "net" and entry["count"] == 4
     table = runner.invoke(app, ["cache", "list"])
     assert "net" in table.stdout and "1 entries" in table.stdout

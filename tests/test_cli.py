@@ -138,7 +138,9 @@ def test_bench_end_to_end_and_a_failing_backbone_does_not_stop_the_others(tiny_d
     assert result.exit_code == 1, result.output
     rows = {row["backbone"]: row for row in json.loads((out / "results.json").read_text())["backbones"]}
     assert rows["exploding_net"]["status"] == "failed"
-    assert rows["exploding_net"]["error"] == "MemoryError: out of memory while building"
+    assert rows["exploding_net"]["error"] == (
+        "plugin exploding's zoo_build_backbone failed for exploding_net: MemoryError: out of memory while building"
+    )
     good = rows["mobilenet_v2"]
     assert good["status"] == "ok" and good["weights"] == "random"
     assert 0.0 <= good["top1"] <= 1.0 and good["images_per_sec"] > 0
@@ -151,7 +153,7 @@ def test_bench_end_to_end_and_a_failing_backbone_does_not_stop_the_others(tiny_d
     assert results["statistics"]["best"] == "mobilenet_v2"
     assert results["zoo_version"] and results["plugins"]["mobilenet_v2"] and results["command"].startswith("zoo bench exploding_net mobilenet_v2 --data ")
     assert results["started_at"] <= results["finished_at"]
-    assert "[1/2] exploding_net failed: MemoryError" in result.stderr
+    assert "[1/2] exploding_net failed: plugin exploding's zoo_build_backbone failed for exploding_net: MemoryError" in result.stderr
     assert "[2/2] mobilenet_v2 top-1 " in result.stderr and "(random weights)" in result.stderr
     assert (out / "results.csv").read_text().startswith("backbone,")
     assert "| mobilenet_v2 |" in (out / "results.md").read_text()

@@ -1,5 +1,10 @@
 """zoo.data: listing a dataset folder, what is skipped and why, and the image pipeline."""
 
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +125,52 @@ def test_the_food_photos_all_pass_the_check_and_a_rerun_is_cached(food):
     start = time.perf_counter()
     assert load_dataset(food) == dataset
     assert time.perf_counter() - start < 1.0
+
+
+def test_images_in_subfolders_of_a_class_are_included_as_keras_does_and_counted(tmp_path):
+    make_images(tmp_path / "train", {"cat": 1, "dog": 1}, size=16)
+    make_images(tmp_path / "test", {"cat": 1, "dog": 1}, size=16, seed=1)
+    make_images(tmp_path / "train/cat/2023/summer", {"kitten": 2}, size=16)  # train/cat/2023/summer/kitten/*
+    make_images(tmp_path / "train/cat/.ipynb_checkpoints", {"copy": 1}, size=16)  # hidden: left out
+    dataset = load_dataset(tmp_path)
+    assert dataset.class_names == ("cat", "dog")
+    assert len(dataset.train) == 4 and dataset.train.labels == (0, 0, 0, 1)
+    assert dataset.nested == 2 and not dataset.skipped
+
+
+def load_error_as_a_user(root: Path) -> str:
+    """The ZooError of load_dataset(root), run as user nobody when we are root (root reads any folder)."""
+    if os.geteuid() != 0:
+        with pytest.raises(ZooError) as error:
+            load_dataset(root)
+        return str(error.value)
+    code = (
+        "import os, sys\n"
+        "from zoo.data import load_dataset\n"
+        "from zoo.errors import ZooError\n"
+        "os.setgid(65534); os.setuid(65534)  # after the imports: Python's own files may be root's only\n"
+        "try:\n    load_dataset(sys.argv[1])\nexcept ZooError as exc:\n    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "ZOO_CACHE_DIR": str(root / "cache")})
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize("where", ["train/dog", "train/dog/sub", "test"])
+def test_an_unreadable_folder_is_one_line_naming_it_and_the_fix(where):
+    root = Path(tempfile.mkdtemp(prefix="zoo-unreadable-"))  # outside pytest's root-only folder
+    try:
+        root.chmod(0o755)
+        make_images(root / "train", {"cat": 1, "dog": 1}, size=16)
+        make_images(root / "test", {"cat": 1, "dog": 1}, size=16, seed=1)
+        (root / where).mkdir(exist_ok=True)
+        (root / where).chmod(0)
+        message = load_error_as_a_user(root)
+    finally:
+        (root / where).chmod(0o755)
+        shutil.rmtree(root)
+    assert f"cannot read {root / where} (Permission denied)" in message and "chmod" in message
 
 
 def test_labeled_batches_pair_each_image_with_its_label_in_a_seeded_order(tiny_dataset):

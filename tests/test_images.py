@@ -150,3 +150,70 @@ def test_check_files_reports_progress(tmp_path):
     calls = []
     images.check_files(tmp_path, files, lambda step, done, total: calls.append((step, done, total)))
     assert calls[-1] == ("checking images", 3, 3)
+
+
+def bounded_problem(path: Path, memory_mb: int = 1024) -> str:
+    """`problem(path)` in a process that may not map more than `memory_mb`."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, sys\n"
+        "from pathlib import Path\n"
+        f"resource.setrlimit(resource.RLIMIT_AS, ({memory_mb} << 20, {memory_mb} << 20))\n"
+        "from zoo.images import problem\n"
+        "print(problem(Path(sys.argv[1])))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_huge_sparse_file_named_like_an_image_is_refused_from_its_header(tmp_path):
+    path = tmp_path / "x.jpg"
+    with open(path, "wb") as handle:
+        handle.truncate(40 * 2**30)  # 40 GB of zeros, sparse: no disk used
+    assert bounded_problem(path) == "not an image"
+
+
+def test_an_image_file_too_big_to_be_a_photo_is_refused_unread(tmp_path):
+    path = tmp_path / "big.jpg"
+    red().save(path)
+    with open(path, "r+b") as handle:
+        handle.truncate(images.MAX_FILE_BYTES + 1)
+    assert bounded_problem(path, memory_mb=images.MAX_FILE_BYTES >> 20) == "too large"
+
+
+@pytest.mark.slow  # a TensorFlow process of its own, to measure its memory
+def test_an_animated_gif_costs_the_memory_of_its_first_frame_only(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "long.gif"
+    noise = np.random.default_rng(0).integers(0, 2, (200, 500, 500), dtype=np.uint8)
+    frames = [Image.fromarray(frame, "P") for frame in noise]  # two colours, so no quantising
+    frames[0].putpalette([0, 255, 0, 0, 0, 255])
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=40)  # TensorFlow: 55 MB
+    code = (
+        "import resource, sys\n"
+        "import tensorflow as tf\n"
+        "from zoo.images import decode\n"
+        "tf.constant(0)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "pixels = decode(tf.constant(open(sys.argv[1], 'rb').read())).numpy()\n"
+        "grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before\n"
+        "print(pixels.shape, pixels[0, 0].tolist(), grown >> 10)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("(500, 500, 3) "), done.stdout
+    grown = int(done.stdout.split()[-1])
+    assert grown < 20, f"decoding grew memory by {grown} MB"
+
+
+def test_a_damaged_image_check_cache_is_a_rescan(tmp_path):
+    good = tmp_path / "good.jpg"
+    red().save(good)
+    for damaged in ("null", "[]", '{"good.jpg": "ok"}', '{"good.jpg": [1, 2]}'):
+        images._cache_file(tmp_path).write_text(damaged)
+        assert images.check_files(tmp_path, [good]) == {good: ""}

@@ -292,3 +292,51 @@ def test_real_efficientnet_lite0_checkpoint():
     assert state["_fc.weight"].shape == (1000, 1280) and state["_fc.weight"].dtype == np.float32
     assert state["_bn0.num_batches_tracked"].dtype == np.int64
     assert all(np.isfinite(a).all() for k, a in state.items() if a.dtype == np.float32)
+
+
+def test_a_zero_stride_tensor_larger_than_its_storage_is_refused_before_it_is_allocated(tmp_path):
+    """A few hundred bytes that describe a 23000² float tensor (2 GB) repeating one element."""
+    path = tmp_path / "bomb.pth"
+    write_legacy(path, {"x": Tensor(Storage("1", np.zeros(1, np.float32), "FloatStorage"), 0, (23000, 23000), (0, 0))})
+    assert path.stat().st_size < 1000
+    with pytest.raises(ZooError, match="bomb.pth.*repeats the 1 elements of its storage"):
+        load_state_dict(path)
+
+
+def test_tensors_sharing_a_storage_may_not_hold_far_more_than_the_file(tmp_path):
+    shared = Storage("1", np.zeros(1000, np.float32), "FloatStorage")
+    path = tmp_path / "many_views.pth"
+    write_legacy(path, {f"view{i}": Tensor(shared, 0, (1000,), (1,)) for i in range(20)})
+    with pytest.raises(ZooError, match="many_views.pth.*4x the bytes stored in the file"):
+        load_state_dict(path)
+
+
+def test_a_storage_bigger_than_the_rest_of_the_file_is_never_read(tmp_path):
+    path = tmp_path / "claims.pth"
+    data = write_legacy(path, {"a": contiguous("1", np.arange(4, dtype=np.float32), "FloatStorage")})
+    path.write_bytes(data.replace(struct.pack("<q", 4), struct.pack("<q", 2**60)))  # pickle and header agree
+    with pytest.raises(ZooError, match="claims.pth.*truncated or corrupt"):
+        load_state_dict(path)
+
+
+# BUILD on an allowed global: a dict state would go into its __dict__, a (None, slots) state
+# through setattr; both must be refused and leave zoo's objects as they were.
+BUILD_PAYLOADS = {
+    "storage type dict": b"ctorch\nFloatStorage\n}X\x05\x00\x00\x00dtypeX\x02\x00\x00\x00i4sb.",
+    "storage type slots": b"ctorch\nFloatStorage\nN}X\x04\x00\x00\x00nameX\x0a\x00\x00\x00IntStorages\x86b.",
+    "function defaults": b"ctorch._utils\n_rebuild_parameter\nN}X\x0c\x00\x00\x00__defaults__(K\x01tsb\x86b.",
+}
+
+
+@pytest.mark.parametrize("payload", BUILD_PAYLOADS.values(), ids=BUILD_PAYLOADS)
+def test_a_build_opcode_cannot_change_the_allowed_globals_for_later_files(tmp_path, payload):
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(dump(MAGIC) + dump(1001) + dump({}) + b"\x80\x02" + payload)
+    with pytest.raises(ZooError, match="evil.pth"):
+        load_state_dict(evil)
+    good = tmp_path / "good.pth"
+    values = np.linspace(-1, 1, 6, dtype=np.float32)
+    write_legacy(good, {"w": contiguous("1", values, "FloatStorage")})
+    got = load_state_dict(good)["w"]
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, values)

@@ -28,7 +28,7 @@ def test_defaults_come_from_the_user_settings_and_none_overrides_nothing(monkeyp
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(batch_size=0), "--batch-size 0: it must be 1 or more"),
+    (dict(batch_size=0), "--batch-size 0: it must be 1 to 4096"),
     (dict(learning_rate=0.0), "--learning-rate 0.0: it must be above 0"),
     (dict(latency_runs=0), "latency_runs and throughput_batches must be 1 or more"),
 ])

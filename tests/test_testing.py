@@ -34,7 +34,7 @@ def preprocess(images):
     return {preprocess}
 
 SPEC = BackboneSpec(name="kit_net", family="test", source="custom", reference="in code",
-                    input_size=32, preprocessing={preprocessing}, feature_dim={feature_dim}, params=1)
+                    input_size=32, preprocessing={preprocessing}, feature_dim={feature_dim}, params={params})
 
 @hookimpl
 def zoo_backbones():
@@ -55,7 +55,7 @@ def zoo_build_backbone(spec, weights):
 def load_plugin(tmp_path, monkeypatch, name="kit", **changes):
     """Write a custom plugin (fields as in PLUGIN, overridable) and put it on ZOO_PLUGINS."""
     fields = {"preprocess": "images / 255.0", "preprocessing": "preprocess", "feature_dim": 8,
-              "output": "features", **changes}
+              "output": "features", "params": 224, **changes}
     path = tmp_path / f"{name}.py"
     path.write_text(textwrap.dedent(PLUGIN.format(**fields)))
     paths = [p for p in os.environ.get("ZOO_PLUGINS", "").split(os.pathsep) if p]
@@ -84,8 +84,9 @@ def test_a_model_that_does_not_survive_saving_is_caught(tmp_path, monkeypatch):
         ({"output": "features * float('nan')"}, "NaN or infinite features"),
         ({"preprocess": "images * float('inf')"}, "finite numbers"),
         ({"preprocess": "images.no_such_method()"}, "preprocess raised AttributeError"),
+        ({"params": 5}, "kit_net: the spec declares params=5, the built model has 224; set params=224"),
     ],
-    ids=["wrong_feature_dim", "nan_features", "infinite_preprocessing", "preprocessing_raises"],
+    ids=["wrong_feature_dim", "nan_features", "infinite_preprocessing", "preprocessing_raises", "wrong_params"],
 )
 def test_each_mistake_is_caught(changes, message, tmp_path, monkeypatch):
     load_plugin(tmp_path, monkeypatch, **changes)
@@ -116,3 +117,30 @@ def test_a_broken_or_missing_plugin_is_named(tmp_path, monkeypatch):
     plugin_manager.plugin_manager.cache_clear()
     with pytest.raises(AssertionError, match="plugin crashy is broken: RuntimeError: cannot start"):
         testing.check_plugin("crashy")
+
+
+def test_a_keras_model_that_rescales_itself_must_declare_no_preprocessing():
+    spec = BackboneSpec(name="convnext_t", family="convnext", source="keras.applications", reference="ConvNeXtTiny",
+                        input_size=32, preprocessing="torch", feature_dim=768, params=27820128)
+    with pytest.raises(AssertionError, match="ConvNeXtTiny rescales its input itself.*declare preprocessing='none'"):
+        testing.check_self_rescaling(spec)
+    testing.check_self_rescaling(BackboneSpec(**{**vars(spec), "reference": "MobileNetV2", "preprocessing": "symmetric"}))
+
+
+def test_a_hub_spec_on_disk_is_built_and_its_feature_dim_checked(tmp_path):
+    import numpy as np
+    import tensorflow as tf
+
+    class Features(tf.Module):
+        def __init__(self):
+            self.kernel = tf.Variable(np.ones((3, 8), "float32"))
+
+        @tf.function(input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)])
+        def __call__(self, images):
+            return tf.matmul(tf.reduce_mean(images, axis=[1, 2]), self.kernel)
+
+    tf.saved_model.save(Features(), str(tmp_path / "saved_model"))
+    spec = BackboneSpec(name="local_hub", family="test", source="hub", reference=str(tmp_path / "saved_model"),
+                        input_size=16, preprocessing="unit", feature_dim=4, params=24)
+    with pytest.raises(AssertionError, match=re.escape("outputs features of shape (8,), but its spec says (4,)")):
+        testing.check_backbone(spec)

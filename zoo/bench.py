@@ -13,9 +13,11 @@ data pipelines (zoo.data), the measurements (zoo.metrics) and the row (zoo.row) 
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,16 +25,18 @@ from typing import Any
 
 import numpy as np
 
-from zoo import board, export, features, metrics, recipe
-from zoo.data import Dataset, Split, image_batches, labeled_batches
+from zoo import board, distributed, ensemble, export, features, metrics, recipe
+from zoo.data import Dataset, Split, decoded_batches, image_batches, labeled_batches
 from zoo.errors import one_line
 from zoo.progress import Progress, no_progress, prefixed
 from zoo.row import BenchRow
-from zoo.settings import BenchSettings, settings_fingerprint
+from zoo.settings import BenchSettings, result_settings, settings_fingerprint
 from zoo.spec import BackboneSpec
+from zoo.sweep import Shard, data_fingerprint
+from zoo.validation import CrossValidation, cross_validate, stratified_folds
 from zoo.weights import ResolvedWeights
 
-__all__ = ["BenchSettings", "bench_backbone", "make_strategy", "run_bench"]
+__all__ = ["BenchSettings", "bench_backbone", "run_bench"]
 
 
 @dataclass(frozen=True)
@@ -64,17 +68,6 @@ class _Run:
         return [*self.callbacks, keras.callbacks.LambdaCallback(on_epoch_end=report)]
 
 
-def make_strategy(name: str) -> Any:
-    """The tf.distribute strategy that `--strategy` names; create it before any other TF work."""
-    import tensorflow as tf
-
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
 def _predict(forward: Any, run: _Run) -> np.ndarray:
     """Class probabilities for every test image, batch by batch."""
     spec, files = run.spec, run.dataset.test.files
@@ -86,81 +79,95 @@ def _predict(forward: Any, run: _Run) -> np.ndarray:
     return np.concatenate(chunks)
 
 
-def _feature_identity(spec: BackboneSpec, weights_path: str | None, seed: int) -> dict:
-    """Everything besides the image files that a frozen base's features depend on."""
-    return {
-        "backbone": spec.name,
-        "source": spec.source,
-        "reference": spec.reference,
-        "plugin": spec.plugin,
-        "preprocessing": spec.preprocessing_name,
-        "input_size": spec.input_size,
-        "interpolation": spec.interpolation,
-        "weights": features.weights_identity(weights_path, seed),
-    }
-
-
-def _split_features(run: _Run, split: Split, name: str, forward: Any, mirrored: bool) -> tuple[np.ndarray, str]:
-    """One split's features (of its mirror images if `mirrored`), from the cache when they are
-    there; (array, "hit"|"miss"|"off")."""
+def _split_features(
+    run: _Run, split: Split, name: str, forward: Any, mirrored: bool, identity: dict, notes: list[str]
+) -> tuple[np.ndarray, str]:
+    """One split's features (of its mirror images if `mirrored`), from the cache when every
+    worker has them there; (array, "hit"|"miss"|"off"). With several workers, each extracts its
+    share of the files and the shares are gathered into the whole array on every worker. A
+    damaged entry is recomputed, with a line in `notes`."""
     spec, settings, total = run.spec, run.settings, len(split)
     name = f"{name}-mirrored" if mirrored else name
 
     def extract(destination: Path) -> np.ndarray:
-        batches = image_batches(split.files, spec.input_size, settings.batch_size, spec.interpolation)
-        if mirrored:
-            import tensorflow as tf
-
-            batches = batches.map(tf.image.flip_left_right)
+        files = distributed.share(split.files, run.strategy)
+        decoded = decoded_batches(files, spec.input_size, settings.batch_size, spec.interpolation)
+        batches = ((batch[:, :, ::-1] if mirrored else batch).astype(np.float32) for batch in decoded)
         step = f"{name} features"
-        return features.extract(batches, forward, total, spec.feature_dim, destination, run.progress, step)
+        if len(files) == total:
+            return features.extract(batches, forward, total, spec.feature_dim, destination, run.progress, step)
+        with tempfile.TemporaryDirectory(prefix="zoo-share-") as folder:
+            mine = features.extract(
+                batches, forward, len(files), spec.feature_dim, Path(folder) / "share.npy", run.progress, step
+            )
+            rows = distributed.gather(run.strategy, np.asarray(mine), total)
+        return features.extract([rows], np.asarray, total, spec.feature_dim, destination)
 
     if not settings.cache:
         with tempfile.TemporaryDirectory(prefix="zoo-features-") as folder:
             return np.array(extract(Path(folder) / f"{name}.npy")), "off"
-    key = features.feature_key(_feature_identity(spec, run.weights.path, settings.seed), split.files)
-    cached = features.load(spec.name, name, key)
-    if cached is not None:
+    key = features.feature_key(identity, split.files)
+    try:
+        cached = features.load(spec.name, name, key, (total, spec.feature_dim))
+    except features.DamagedEntry as exc:
+        cached = None
+        notes.append(str(exc))
+    everywhere = distributed.everyone(run.strategy, cached is not None)  # every worker must ask
+    if cached is not None and everywhere:
         run.progress(f"{name} features (cached)", total, total)
         return cached, "hit"
-    return features.store(spec.name, name, key, {"images": total}, extract), "miss"
+    meta = {"images": total, "dataset": str(run.dataset.root.resolve())}
+    return features.store(spec.name, name, key, meta, extract), "miss"
 
 
-def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray]:
+def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray, CrossValidation | None]:
     """Phase 1 the fast way: features once (or from the cache), then the head on the arrays.
     Returns the whole classifier (extractor + the trained head) and the test probabilities."""
     import keras
 
     dataset, settings = run.dataset, run.settings
     start = time.perf_counter()
-    extract = metrics.compiled_forward(run.extractor)
+    extract = distributed.split_over_devices(run.strategy, metrics.compiled_forward(run.extractor))
+    identity = features.identity(run.spec, run.extractor, run.weights, settings.seed) if settings.cache else {}
     views = (False, True) if settings.mirror else (False,)
-    train = [_split_features(run, dataset.train, "train", extract, mirrored) for mirrored in views]
-    test = [_split_features(run, dataset.test, "test", extract, mirrored) for mirrored in views]
+    notes: list[str] = []
+    train, test = (
+        [_split_features(run, split, name, extract, mirrored, identity, notes) for mirrored in views]
+        for split, name in ((dataset.train, "train"), (dataset.test, "test"))
+    )
     row.feature_cache = ", ".join(sorted({status for _, status in train + test}))
+    row.feature_cache_note = "; ".join(notes)
+    shares = [len(distributed.share(split.files, run.strategy)) for split in (dataset.train, dataset.test)]
+    mine = sum(share for share, views_of in zip(shares, (train, test)) for _, status in views_of if status != "hit")
+    row.worker_images = distributed.each(run.strategy, mine)
     row.extract_seconds = time.perf_counter() - start
     start = time.perf_counter()
     train_x = np.concatenate([x for x, _ in train])
     train_y = np.tile(dataset.train.labels, len(views))
     test_y = np.asarray(dataset.test.labels)
+    callbacks = run.fit_callbacks("head epochs", 0, settings.epochs)
+    classes = len(dataset.class_names)
     with run.strategy.scope():
-        head = recipe.train_head(
-            train_x,
-            train_y,
-            len(dataset.class_names),
-            settings,
-            callbacks=run.fit_callbacks("head epochs", 0, settings.epochs),
-            validation=(np.asarray(test[0][0]), test_y),
-        )
+        if settings.strategy == "multiworker":  # Keras' fit cannot run under it
+            head = distributed.train_head(run.strategy, train_x, train_y, classes, settings, callbacks)
+        else:
+            scored = (np.asarray(test[0][0]), test_y)
+            head = recipe.train_head(train_x, train_y, classes, settings, callbacks, validation=scored)
         model = keras.Model(run.extractor.input, head(run.extractor.output), name="classifier")
     row.head_seconds = time.perf_counter() - start
+    validation = None
+    if settings.folds and settings.mode == "features":  # fine-tuning would outdate the heads it scores
+        start = time.perf_counter()
+        with run.strategy.scope():
+            validation = cross_validate([x for x, _ in train], dataset.train.labels, classes, settings, run.progress)
+        row.val_top1, row.val_top1_std = validation.top1, validation.top1_std
+        row.val_log_loss = metrics.log_loss(validation.probabilities, np.asarray(dataset.train.labels))
+        row.validation_seconds = time.perf_counter() - start
     # With `mirror`, each test image is scored as the mean over it and its mirror image.
-    # A direct call, not head.predict: predict retraces its function for every new head.
-    scores = [np.asarray(head(np.asarray(x), training=False)) for x, _ in test]
-    return model, np.mean(scores, axis=0)
+    return model, recipe.predict_views(head, [x for x, _ in test]), validation
 
 
-def _head_end_to_end(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray]:
+def _head_end_to_end(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray, None]:
     """Phase 1 with augmentation: nothing to cache, the base sees new images every epoch."""
     row.feature_cache, row.extract_seconds = "off (augment)", None
     start = time.perf_counter()
@@ -173,7 +180,7 @@ def _head_end_to_end(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray]:
         run.fit_callbacks("epochs (end to end)", 0, run.settings.epochs),
     )
     row.head_seconds = time.perf_counter() - start
-    return model, _predict(metrics.compiled_forward(model), run)
+    return model, _predict(metrics.compiled_forward(model), run), None
 
 
 def _fine_tune(run: _Run, row: BenchRow, model: Any) -> None:
@@ -204,6 +211,7 @@ def _measure(
     strategy: Any,
     log_dir: Path | None,
     keep: Keep | None,
+    predictions: Path | None = None,
 ) -> None:
     """Fill `row` as each step finishes, so a failure keeps what was measured before it;
     then hand the trained classifier and its metadata to `keep`."""
@@ -224,7 +232,9 @@ def _measure(
         extractor = feature_extractor(spec, weights)
     run = _Run(spec, dataset, settings, progress, strategy, weights, extractor, tuple(callbacks))
     phase1 = _head_end_to_end if settings.augment else _head_on_cached_features
-    model, probabilities = phase1(run, row)
+    model, probabilities, validation = phase1(run, row)
+    if validation is not None and predictions is not None:  # what the ensemble is made of
+        ensemble.Predictions(validation.folds, validation.probabilities, probabilities).save(predictions)
     forward = metrics.compiled_forward(model)
     test_y = np.asarray(dataset.test.labels)
     row.top1_frozen = metrics.top_k_accuracy(probabilities, test_y, 1)
@@ -243,11 +253,15 @@ def _measure(
     row.confusion_matrix = confusion.tolist()
     row.params = extractor.count_params()  # the backbone's, comparable across heads and datasets
     row.trainable_params = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
-    batch = next(iter(image_batches(dataset.test.files, spec.input_size, settings.batch_size, spec.interpolation)))
+    test_images = decoded_batches(dataset.test.files, spec.input_size, settings.batch_size, spec.interpolation)
+    batch = next(iter(test_images)).astype(np.float32)  # decoded already, by the test split's extraction
     row.images_per_sec = metrics.throughput(forward, batch, settings.throughput_batches, progress)
     row.latency_ms_p50, row.latency_ms_p95 = metrics.latency_ms(forward, batch[:1], settings.latency_runs, progress)
     progress("counting FLOPs", 0, 1)
-    row.flops_per_image = metrics.flops_per_image(model)
+    count_flops = lambda: metrics.flops_per_image(model)  # noqa: E731
+    # FLOPs depend on the architecture alone: counted once per architecture, kept in the cache.
+    digest = features.architecture_digest(model) if settings.cache else ""
+    row.flops_per_image = features.remembered("flops", digest, count_flops) if digest else count_flops()
     if log_dir is not None:
         board.finish(log_dir, row)
     if keep is not None:
@@ -265,20 +279,34 @@ def bench_backbone(
     strategy: Any = None,
     log_dir: Path | None = None,
     keep: Keep | None = None,
+    predictions: Path | None = None,
 ) -> BenchRow:
     """Train and measure one backbone; any failure becomes a failed row with a one-line error.
     `keep` receives the trained classifier and its metadata (zoo.export.metadata)."""
     row = BenchRow.start(spec, settings, settings_fingerprint(spec, dataset, settings))
     start = time.perf_counter()
+    strategy = strategy or distributed.make_strategy("default")
     try:
         with metrics.PeakMemory() as memory:
-            _measure(row, spec, dataset, settings, progress, strategy or make_strategy("default"), log_dir, keep)
+            _measure(row, spec, dataset, settings, progress, strategy, log_dir, keep, predictions)
         row.peak_rss_mb = memory.peak_bytes / 2**20
         row.status = "ok"
     except Exception as exc:  # one backbone failing must not stop the bench
+        lost = distributed.lost_worker(exc)
+        if lost is not None:  # but a lost worker stops them all: their collectives are broken
+            raise lost from None
         row.error = one_line(exc)
+        row.traceback = "".join(traceback.format_exception(exc))
     row.finish(time.perf_counter() - start)
     return row
+
+
+def release_models() -> None:
+    """Free what the last backbone built (Keras' global state, its models and traced graphs),
+    so memory does not grow from one backbone to the next in `--all`."""
+    import keras
+
+    keras.backend.clear_session(free_memory=True)
 
 
 def _keeper(out_dir: Path, spec: BackboneSpec, settings: BenchSettings, classifiers: dict | None) -> Keep:
@@ -304,45 +332,85 @@ def run_bench(
     progress: Progress = no_progress,
     finished: Callable[[dict, bool], None] = lambda row, reused: None,
     classifiers: dict[str, Any] | None = None,
+    shard: Shard | None = None,
+    strategy: Any = None,
+    ensemble_size: int = 3,
 ) -> list[dict]:
     """Bench `specs` one after another, writing the results after each, so Ctrl-C loses only
     the backbone in flight. Steps are reported as "BACKBONE: step". With `resume`, finished rows
     of the same settings are kept as they are; rows of backbones not benched now stay in the file too.
+    `shard` (the part of a sweep these specs are) is recorded for `zoo report --merge`.
 
     Each trained classifier is saved under `out_dir/models/BACKBONE/` (zoo.export.save_trained)
-    and, given a `classifiers` dict, also put in it by backbone name."""
+    and, given a `classifiers` dict, also put in it by backbone name.
+
+    With several workers each benches every backbone, doing its share of the work (zoo.distributed);
+    only the chief reads and writes `out_dir` (results, TensorBoard, models), and it decides what
+    --resume keeps.
+    """
     from zoo import report
 
-    strategy = make_strategy(settings.strategy)
-    meta = {
+    if ensemble_size:
+        ensemble.validate_ensemble_size(ensemble_size)
+    if settings.folds:  # a --folds too large for train/ fails now, not in every row
+        stratified_folds(dataset.train.labels, settings.folds, settings.seed)
+
+    strategy = strategy or distributed.make_strategy(settings.strategy)
+    chief = distributed.is_chief(strategy)
+    meta: dict[str, Any] = {
         **report.provenance(),
         "environment": {
             **metrics.environment(),
             "strategy": settings.strategy,
             "replicas": strategy.num_replicas_in_sync,
+            "workers": distributed.worker(strategy)[1],
         },
         "dataset": {
             "root": str(dataset.root),
             "classes": list(dataset.class_names),
             "train_images": len(dataset.train),
             "test_images": len(dataset.test),
+            "fingerprint": data_fingerprint(dataset.root, dataset.train.files + dataset.test.files),
             "test_labels": [int(label) for label in dataset.test.labels],
         },
     }
-    earlier = report.read_results(out_dir)["backbones"] if resume and (out_dir / "results.json").is_file() else []
+    if shard is not None:
+        meta["shard"] = asdict(shard)
+    same_work = [[spec.name for spec in specs], {**meta["dataset"], "root": None}, result_settings(asdict(settings))]
+    distributed.agree(strategy, "backbones, data or settings", json.dumps(same_work, sort_keys=True))
+    resumed = resume and chief and (out_dir / "results.json").is_file()
+    earlier = report.read_results(out_dir)["backbones"] if resumed else []
     names = {spec.name for spec in specs}
-    rows = [row for row in earlier if row.get("backbone") not in names]
+    rows = [row for row in earlier if row.get("backbone") not in names and row.get("kind") != ensemble.KIND]
+    benched: list[dict] = []
     finished_before = {row["backbone"]: row for row in earlier if row.get("status") == "ok"}
-    for spec in specs:
-        before = finished_before.get(spec.name)
-        if before and before.get("settings_fingerprint") == settings_fingerprint(spec, dataset, settings):
-            rows.append(before)
-            finished(before, True)
+    reusable = [
+        spec.name in finished_before
+        and finished_before[spec.name].get("settings_fingerprint") == settings_fingerprint(spec, dataset, settings)
+        for spec in specs
+    ]
+    for spec, reuse in zip(specs, distributed.chief_says(strategy, reusable)):
+        if reuse:
+            if chief:
+                rows.append(finished_before[spec.name])
+                benched.append(finished_before[spec.name])
+                finished(finished_before[spec.name], True)
             continue
-        log_dir = out_dir / "tensorboard" / spec.name
-        keep = _keeper(out_dir, spec, settings, classifiers)
-        row = bench_backbone(spec, dataset, settings, prefixed(progress, spec.name), strategy, log_dir, keep).to_dict()
+        log_dir = out_dir / "tensorboard" / spec.name if chief else None
+        keep = _keeper(out_dir, spec, settings, classifiers) if chief else None
+        predictions = ensemble.predictions_path(out_dir, spec.name) if chief else None
+        if predictions is not None:
+            predictions.unlink(missing_ok=True)  # a row's predictions are its own or none
+        step = prefixed(progress, spec.name)
+        row = bench_backbone(spec, dataset, settings, step, strategy, log_dir, keep, predictions).to_dict()
+        benched.append(row)
+        release_models()
         rows.append(row)
-        report.write_results(out_dir, rows, {**meta, "finished_at": report.now()})
+        if chief:
+            report.write_results(out_dir, rows, {**meta, "finished_at": report.now()})
         finished(row, False)
+    combined = ensemble.build(benched, out_dir, dataset, settings, ensemble_size) if ensemble_size and chief else None
+    if combined is not None:
+        rows.append(combined)
+        report.write_results(out_dir, rows, {**meta, "finished_at": report.now()})
     return rows

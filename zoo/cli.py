@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperGroup
 
-from zoo import config, plugin_manager, weights
+from zoo import config, distributed, download, plugin_manager, weights
 from zoo.errors import ZooError, one_line
 from zoo.progress import Progress as StepProgress
 from zoo.progress import prefixed
@@ -72,11 +74,25 @@ class _OneLineErrors(TyperGroup):
             raise typer.Exit(1) from None
 
 
+#: The environment variables zoo reads, for `zoo --help`.
+ENVIRONMENT = {
+    "ZOO_PLUGINS": "plugin files or folders to load too, separated by ':'",
+    "ZOO_LOAD_PLUGINS": "load only these plugins (comma-separated names)",
+    "ZOO_DISABLE_PLUGINS": "skip these plugins (comma-separated names)",
+    "ZOO_CACHE_DIR": "zoo's cache folder (default ~/.cache/zoo)",
+    "ZOO_WEIGHTS_DIR": "a folder of weights files, looked in before the Keras cache",
+    "ZOO_MIRROR": "a base URL to download weights from first",
+    "ZOO_DOWNLOAD_TIMEOUT": "seconds a download may wait on the server",
+    "KERAS_HOME": "Keras' folder; weights are cached in its models/",
+    "TFHUB_CACHE_DIR": "where TF Hub models are cached",
+}
+
 app = typer.Typer(
     cls=_OneLineErrors,
     help="Which pretrained backbone is best for my data, and at what cost?",
     epilog="Exit codes: 0 done; 1 a backbone failed, or an unexpected error (a bug: please report it); "
-    "2 bad input or usage, with one line saying how to fix it; 130 interrupted (Ctrl-C).",
+    "2 bad input or usage, with one line saying how to fix it; 130 interrupted (Ctrl-C).\n\nEnvironment variables:\n\n"
+    + "\n\n".join(f"{name}: {text}" for name, text in ENVIRONMENT.items()),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -85,6 +101,13 @@ PIPE_WIDTH = 250
 out = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else PIPE_WIDTH)
 _debug = False
+#: `--plugin PATH`, taken before the command (`zoo --plugin X list`) and after it (`zoo list --plugin X`).
+PLUGIN_OPTION = typer.Option([], "--plugin", help="Load a plugin file or folder too (repeatable).")
+
+
+def _add_plugins(paths: list[Path]) -> None:
+    for path in paths:
+        plugin_manager.add_plugin_path(str(path))
 
 
 def _version(value: bool) -> None:
@@ -97,14 +120,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    plugin: list[Path] = typer.Option([], "--plugin", help="Load a plugin file or folder too."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    plugin: list[Path] = PLUGIN_OPTION,
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks, and TensorFlow's own log."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print zoo's version."),
 ) -> None:
     global _debug
     _debug = debug
-    for path in plugin:
-        plugin_manager.add_plugin_path(str(path))
+    if not debug:  # TensorFlow's C++ log (oneDNN notices, decoder complaints) is noise to users
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    _add_plugins(plugin)
 
 
 def _catalog_rows() -> list[dict]:
@@ -118,9 +142,11 @@ def _warn_broken() -> None:
     catalog = plugin_manager.catalog()
     for info in catalog.plugins:
         if info.error:
+            if _debug:
+                err.print(info.traceback, markup=False, highlight=False, end="")
             err.print(
-                f"[yellow]plugin {info.name} is broken: {escape(info.error)}; fix or uninstall it, "
-                f"or set ZOO_DISABLE_PLUGINS={info.name}[/]",
+                f"[yellow]plugin {escape(info.name)} is broken: {escape(info.error)}; fix or uninstall it, "
+                f"or set ZOO_DISABLE_PLUGINS={escape(info.name)}[/]",
                 soft_wrap=True,
             )
     for name, claimants in catalog.conflicts.items():
@@ -147,11 +173,16 @@ _LIST_COLUMNS = [
 
 def _list_cells(row: dict) -> dict:
     state, _, origin = row["weights_status"].partition(" (")
-    return {**row, "params": f"{row['params'] / 1e6:.1f}M", "weights": state, "weights_from": origin.rstrip(")") or "-"}
+    from zoo.report import readable_count
+
+    weights_from = origin.rstrip(")") or "-"
+    return {**row, "params": readable_count(row["params"]), "weights": state, "weights_from": weights_from}
 
 
 @app.command("list")
-def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def list_command(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."), plugin: list[Path] = PLUGIN_OPTION
+) -> None:
     """Every backbone the installed plugins provide (does not import TensorFlow).
 
     \b
@@ -159,6 +190,7 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.
       zoo list
       zoo list --json | jq -r '.[].name'
     """
+    _add_plugins(plugin)
     rows = _catalog_rows()
     if as_json:
         out.print_json(json.dumps(rows))
@@ -177,6 +209,7 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.
 def info(
     name: str = typer.Argument(..., help="A backbone (see `zoo list`)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    plugin: list[Path] = PLUGIN_OPTION,
 ) -> None:
     """Everything zoo knows about one backbone.
 
@@ -185,6 +218,7 @@ def info(
       zoo info efficientnet_lite0
       zoo info mobilenet_v2 --json
     """
+    _add_plugins(plugin)
     spec = plugin_manager.catalog().get(name)
     fields = {**spec.to_dict(), "weights_status": weights.status(spec)}
     if as_json:
@@ -199,18 +233,21 @@ def info(
 
 
 @app.command()
-def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def plugins(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."), plugin: list[Path] = PLUGIN_OPTION
+) -> None:
     """Installed plugins: name, version, hooks, and why a broken one failed."""
+    _add_plugins(plugin)
     infos = plugin_manager.catalog().plugins  # calling the hooks may mark more plugins broken
     if as_json:
-        out.print_json(json.dumps([vars(info) for info in infos]))
+        out.print_json(json.dumps([{k: v for k, v in vars(info).items() if k != "traceback"} for info in infos]))
         return
     table = Table(title="zoo plugins")
     for header in ("Name", "Version", "Origin", "Hooks", "Status"):
         table.add_column(header)
     for info in infos:
         status = f"[red]broken: {escape(info.error)}[/]" if info.error else "ok"
-        table.add_row(info.name, info.version, info.origin, ", ".join(info.hooks), status)
+        table.add_row(escape(info.name), escape(info.version), escape(info.origin), ", ".join(info.hooks), status)
     out.print(table)
 
 
@@ -230,7 +267,7 @@ def new_plugin(
 
     files = scaffold.new_plugin(name, directory)
     for path in files:
-        out.print(f"created {path}")
+        out.print(f"created {path}", markup=False, highlight=False)
     out.print(
         f"\nNext:\n  cd {files[0].parent}\n  pip install -e '.[test]'\n  pytest\n"
         f"  zoo bench {scaffold.identifier(name)} --epochs 1\n"
@@ -314,6 +351,27 @@ def bench(
         False, "--resume", help="Skip backbones already finished in --out with these settings."
     ),
     strategy: str = typer.Option("default", help="tf.distribute strategy: default, mirrored or multiworker."),
+    worker_timeout: float = typer.Option(
+        distributed.DEFAULT_TIMEOUT,
+        "--worker-timeout",
+        help="Seconds a multiworker step waits for the other workers before all stop (see docs/scale.md).",
+    ),
+    shard_text: str | None = typer.Option(
+        None,
+        "--shard",
+        metavar="I/N",
+        help="Bench only the I-th of N interleaved parts of the backbones, for one job of N (see docs/scale.md).",
+    ),
+    folds: int | None = typer.Option(
+        None,
+        help="k of the k-fold cross-validation on train/ behind val_top1 and the ensemble "
+        "(default: 5; 0: none) [--mode features].",
+    ),
+    ensemble_size: int = typer.Option(3, help="Most backbones in the ensemble row, chosen on validation."),
+    make_ensemble: bool = typer.Option(
+        True, "--ensemble/--no-ensemble", help="Add the ensemble row after the backbones."
+    ),
+    plugin: list[Path] = PLUGIN_OPTION,
 ) -> None:
     """Benchmark backbones on one dataset and print the comparison table.
 
@@ -323,14 +381,18 @@ def bench(
       zoo bench --all --data photos/ --epochs 5 --no-mirror    # the course's recipe
       zoo bench --all --json > results.json                     # CI: the results document
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _add_plugins(plugin)
     from zoo.bench import BenchSettings
     from zoo.data import load_dataset, skipped_summary
-    from zoo.report import random_weights, ranked, read_results, results_lock
+    from zoo.ensemble import validate_ensemble_size
+    from zoo.report import ranked, read_results, results_lock
     from zoo.sample_data import sample_dataset
+    from zoo.sweep import Shard
 
     if importlib.util.find_spec("tensorflow") is None:  # an extra: users choose its build
         raise ZooError("TensorFlow is not installed; pip install 'zoo[cpu]' (or 'zoo[gpu]')")
+    _import_tensorflow()
+    download.timeout_seconds()  # a bad ZOO_DOWNLOAD_TIMEOUT is said now, not as a silent fallback later
     settings = BenchSettings.from_config(
         epochs=epochs,
         batch_size=batch_size,
@@ -343,8 +405,13 @@ def bench(
         strategy=strategy,
         cache=cache,
         mirror=mirror,
+        folds=folds,
     )
     settings.validate()
+    validate_ensemble_size(ensemble_size)
+    ensemble_size = ensemble_size if make_ensemble else 0
+    if not worker_timeout > 0:
+        raise ZooError(f"--worker-timeout {worker_timeout}: it must be above 0 seconds")
     catalog = plugin_manager.catalog()
     if source not in (None, "hub", "keras"):
         raise ZooError(f"--source {source}: use hub or keras")
@@ -354,25 +421,40 @@ def bench(
         specs = [catalog.get(hub_variants.variant_name(name, source)) for name in names]
     else:
         raise ZooError("name the backbones to bench (see `zoo list`) or use --all")
+    shard = Shard.parse(shard_text) if shard_text is not None else None
+    if shard is not None:
+        specs = shard.select(specs)
     weights.validate_weights_mode(settings.weights, len(specs))
     _warn_broken()
+    cluster = distributed.make_strategy(settings.strategy, worker_timeout)  # before any other TF work
+    chief = distributed.is_chief(cluster)
     if data is None:
         data = sample_dataset()
         err.print(
             "[cyan]No --data given: using zoo's embedded sample dataset (10 classes of shapes in clutter). "
             "Point --data at a folder with train/<class>/ and test/<class>/ for real answers.[/]"
         )
-    out_dir = out_dir or Path("zoo-results") / Path(data).expanduser().resolve().name
+    if out_dir is None:
+        out_dir = Path("zoo-results") / Path(data).expanduser().resolve().name
+        if shard is not None:
+            out_dir /= shard.folder_name()
     # Held until the command ends: an unwritable or busy --out fails now, before any work.
-    ctx.with_resource(results_lock(out_dir))
+    if chief:  # the other workers write nothing into --out
+        ctx.with_resource(results_lock(out_dir))
+        if resume and (out_dir / "results.json").is_file():
+            read_results(out_dir)  # damaged rows are refused now, not after the image check
     with _progress() as progress:
         task = progress.add_task("checking images", total=None)
         dataset = load_dataset(data, _bar(progress, task))
     if dataset.skipped:
         err.print(f"[yellow]{escape(skipped_summary(dataset))}[/]", highlight=False, soft_wrap=True)
+    nested = f" ({dataset.nested} of them in subfolders of class folders)" if dataset.nested else ""
     err.print(
         f"{len(dataset.class_names)} classes, {len(dataset.train)} train and "
-        f"{len(dataset.test)} test images from {dataset.root}"
+        f"{len(dataset.test)} test images from {dataset.root}{nested}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )
 
     if augment:
@@ -380,14 +462,15 @@ def bench(
             "[cyan]--augment: every epoch shows the base new images, so features are not cached; "
             "training runs end to end (slower).[/]"
         )
-    rows = bench_with_progress(specs, dataset, settings, out_dir, resume=resume)
+    rows = bench_with_progress(
+        specs, dataset, settings, out_dir, resume=resume, shard=shard, strategy=cluster, ensemble_size=ensemble_size
+    )
+    if not chief:
+        err.print(f"Worker {distributed.worker(cluster)[0]} done; the chief writes the results")
+        raise typer.Exit(int(any(row["status"] != "ok" for row in rows)))
     _print_results(read_results(out_dir), f"zoo bench: {dataset.root.name}", as_json, columns)
-    untrained = random_weights(rows)
-    if untrained:
-        err.print(
-            f"[bold red]RANDOM weights (no pretrained file found): {', '.join(untrained)}. "
-            "Their accuracy says nothing about transfer learning; see `zoo weights list` for how to get them.[/]"
-        )
+    _warn_random(rows)
+    _warn_params(specs, rows)
     err.print(
         escape(
             f"Results written to {out_dir}/: results.json, .csv, .md, accuracy_vs_speed.png, confusion_*.png, "
@@ -400,6 +483,7 @@ def bench(
         err.print(
             f"Best: {best['backbone']} ({best['top1']:.1%} top-1). Export it with: "
             f"zoo export {_quote(out_dir)} {best['backbone']} --format tflite",
+            markup=False,
             highlight=False,
             soft_wrap=True,
         )
@@ -413,7 +497,17 @@ def _quote(path: Path) -> str:
     return shlex.quote(str(path))
 
 
-def bench_with_progress(specs, dataset, settings, out_dir: Path, resume: bool = False, classifiers=None) -> list[dict]:
+def bench_with_progress(
+    specs,
+    dataset,
+    settings,
+    out_dir: Path,
+    resume: bool = False,
+    classifiers=None,
+    shard=None,
+    strategy=None,
+    ensemble_size: int = 3,
+) -> list[dict]:
     """run_bench with the progress bars `zoo bench` shows (zoo.bench in notebooks too)."""
     from zoo.bench import run_bench
 
@@ -430,6 +524,12 @@ def bench_with_progress(specs, dataset, settings, out_dir: Path, resume: bool = 
             if in_flight:
                 progress.remove_task(in_flight.pop())
             progress.advance(overall)
+            if row.get("feature_cache_note"):
+                err.print(
+                    f"[yellow]{row['backbone']}: {escape(row['feature_cache_note'])}[/]",
+                    highlight=False,
+                    soft_wrap=True,
+                )
             done = int(progress.tasks[overall].completed)
             # One line per backbone, so a piped log (CI) shows the bench moving on.
             err.print(f"[{done}/{len(specs)}] {escape(_finished_line(row, reused))}", highlight=False, soft_wrap=True)
@@ -444,8 +544,13 @@ def bench_with_progress(specs, dataset, settings, out_dir: Path, resume: bool = 
                 progress=report,
                 finished=finished,
                 classifiers=classifiers,
+                shard=shard,
+                strategy=strategy,
+                ensemble_size=ensemble_size,
             )
         except KeyboardInterrupt:
+            if not (out_dir / "results.json").is_file():
+                raise KeyboardInterrupt("no backbone had finished, so no results were written") from None
             raise KeyboardInterrupt(
                 f"the backbones finished so far are in {out_dir}/results.json; "
                 "run the same command with --resume to bench the rest"
@@ -462,6 +567,57 @@ def _finished_line(row: dict, reused: bool) -> str:
     return f"{row['backbone']} top-1 {row['top1'] * 100:.1f} %{weights} {row['total_seconds']:.0f} s"
 
 
+def _import_tensorflow() -> None:
+    """Import TensorFlow now, with its C++ start-up notices (oneDNN, absl), which ignore
+    TF_CPP_MIN_LOG_LEVEL, sent to /dev/null unless --debug."""
+    if _debug or "tensorflow" in sys.modules:
+        importlib.import_module("tensorflow")
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        importlib.import_module("tensorflow")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _warn_params(specs: list, rows: list[dict]) -> None:
+    """Say which spec declares a parameter count its built model does not have (zoo list shows the declared one)."""
+    built = {row["backbone"]: row.get("params") for row in rows if row["status"] == "ok"}
+    for spec in specs:
+        count = built.get(spec.name)
+        if count is not None and count != spec.params:
+            err.print(
+                f"[yellow]{escape(spec.name)}: its spec declares params={spec.params:,}, the built model has "
+                f"{count:,}; plugin {escape(spec.plugin)} should set params={count}[/]",
+                soft_wrap=True,
+            )
+
+
+def _warn_random(rows: list[dict]) -> None:
+    """Name the backbones that ran with random weights, by why: none declared, none asked for, none found."""
+    from zoo.report import random_weights
+
+    groups: dict[str, list[str]] = {}
+    for name in random_weights(rows):
+        note = next(row.get("weights_note", "") for row in rows if row["backbone"] == name)
+        if note.endswith("declares no pretrained weights"):
+            why = "their specs declare no pretrained weights"
+        elif note == "asked for no weights":
+            why = "--weights none"
+        else:
+            why = "no pretrained file found; see `zoo weights list` for how to get them"
+        groups.setdefault(why, []).append(name)
+    for why, names in groups.items():
+        err.print(
+            f"[bold red]RANDOM weights ({escape(why)}): {escape(', '.join(names))}. "
+            "Their accuracy says nothing about transfer learning.[/]"
+        )
+
+
 def _print_results(results: dict, title: str, as_json: bool, columns: str | None) -> None:
     """The comparison table fitted to the terminal (or the results.json document), the
     statistics in words, then one line per failed backbone."""
@@ -472,7 +628,9 @@ def _print_results(results: dict, title: str, as_json: bool, columns: str | None
         out.file.write(to_json(results) + "\n")
     else:
         chosen = [name for name in columns.split(",") if name.strip()] if columns else None
-        table, note = results_table(results, title=title, width=out.width if out.is_terminal else None, chosen=chosen)
+        table, note = results_table(
+            results, title=escape(title), width=out.width if out.is_terminal else None, chosen=chosen
+        )
         out.print(table)
         if note:
             err.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
@@ -480,27 +638,53 @@ def _print_results(results: dict, title: str, as_json: bool, columns: str | None
             out.print(escape(results["statistics"]["summary"]), soft_wrap=True, highlight=False)
     for row in results["backbones"]:
         if row["status"] != "ok":
-            err.print(f"[red]{row['backbone']} failed: {escape(row['error'])}[/]", highlight=False, soft_wrap=True)
+            if _debug and row.get("traceback"):
+                err.print(row["traceback"], markup=False, highlight=False, end="")
+            err.print(
+                f"[red]{escape(str(row['backbone']))} failed: {escape(str(row['error']))}[/]",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 @app.command("report")
 def report_command(
-    out_dir: Path = typer.Argument(..., help="A bench's --out folder, with results.json."),
+    folders: list[Path] = typer.Argument(..., help="A bench's --out folder, with results.json (several with --merge)."),
+    merge: bool = typer.Option(False, "--merge", help="Combine the folders' results (a sweep's shards) into --out."),
+    merged_dir: Path | None = typer.Option(None, "--out", help="Where --merge writes the combined results."),
     as_json: bool = typer.Option(False, "--json", help="Print results.json (statistics included); write nothing."),
     columns: str | None = _COLUMNS_OPTION,
     html: bool = typer.Option(
         False, "--html", help="Also write report.html: one self-contained page to open or share."
     ),
 ) -> None:
-    """Re-render the table, results.md/.csv and the plots from a saved results.json (no TensorFlow).
+    """Re-render the table, results.md/.csv and the plots from a saved results.json (no TensorFlow);
+    with --merge, combine several results folders (say, a sweep's shards) into --out first.
 
     \b
     Examples:
       zoo report zoo-results/food --html     # then open zoo-results/food/report.html
       zoo report zoo-results/food --json | jq .statistics.summary
+      zoo report --merge sweep/shard-* --out sweep/all
     """
-    from zoo.report import read_results, write_html, write_reports
+    from zoo.report import read_results, results_lock, write_html, write_reports, write_results
+    from zoo.sweep import merge as merge_folders
 
+    if merge:
+        if merged_dir is None:
+            raise ZooError("--merge needs --out MERGED, the folder for the combined results")
+        if any(folder.resolve() == merged_dir.resolve() for folder in folders):
+            raise ZooError(f"--out {merged_dir} is one of the folders to merge; give a new folder")
+        rows, meta = merge_folders(folders)
+        with results_lock(merged_dir):
+            write_results(merged_dir, rows, meta)
+        if meta["missing_shards"]:
+            err.print(f"[yellow]Shards {', '.join(meta['missing_shards'])} are missing from the merge[/]")
+        out_dir = merged_dir
+    elif len(folders) != 1 or merged_dir is not None:
+        raise ZooError("give one results folder, or combine several with --merge DIR... --out MERGED")
+    else:
+        out_dir = folders[0]
     results = read_results(out_dir)
     name = Path(results.get("dataset", {}).get("root", str(out_dir))).name
     if not as_json:
@@ -510,7 +694,7 @@ def report_command(
     _print_results(results, f"zoo bench: {name}", as_json, columns)
     if not as_json:
         written = "results.md, results.csv, the plots" + (" and report.html" if html else "")
-        err.print(f"Rewrote {out_dir}/: {written}")
+        err.print(f"{'Wrote' if merge else 'Rewrote'} {out_dir}/: {written}", markup=False, highlight=False)
 
 
 @app.command("export")
@@ -582,7 +766,7 @@ def predict_command(
     with err.status(f"loading {model}"):
         classifier = predict.load(model)
     if classifier.meta is None:
-        err.print(f"[yellow]{model} has no zoo.json beside it: classes are shown by index.[/]")
+        err.print(f"[yellow]{escape(str(model))} has no zoo.json beside it: classes are shown by index.[/]")
     with _progress() as progress:
         task = progress.add_task("checking images", total=None)
         predictions, skipped = predict.predict(classifier, list(images), top_k, _bar(progress, task))
@@ -627,35 +811,65 @@ app.add_typer(cache_app, name="cache")
 
 @cache_app.command("list")
 def cache_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Cached features: backbone, split, images, size."""
+    """Cached features: backbone, split, dataset folder, images, size, date; half-written files too."""
     from zoo import features
 
-    entries = features.entries()
+    entries, partials = features.entries(), features.partials()
     if as_json:
-        out.print_json(json.dumps(entries))
+        out.print_json(json.dumps({"entries": entries, "partial": partials}))
         return
-    table = Table(title=f"zoo feature cache ({features.cache_dir('features', create=False)})")
-    for header in ("Backbone", "Split", "Images", "Dim", "MB", "Key"):
-        table.add_column(header)
+    table = Table(title=escape(f"zoo feature cache ({features.cache_dir('features', create=False)})"))
+    for header in ("Backbone", "Split", "Dataset", "Images", "Dim", "MB", "Created"):
+        table.add_column(header, overflow="fold")
     for entry in entries:
         table.add_row(
-            entry.get("backbone", "?"),
-            entry.get("split", "?"),
-            str(entry.get("count")),
-            str(entry.get("dim")),
+            escape(str(entry.get("backbone", "?"))),
+            escape(str(entry.get("split", "?"))),
+            escape(str(entry.get("dataset") or "?"))
+            if "damaged" not in entry
+            else f"[red]damaged: {escape(entry['damaged'])}[/]",
+            str(entry.get("count", "?")),
+            str(entry.get("dim", "?")),
             f"{entry['bytes'] / 2**20:.1f}",
-            entry.get("key", ""),
+            _date(entry["created"]),
         )
     out.print(table)
     out.print(f"{len(entries)} entries, {sum(e['bytes'] for e in entries) / 2**20:.1f} MB")
+    for item in partials:
+        state = "being written" if item["running"] else "left by a killed run; the next bench removes it"
+        out.print(
+            f"partial: {escape(item['path'])} ({item['bytes'] / 2**20:.1f} MB, pid {item['pid']}, {state})",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _date(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(text: str) -> float:
+    """`30d`, `12h`, `2w`, `90m`, `45s` in seconds, or a ZooError that shows the form."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if not match:
+        raise ZooError(f"--older-than {text}: give a number and a unit (s, m, h, d or w), e.g. 30d")
+    return float(match[1]) * _UNITS[match[2]]
 
 
 @cache_app.command("clear")
-def cache_clear(backbone: str | None = typer.Option(None, help="Only this backbone's features.")) -> None:
-    """Delete cached features (all, or one backbone's); the next bench extracts them again."""
+def cache_clear(
+    backbone: str | None = typer.Option(None, help="Only this backbone's features."),
+    dataset: Path | None = typer.Option(None, help="Only the features of this dataset folder."),
+    older_than: str | None = typer.Option(None, help="Only entries older than this, e.g. 30d, 12h, 2w."),
+) -> None:
+    """Delete cached features (all, or those the options select); the next bench extracts them again."""
     from zoo import features
 
-    removed, freed = features.clear(backbone)
+    age = parse_age(older_than) if older_than is not None else None
+    removed, freed = features.clear(backbone, dataset, age)
     out.print(f"removed {removed} files, {freed / 2**20:.1f} MB")
 
 
@@ -766,3 +980,7 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("[yellow]Interrupted.[/]")
         sys.exit(130)
+    except SystemExit as done:
+        if distributed.joined:  # TensorFlow's collective threads could keep the process alive
+            distributed.exit_now(done.code if isinstance(done.code, int) else 1)
+        raise

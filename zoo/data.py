@@ -1,18 +1,27 @@
 """Image-folder datasets: `train/<class>/*` and `test/<class>/*`, as Keras' image_dataset_from_directory reads them.
 
-A folder laid out wrongly is a one-line ZooError before anything runs. Every file is checked
+A folder laid out wrongly, or one that cannot be read, is a one-line ZooError before anything
+runs. As in Keras, a class's images may sit in subfolders of its folder (hidden ones aside). Every file is checked
 up front (see zoo.images), so a stray `.DS_Store`, an empty or truncated download is skipped
 and counted, rather than crashing TensorFlow's decoder mid-epoch.
 """
 
 from __future__ import annotations
 
+import atexit
 import difflib
-from collections import Counter
+import hashlib
+import os
+from collections import Counter, OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from zoo.cache import cache_dir
 from zoo.errors import ZooError
+from zoo.features import files_fingerprint
 from zoo.images import check_files, decode
 from zoo.progress import Progress, no_progress
 
@@ -47,11 +56,23 @@ class Dataset:
     train: Split
     test: Split
     skipped: tuple[SkippedFile, ...] = ()
+    #: How many of the images sit in subfolders of their class folder.
+    nested: int = 0
+
+
+def _unreadable(exc: OSError) -> ZooError:
+    return ZooError(
+        f"cannot read {exc.filename} ({exc.strerror or exc}); fix its permissions "
+        f"(chmod -R u+rX {exc.filename!r}) or move it out of the dataset"
+    )
 
 
 def _class_folders(split_dir: Path) -> dict[str, Path]:
     """Class name → folder (symlinks followed); hidden folders such as .ipynb_checkpoints are not classes."""
-    folders = {p.name: p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    try:
+        folders = {p.name: p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    except OSError as exc:
+        raise _unreadable(exc) from None
     if not folders:
         raise ZooError(f"{split_dir} has no class folders; put images in {split_dir}/<class>/")
     return folders
@@ -78,18 +99,30 @@ def _check_layout(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     return train, test
 
 
+def _class_files(folder: Path) -> list[Path]:
+    """Every file in a class folder and its subfolders, as Keras reads them: symlinked subfolders
+    not followed (a link to a parent would never end), hidden subfolders left out."""
+
+    def fail(exc: OSError):
+        raise _unreadable(exc)
+
+    found = []
+    for parent, subfolders, files in os.walk(folder, onerror=fail):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        found += [Path(parent) / name for name in files]
+    return sorted(found)
+
+
 def load_dataset(root: str | Path, progress: Progress = no_progress) -> Dataset:
     """List and check a dataset folder, or raise a ZooError that says what is wrong with it."""
     root = Path(root).expanduser()
     train_folders, test_folders = _check_layout(root)
     class_names = tuple(sorted(train_folders))
     listing = {
-        folders[name]: sorted(p for p in folders[name].iterdir() if not p.is_dir())
-        for folders in (train_folders, test_folders)
-        for name in class_names
+        folders[name]: _class_files(folders[name]) for folders in (train_folders, test_folders) for name in class_names
     }
     verdicts = check_files(root, [path for files in listing.values() for path in files], progress)
-    splits = []
+    splits, nested = [], 0
     for folders in (train_folders, test_folders):
         files, labels = [], []
         for label, name in enumerate(class_names):
@@ -100,10 +133,11 @@ def load_dataset(root: str | Path, progress: Progress = no_progress) -> Dataset:
                     "add some, or remove this class from both train/ and test/"
                 )
             files += images
+            nested += sum(Path(image).parent != folders[name] for image in images)
             labels += [label] * len(images)
         splits.append(Split(tuple(files), tuple(labels)))
     skipped = tuple(SkippedFile(str(path), reason) for path, reason in verdicts.items() if reason)
-    return Dataset(root, class_names, splits[0], splits[1], skipped)
+    return Dataset(root, class_names, splits[0], splits[1], skipped, nested)
 
 
 def _skip_note(files: list[Path], verdicts: dict[Path, str]) -> str:
@@ -125,12 +159,20 @@ def skipped_summary(dataset: Dataset, examples: int = 2) -> str:
 
 
 def image_batches(files: tuple[str, ...], size: int, batch_size: int, interpolation: str = "bilinear"):
-    """A tf.data pipeline of float32 0..255 RGB images resized to size×size, in file order."""
+    """A tf.data pipeline of float32 RGB images resized to size×size, in file order; no batch
+    is larger than `files`.
+
+    Pixels are rounded to whole values in 0..255, as a resized uint8 image holds them, so these
+    batches and the decoded images `decoded_batches` shares are the same numbers.
+    """
     import tensorflow as tf
+
+    batch_size = max(1, min(batch_size, len(files)))
 
     def load(path):
         image = tf.cast(decode(tf.io.read_file(path)), tf.float32)
-        return tf.image.resize(image, (size, size), method=interpolation)
+        resized = tf.image.resize(image, (size, size), method=interpolation)
+        return tf.clip_by_value(tf.round(resized), 0.0, 255.0)
 
     return (
         tf.data.Dataset.from_tensor_slices(list(files))
@@ -140,15 +182,104 @@ def image_batches(files: tuple[str, ...], size: int, batch_size: int, interpolat
     )
 
 
+#: Images decoded by `decoded_batches` in this process (each file once per size, ideally).
+decoded_count = 0
+
+#: Decoded splits kept in memory, least recently used first: key → uint8 array.
+_in_memory: OrderedDict[str, np.ndarray] = OrderedDict()
+
+
+def decode_budget() -> int:
+    """Bytes of decoded images kept in memory (`$ZOO_DECODE_BUDGET_MB`, default 512); a split
+    larger than that is kept on disk instead."""
+    try:
+        return int(float(os.environ.get("ZOO_DECODE_BUDGET_MB", "512")) * 2**20)
+    except ValueError:
+        raise ZooError("ZOO_DECODE_BUDGET_MB must be a number of megabytes, e.g. 512") from None
+
+
+def _decoded_key(files: tuple[str, ...], size: int, interpolation: str) -> str:
+    return hashlib.sha256(f"{files_fingerprint(files)}:{size}:{interpolation}".encode()).hexdigest()[:24]
+
+
+def _on_disk(key: str) -> Path:
+    return cache_dir("decoded") / f"{key}.npy"
+
+
+def _read_rows(path: Path, count: int, shape: tuple[int, ...], batch_size: int) -> Iterator[np.ndarray]:
+    """Batches of rows from a .npy file by plain reads, not a memory map, so what was read does
+    not stay in this process's resident memory."""
+    row_bytes = int(np.prod(shape))
+    with open(path, "rb") as handle:
+        np.lib.format.read_magic(handle)
+        np.lib.format.read_array_header_1_0(handle)
+        for start in range(0, count, batch_size):
+            rows = min(batch_size, count - start)
+            data = np.frombuffer(handle.read(rows * row_bytes), dtype=np.uint8)
+            yield data.reshape(rows, *shape)
+
+
+def decoded_batches(
+    files: tuple[str, ...], size: int, batch_size: int, interpolation: str = "bilinear"
+) -> Iterator[np.ndarray]:
+    """uint8 batches of the files decoded and resized to size×size, in file order.
+
+    Each file is decoded once per (size, interpolation) in a process: the first pass keeps what
+    it decodes (in memory within `decode_budget()`, else in a file under the cache's `decoded/`
+    folder, removed when the process ends) and every later pass (the mirror view, the next
+    backbone of the same input size) reads it back.
+    """
+    global decoded_count
+    files = tuple(files)
+    key = _decoded_key(files, size, interpolation)
+    shape = (size, size, 3)
+    if key in _in_memory:
+        _in_memory.move_to_end(key)
+        array = _in_memory[key]
+        for start in range(0, len(files), batch_size):
+            yield array[start : start + batch_size]
+        return
+    if _on_disk(key).is_file():
+        yield from _read_rows(_on_disk(key), len(files), shape, batch_size)
+        return
+    nbytes = len(files) * int(np.prod(shape))
+    budget = decode_budget()
+    if nbytes <= budget:
+        while _in_memory and sum(a.nbytes for a in _in_memory.values()) + nbytes > budget:
+            _in_memory.popitem(last=False)
+        target: np.ndarray = np.empty((len(files), *shape), np.uint8)
+        partial = None
+    else:
+        partial = _on_disk(key).with_suffix(f".{os.getpid()}.partial")
+        atexit.register(_on_disk(key).unlink, missing_ok=True)
+        target = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(files), *shape))
+    done = 0
+    try:
+        for batch in image_batches(files, size, batch_size, interpolation):
+            rows = np.asarray(batch).astype(np.uint8)
+            decoded_count += len(rows)
+            target[done : done + len(rows)] = rows
+            done += len(rows)
+            yield rows
+        if partial is None:
+            _in_memory[key] = target
+        else:
+            del target  # a memory map: closing it writes it out
+            os.replace(partial, _on_disk(key))
+    finally:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
+
+
 def labeled_batches(split: Split, size: int, batch_size: int, seed: int, interpolation: str = "bilinear"):
     """(images, labels) batches for end-to-end training: shuffled once globally by the seed,
     reshuffled locally every epoch, so no more than a few batches of decoded images are held."""
-    import numpy as np
     import tensorflow as tf
 
     order = np.random.default_rng(seed).permutation(len(split))
     files = tuple(split.files[i] for i in order)
     labels = np.asarray(split.labels)[order]
+    batch_size = max(1, min(batch_size, len(split)))
     images = image_batches(files, size, batch_size, interpolation).unbatch()
     pairs = tf.data.Dataset.zip((images, tf.data.Dataset.from_tensor_slices(labels)))
     pairs = pairs.apply(tf.data.experimental.assert_cardinality(len(split)))  # lost by unbatch()

@@ -2,21 +2,27 @@
 
 A frozen base maps the same image to the same features every epoch and every bench, so zoo runs
 it once per split and streams the result, batch by batch, into a `.npy` file under
-`cache_dir("features")`. The key names everything the features depend on (backbone, source,
-weights, preprocessing, image size, and each file's path, size and mtime), so a second bench of
-the same backbone and data reads the array back instead of running the base again.
+`cache_dir("features")`. The key names what the features are, not where they came from: the
+built extractor's architecture, the content of its weights, the preprocessing as it computes,
+zoo's and the plugin's versions, the image size and resize method, and each data file's path,
+size and mtime. Editing a builder, a preprocessing callable or a weights file is a miss; nothing
+else is. Each entry records a checksum of its array, so a damaged one is found on load and
+recomputed rather than served.
 
 Nothing here imports TensorFlow: `zoo cache list|clear` stays instant.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +31,11 @@ from zoo.cache import cache_dir
 from zoo.progress import Progress, no_progress
 
 #: Bump when the layout or the meaning of cached arrays changes: old entries stop matching.
-FORMAT = 1
+FORMAT = 2
+
+
+class DamagedEntry(Exception):
+    """A cache entry that exists but cannot be trusted; the message says why in a few words."""
 
 
 def files_fingerprint(files: Iterable[str]) -> str:
@@ -37,12 +47,133 @@ def files_fingerprint(files: Iterable[str]) -> str:
     return digest.hexdigest()
 
 
-def weights_identity(path: str | None, seed: int) -> str:
-    """What the base's weights are: a file by path, size and mtime, or random init from `seed`."""
+@functools.cache
+def _file_sha256(path: str, size: int, mtime_ns: int, ctime_ns: int) -> str:
+    """A file's content hash, computed once per process for each version of the file (any write
+    changes its ctime, which unlike mtime cannot be set back)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_identity(path: str | None, seed: int, pinned: tuple[str, str] | None = None) -> str:
+    """What the base's weights are, by content: the pinned hash of a verified file (free), else
+    the file's sha256; a SavedModel folder by its files' names and sizes; random init by `seed`."""
     if path is None:
         return f"random:seed={seed}"
-    stat = os.stat(path)
-    return f"file:{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns}"
+    if pinned is not None:
+        return f"{pinned[0]}:{pinned[1]}"
+    target = Path(path)
+    if target.is_dir():
+        listing = sorted(
+            f"{item.relative_to(target)}:{item.stat().st_size}" for item in target.rglob("*") if item.is_file()
+        )
+        return "folder:" + hashlib.sha256("\n".join(listing).encode()).hexdigest()
+    stat = target.stat()
+    return "sha256:" + _file_sha256(str(target.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def _layers(model) -> list:
+    """Every layer of `model` and of the models nested in it, in a stable order."""
+    found = []
+    for layer in getattr(model, "layers", []):
+        found.append(layer)
+        found += _layers(layer)
+    return found
+
+
+def architecture_digest(model) -> str:
+    """A hash of what `model` computes as configured: its (nested) config and its weights'
+    shapes, with layer names replaced by their position, so Keras' automatic names
+    (`conv2d_7` on the second build in a process) do not change it."""
+    positions = {layer.name: f"#{index}" for index, layer in enumerate(_layers(model))}
+    positions[model.name] = "#model"
+
+    def canonical(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: canonical(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [canonical(item) for item in value]
+        if isinstance(value, str):
+            return positions.get(value, value)
+        return value
+
+    try:
+        config: Any = canonical(model.get_config())
+    except Exception:  # a model that cannot describe itself: its layers' kinds and order
+        config = [type(layer).__qualname__ for layer in _layers(model)]
+    shapes = [[str(weight.dtype), list(weight.shape)] for weight in model.weights]
+    text = json.dumps([config, shapes], sort_keys=True, default=repr)
+    text = re.sub(r" at 0x[0-9a-fA-F]+", "", text)  # object addresses change from run to run
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _code_digest(code, digest) -> None:
+    """Feed what a code object computes (its bytecode, constants and names, nested code too)
+    into `digest`; file names and line numbers are left out, so moving a function is no change."""
+    digest.update(code.co_code)
+    digest.update(repr(code.co_names).encode())
+    for constant in code.co_consts:
+        if hasattr(constant, "co_code"):
+            _code_digest(constant, digest)
+        else:
+            digest.update(repr(constant).encode())
+
+
+def preprocessing_identity(preprocessing: str | Callable) -> str:
+    """The preprocessing as it computes: a named kind as itself, a callable by its code (and the
+    simple values its closure holds), so editing its body is a cache miss."""
+    if not callable(preprocessing):
+        return preprocessing
+    function = preprocessing
+    digest = hashlib.sha256()
+    while isinstance(function, functools.partial):
+        digest.update(repr((function.args, sorted(function.keywords.items()))).encode())
+        function = function.func
+    code = getattr(function, "__code__", None) or getattr(type(function).__call__, "__code__", None)
+    if code is None:  # a builtin or C function: its name is all there is
+        return f"callable:{getattr(function, '__qualname__', repr(function))}"
+    _code_digest(code, digest)
+    for cell in getattr(function, "__closure__", None) or ():
+        contents = cell.cell_contents
+        if isinstance(contents, (int, float, str, bytes, bool, tuple)):
+            digest.update(repr(contents).encode())
+    return "callable:" + digest.hexdigest()
+
+
+def identity(spec, extractor, weights, seed: int) -> dict:
+    """Everything besides the image files that a frozen base's features depend on (see the
+    module docstring); `weights` is the zoo.weights.ResolvedWeights it was built with."""
+    from zoo import plugin_manager
+
+    versions = {info.name: info.version for info in plugin_manager.plugin_manager()[1]}
+    pinned = spec.weights.pinned_hash if spec.weights is not None and weights.label not in ("file", "hub") else None
+    return {
+        "backbone": spec.name,
+        "source": spec.source,
+        "reference": spec.reference,
+        "plugin": f"{spec.plugin} {versions.get(spec.plugin, '')}",
+        "zoo": versions.get("zoo.sources", ""),
+        "architecture": architecture_digest(extractor),
+        "weights": weights_identity(weights.path, seed, pinned),
+        "preprocessing": preprocessing_identity(spec.preprocessing),
+        "input_size": spec.input_size,
+        "interpolation": spec.interpolation,
+    }
+
+
+def remembered(what: str, key: str, compute: Callable[[], Any]) -> Any:
+    """A measurement that depends only on what `key` names (e.g. a model's FLOPs on its
+    architecture digest), computed once and kept beside the features as JSON."""
+    path = cache_dir("features", "measures") / f"{what}-{key[:24]}.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["value"]
+    except (OSError, ValueError, KeyError, TypeError):  # not measured yet, or a damaged record
+        value = compute()
+        atomic.write_text(path, json.dumps({"value": value}))
+        return value
 
 
 def feature_key(identity: dict, files: Iterable[str]) -> str:
@@ -57,15 +188,90 @@ def _paths(backbone: str, split: str, key: str) -> tuple[Path, Path]:
     return folder / f"{stem}.npy", folder / f"{stem}.json"
 
 
-def load(backbone: str, split: str, key: str) -> np.ndarray | None:
-    """The cached features for this key, memory-mapped read-only, or None when there are none."""
+def checksum(array: np.ndarray) -> str:
+    """The sha256 of an array's float32 rows, read a block of rows at a time."""
+    digest = hashlib.sha256()
+    step = max(1, (1 << 24) // max(1, array[0].nbytes if len(array) else 1))
+    for start in range(0, len(array), step):
+        digest.update(np.ascontiguousarray(array[start : start + step], dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def _read_meta(path: Path) -> dict:
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(record, dict):
+        raise ValueError(f"its record is {type(record).__name__}, not an object")
+    return record
+
+
+def load(backbone: str, split: str, key: str, shape: tuple[int, int] | None = None) -> np.ndarray | None:
+    """The cached features for this key, memory-mapped read-only, or None when there are none.
+
+    Raises DamagedEntry (and deletes the entry, so the next store replaces it) when the entry is
+    unreadable, not of `shape`, or not what was written (its checksum differs).
+    """
     array_path, meta_path = _paths(backbone, split, key)
     if not (array_path.is_file() and meta_path.is_file()):
         return None
     try:
-        return np.load(array_path, mmap_mode="r")
-    except (OSError, ValueError):  # a damaged entry is a miss; the next store replaces it
-        return None
+        record = _read_meta(meta_path)
+        array = np.load(array_path, mmap_mode="r")
+        if array.ndim != 2 or (shape is not None and array.shape != tuple(shape)):
+            expected = f"({shape[0]}, {shape[1]})" if shape is not None else "2 dimensions"
+            raise ValueError(f"it holds features of shape {array.shape}, expected {expected}")
+        if record.get("checksum") != checksum(array):
+            raise ValueError("its checksum does not match: the file was overwritten or garbled")
+    except (OSError, ValueError) as exc:
+        array_path.unlink(missing_ok=True)
+        meta_path.unlink(missing_ok=True)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DamagedEntry(f"damaged feature cache entry {array_path.name} ({reason}); recomputed") from None
+    return array
+
+
+def _partial_path(destination: Path) -> Path:
+    return destination.with_name(f".{destination.name}.{os.getpid()}.partial")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def partials() -> list[dict]:
+    """The half-written entries in the cache: path, size, the writing process and whether it
+    still runs (a `.partial` of a process that is gone was left by a killed run)."""
+    found = []
+    for path in cache_dir("features", create=False).glob(".*.partial"):
+        pid_text = path.name.rsplit(".", 2)[-2]
+        pid = int(pid_text) if pid_text.isdigit() else 0
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        found.append(
+            {
+                "path": str(path),
+                "pid": pid,
+                "running": pid > 0 and _pid_alive(pid),
+                "bytes": stat.st_size,
+                "created": stat.st_mtime,
+            }
+        )
+    return found
+
+
+def remove_stale_partials() -> int:
+    """Delete the `.partial` files whose process is gone; returns how many."""
+    stale = [Path(item["path"]) for item in partials() if not item["running"]]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
 
 
 def extract(
@@ -82,7 +288,7 @@ def extract(
     Memory holds one batch at a time. The file appears only when complete (temp + rename), so an
     interrupted extraction never leaves a cache entry that looks valid.
     """
-    partial = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
+    partial = _partial_path(destination)
     try:
         array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(count, dim))
         done = 0
@@ -102,42 +308,65 @@ def extract(
 
 
 def store(backbone: str, split: str, key: str, meta: dict, run: Callable[[Path], np.ndarray]) -> np.ndarray:
-    """Extract into the cache entry for `key` with `run(destination)`, then record its meta data."""
+    """Extract into the cache entry for `key` with `run(destination)`, then record its meta data
+    and checksum. Half-written entries of killed runs are cleared away first."""
+    remove_stale_partials()
     array_path, meta_path = _paths(backbone, split, key)
     features = run(array_path)
     record = {"backbone": backbone, "split": split, "key": key, "created": time.time(), **meta}
-    record.update(count=int(features.shape[0]), dim=int(features.shape[1]))
+    record.update(count=int(features.shape[0]), dim=int(features.shape[1]), checksum=checksum(features))
     atomic.write_text(meta_path, json.dumps(record, indent=1))
     return features
 
 
 def entries() -> list[dict]:
-    """Every cache entry's meta data plus its size in bytes, newest first."""
+    """Every cache entry's meta data plus its size in bytes and its files, newest first. A record
+    that cannot be read is listed as damaged (so `clear` can remove it); a `created` that is not
+    a time is replaced by the record file's mtime."""
     found = []
     for meta_path in cache_dir("features", create=False).glob("*.json"):
         array_path = meta_path.with_suffix(".npy")
         try:
-            record = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            record = _read_meta(meta_path)
+        except (OSError, ValueError) as exc:
+            record = {"backbone": "?", "split": "?", "damaged": str(exc).splitlines()[0] if str(exc) else "unreadable"}
+        try:
+            stat = meta_path.stat()
+        except OSError:
             continue
+        created = record.get("created")
+        if not isinstance(created, (int, float)) or isinstance(created, bool):
+            record["created"] = stat.st_mtime
         record["bytes"] = array_path.stat().st_size if array_path.is_file() else 0
+        record["files"] = [str(array_path), str(meta_path)]
         found.append(record)
-    return sorted(found, key=lambda record: -record.get("created", 0))
+    return sorted(found, key=lambda record: -record["created"])
 
 
-def clear(backbone: str | None = None) -> tuple[int, int]:
-    """Delete cached features (of one backbone, or everything); returns (files removed, bytes freed)."""
-    folder = cache_dir("features")
-    if backbone is None:
-        doomed = [path for path in folder.iterdir() if path.is_file()]
-    else:
-        doomed = []
-        for record in entries():
-            if record.get("backbone") == backbone:
-                array_path, meta_path = _paths(backbone, record["split"], record["key"])
-                doomed += [array_path, meta_path]
+def clear(
+    backbone: str | None = None, dataset: str | Path | None = None, older_than: float | None = None
+) -> tuple[int, int]:
+    """Delete cached features: all, or those of one backbone, one dataset folder, or older than
+    `older_than` seconds (the filters combine); returns (files removed, bytes freed). Half-written
+    files of killed runs go too; those of a run in progress stay."""
+    folder = dataset and str(Path(dataset).expanduser().resolve())
+    now = time.time()
+    doomed = []
+    for record in entries():
+        if backbone is not None and record.get("backbone") != backbone:
+            continue
+        if folder and record.get("dataset") != folder:
+            continue
+        if older_than is not None and now - record["created"] < older_than:
+            continue
+        doomed += record["files"]
+    doomed += [item["path"] for item in partials() if not item["running"]]
+    if backbone is None and not folder and older_than is None:  # everything: arrays without a record too
+        root = cache_dir("features", create=False)
+        doomed += [str(path) for path in [*root.glob("*.npy"), *root.glob("measures/*.json")]]
     removed = freed = 0
-    for path in doomed:
+    for name in dict.fromkeys(doomed):
+        path = Path(name)
         if path.is_file():
             freed += path.stat().st_size
             path.unlink()

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from zoo import download
-from zoo.cache import cache_dir
+from zoo.cache import cache_dir, env_folder
 from zoo.errors import ZooError
 from zoo.progress import Progress, no_progress
 
@@ -42,8 +42,7 @@ def _local(handle: str) -> Path:
 def cache_root() -> Path:
     """`$TFHUB_CACHE_DIR` (shared with tensorflow_hub), else zoo's cache folder; not created
     here, so looking a model up never writes."""
-    root = os.environ.get("TFHUB_CACHE_DIR")
-    return Path(root).expanduser() if root else cache_dir("tfhub_modules", create=False)
+    return env_folder("TFHUB_CACHE_DIR", cache_dir("tfhub_modules", create=False))
 
 
 def cached_path(handle: str) -> Path:

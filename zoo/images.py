@@ -1,14 +1,16 @@
 """Image files into RGB pixels, and the up-front check that a file will decode.
 
 Training and the check share one decoder, `decode`, so a file that passes the check cannot
-crash an epoch. TensorFlow decodes JPEG, PNG (16-bit too, scaled to 8-bit) and GIF (first
-frame); every other format Pillow reads (BMP, whose palette files TensorFlow decodes into the
-wrong colours; a WebP or TIFF named .jpg) goes through Pillow. Why decode in the check rather
+crash an epoch. TensorFlow decodes JPEG and PNG (16-bit too, scaled to 8-bit); every other
+format Pillow reads goes through Pillow: GIF (Pillow decodes only the first frame, where
+TensorFlow would hold every frame of an animation in memory), BMP (whose palette files
+TensorFlow decodes into the wrong colours), a WebP or TIFF named .jpg. Why decode in the check rather
 than something cheaper: Pillow's `verify()` passes truncated JPEGs, and Pillow's decoder passes
 PNGs cut inside their last chunk; TensorFlow rejects both mid-epoch.
 
-Verdicts are cached under the zoo cache, keyed by each file's path, size and mtime, so a rerun
-decodes only new or changed files.
+The check reads a file's header before the file: a huge file that is no image, or an image
+file over MAX_FILE_BYTES, is refused without being read. Verdicts are cached under the zoo
+cache, keyed by each file's path, size and mtime, so a rerun decodes only new or changed files.
 """
 
 from __future__ import annotations
@@ -27,10 +29,15 @@ from zoo.cache import cache_dir
 from zoo.progress import Progress, no_progress
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+JPEG_SIGNATURE = b"\xff\xd8\xff"
 #: File signatures TensorFlow's own decoder gets right.
-TF_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8")
+TF_SIGNATURES = (JPEG_SIGNATURE, b"\x89PNG")
+#: How a file that is meant to be an image starts, even one cut short.
+IMAGE_SIGNATURES = (*TF_SIGNATURES, b"GIF8", b"BM")
+#: Larger files are refused unread: no photo is this big, and decoding reads the whole file.
+MAX_FILE_BYTES = 256 * 2**20
 #: Bump when the check changes, so cached verdicts are not trusted.
-CHECK_VERSION = 1
+CHECK_VERSION = 2
 
 
 def _pil_pixels(contents):
@@ -67,18 +74,26 @@ def problem(path: Path) -> str:
     if not path.is_file():
         return "broken link" if path.is_symlink() else "not a file"
     try:
-        contents = path.read_bytes()
+        with open(path, "rb") as handle:
+            start = handle.read(len(max(IMAGE_SIGNATURES, key=len)))
+            if not start:
+                return "empty file"
+            handle.seek(0)
+            try:
+                with Image.open(handle):  # reads the header only
+                    pass
+            except Image.DecompressionBombError:
+                return "too large"
+            except Exception:  # Pillow raises several types; a file cut inside its header still starts like an image
+                return "truncated or corrupt" if start.startswith(IMAGE_SIGNATURES) else "not an image"
+            if os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES:
+                return "too large"
+            handle.seek(0)
+            contents = handle.read()
     except OSError:
         return "unreadable"
-    if not contents:
-        return "empty file"
-    try:
-        with Image.open(io.BytesIO(contents)):
-            pass
-    except Image.DecompressionBombError:
-        return "too large"
-    except Exception:  # Pillow raises several types; a file cut inside its header still starts like an image
-        return "truncated or corrupt" if contents.startswith((*TF_SIGNATURES, b"BM")) else "not an image"
+    if contents.startswith(JPEG_SIGNATURE) and contents.rfind(b"\xff\xd9") < contents.rfind(b"\xff\xda"):
+        return "truncated or corrupt"  # no end marker after the last scan: TensorFlow would complain
     try:
         decode(contents)
     except Exception:  # TensorFlow and Pillow raise many types for a bad file
@@ -100,10 +115,12 @@ def _stamp(path: Path) -> list[int]:
 
 
 def _read_cache(cache: Path) -> dict:
+    """The cached verdicts; a damaged cache (unreadable, not JSON, not a dict) is an empty one."""
     try:
-        return json.loads(cache.read_text(encoding="utf-8"))
+        cached = json.loads(cache.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    return cached if isinstance(cached, dict) else {}
 
 
 def _write_cache(cache: Path, entries: dict) -> None:
@@ -123,7 +140,8 @@ def check_files(root: Path, files: list[Path], progress: Progress = no_progress)
     todo = []
     for path, key in keys.items():
         stamp = _stamp(path)
-        if cached.get(key, [])[:2] == stamp:
+        entry = cached.get(key)
+        if isinstance(entry, list) and len(entry) == 3 and entry[:2] == stamp and isinstance(entry[2], str):
             entries[key] = cached[key]
         else:
             entries[key] = stamp

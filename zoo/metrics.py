@@ -24,6 +24,12 @@ def top_k_accuracy(probabilities: np.ndarray, labels: np.ndarray, k: int) -> flo
     return float(np.mean(np.any(top == labels[:, None], axis=1)))
 
 
+def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-probability of the true class (clipped at 1e-7, so never infinite)."""
+    true = probabilities[np.arange(len(labels)), np.asarray(labels)]
+    return float(-np.mean(np.log(np.clip(true, 1e-7, 1.0))))
+
+
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
     """counts[true class, predicted class]."""
     counts = np.zeros((num_classes, num_classes), dtype=np.int64)

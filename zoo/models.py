@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import warnings
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, one_line
 from zoo.plugin_manager import build_backbone, catalog
 from zoo.preprocessing import preprocessing_layer
 from zoo.spec import BackboneSpec
@@ -20,6 +20,7 @@ def feature_extractor(spec: BackboneSpec, weights: ResolvedWeights):
 
     base = build_backbone(spec, weights.path)
     base.trainable = False
+    _try_preprocessing(spec)
     inputs = keras.Input((spec.input_size, spec.input_size, 3), name="image")
     x = inputs if spec.preprocessing == "none" else preprocessing_layer(spec)(inputs)
     features = base(x, training=False)
@@ -29,6 +30,23 @@ def feature_extractor(spec: BackboneSpec, weights: ResolvedWeights):
             f"says ({spec.feature_dim},); plugin {spec.plugin} must fix feature_dim or its model"
         )
     return keras.Model(inputs, features, name=f"{spec.name.replace(':', '_')}_features")
+
+
+def _try_preprocessing(spec: BackboneSpec) -> None:
+    """Run a plugin's preprocessing callable on one black image first: inside a Keras Lambda
+    layer its exception would surface as Keras' NotImplementedError, hiding the real cause."""
+    import keras
+
+    function = spec.preprocessing
+    if not callable(function):
+        return
+    try:
+        function(keras.ops.zeros((1, spec.input_size, spec.input_size, 3)))
+    except Exception as exc:
+        raise ZooError(
+            f"plugin {spec.plugin}: the preprocessing of {spec.name} ({spec.preprocessing_name}) "
+            f"raised {one_line(exc)}; fix that function"
+        ) from exc
 
 
 def classification_head(feature_dim: int, num_classes: int):

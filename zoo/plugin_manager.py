@@ -2,8 +2,9 @@
 
 Every backbone, built-in or not, arrives the same way: a module registered with one pluggy
 PluginManager, found through the `zoo.backbones` entry-point group or a path in `ZOO_PLUGINS`.
-A plugin that fails to import, raises, or returns a bad spec is recorded as broken with a
-one-line reason; the others are unaffected.
+A plugin that fails to import, raises (SystemExit included: only Ctrl-C gets through), or
+returns a bad spec is recorded as broken with a one-line reason and its traceback; the others
+are unaffected.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import functools
 import importlib.util
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -38,6 +40,12 @@ class PluginInfo:
     origin: str
     hooks: list[str] = field(default_factory=list)
     error: str = ""
+    traceback: str = ""  # of the error, for --debug
+
+    def fail(self, exc: BaseException) -> None:
+        """Mark this plugin broken by `exc`: a one-line reason, and the traceback for --debug."""
+        self.error = one_line(exc)
+        self.traceback = "".join(traceback.format_exception(exc))
 
 
 @dataclass
@@ -59,6 +67,10 @@ class Catalog:
             )
         close = difflib.get_close_matches(name, self.backbones, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else "see `zoo list`"
+        broken = [info for info in self.plugins if info.error]
+        if broken and not close:  # most likely one of theirs
+            hint = "; ".join(f"plugin {info.name} failed to load: {info.error}" for info in broken)
+            hint += " (it may declare this backbone: fix it, or see `zoo --debug list`)"
         raise ZooError(f"unknown backbone {name!r}: {hint}")
 
 
@@ -125,8 +137,10 @@ def plugin_manager() -> tuple[pluggy.PluginManager, tuple[PluginInfo, ...]]:
             if manager.has_plugin(name):
                 raise ZooError(f"another plugin is already registered as {name!r}")
             _register(manager, load(), name)
-        except Exception as exc:  # a broken plugin must not take the others down
-            info.error = one_line(exc)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a broken plugin, even one calling sys.exit, must not take the others down
+            info.fail(exc)
     for info in infos:
         plugin = manager.get_plugin(info.name)
         if plugin is not None:
@@ -161,8 +175,10 @@ def catalog() -> Catalog:
             for spec in specs:
                 if not isinstance(spec, BackboneSpec):
                     raise ZooError(f"returned {type(spec).__name__}, not a zoo.BackboneSpec")
-        except Exception as exc:
-            info.error = one_line(exc)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            info.fail(exc)
             continue
         for spec in specs:
             spec = dataclasses.replace(spec, plugin=impl.plugin_name)
@@ -195,7 +211,12 @@ def call_plugin_builder(spec: BackboneSpec, weights: str | None):
             f"plugin {spec.plugin} must implement zoo_build_backbone"
         )
     arguments = {"spec": spec, "weights": weights}
-    model = impls[0].function(*(arguments[name] for name in impls[0].argnames))
+    try:
+        model = impls[0].function(*(arguments[name] for name in impls[0].argnames))
+    except (ZooError, KeyboardInterrupt):
+        raise
+    except BaseException as exc:  # a plugin's bug: name the plugin, keep the cause for --debug
+        raise ZooError(f"plugin {spec.plugin}'s zoo_build_backbone failed for {spec.name}: {one_line(exc)}") from exc
     if model is None:
         raise ZooError(
             f"plugin {spec.plugin} declares backbone {spec.name!r} but its zoo_build_backbone "

@@ -10,7 +10,11 @@ an 8-byte element count and the storage's raw bytes.
 
 Pickle runs whatever callables a file names, so a `.pth` from anywhere is code from anywhere.
 Every pickle here is read by `_RestrictedUnpickler`, which admits only the handful of globals
-a state dict needs and refuses all others *before* they can be called.
+a state dict needs and refuses all others *before* they can be called. Those it admits are
+sealed (`_Sealed`): a pickle's BUILD opcode cannot change them, so one file cannot alter how
+the next is read. Nothing is allocated on the file's word alone: each storage is read only if
+the file holds its bytes, and each tensor is copied out only if it fits in its storage and the
+total stays within a few times what the file holds.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from zoo.errors import ZooError
 
 _MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 _PROTOCOL_VERSION = 1001
+#: The tensors of a state dict may share storage (tied weights, views), so together they may
+#: hold more bytes than the file; not more than this many times as many.
+_MAX_EXPANSION = 4
 
 #: Legacy storage class names and the numpy dtype of their elements ("bfloat16" has no numpy
 #: dtype; it is read as uint16 and widened to float32).
@@ -45,12 +52,45 @@ _STORAGE_DTYPES: dict[str, str] = {
 }
 
 
-class _StorageType:
-    """Stands in for `torch.FloatStorage` & co.: only its element type matters to us."""
+class _Sealed:
+    """A global the unpickler hands out, shared by every load in the process: immutable, and
+    BUILD (which calls __setstate__ when there is one) is refused instead of changing it."""
+
+    __slots__ = ("name",)
+    name: str
 
     def __init__(self, name: str):
-        self.name = name
-        self.dtype = _STORAGE_DTYPES[name]
+        object.__setattr__(self, "name", name)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise pickle.UnpicklingError(f"the file tries to change {self.name}")
+
+    def __setstate__(self, state: Any) -> None:
+        raise pickle.UnpicklingError(f"the file tries to change {self.name}")
+
+
+class _Function(_Sealed):
+    """One of our stand-ins for torch's rebuild functions, sealed."""
+
+    __slots__ = ("function",)
+    function: Any
+
+    def __init__(self, name: str, function: Any):
+        super().__init__(name)
+        object.__setattr__(self, "function", function)
+
+    def __call__(self, *args: Any) -> Any:
+        return self.function(*args)
+
+
+class _StorageType(_Sealed):
+    """Stands in for `torch.FloatStorage` & co.: only its element type matters to us."""
+
+    __slots__ = ()
+
+    @property
+    def dtype(self) -> str:
+        return _STORAGE_DTYPES[self.name]
 
     @property
     def itemsize(self) -> int:
@@ -114,10 +154,11 @@ def _rebuild_parameter(data, requires_grad=False, hooks=None, *rest):
 
 #: The only globals a state-dict pickle may name. Nothing else is ever looked up.
 _ALLOWED: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("collections", "OrderedDict"): collections.OrderedDict,  # a C type: immutable already
+    **{
+        ("torch._utils", function.__name__): _Function(f"torch._utils.{function.__name__}", function)
+        for function in (_rebuild_tensor_v2, _rebuild_tensor, _rebuild_parameter)
+    },
     **{("torch", name): _StorageType(name) for name in _STORAGE_DTYPES},
 }
 
@@ -157,7 +198,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         storage = self._storages.get(key)
         if storage is None:
             storage = self._storages[key] = _Storage(key, kind, numel)
-        elif storage.kind is not kind:
+        elif storage.kind is not kind:  # sealed singletons: identity is the element type
             raise pickle.UnpicklingError(f"storage {key} used with two element types")
         if view is None:
             return storage
@@ -185,8 +226,9 @@ def _read_exact(f, n: int) -> bytes:
     return data
 
 
-def _read_storages(f, keys: Any, storages: dict[str, _Storage], little_endian: bool) -> None:
-    """Fill each storage from the raw data that follows the pickles, in the order of `keys`."""
+def _read_storages(f, keys: Any, storages: dict[str, _Storage], little_endian: bool, remaining: int) -> None:
+    """Fill each storage from the raw data that follows the pickles, in the order of `keys`;
+    `remaining` is how many bytes the file has left, which no storage may claim more than."""
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise pickle.UnpicklingError("bad storage key list")
     order = "<" if little_endian else ">"
@@ -197,6 +239,9 @@ def _read_storages(f, keys: Any, storages: dict[str, _Storage], little_endian: b
         (numel,) = struct.unpack(order + "q", _read_exact(f, 8))
         if numel != storage.numel:
             raise pickle.UnpicklingError(f"storage {key} holds {numel} elements, the pickle says {storage.numel}")
+        remaining -= 8 + numel * storage.kind.itemsize
+        if remaining < 0:
+            raise EOFError(f"file ends before the {numel} elements of storage {key}")
         raw = _read_exact(f, numel * storage.kind.itemsize)
         if storage.kind.dtype == "bfloat16":
             bits = np.frombuffer(raw, dtype=order + "u2").astype(np.uint32) << 16
@@ -223,6 +268,18 @@ def _materialize(tensor: _Tensor) -> np.ndarray:
         writeable=False,
     )
     return np.array(view, order="C", copy=True)
+
+
+def _numel(tensor: _Tensor) -> int:
+    """The tensor's element count, no more than its storage holds: only repeated (zero-stride)
+    elements could make it more, and a state dict has no use for them."""
+    count = 1
+    for n in tensor.size:
+        count *= n
+    held = tensor.storage.numel
+    if count > held:
+        raise pickle.UnpicklingError(f"a {tensor.size} tensor repeats the {held} elements of its storage")
+    return count
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -252,17 +309,24 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             storages: dict[str, _Storage] = {}
             obj = _load_pickle(f, storages)
             keys = _load_pickle(f)
-            _read_storages(f, keys, storages, little_endian)
+            data_bytes = os.fstat(raw.fileno()).st_size - f.tell()
+            _read_storages(f, keys, storages, little_endian, data_bytes)
             if not isinstance(obj, dict):
                 raise ZooError(
                     f"cannot read {path}: it holds a {type(obj).__name__}, not a state dict; save "
                     "model.state_dict() instead"
                 )
             state: dict[str, np.ndarray] = {}
+            budget = _MAX_EXPANSION * max(data_bytes, 1)
             for name, value in obj.items():
                 if not isinstance(name, str) or not isinstance(value, _Tensor):
                     raise ZooError(
                         f"cannot read {path}: entry {name!r:.60} is not a tensor; a plain state dict was expected"
+                    )
+                budget -= _numel(value) * value.storage.kind.itemsize
+                if budget < 0:
+                    raise pickle.UnpicklingError(
+                        f"its tensors hold over {_MAX_EXPANSION}x the bytes stored in the file"
                     )
                 state[name] = _materialize(value)
             return state

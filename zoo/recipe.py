@@ -51,15 +51,25 @@ def train_head(
     settings: BenchSettings,
     callbacks: Sequence[Any] = (),
     validation: tuple[np.ndarray, np.ndarray] | None = None,
+    head: Any = None,
 ) -> Any:
     """Phase 1 on cached features: the new softmax head, trained on the arrays.
 
-    Build it inside the strategy's scope.
+    Build it inside the strategy's scope. Given a `head` this function trained before, it
+    trains that one again from new initial weights and a new optimizer state: the same as a
+    new head, without Keras tracing its training step again (cross-validation trains k).
     """
     from zoo.models import classification_head
 
-    head = classification_head(train_x.shape[1], num_classes)
-    compile_model(head, settings.learning_rate)
+    fresh = classification_head(train_x.shape[1], num_classes)
+    if head is None:
+        head = fresh
+        compile_model(head, settings.learning_rate)
+    else:
+        head.set_weights(fresh.get_weights())
+        for variable in head.optimizer.variables:  # step count, moments and the learning rate
+            variable.assign(np.zeros(variable.shape, variable.dtype))
+        head.optimizer.learning_rate = settings.learning_rate
     head.fit(
         np.asarray(train_x),
         np.asarray(train_y),
@@ -71,6 +81,13 @@ def train_head(
         validation_data=validation,
     )
     return head
+
+
+def predict_views(head: Any, views: Sequence[np.ndarray]) -> np.ndarray:
+    """Class probabilities of images given as the features of one or more views of them (plain,
+    mirrored): the mean over the views. A direct call, not head.predict, which retraces its
+    function for every new head."""
+    return np.mean([np.asarray(head(np.asarray(view), training=False)) for view in views], axis=0)
 
 
 def train_end_to_end(

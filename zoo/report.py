@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,8 @@ COLUMNS = (
     ("backbone", "Backbone", None, 0),
     ("top1", "Top-1", "max", 0),
     ("top1_ci95", "95% CI", None, 2),
+    ("val_top1", "Val top-1", "max", 2),
+    ("val_top1_std", "Val ±", None, 5),
     ("vs_best", "vs best", None, 1),
     ("top1_frozen", "Frozen", "max", 4),
     ("top5", "Top-5", "max", 3),
@@ -119,6 +122,11 @@ def shown_columns(
     return shown
 
 
+def readable_count(value: int) -> str:
+    """A parameter count people can read: 23,584 or 4.2M (never 0.0M)."""
+    return f"{value / 1e6:.1f}M" if value >= 1e6 else f"{value:,}"
+
+
 def column_names() -> str:
     """The names `--columns` takes."""
     return ", ".join(key for key, *_ in COLUMNS)
@@ -127,12 +135,14 @@ def column_names() -> str:
 def cell_text(key: str, value) -> str:
     if value is None:
         return "-"
-    if key in ("top1", "top1_frozen", "top5"):
+    if key in ("top1", "top1_frozen", "top5", "val_top1"):
         return f"{value:.1%}"
+    if key == "val_top1_std":
+        return f"±{value:.1%}"
     if key == "top1_ci95":
         return f"{value[0] * 100:.1f}-{value[1] * 100:.1f}"
     if key == "params":
-        return f"{value / 1e6:.1f}M"
+        return readable_count(value)
     if key == "flops_per_image":
         return f"{value / 1e9:.2f}"
     if key == "peak_rss_mb":
@@ -327,13 +337,35 @@ def read_results(out_dir: Path) -> dict:
         raise ZooError(f"{path} does not exist; run `zoo bench --out {out_dir}` first") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ZooError(f"{path} is not valid JSON ({exc}); rerun the bench") from None
+    except IsADirectoryError:
+        raise ZooError(f"{path} is a folder, not a results file; move it away or choose another --out") from None
     if (
         not isinstance(results, dict)
         or results.get("format") != FORMAT
         or not isinstance(results.get("backbones"), list)
     ):
         raise ZooError(f"{path} is not a zoo bench results file ({FORMAT}); rerun the bench")
+    for number, row in enumerate(results["backbones"], 1):
+        problem = _row_problem(row)
+        if problem:
+            raise ZooError(
+                f"{path}: backbone row {number} {problem}; delete that row, or rerun the bench into a new --out"
+            )
     return results
+
+
+def _row_problem(row) -> str:
+    """Why a saved row cannot be shown or resumed ("" when it can)."""
+    if not isinstance(row, dict):
+        return f"is a {type(row).__name__}, not an object"
+    for key in ("backbone", "status"):
+        if not isinstance(row.get(key), str):
+            return f"has no {key!r} text"
+    for key in ("top1", "top5", "images_per_sec", "params"):
+        value = row.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"has {key}={value!r}, not a number"
+    return ""
 
 
 @contextlib.contextmanager
@@ -369,10 +401,11 @@ def results_lock(out_dir: Path):
         handle.truncate(0)
         handle.write(str(os.getpid()))
         handle.flush()
+        results = out_dir / "results.json"
+        if results.exists() and not results.is_file():
+            raise ZooError(f"{results} is a folder, not a results file; move it away or choose another --out")
         try:
             yield out_dir
         finally:
-            if created and [path.name for path in out_dir.iterdir()] == [LOCK_FILE]:
-                with contextlib.suppress(OSError):  # another bench got in first: leave it be
-                    lock_path.unlink()
-                    out_dir.rmdir()
+            if created and not results.exists():  # nothing finished: leave no half-made folder
+                shutil.rmtree(out_dir, ignore_errors=True)

@@ -27,12 +27,21 @@ class BenchRow:
     weights_note: str = ""
     status: str = "failed"
     error: str = ""
+    traceback: str = ""  # of the error: `zoo --debug bench` shows it
+    kind: str = "backbone"  # or "ensemble" (zoo.ensemble): the average of other rows' heads
+    members: dict[str, float] | None = None  # an ensemble's rows and their weights in its average
     settings: BenchSettings
     settings_fingerprint: str
     weights_file_mb: float | None = None
     feature_cache: str | None = None  # "hit", "miss", "off", a mix, or "off (augment)"
+    feature_cache_note: str = ""  # damaged entries found and recomputed, one sentence each
     extract_seconds: float | None = None
+    worker_images: list[int] | None = None  # images each worker extracted features of (views counted)
     head_seconds: float | None = None
+    val_top1: float | None = None  # k-fold cross-validation on train/ (zoo.validation): mean
+    val_top1_std: float | None = None  # and spread over the folds
+    val_log_loss: float | None = None  # of the out-of-fold probabilities: what the ensemble is picked on
+    validation_seconds: float | None = None
     top1_frozen: float | None = None  # top-1 after phase 1
     unfrozen_layers: int | None = None
     finetune_seconds: float | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from zoo import config, features
@@ -14,6 +14,10 @@ from zoo.spec import BackboneSpec
 
 MODES = ("features", "finetune")
 STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+#: The largest --batch-size: one batch of decoded images is held in memory at once.
+MAX_BATCH_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class BenchSettings:
     latency_runs: int = 30
     throughput_batches: int = 3
     cache: bool = True
+    folds: int = 5  # k of the cross-validation on train/ behind val_top1 and the ensemble; 0: none
 
     @classmethod
     def from_config(cls, **overrides: Any) -> BenchSettings:
@@ -47,8 +52,11 @@ class BenchSettings:
         return cls(**{**config.bench_defaults(), **given})
 
     def validate(self) -> None:
-        if self.batch_size < 1:
-            raise ZooError(f"--batch-size {self.batch_size}: it must be 1 or more")
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise ZooError(
+                f"--batch-size {self.batch_size}: it must be 1 to {MAX_BATCH_SIZE} (a batch of images is "
+                "held in memory at once; 32 is the usual choice)"
+            )
         if self.epochs < 0:
             raise ZooError(f"--epochs {self.epochs}: it must be 0 or more")
         if self.finetune_epochs < 0:
@@ -61,8 +69,16 @@ class BenchSettings:
             raise ZooError(f"--strategy {self.strategy}: use one of {', '.join(STRATEGIES)}")
         if self.unfreeze < 0:
             raise ZooError(f"--unfreeze {self.unfreeze}: it must be 0 or more")
+        if self.folds < 0 or self.folds == 1:
+            raise ZooError(f"--folds {self.folds}: use 2 or more, or 0 for no cross-validation")
         if self.latency_runs < 1 or self.throughput_batches < 1:
             raise ZooError("latency_runs and throughput_batches must be 1 or more")
+
+
+def result_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """The settings that can change a result (every field but `cache`), from the fields of a
+    BenchSettings or of a results row, which carries them all."""
+    return {field.name: values.get(field.name) for field in fields(BenchSettings) if field.name != "cache"}
 
 
 def settings_fingerprint(spec: BackboneSpec, dataset: Dataset, settings: BenchSettings) -> str:
@@ -72,6 +88,6 @@ def settings_fingerprint(spec: BackboneSpec, dataset: Dataset, settings: BenchSe
         "backbone": spec.to_dict(),
         "classes": list(dataset.class_names),
         "data": data,
-        "settings": {key: value for key, value in asdict(settings).items() if key != "cache"},
+        "settings": result_settings(asdict(settings)),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -50,8 +50,8 @@ def check_plugin(name: str, *, input_size: int | None = None) -> list[BackboneSp
 def check_backbone(spec: BackboneSpec | str, *, input_size: int | None = None) -> BackboneSpec:
     """Every check on one backbone, given as a spec or by name; `input_size` builds it smaller.
 
-    A backbone whose source kind cannot build it with random weights (`hub`: its weights come
-    inside the SavedModel, from the network) is not built.
+    A `hub` backbone is built when its SavedModel is on disk (a local folder, or in the hub
+    cache); otherwise it is not, since its weights come inside the SavedModel, from the network.
     """
     if isinstance(spec, str):
         try:
@@ -61,9 +61,38 @@ def check_backbone(spec: BackboneSpec | str, *, input_size: int | None = None) -
     check_spec(spec)
     check_unique_name(spec)
     check_preprocessing(spec)
+    check_self_rescaling(spec)
     if source_of(spec).random_init:
         check_save_load(spec, check_model(spec, input_size=input_size))
+    else:
+        from zoo import hub
+
+        saved_model, _ = hub.locate(spec.reference)
+        if saved_model is not None:  # a SavedModel has one input size: build it at its own
+            check_model(spec, saved_model=str(saved_model))
     return spec
+
+
+def check_self_rescaling(spec: BackboneSpec) -> None:
+    """A `keras.applications` model that rescales its own input (the EfficientNets, and every
+    constructor with `include_preprocessing`) must declare preprocessing 'none'."""
+    import inspect
+
+    if spec.source != "keras.applications" or spec.preprocessing == "none":
+        return
+    from keras import applications
+
+    constructor = getattr(applications, spec.reference, None)
+    if constructor is None:
+        return  # check_model says so, with a did-you-mean
+    if (
+        spec.reference.startswith("EfficientNetB")
+        or "include_preprocessing" in inspect.signature(constructor).parameters
+    ):
+        raise AssertionError(
+            f"{spec.name}: keras.applications.{spec.reference} rescales its input itself, so "
+            f"preprocessing {spec.preprocessing_name!r} would preprocess twice; declare preprocessing='none'"
+        )
 
 
 def check_spec(spec: BackboneSpec) -> None:
@@ -131,8 +160,9 @@ def check_preprocessing(spec: BackboneSpec) -> None:
         )
 
 
-def check_model(spec: BackboneSpec, *, input_size: int | None = None):
-    """The plugins build the model with `weights=None`; it maps images to `feature_dim` features.
+def check_model(spec: BackboneSpec, *, input_size: int | None = None, saved_model: str | None = None):
+    """The plugins build the model with `weights=None` (a hub spec: from `saved_model`); it maps
+    images to `feature_dim` features, and has the `params` the spec declares.
 
     `input_size` builds it at another (smaller, faster) size where the architecture allows.
     """
@@ -142,7 +172,8 @@ def check_model(spec: BackboneSpec, *, input_size: int | None = None):
     if input_size is not None:
         spec = dataclasses.replace(spec, input_size=input_size)
     try:
-        extractor = feature_extractor(spec, ResolvedWeights(None, "random"))
+        weights = ResolvedWeights(saved_model, "hub") if saved_model else ResolvedWeights(None, "random")
+        extractor = feature_extractor(spec, weights)
         features = np.asarray(extractor(_test_images(spec.input_size), training=False))
     except Exception as exc:
         raise AssertionError(f"{spec.name}: building it with weights=None failed: {exc}") from exc
@@ -153,6 +184,11 @@ def check_model(spec: BackboneSpec, *, input_size: int | None = None):
         )
     if not np.all(np.isfinite(features)):
         raise AssertionError(f"{spec.name}: the model gave NaN or infinite features")
+    built = extractor.count_params()
+    if built != spec.params and input_size is None:  # a smaller build may have fewer (a dense layer's)
+        raise AssertionError(
+            f"{spec.name}: the spec declares params={spec.params:,}, the built model has {built:,}; set params={built}"
+        )
     return extractor
 
 

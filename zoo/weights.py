@@ -23,6 +23,7 @@ from importlib import metadata
 from pathlib import Path
 
 from zoo import config, download
+from zoo.cache import env_folder
 from zoo.errors import ZooError
 from zoo.progress import Progress, no_progress
 from zoo.spec import BackboneSpec, Weights
@@ -70,7 +71,7 @@ def _package_file(weights: Weights) -> Path | None:
 
 def keras_cache() -> Path:
     """Where Keras keeps downloaded weights, and where zoo downloads them too."""
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "models"
+    return env_folder("KERAS_HOME", Path.home() / ".keras") / "models"
 
 
 def mirror() -> str:
@@ -90,11 +91,11 @@ def locate(weights: Weights) -> tuple[Path | None, str]:
         path = _package_file(weights)
         if path is not None and path.is_file():
             return path, f"package {weights.package}"
-    weights_dir = os.environ.get("ZOO_WEIGHTS_DIR")
+    weights_dir = env_folder("ZOO_WEIGHTS_DIR", Path())
     # exists(), not is_file(): something unusable under the file's name is reported by verify()
     # rather than silently downloaded over.
-    if weights_dir and (Path(weights_dir).expanduser() / weights.file).exists():
-        return Path(weights_dir).expanduser() / weights.file, "ZOO_WEIGHTS_DIR"
+    if os.environ.get("ZOO_WEIGHTS_DIR") and (weights_dir / weights.file).exists():
+        return weights_dir / weights.file, "ZOO_WEIGHTS_DIR"
     if (keras_cache() / weights.file).exists():
         return keras_cache() / weights.file, "keras cache"
     if weights.package:

@@ -1,0 +1,111 @@
+"""Does the bench scale? Time per image and peak memory at 2,000 and 20,000 images.
+
+The script writes a synthetic dataset of each size (64 classes of noisy colour fields, 256×256
+JPEGs, 80 % train / 20 % test) to a temporary folder, then runs `zoo bench efficientnet_lite0
+--weights none` on it in a fresh process with an empty cache, sampling the process's RSS.
+Extraction streams and decoded images beyond the in-memory budget go to disk, so time should
+grow linearly with the images (±15 %) and peak memory by at most 1.3×.
+Writes benchmarks/results/bench_scale.json. Heavy: run it under `flock /work/bench.lock`.
+
+    .venv/bin/python benchmarks/bench_scale.py [SIZES...]   (default: 2000 20000)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+from PIL import Image
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ZOO = Path(sys.executable).parent / "zoo"
+BACKBONE, CLASSES = "efficientnet_lite0", 64
+
+
+def write_dataset(root: Path, images: int, seed: int = 0) -> None:
+    """`images` JPEGs over CLASSES classes, each class its own mean colour, 80/20 train/test."""
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(40, 216, (CLASSES, 3))
+    for index in range(images):
+        label = index % CLASSES
+        split = "test" if (index // CLASSES) % 5 == 4 else "train"
+        folder = root / split / f"class_{label:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = colours[label] + rng.normal(0, 30, (256, 256, 3))
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"{index}.jpg", quality=85)
+
+
+def run_bench(data: Path, out: Path) -> dict:
+    """The bench in its own process: wall seconds and peak RSS (its own and its children's)."""
+    command = [str(ZOO), "bench", BACKBONE, "--weights", "none", "--data", str(data), "--out", str(out)]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    watched, peak = psutil.Process(process.pid), 0
+    while process.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            peak = max(peak, sum(p.memory_info().rss for p in [watched, *watched.children(recursive=True)]))
+        time.sleep(0.1)
+    wall = time.perf_counter() - start
+    stderr = process.stderr.read() if process.stderr else ""
+    if process.returncode != 0:
+        raise SystemExit(f"zoo bench failed ({process.returncode}):\n{stderr[-3000:]}")
+    [row] = json.loads((out / "results.json").read_text())["backbones"]
+    return {"wall_seconds": wall, "peak_rss_mb": peak / 2**20, "row": row}
+
+
+def main() -> None:
+    sizes = [int(size) for size in sys.argv[1:]] or [2000, 20000]
+    work = Path(tempfile.mkdtemp(prefix="zoo-bench-scale-"))
+    runs = []
+    try:
+        for size in sizes:
+            data = work / f"data{size}"
+            start = time.perf_counter()
+            write_dataset(data, size)
+            written = time.perf_counter() - start
+            os.environ["ZOO_CACHE_DIR"] = str(work / f"cache{size}")  # cold, for the child
+            measured = run_bench(data, work / f"out{size}")
+            row = measured["row"]
+            runs.append(
+                {
+                    "images": size,
+                    "write_seconds": written,
+                    "wall_seconds": measured["wall_seconds"],
+                    "seconds_per_image": measured["wall_seconds"] / size,
+                    "extract_seconds": row["extract_seconds"],
+                    "extract_seconds_per_image": row["extract_seconds"] / size,
+                    "peak_rss_mb": measured["peak_rss_mb"],
+                    "row_peak_rss_mb": row["peak_rss_mb"],
+                    "status": row["status"],
+                }
+            )
+            print(json.dumps(runs[-1]), flush=True)
+            shutil.rmtree(data)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    small, large = runs[0], runs[-1]
+    result = {
+        "backbone": BACKBONE,
+        "classes": CLASSES,
+        "runs": runs,
+        "time_per_image_ratio": large["seconds_per_image"] / small["seconds_per_image"],
+        "extract_time_per_image_ratio": large["extract_seconds_per_image"] / small["extract_seconds_per_image"],
+        "peak_rss_ratio": large["peak_rss_mb"] / small["peak_rss_mb"],
+        "load_average_after": os.getloadavg()[0],
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_scale.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""Ensemble selection on hand-made out-of-fold predictions, the folds it is chosen on, and the
+ensemble row of a real bench."""
+
+import importlib
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from zoo import ensemble
+from zoo.bench import run_bench
+from zoo.cli import app
+from zoo.data import Dataset, Split, load_dataset
+from zoo.ensemble import Predictions, ensemble_row, predictions_path, select
+from zoo.errors import ZooError
+from zoo.metrics import log_loss
+from zoo.plugin_manager import catalog
+from zoo.report import read_results
+from zoo.row import BenchRow
+from zoo.settings import BenchSettings
+from zoo.validation import cross_validate, stratified_folds
+
+LABELS = np.array([0, 0, 1, 1])
+
+
+def two_class(true_probability: list[float]) -> np.ndarray:
+    """Probabilities of two classes, given the probability each image's true class gets."""
+    p = np.array(true_probability)
+    return np.where(LABELS[:, None] == np.arange(2), p[:, None], 1 - p[:, None])
+
+
+# A worked example. C is the best single row (log-loss 0.425); A is a weaker twin of C, right
+# and wrong on the same images; B is as weak as A but sure exactly where C is unsure.
+#   draw 1: C alone                                     -> 0.425
+#   draw 2: C+A .925 .925 .425 .425 -> 0.467;  C+B .675 on every image -> 0.393: B
+#   draw 3: C+B+C .767 .767 .6 .6 -> 0.388 (C+B+B or C+B+A: 0.413): C again
+# and so on: the draws home in on C's best weight against B, w minimising
+# -ln(.4 + .55w) - ln(.9 - .45w), i.e. w = .636 = 7/11 (log-loss 0.388). A is never drawn.
+C = two_class([0.95, 0.95, 0.45, 0.45])
+A = two_class([0.9, 0.9, 0.4, 0.4])
+B = two_class([0.4, 0.4, 0.9, 0.9])
+
+
+def test_the_worked_example_weights_the_best_row_and_the_one_that_complements_it():
+    assert log_loss(C, LABELS) == pytest.approx(0.4249, abs=1e-4)
+    assert log_loss((C + B) / 2, LABELS) == pytest.approx(0.3930, abs=1e-4)
+    assert log_loss((2 * C + B) / 3, LABELS) == pytest.approx(0.3883, abs=1e-4)
+    assert select({"a": A, "b": B, "c": C}, LABELS, size=3) == pytest.approx({"b": 4 / 11, "c": 7 / 11})
+    assert select({"a": A, "b": B, "c": C}, LABELS, size=1) == {"c": 1.0}
+
+
+def test_selection_keeps_the_first_of_equals_and_breaks_ties_by_order():
+    assert select({"c": C, "twin": C.copy()}, LABELS, size=3) == {"c": 1.0}
+    # A and B tie alone (0.511 each): the first listed wins; together they are best half and half.
+    assert select({"b": B, "a": A}, LABELS, size=1) == {"b": 1.0}
+    assert select({"a": A, "b": B}, LABELS, size=1) == {"a": 1.0}
+    assert select({"a": A, "b": B}, LABELS, size=2) == {"a": 0.5, "b": 0.5}
+
+
+def test_folds_are_stratified_seeded_and_balanced():
+    labels = np.repeat([0, 1, 2], [10, 7, 3])
+    folds = stratified_folds(labels, 5, seed=42)
+    assert np.array_equal(folds, stratified_folds(labels, 5, seed=42))
+    assert not np.array_equal(folds, stratified_folds(labels, 5, seed=1))
+    assert sorted(np.bincount(folds)) == [4, 4, 4, 4, 4]
+    assert np.bincount(folds[labels == 0], minlength=5).tolist() == [2] * 5
+    assert all(np.ptp(np.bincount(folds[labels == c], minlength=5)) <= 1 for c in range(3))
+    with pytest.raises(ZooError, match="train/ has only 20 images; use --folds 20 or fewer"):
+        stratified_folds(labels, 21, seed=0)
+
+
+def finished_row(name, **fields):
+    """A finished row of the fields an ensemble row is made of."""
+    cost = dict(params=4e6, trainable_params=10, flops_per_image=1e9, weights_file_mb=13.0, peak_rss_mb=900.0,
+                latency_ms_p50=10.0, latency_ms_p95=12.0, extract_seconds=30.0, head_seconds=2.0,
+                validation_seconds=8.0, train_seconds=40.0, total_seconds=50.0, images_per_sec=100.0)
+    return {"backbone": name, "status": "ok", "val_top1": 0.5, "input_size": 224, "weights": "imagenet",
+            "settings_fingerprint": name, **cost, **fields}
+
+
+def test_the_ensemble_row_averages_test_probabilities_and_adds_up_the_cost():
+    settings = BenchSettings.from_config(folds=2)
+    dataset = Dataset(Path("data"), ("x", "y"), Split(("a",) * 4, tuple(LABELS)), Split(("t", "u"), (0, 1)))
+    folds = np.array([0, 1, 0, 1])
+    test_c, test_b = np.array([[0.6, 0.4], [0.6, 0.4]]), np.array([[0.9, 0.1], [0.2, 0.8]])
+    row = ensemble_row(
+        [finished_row("c"), finished_row("b", images_per_sec=50.0, input_size=260)],
+        [Predictions(folds, C, test_c), Predictions(folds, B, test_b)],
+        [0.5, 0.5],
+        dataset,
+        settings,
+    )
+    assert row["backbone"] == "ensemble(c+b)" and row["kind"] == "ensemble" and row["members"] == {"c": 0.5, "b": 0.5}
+    # Test: (0.75, 0.25) and (0.4, 0.6), both right; c alone gets one of the two.
+    assert row["top1"] == 1.0 and row["confusion_matrix"] == [[1, 0], [0, 1]] and row["status"] == "ok"
+    assert row["val_top1"] == 1.0 and row["val_top1_std"] == 0.0
+    assert row["val_log_loss"] == pytest.approx(0.3930, abs=1e-4)
+    assert row["params"] == 8e6 and row["flops_per_image"] == 2e9 and row["latency_ms_p50"] == 20.0
+    assert row["peak_rss_mb"] == 1800.0 and row["weights_file_mb"] == 26.0 and row["total_seconds"] == 100.0
+    assert row["images_per_sec"] == pytest.approx(1 / (1 / 100 + 1 / 50))
+    assert row["weights"] == "imagenet" and row["folds"] == 2 and row["input_size"] == 260
+    assert set(row) == set(BenchRow(backbone="", family="", source="", plugin="", input_size=1, params=1,
+                                    weights="", settings=settings, settings_fingerprint="").to_dict())
+
+
+# Two real backbones that each see half the picture: the mean colour of the top or of the
+# bottom half. In the `halves` photos only one half, top or bottom, shows the class's colour,
+# so each backbone is sure about some photos and guesses on the others, and the two together
+# are right about all: an ensemble that selection must find. A third cannot be built.
+PLUGIN = textwrap.dedent(
+    """
+    from zoo import BackboneSpec, hookimpl
+
+    def _spec(name, **fields):
+        base = dict(family="test", source="custom", reference=name, input_size=32,
+                    preprocessing="unit", feature_dim=3, params=1)
+        return BackboneSpec(name=name, **{**base, **fields})
+
+    @hookimpl
+    def zoo_backbones():
+        return [_spec("top"), _spec("bottom", input_size=40),
+                _spec("broken", source="keras.applications", reference="NoSuchNet")]
+
+    @hookimpl
+    def zoo_build_backbone(spec, weights):
+        if spec.source != "custom":
+            return None
+        import keras
+        half = spec.input_size // 2
+        inputs = keras.Input((spec.input_size, spec.input_size, 3))
+        crop = ((0, half), (0, 0)) if spec.name == "top" else ((half, 0), (0, 0))
+        x = keras.layers.Cropping2D(crop)(inputs)
+        return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name=spec.name)
+    """
+)
+
+
+@pytest.fixture
+def halves_plugin(tmp_path, monkeypatch):
+    path = tmp_path / "halves.py"
+    path.write_text(PLUGIN)
+    monkeypatch.setenv("ZOO_PLUGINS", str(path))
+
+
+@pytest.fixture(scope="module")
+def halves(tmp_path_factory) -> Path:
+    """Photos of two classes, dark and light, whose colour shows in one half (top or bottom,
+    alternately) while the other half is grey noise: 8 train and 4 test photos per class."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("halves")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 8), ("test", 4)):
+        for label, (name, level) in enumerate((("dark", 30), ("light", 200))):
+            (root / split / name).mkdir(parents=True)
+            for n in range(count):
+                pixels = rng.integers(60, 170, (48, 48, 3))
+                rows = slice(0, 24) if n % 2 else slice(24, 48)
+                pixels[rows] = rng.integers(level - 20, level + 20, (24, 48, 3))
+                Image.fromarray(pixels.astype("uint8")).save(root / split / name / f"{n}.png")
+    return root
+
+
+def fast(**changes):
+    return BenchSettings.from_config(
+        **{"epochs": 10, "learning_rate": 0.05, "batch_size": 4, "weights": "none", "latency_runs": 2, "throughput_batches": 1, **changes}
+    )
+
+
+def test_the_bench_validates_on_train_features_only_and_ends_with_an_ensemble_row(halves_plugin, halves, tmp_path, monkeypatch):
+    bench = importlib.import_module("zoo.bench")  # the module; zoo.bench is also a function
+
+    given = []
+
+    def recording(views, labels, *args, **kwargs):
+        given.append(([np.array(view) for view in views], list(labels)))
+        return cross_validate(views, labels, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "cross_validate", recording)
+    dataset = load_dataset(halves)
+    specs = [catalog().get(name) for name in ("top", "broken", "bottom")]
+    rows = run_bench(specs, dataset, fast(), tmp_path, ensemble_size=3)
+
+    # Cross-validation saw the 16 training images (plain and mirrored) and nothing of test/.
+    assert [[view.shape for view in views] for views, _ in given] == [[(16, 3)] * 2] * 2
+    assert all(labels == list(dataset.train.labels) for _, labels in given)
+    top, broken, bottom, combined = rows
+    assert broken["status"] == "failed" and broken["val_top1"] is None
+    for row in (top, bottom):
+        assert row["kind"] == "backbone" and row["folds"] == 5 and 0 <= row["val_top1"] <= 1
+        assert row["val_top1_std"] >= 0 and row["validation_seconds"] > 0 and row["val_log_loss"] > 0
+    saved = sorted(path.name for path in (tmp_path / "predictions").iterdir())
+    assert saved == ["bottom.npz", "top.npz"]
+    assert Predictions.load(tmp_path / "predictions" / "top.npz").test.shape == (8, 2)
+
+    assert combined["kind"] == "ensemble" and combined["backbone"] == "ensemble(top+bottom)"
+    assert list(combined["members"]) == ["top", "bottom"] and sum(combined["members"].values()) == pytest.approx(1)
+    assert combined["status"] == "ok" and combined["test_images"] == 8
+    assert combined["top1"] > max(top["top1"], bottom["top1"])
+    assert combined["val_top1"] > max(top["val_top1"], bottom["val_top1"])
+    assert combined["flops_per_image"] == top["flops_per_image"] + bottom["flops_per_image"]
+    assert combined["latency_ms_p50"] == top["latency_ms_p50"] + bottom["latency_ms_p50"]
+    assert read_results(tmp_path)["backbones"][-1] == combined
+    assert "ensemble" in (tmp_path / "results.csv").read_text().splitlines()[-1]
+
+    # --resume keeps both rows, benches only the failed one again, and makes the same ensemble.
+    again = run_bench(specs, dataset, fast(), tmp_path, resume=True, ensemble_size=3)
+    assert len(given) == 2 and [row["backbone"] for row in again][-1] == "ensemble(top+bottom)"
+    assert {k: v for k, v in again[-1].items() if k != "finished_at"} == {
+        k: v for k, v in combined.items() if k != "finished_at"
+    }
+    # --no-ensemble: none, in the rows and in the file.
+    rows = run_bench(specs, dataset, fast(), tmp_path, resume=True, ensemble_size=0)
+    assert all(row["kind"] != "ensemble" for row in rows + read_results(tmp_path)["backbones"])
+
+
+def test_a_failed_row_is_never_a_member_even_with_predictions_left_behind(tmp_path):
+    folds = np.array([0, 1, 0, 1])
+    for name, validation in (("a", A), ("b", B), ("c", C)):
+        Predictions(folds, validation, validation[:2]).save(predictions_path(tmp_path, name))
+    dataset = Dataset(Path("data"), ("x", "y"), Split(("i",) * 4, tuple(LABELS)), Split(("t", "u"), (0, 0)))
+    rows = [finished_row(name, status=status) for name, status in (("a", "ok"), ("b", "failed"), ("c", "ok"))]
+    # Without b, C's weaker twin A cannot help C: no ensemble at all.
+    assert ensemble.build(rows, tmp_path, dataset, fast(folds=2), size=3) is None
+    rows[1]["status"] = "ok"
+    assert ensemble.build(rows, tmp_path, dataset, fast(folds=2), size=3)["backbone"] == "ensemble(b+c)"
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--ensemble-size", "1"], "--ensemble-size 1: an ensemble needs 2 members or more; --no-ensemble makes none"),
+        (["--folds", "1"], "--folds 1: use 2 or more, or 0 for no cross-validation"),
+        (["--folds", "13"], "--folds 13: train/ has only 12 images; use --folds 12 or fewer"),
+    ],
+)
+def test_bad_ensemble_and_folds_options_are_one_line(halves_plugin, tiny_dataset, tmp_path, option, message):
+    result = CliRunner().invoke(app, ["bench", "top", "--data", str(tiny_dataset), "--out", str(tmp_path / "o"), *option])
+    assert result.exit_code == 2 and message in result.output

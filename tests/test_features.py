@@ -1,0 +1,215 @@
+"""The feature cache's key names what the features are, and a damaged entry is never served.
+
+Real plugins, built and benched for real: editing a builder, a preprocessing callable or the
+content of a weights file is a cache miss; leaving them alone is a hit.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_images
+from typer.testing import CliRunner
+
+from zoo import features
+from zoo.bench import BenchSettings, bench_backbone, run_bench
+from zoo.cli import app
+from zoo.data import load_dataset
+from zoo.plugin_manager import build_backbone, catalog, plugin_manager
+
+runner = CliRunner()
+PLUGIN = textwrap.dedent(
+    """
+    from zoo import BackboneSpec, hookimpl
+
+    def prepare(images):
+        return images / 255.0
+
+    @hookimpl
+    def zoo_backbones():
+        return [BackboneSpec(name=name, family="test", source="custom", reference="edited",
+                             input_size=32, preprocessing=prepare, feature_dim=8, params=440)
+                for name in ("edited", "edited_b")]
+
+    @hookimpl
+    def zoo_build_backbone(spec, weights):
+        import keras
+        inputs = keras.Input((32, 32, 3))
+        x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(inputs)
+        x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+        model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+        if weights:
+            model.load_weights(weights)
+        return model
+    """
+)
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    """Write the plugin; `plugin(old, new)` edits its source as an author would."""
+    path = tmp_path / "edited_plugin.py"
+    path.write_text(PLUGIN)
+    monkeypatch.setenv("ZOO_PLUGINS", str(path))
+
+    def edit(old: str, new: str) -> None:
+        source = path.read_text()
+        assert old in source
+        path.write_text(source.replace(old, new, 1))
+        stat = path.stat()  # a later second, as a real edit would be, so no stale bytecode is used
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+        plugin_manager.cache_clear()
+        catalog.cache_clear()
+
+    return edit
+
+
+def settings(**changes):
+    fast = dict(epochs=1, batch_size=8, weights="none", latency_runs=1, throughput_batches=1, mirror=False)
+    return BenchSettings.from_config(**{**fast, **changes})
+
+
+def cache_status(dataset, **changes) -> str:
+    row = bench_backbone(catalog().get("edited"), dataset, settings(**changes))
+    assert row.status == "ok", row.error
+    return row.feature_cache
+
+
+def test_editing_the_builder_or_the_preprocessing_is_a_miss_and_nothing_else_is(plugin, tiny_dataset):
+    dataset = load_dataset(tiny_dataset)
+    assert cache_status(dataset) == "miss"
+    assert cache_status(dataset) == "hit"
+    plugin("return images / 255.0", "return images * 0.0")  # the preprocessing's body
+    assert cache_status(dataset) == "miss"
+    plugin('Conv2D(4, 3, strides=2, activation="relu")', 'Conv2D(2, 3, strides=2, activation="tanh")')
+    assert cache_status(dataset) == "miss"
+
+
+def test_a_weights_file_with_new_content_is_a_miss_even_at_the_same_size_and_mtime(plugin, tiny_dataset, tmp_path):
+    """The file is known by its content (a pinned hash stands for it where there is one)."""
+    import keras
+
+    dataset, path = load_dataset(tiny_dataset), tmp_path / "edited.weights.h5"
+    for seed in (1, 2):  # two weights files of the same size and layout, different values
+        keras.utils.set_random_seed(seed)
+        build_backbone(catalog().get("edited"), None).save_weights(tmp_path / f"seed{seed}.weights.h5")
+    first, second = tmp_path / "seed1.weights.h5", tmp_path / "seed2.weights.h5"
+    assert first.stat().st_size == second.stat().st_size
+    path.write_bytes(first.read_bytes())
+    stamp = path.stat()
+    assert cache_status(dataset, weights=str(path)) == "miss"
+    path.write_bytes(second.read_bytes())
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert cache_status(dataset, weights=str(path)) == "miss"
+
+
+def test_each_image_is_decoded_once_for_every_backbone_of_its_size_and_the_mirror_view(plugin, tmp_path):
+    from zoo import data
+
+    make_images(tmp_path / "data/train", {"dark": 4, "light": 4})  # files no other test decoded
+    make_images(tmp_path / "data/test", {"dark": 2, "light": 2}, seed=1)
+    dataset = load_dataset(tmp_path / "data")
+    before = data.decoded_count
+    specs = [catalog().get("edited"), catalog().get("edited_b")]
+    rows = run_bench(specs, dataset, settings(mirror=True), tmp_path / "out")
+    assert [row["status"] for row in rows] == ["ok", "ok"], [row["error"] for row in rows]
+    assert [row["feature_cache"] for row in rows] == ["miss", "miss"]  # 4 views each, 8 extractions
+    assert data.decoded_count - before == len(dataset.train) + len(dataset.test)
+
+
+# Issue 17: bad input that reaches the cache. 17.2: a damaged entry is detected, named in one
+# line and recomputed, never served and never a failed row. 17.11: a cache record that is not an
+# object, or has a `created` that is not a time. 17.14: `.partial` files of killed runs.
+
+
+def damage(path, how: str) -> None:
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[:-20])
+    elif how == "garbled":  # the header intact, the body overwritten
+        data = bytearray(path.read_bytes())
+        data[-16:] = b"\x7f" * 16
+        path.write_bytes(bytes(data))
+    else:  # a valid array, the wrong number of rows
+        np.save(path, np.zeros((5, 8), np.float32))
+
+
+def cached_entry(split: str):
+    [entry] = [entry for entry in features.entries() if entry["split"] == split]
+    return Path(entry["files"][0])
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbled", "wrong shape"])
+def test_a_damaged_entry_is_not_loaded(how, tmp_path):
+    stored = features.store("net", "train", "k", {}, lambda d: features.extract([np.ones((12, 8))], lambda b: b, 12, 8, d))
+    damage(cached_entry("train"), how)
+    with pytest.raises(features.DamagedEntry, match=r"^damaged feature cache entry net-train-k\.npy \(.+\); recomputed$"):
+        features.load("net", "train", "k", stored.shape)
+    assert features.entries() == []  # gone, so the next store writes it afresh
+
+
+def test_bench_recomputes_damaged_entries_with_one_line_each_and_the_same_result(plugin, tiny_dataset, tmp_path):
+    arguments = ["bench", "edited", "--data", str(tiny_dataset), "--weights", "none", "--epochs", "1",
+                 "--batch-size", "8", "--mirror", "--out"]
+    first = runner.invoke(app, [*arguments, str(tmp_path / "first")])
+    assert first.exit_code == 0, first.output
+    for split, how in (("train", "truncated"), ("train-mirrored", "garbled"), ("test", "wrong shape")):
+        damage(cached_entry(split), how)
+    second = runner.invoke(app, [*arguments, str(tmp_path / "second")])
+    assert second.exit_code == 0, second.output
+    [line] = [line for line in second.stderr.splitlines() if "damaged feature cache entry" in line]
+    assert line.startswith("edited: ") and line.count("damaged feature cache entry") == 3
+    assert "shape (5, 8), expected (6, 8)" in line
+    assert "checksum does not match" in line and "Traceback" not in second.output
+    [before], [after] = (json.loads((tmp_path / name / "results.json").read_text())["backbones"]
+                         for name in ("first", "second"))
+    assert after["status"] == "ok" and after["feature_cache"] == "hit, miss"
+    assert after["confusion_matrix"] == before["confusion_matrix"]
+    for entry in features.entries():  # replaced by sound entries
+        assert features.load("edited", entry["split"], entry["key"], (entry["count"], 8)) is not None
+
+
+@pytest.mark.parametrize("record", ["[]", '{"backbone": "net", "split": "train", "created": "yesterday"}'])
+def test_cache_list_and_clear_survive_a_bad_record(record):
+    folder = features.cache_dir("features")
+    (folder / "net-train-k.json").write_text(record)
+    np.save(folder / "net-train-k.npy", np.zeros((2, 2), np.float32))
+    listed = runner.invoke(app, ["cache", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "1 entries" in listed.stdout and ("damaged" in listed.stdout) == (record == "[]")
+    assert json.loads(runner.invoke(app, ["cache", "list", "--json"]).stdout)["entries"][0]["created"] > 0
+    cleared = runner.invoke(app, ["cache", "clear", "--older-than", "0s"])
+    assert cleared.exit_code == 0 and "removed 2 files" in cleared.stdout, cleared.output
+
+
+def test_partial_files_of_a_killed_run_are_listed_then_removed_by_the_next_run():
+    folder = features.cache_dir("features")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = folder / f".net-train-k.npy.{gone.pid}.partial"
+    live = folder / f".net-test-k.npy.{os.getpid()}.partial"
+    for path in (stale, live):
+        path.write_bytes(b"half")
+    listed = runner.invoke(app, ["cache", "list"]).stdout
+    assert f"pid {gone.pid}, left by a killed run" in listed and f"pid {os.getpid()}, being written" in listed
+    features.store("net", "train", "k2", {}, lambda d: features.extract([np.ones((2, 2))], lambda b: b, 2, 2, d))
+    assert not stale.exists() and live.exists()
+
+
+def test_clear_by_age_and_by_dataset(tmp_path):
+    for name, dataset in (("old", tmp_path / "a"), ("new", tmp_path / "b")):
+        meta = {"dataset": str(dataset.resolve())}
+        features.store(name, "train", "k", meta, lambda d: features.extract([np.ones((2, 2))], lambda b: b, 2, 2, d))
+    record = features.cache_dir("features") / "old-train-k.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "created": time.time() - 31 * 86400}))
+    assert runner.invoke(app, ["cache", "clear", "--older-than", "30d"]).stdout.startswith("removed 2 files")
+    assert [entry["backbone"] for entry in features.entries()] == ["new"]
+    assert runner.invoke(app, ["cache", "clear", "--dataset", str(tmp_path / "a")]).stdout.startswith("removed 0")
+    assert runner.invoke(app, ["cache", "clear", "--dataset", str(tmp_path / "b")]).stdout.startswith("removed 2")
+    bad = runner.invoke(app, ["cache", "clear", "--older-than", "30 days"])
+    assert bad.exit_code == 2 and "give a number and a unit" in bad.output

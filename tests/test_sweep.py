@@ -1,0 +1,145 @@
+"""A sweep spread over jobs: `zoo bench --shard I/N` and `zoo report --merge`, on real small models."""
+
+import json
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+from zoo.cli import app
+from zoo.errors import ZooError
+from zoo.sweep import Shard
+
+runner = CliRunner()
+
+# Four real backbones kept small: two Keras applications at 32 px and two tiny CNNs.
+PLUGIN = textwrap.dedent(
+    """
+    from zoo import BackboneSpec, hookimpl
+
+    def _spec(name, reference, source="custom", **fields):
+        base = dict(family="test", source=source, reference=reference, input_size=32,
+                    preprocessing="unit", feature_dim=8, params=1)
+        return BackboneSpec(name=name, **{**base, **fields})
+
+    @hookimpl
+    def zoo_backbones():
+        return [
+            _spec("mobilenet_v3_small_32", "MobileNetV3Small", "keras.applications",
+                  preprocessing="none", feature_dim=576),
+            _spec("mobilenet_v2_32", "MobileNetV2", "keras.applications", preprocessing="symmetric",
+                  feature_dim=1280),
+            _spec("tiny_a", "tiny"),
+            _spec("tiny_b", "tiny"),
+        ]
+
+    @hookimpl
+    def zoo_build_backbone(spec, weights):
+        if spec.source != "custom":
+            return None
+        import keras
+        inputs = keras.Input((32, 32, 3))
+        x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+        return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    """
+)
+NAMES = ["mobilenet_v2_32", "mobilenet_v3_small_32", "tiny_a", "tiny_b"]
+TIMINGS = {"extract_seconds", "head_seconds", "finetune_seconds", "train_seconds", "total_seconds", "finished_at",
+           "images_per_sec", "latency_ms_p50", "latency_ms_p95", "peak_rss_mb"}
+
+
+@pytest.fixture
+def four_backbones(tmp_path, monkeypatch):
+    path = tmp_path / "four.py"
+    path.write_text(PLUGIN)
+    monkeypatch.setenv("ZOO_PLUGINS", str(path))
+
+
+def bench(tiny_dataset, out, *extra, names=NAMES):
+    result = runner.invoke(app, [
+        "bench", *names, "--data", str(tiny_dataset), "--weights", "none", "--epochs", "2",
+        "--batch-size", "4", "--out", str(out), *extra,
+    ])
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "results.json").read_text())
+
+
+def untimed(row):
+    return {key: value for key, value in row.items() if key not in TIMINGS}
+
+
+def test_shards_cover_every_backbone_once_and_merge_into_a_single_runs_rows(
+    four_backbones, tiny_dataset, tmp_path, monkeypatch
+):
+    shards = [bench(tiny_dataset, tmp_path / f"s{i}", "--shard", f"{i}/3") for i in (1, 2, 3)]
+    assert [[row["backbone"] for row in shard["backbones"]] for shard in shards] == [
+        ["mobilenet_v2_32", "tiny_b"], ["mobilenet_v3_small_32"], ["tiny_a"]
+    ]
+    assert [shard["shard"] for shard in shards] == [{"index": i, "count": 3} for i in (1, 2, 3)]
+
+    result = runner.invoke(app, ["report", "--merge", *(str(tmp_path / f"s{i}") for i in (1, 2, 3)),
+                                 "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 0, result.output
+    merged = json.loads((tmp_path / "merged" / "results.json").read_text())
+    assert sorted(row["backbone"] for row in merged["backbones"]) == NAMES
+    assert merged["missing_shards"] == [] and len(merged["merged_from"]) == 3
+    assert (tmp_path / "merged" / "accuracy_vs_speed.png").stat().st_size > 0
+    assert "| tiny_a |" in (tmp_path / "merged" / "results.md").read_text()
+
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "fresh-cache"))  # extract again, as the shards did
+    single = bench(tiny_dataset, tmp_path / "single")
+    expected = {row["backbone"]: untimed(row) for row in single["backbones"]}
+    assert {row["backbone"]: untimed(row) for row in merged["backbones"]} == expected
+    assert merged["dataset"] == single["dataset"]
+
+    # --resume works per shard: a rerun of shard 1 keeps both of its rows without benching them
+    rerun = runner.invoke(app, ["bench", *NAMES, "--data", str(tiny_dataset), "--weights", "none", "--epochs", "2",
+                                "--batch-size", "4", "--out", str(tmp_path / "s1"), "--shard", "1/3", "--resume"])
+    assert rerun.exit_code == 0, rerun.output
+    assert rerun.stderr.count("finished before with these settings") == 2
+
+
+def test_merging_shards_of_other_settings_or_data_is_refused(four_backbones, tiny_dataset, tmp_path):
+    bench(tiny_dataset, tmp_path / "s1", "--shard", "1/2", "--no-mirror", names=["tiny_a", "tiny_b"])
+    bench(tiny_dataset, tmp_path / "s2", "--shard", "2/2", names=["tiny_a", "tiny_b"])
+    result = runner.invoke(app, ["report", "--merge", str(tmp_path / "s1"), str(tmp_path / "s2"),
+                                 "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "mirror False vs True" in line and "same settings" in line
+    assert not (tmp_path / "merged").exists()
+
+    other = json.loads((tmp_path / "s2" / "results.json").read_text())
+    other["dataset"]["test_images"] += 1
+    (tmp_path / "s2" / "results.json").write_text(json.dumps(other))
+    result = runner.invoke(app, ["report", "--merge", str(tmp_path / "s1"), str(tmp_path / "s2"),
+                                 "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 2 and "dataset differs" in result.stderr and "test_images 6 vs 7" in result.stderr
+
+
+def test_a_merge_with_a_shard_missing_says_which(four_backbones, tiny_dataset, tmp_path):
+    bench(tiny_dataset, tmp_path / "s3", "--shard", "3/3", names=["tiny_a", "tiny_b", "mobilenet_v2_32"])
+    result = runner.invoke(app, ["report", "--merge", str(tmp_path / "s3"), "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 0, result.output
+    assert "Shards 1/3, 2/3 are missing" in result.stderr
+
+
+@pytest.mark.parametrize("text", ["0/3", "4/3", "2", "a/b", "1/0", "-1/2"])
+def test_a_bad_shard_is_one_line(text):
+    with pytest.raises(ZooError, match=r"give I/N with 1 <= I <= N"):
+        Shard.parse(text)
+
+
+def test_shards_interleave_in_name_order_and_refuse_to_be_empty():
+    names = ["d", "a", "c", "b", "e"]
+    parts = [Shard(i, 2).select(names, name=str) for i in (1, 2)]
+    assert parts == [["a", "c", "e"], ["b", "d"]]
+    with pytest.raises(ZooError, match="use at most 5 shards"):
+        Shard(1, 6).select(names, name=str)
+
+
+def test_report_takes_one_folder_unless_merging(tmp_path):
+    result = runner.invoke(app, ["report", str(tmp_path), str(tmp_path)])
+    assert result.exit_code == 2 and "--merge DIR... --out MERGED" in result.stderr
+    result = runner.invoke(app, ["report", "--merge", str(tmp_path)])
+    assert result.exit_code == 2 and "--merge needs --out" in result.stderr

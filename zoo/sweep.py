@@ -1,0 +1,124 @@
+"""A sweep spread over jobs: `zoo bench --shard I/N` and `zoo report --merge`.
+
+A scheduler (a Slurm job array, a Kubernetes indexed Job) starts N copies of one command that
+differ only in I. Each benches every N-th backbone in name order, so the N jobs cover each
+backbone exactly once without talking to each other, and writes its own results folder. Merging
+the folders refuses rows measured on another dataset or with other settings: a table that mixes
+them would compare nothing.
+
+Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from zoo.errors import ZooError
+from zoo.settings import result_settings
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """The `index`-th (from 1) of `count` interleaved parts of a sweep."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if not match or not 1 <= int(match[1]) <= int(match[2]):
+            raise ZooError(f"--shard {text}: give I/N with 1 <= I <= N, e.g. --shard 2/4 for the second of four jobs")
+        return cls(int(match[1]), int(match[2]))
+
+    def select(self, items: Sequence[T], name=lambda item: item.name) -> list[T]:
+        """This shard's items: every count-th in name order, starting at the index-th."""
+        if len(items) < self.count:
+            raise ZooError(
+                f"--shard {self}: {self.count} shards of only {len(items)} backbones would leave some "
+                f"empty; use at most {len(items)} shards"
+            )
+        return sorted(items, key=name)[self.index - 1 :: self.count]
+
+    def folder_name(self) -> str:
+        return f"shard-{self.index}-of-{self.count}"
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def data_fingerprint(root: Path, files: Iterable[str]) -> str:
+    """The dataset as any machine sees it: each file's path relative to `root` and its size.
+
+    Shards may run on machines that hold their own copy of the data (other mount points, other
+    mtimes), so unlike the cache key this leaves out absolute paths and times.
+    """
+    digest = hashlib.sha256()
+    for name in files:
+        path = Path(name)
+        digest.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _difference(first: dict, second: dict) -> str:
+    """'key A vs B, ...' over the keys both have, or '' when they agree."""
+    keys = [key for key in first if key in second and first[key] != second[key]]
+    return ", ".join(f"{key} {first[key]!r} vs {second[key]!r}" for key in keys)
+
+
+def merge(folders: Sequence[Path]) -> tuple[list[dict], dict]:
+    """The rows and meta data of several results folders in one, each backbone once.
+
+    Raises a ZooError naming the difference when a folder's dataset or a row's settings differ
+    from the first folder's, or when two folders hold the same backbone.
+    """
+    from zoo.report import read_results
+
+    loaded = [(folder, read_results(folder)) for folder in folders]
+    first_folder, first = loaded[0]
+    dataset = {key: value for key, value in first.get("dataset", {}).items() if key != "root"}
+    for folder, results in loaded[1:]:
+        difference = _difference(dataset, results.get("dataset", {}))
+        if difference:
+            raise ZooError(
+                f"cannot merge {folder}: its dataset differs from {first_folder}'s ({difference}); "
+                "merge results of one dataset only"
+            )
+    located = [(folder, row) for folder, results in loaded for row in results["backbones"]]
+    seen: dict[str, Path] = {}
+    for folder, row in located:
+        name = row["backbone"]
+        if name in seen:
+            raise ZooError(f"{name} is in both {seen[name]} and {folder}; merge each backbone from one folder only")
+        reference_folder, reference = located[0]
+        difference = _difference(result_settings(reference), result_settings(row))
+        if difference:
+            raise ZooError(
+                f"cannot merge {folder}: {name} was benched with other settings than {reference['backbone']} "
+                f"in {reference_folder} ({difference}); bench every shard with the same settings"
+            )
+        seen[name] = folder
+    meta = {key: value for key, value in first.items() if key not in ("backbones", "shard", "format")}
+    meta["merged_from"] = [
+        {"folder": str(folder), "shard": results.get("shard"), "environment": results.get("environment")}
+        for folder, results in loaded
+    ]
+    meta["missing_shards"] = missing_shards([results.get("shard") for _, results in loaded])
+    return [row for _, row in located], meta
+
+
+def missing_shards(shards: list[Any]) -> list[str]:
+    """'I/N' of each shard of the sweep not among `shards` (when they all come from one N-way sweep)."""
+    counts = {shard["count"] for shard in shards if shard}
+    if len(counts) != 1 or None in shards:
+        return []
+    [count] = counts
+    have = {shard["index"] for shard in shards if shard}
+    return [f"{index}/{count}" for index in range(1, count + 1) if index not in have]
