@@ -13,6 +13,7 @@ data pipelines (zoo.data), the measurements (zoo.metrics) and the row (zoo.row) 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -158,7 +159,10 @@ def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray,
     validation = None
     if settings.folds and settings.mode == "features":  # fine-tuning would outdate the heads it scores
         start = time.perf_counter()
-        with run.strategy.scope():
+        # Keras' fit cannot run under multiworker; every worker holds all the features there,
+        # so each cross-validates on its own, to the same result.
+        multiworker = settings.strategy == "multiworker"
+        with contextlib.nullcontext() if multiworker else run.strategy.scope():
             validation = cross_validate([x for x, _ in train], dataset.train.labels, classes, settings, run.progress)
         row.val_top1, row.val_top1_std = validation.top1, validation.top1_std
         row.val_log_loss = metrics.log_loss(validation.probabilities, np.asarray(dataset.train.labels))
