@@ -26,7 +26,7 @@ from zoo.plugin_manager import build_backbone, catalog, plugin_manager
 runner = CliRunner()
 PLUGIN = textwrap.dedent(
     """
-    from zoo import BackboneSpec, hookimpl
+    from zoo import BackboneSpec, Normalization, hookimpl
 
     def prepare(images):
         return images / 255.0
@@ -88,6 +88,12 @@ def test_editing_the_builder_or_the_preprocessing_is_a_miss_and_nothing_else_is(
     plugin("return images / 255.0", "return images * 0.0")  # the preprocessing's body
     assert cache_status(dataset) == "miss"
     plugin('Conv2D(4, 3, strides=2, activation="relu")', 'Conv2D(2, 3, strides=2, activation="tanh")')
+    assert cache_status(dataset) == "miss"
+    # Constants, as EfficientNet-Lite declares its (x-127)/128: keyed by their values.
+    plugin("preprocessing=prepare", "preprocessing=Normalization((0.0,) * 3, (255.0,) * 3)")
+    assert cache_status(dataset) == "miss"
+    assert cache_status(dataset) == "hit"
+    plugin("(255.0,) * 3)", "(128.0,) * 3)")
     assert cache_status(dataset) == "miss"
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from zoo import atomic
 from zoo.cache import cache_dir
 from zoo.progress import Progress, no_progress
+from zoo.spec import PREPROCESSING, Normalization, Preprocessing
 
 #: Bump when the layout or the meaning of cached arrays changes: old entries stop matching.
 FORMAT = 2
@@ -122,11 +123,13 @@ def _code_digest(code, digest) -> None:
             digest.update(repr(constant).encode())
 
 
-def preprocessing_identity(preprocessing: str | Callable) -> str:
-    """The preprocessing as it computes: a named kind as itself, a callable by its code (and the
-    simple values its closure holds), so editing its body is a cache miss."""
-    if not callable(preprocessing):
-        return preprocessing
+def preprocessing_identity(preprocessing: Preprocessing) -> str:
+    """The preprocessing as it computes: a named kind or a Normalization by its constants, a
+    callable by its code (and the simple values its closure holds), so editing its body is a miss."""
+    if isinstance(preprocessing, str):
+        preprocessing = PREPROCESSING[preprocessing]
+    if isinstance(preprocessing, Normalization):
+        return f"normalize:mean={preprocessing.mean!r}:std={preprocessing.std!r}:bgr={preprocessing.bgr}"
     function = preprocessing
     digest = hashlib.sha256()
     while isinstance(function, functools.partial):
