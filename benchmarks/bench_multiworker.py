@@ -33,13 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FOOD = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else ROOT.parent / "shared/data/10_food_classes_10_percent"
 RESULTS = ROOT / "benchmarks/results"
 ZOO = Path(sys.executable).with_name("zoo")
-# mobilenet_v2 with random weights (extraction speed and each worker's share do not depend on the
-# weights; top-1 is then meaningless): efficientnet_lite0, the only backbone with weights offline,
-# fails with the feature cache on (its Normalization preprocessing is not JSON serializable in
-# zoo.features.feature_key), and this benchmark needs the cache to compare the workers' features.
-BACKBONE = "mobilenet_v2"
+BACKBONE = "efficientnet_lite0"
 # One pass over every image (no mirror views), one head epoch: extraction is what is measured.
-ARGS = ["--weights", "none", "--epochs", "1", "--no-mirror", "--strategy", "multiworker", "--worker-timeout", "900"]
+ARGS = ["--epochs", "1", "--no-mirror", "--strategy", "multiworker", "--worker-timeout", "900"]
 
 
 def run(workers: int, scratch: Path) -> dict:
