@@ -1,7 +1,7 @@
 # Two commands do everything on a fresh machine: `make bench` and `make test`.
 VENV := .venv
 PY := $(VENV)/bin/python
-SOURCES := $(shell find zoo plugins -name '*.py') $(wildcard zoo/templates/*/*) plugins/registry.toml pyproject.toml
+SOURCES := $(shell find zoo plugins -name '*.py') $(wildcard zoo/templates/*/*) registry.toml pyproject.toml
 # The example third-party plugin, installed beside zoo so the tests can run it for real.
 EXAMPLE := $(wildcard examples/zoo-densenet/*.py examples/zoo-densenet/pyproject.toml)
 

@@ -1,4 +1,4 @@
-"""plugins/registry.toml, the built-ins' catalog: what it pins agrees with Keras, and each
+"""registry.toml, the built-ins' catalog: what it pins agrees with Keras, and each
 backbone is declared by the plugin module its table is named after."""
 
 import importlib

@@ -1,6 +1,6 @@
 """Declaring backbones as data: specs from a TOML file a plugin ships, or from a Python mapping.
 
-The public path every plugin may use, zoo's built-ins included (plugins/registry.toml):
+The public path every plugin may use, zoo's built-ins included (registry.toml):
 
     [densenet121]                      # the backbone's name
     family = "densenet"
