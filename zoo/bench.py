@@ -14,6 +14,7 @@ data pipelines (zoo.data), the measurements (zoo.metrics) and the row (zoo.row) 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import shutil
 import tempfile
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo import board, distributed, ensemble, export, features, metrics, recipe
+from zoo import board, distributed, ensemble, export, features, metrics, recipe, runtime
 from zoo.data import Dataset, Split, decoded_batches, image_batches, labeled_batches
 from zoo.errors import one_line
 from zoo.progress import Progress, no_progress, prefixed
@@ -52,6 +53,17 @@ class _Run:
     weights: ResolvedWeights
     extractor: Any  # images → pooled features, base frozen
     callbacks: tuple[Any, ...]  # e.g. TensorBoard, for every model.fit
+
+    @functools.cached_property
+    def identity(self) -> dict:
+        """What the extractor's features depend on: the key of its cached features and model."""
+        return features.identity(self.spec, self.extractor, self.weights, self.settings.seed)
+
+    @functools.cached_property
+    def extraction(self) -> runtime.Extraction:
+        """images → features through the runtime --runtime chooses (zoo.runtime), on its first call."""
+        identity = self.identity if self.settings.cache else None
+        return runtime.Extraction(self.spec.name, self.extractor, self.settings, self.strategy, identity)
 
     def labeled_train_batches(self) -> Any:
         spec, settings = self.spec, self.settings
@@ -80,9 +92,7 @@ def _predict(forward: Any, run: _Run) -> np.ndarray:
     return np.concatenate(chunks)
 
 
-def _split_features(
-    run: _Run, split: Split, name: str, forward: Any, mirrored: bool, identity: dict, notes: list[str]
-) -> tuple[np.ndarray, str]:
+def _split_features(run: _Run, split: Split, name: str, mirrored: bool, notes: list[str]) -> tuple[np.ndarray, str]:
     """One split's features (of its mirror images if `mirrored`), from the cache when every
     worker has them there; (array, "hit"|"miss"|"off"). With several workers, each extracts its
     share of the files and the shares are gathered into the whole array on every worker. A
@@ -96,10 +106,10 @@ def _split_features(
         batches = ((batch[:, :, ::-1] if mirrored else batch).astype(np.float32) for batch in decoded)
         step = f"{name} features"
         if len(files) == total:
-            return features.extract(batches, forward, total, spec.feature_dim, destination, run.progress, step)
+            return features.extract(batches, run.extraction, total, spec.feature_dim, destination, run.progress, step)
         with tempfile.TemporaryDirectory(prefix="zoo-share-") as folder:
             mine = features.extract(
-                batches, forward, len(files), spec.feature_dim, Path(folder) / "share.npy", run.progress, step
+                batches, run.extraction, len(files), spec.feature_dim, Path(folder) / "share.npy", run.progress, step
             )
             rows = distributed.gather(run.strategy, np.asarray(mine), total)
         return features.extract([rows], np.asarray, total, spec.feature_dim, destination)
@@ -107,7 +117,7 @@ def _split_features(
     if not settings.cache:
         with tempfile.TemporaryDirectory(prefix="zoo-features-") as folder:
             return np.array(extract(Path(folder) / f"{name}.npy")), "off"
-    key = features.feature_key(identity, split.files)
+    key = features.feature_key(run.identity, split.files)
     try:
         cached = features.load(spec.name, name, key, (total, spec.feature_dim))
     except features.DamagedEntry as exc:
@@ -128,16 +138,15 @@ def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray,
 
     dataset, settings = run.dataset, run.settings
     start = time.perf_counter()
-    extract = distributed.split_over_devices(run.strategy, metrics.compiled_forward(run.extractor))
-    identity = features.identity(run.spec, run.extractor, run.weights, settings.seed) if settings.cache else {}
     views = (False, True) if settings.mirror else (False,)
     notes: list[str] = []
     train, test = (
-        [_split_features(run, split, name, extract, mirrored, identity, notes) for mirrored in views]
+        [_split_features(run, split, name, mirrored, notes) for mirrored in views]
         for split, name in ((dataset.train, "train"), (dataset.test, "test"))
     )
     row.feature_cache = ", ".join(sorted({status for _, status in train + test}))
     row.feature_cache_note = "; ".join(notes)
+    row.runtime, row.runtime_note = run.extraction.runtime, run.extraction.note
     shares = [len(distributed.share(split.files, run.strategy)) for split in (dataset.train, dataset.test)]
     mine = sum(share for share, views_of in zip(shares, (train, test)) for _, status in views_of if status != "hit")
     row.worker_images = distributed.each(run.strategy, mine)

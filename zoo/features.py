@@ -179,16 +179,64 @@ def remembered(what: str, key: str, compute: Callable[[], Any]) -> Any:
         return value
 
 
+def key(identity: dict, **parts: Any) -> str:
+    """A cache key: the backbone's identity (see identity()) plus what else the entry depends on."""
+    named = {"format": FORMAT, **identity, **parts}
+    return hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:24]
+
+
 def feature_key(identity: dict, files: Iterable[str]) -> str:
     """The cache key of one split's features: the backbone's identity plus the files' fingerprint."""
-    parts = {"format": FORMAT, **identity, "files": files_fingerprint(files)}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+    return key(identity, files=files_fingerprint(files))
 
 
 def _paths(backbone: str, split: str, key: str) -> tuple[Path, Path]:
     stem = f"{backbone.replace(':', '_')}-{split}-{key}"
     folder = cache_dir("features")
     return folder / f"{stem}.npy", folder / f"{stem}.json"
+
+
+#: Where converted extractors (zoo.runtime) are kept, a subfolder listed and cleared with the features.
+MODELS = "tflite"
+
+
+def _model_paths(backbone: str, key: str) -> tuple[Path, Path]:
+    stem = f"{backbone.replace(':', '_')}-{key}"
+    folder = cache_dir("features", MODELS)
+    return folder / f"{stem}.tflite", folder / f"{stem}.json"
+
+
+def load_model(backbone: str, key: str) -> bytes | None:
+    """The converted TFLite extractor kept under `key`, or None when there is none. Raises
+    DamagedEntry (and deletes the entry) when it is unreadable or not what was written."""
+    model_path, meta_path = _model_paths(backbone, key)
+    if not (model_path.is_file() and meta_path.is_file()):
+        return None
+    try:
+        content = model_path.read_bytes()
+        if _read_meta(meta_path).get("checksum") != hashlib.sha256(content).hexdigest():
+            raise ValueError("its checksum does not match: the file was overwritten or garbled")
+    except (OSError, ValueError) as exc:
+        discard_model(backbone, key)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DamagedEntry(f"damaged TFLite cache entry {model_path.name} ({reason}); converted again") from None
+    return content
+
+
+def store_model(backbone: str, key: str, content: bytes, meta: dict) -> None:
+    """Keep a converted TFLite extractor under `key`, with its checksum."""
+    model_path, meta_path = _model_paths(backbone, key)
+    with atomic.atomic_path(model_path) as temporary:
+        temporary.write_bytes(content)
+    record = {"backbone": backbone, "kind": "tflite", "key": key, "created": time.time(), **meta}
+    record["checksum"] = hashlib.sha256(content).hexdigest()
+    atomic.write_text(meta_path, json.dumps(record, indent=1))
+
+
+def discard_model(backbone: str, key: str) -> None:
+    """Delete a converted extractor's entry (one the interpreter could not load, say)."""
+    for path in _model_paths(backbone, key):
+        path.unlink(missing_ok=True)
 
 
 def checksum(array: np.ndarray) -> str:
@@ -323,12 +371,15 @@ def store(backbone: str, split: str, key: str, meta: dict, run: Callable[[Path],
 
 
 def entries() -> list[dict]:
-    """Every cache entry's meta data plus its size in bytes and its files, newest first. A record
-    that cannot be read is listed as damaged (so `clear` can remove it); a `created` that is not
-    a time is replaced by the record file's mtime."""
+    """Every cache entry's meta data plus its size in bytes and its files, newest first: features
+    and converted extractors (`kind` "tflite"). A record that cannot be read is listed as damaged
+    (so `clear` can remove it); a `created` that is not a time is replaced by the record file's mtime."""
     found = []
-    for meta_path in cache_dir("features", create=False).glob("*.json"):
-        array_path = meta_path.with_suffix(".npy")
+    root = cache_dir("features", create=False)
+    records = [(path, ".npy") for path in root.glob("*.json")]
+    records += [(path, ".tflite") for path in (root / MODELS).glob("*.json")]
+    for meta_path, suffix in records:
+        array_path = meta_path.with_suffix(suffix)
         try:
             record = _read_meta(meta_path)
         except (OSError, ValueError) as exc:
@@ -349,8 +400,9 @@ def entries() -> list[dict]:
 def clear(
     backbone: str | None = None, dataset: str | Path | None = None, older_than: float | None = None
 ) -> tuple[int, int]:
-    """Delete cached features: all, or those of one backbone, one dataset folder, or older than
-    `older_than` seconds (the filters combine); returns (files removed, bytes freed). Half-written
+    """Delete cached features and converted extractors: all, or those of one backbone, one dataset
+    folder (converted extractors belong to none), or older than `older_than` seconds (the filters
+    combine); returns (files removed, bytes freed). Half-written
     files of killed runs go too; those of a run in progress stay."""
     folder = dataset and str(Path(dataset).expanduser().resolve())
     now = time.time()
@@ -366,7 +418,8 @@ def clear(
     doomed += [item["path"] for item in partials() if not item["running"]]
     if backbone is None and not folder and older_than is None:  # everything: arrays without a record too
         root = cache_dir("features", create=False)
-        doomed += [str(path) for path in [*root.glob("*.npy"), *root.glob("measures/*.json")]]
+        leftovers = [*root.glob("*.npy"), *root.glob("measures/*.json"), *root.glob(f"{MODELS}/*.tflite")]
+        doomed += [str(path) for path in leftovers]
     removed = freed = 0
     for name in dict.fromkeys(doomed):
         path = Path(name)
