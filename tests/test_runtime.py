@@ -77,8 +77,7 @@ def images(count=4):
 
 def models():
     """The converted models in the cache: path → (inode, mtime), which a new conversion changes."""
-    entries = [entry for entry in features.entries() if entry.get("kind") == "tflite"]
-    return {entry["files"][0]: (os.stat(entry["files"][0]).st_ino, os.stat(entry["files"][0]).st_mtime_ns) for entry in entries}
+    return {path: (os.stat(path).st_ino, os.stat(path).st_mtime_ns) for path in (m["files"][0] for m in features.models())}
 
 
 def test_auto_extracts_through_tflite_the_features_tensorflow_computes(plugin, tiny_dataset):
@@ -111,10 +110,8 @@ def test_the_model_is_converted_once_and_not_loaded_when_the_features_are_cached
 def test_a_cache_hit_neither_converts_nor_chooses(plugin, tiny_dataset):
     spec, dataset = catalog().get("tiny_net"), load_dataset(tiny_dataset)
     assert bench_backbone(spec, dataset, settings()).runtime == "tflite"
-    for entry in features.entries():
-        if entry.get("kind") == "tflite":
-            for path in entry["files"]:
-                os.remove(path)
+    for path in features.models()[0]["files"]:
+        os.remove(path)
     hit = bench_backbone(spec, dataset, settings())
     assert hit.status == "ok" and hit.feature_cache == "hit"
     assert hit.runtime is None and hit.runtime_note == ""

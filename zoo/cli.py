@@ -826,15 +826,15 @@ def cache_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
     extractors (zoo.runtime); half-written files too."""
     from zoo import features
 
-    entries, partials = features.entries(), features.partials()
+    entries, models, partials = features.entries(), features.models(), features.partials()
     if as_json:
-        out.print_json(json.dumps({"entries": entries, "partial": partials}))
+        out.print_json(json.dumps({"entries": entries, "models": models, "partial": partials}))
         return
     table = Table(title=escape(f"zoo feature cache ({features.cache_dir('features', create=False)})"))
     for header in ("Backbone", "Split", "Dataset", "Images", "Dim", "MB", "Created"):
         table.add_column(header, overflow="fold")
-    for entry in entries:
-        model = entry.get("kind") == "tflite"  # a converted extractor: of no split, for any dataset
+    # A converted extractor (`model`) is of no split and for any dataset.
+    for model, entry in [(False, entry) for entry in entries] + [(True, entry) for entry in models]:
         table.add_row(
             escape(str(entry.get("backbone", "?"))),
             "TFLite model" if model else escape(str(entry.get("split", "?"))),
@@ -849,7 +849,8 @@ def cache_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
             _date(entry["created"]),
         )
     out.print(table)
-    out.print(f"{len(entries)} entries, {sum(e['bytes'] for e in entries) / 2**20:.1f} MB")
+    size = sum(entry["bytes"] for entry in entries + models) / 2**20
+    out.print(f"{len(entries)} entries, {len(models)} converted TFLite models, {size:.1f} MB")
     for item in partials:
         state = "being written" if item["running"] else "left by a killed run; the next bench removes it"
         out.print(

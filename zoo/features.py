@@ -7,7 +7,8 @@ built extractor's architecture, the content of its weights, the preprocessing as
 zoo's and the plugin's versions, the image size and resize method, and each data file's path,
 size and mtime. Editing a builder, a preprocessing callable or a weights file is a miss; nothing
 else is. Each entry records a checksum of its array, so a damaged one is found on load and
-recomputed rather than served.
+recomputed rather than served. Converted TFLite extractors (zoo.runtime) are kept here too, in
+`tflite/`, under the same identity, and listed and cleared with the features.
 
 Nothing here imports TensorFlow: `zoo cache list|clear` stays instant.
 """
@@ -370,16 +371,13 @@ def store(backbone: str, split: str, key: str, meta: dict, run: Callable[[Path],
     return features
 
 
-def entries() -> list[dict]:
-    """Every cache entry's meta data plus its size in bytes and its files, newest first: features
-    and converted extractors (`kind` "tflite"). A record that cannot be read is listed as damaged
-    (so `clear` can remove it); a `created` that is not a time is replaced by the record file's mtime."""
+def _records(folder: Path, suffix: str) -> list[dict]:
+    """The meta data of every entry in `folder` (its data file ends in `suffix`) plus its size in
+    bytes and its files, newest first. A record that cannot be read is listed as damaged (so
+    `clear` can remove it); a `created` that is not a time is replaced by the record file's mtime."""
     found = []
-    root = cache_dir("features", create=False)
-    records = [(path, ".npy") for path in root.glob("*.json")]
-    records += [(path, ".tflite") for path in (root / MODELS).glob("*.json")]
-    for meta_path, suffix in records:
-        array_path = meta_path.with_suffix(suffix)
+    for meta_path in folder.glob("*.json"):
+        data_path = meta_path.with_suffix(suffix)
         try:
             record = _read_meta(meta_path)
         except (OSError, ValueError) as exc:
@@ -391,10 +389,20 @@ def entries() -> list[dict]:
         created = record.get("created")
         if not isinstance(created, (int, float)) or isinstance(created, bool):
             record["created"] = stat.st_mtime
-        record["bytes"] = array_path.stat().st_size if array_path.is_file() else 0
-        record["files"] = [str(array_path), str(meta_path)]
+        record["bytes"] = data_path.stat().st_size if data_path.is_file() else 0
+        record["files"] = [str(data_path), str(meta_path)]
         found.append(record)
     return sorted(found, key=lambda record: -record["created"])
+
+
+def entries() -> list[dict]:
+    """Every cached split's features: meta data, size in bytes and files, newest first."""
+    return _records(cache_dir("features", create=False), ".npy")
+
+
+def models() -> list[dict]:
+    """Every converted TFLite extractor kept by zoo.runtime, the same way."""
+    return _records(cache_dir("features", MODELS, create=False), ".tflite")
 
 
 def clear(
@@ -407,7 +415,7 @@ def clear(
     folder = dataset and str(Path(dataset).expanduser().resolve())
     now = time.time()
     doomed = []
-    for record in entries():
+    for record in entries() + models():
         if backbone is not None and record.get("backbone") != backbone:
             continue
         if folder and record.get("dataset") != folder:
