@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from zoo import board, distributed, ensemble, export, features, metrics, recipe
-from zoo.data import Dataset, Split, decoded_batches, image_batches, labeled_batches
+from zoo.data import Dataset, Split, decoded_batches, image_batches, keep_decoded, labeled_batches
 from zoo.errors import one_line
 from zoo.progress import Progress, no_progress, prefixed
 from zoo.row import BenchRow
@@ -333,12 +333,14 @@ def bench_backbone(
     return row
 
 
-def release_models() -> None:
-    """Free what the last backbone built (Keras' global state, its models and traced graphs),
-    so memory does not grow from one backbone to the next in `--all`."""
+def release_models(later: list[BackboneSpec]) -> None:
+    """Free what the last backbone built (Keras' global state, its models and traced graphs)
+    and the decoded images no `later` backbone reads, so memory does not grow from one backbone
+    to the next in `--all`."""
     import keras
 
     keras.backend.clear_session(free_memory=True)
+    keep_decoded({spec.input_size for spec in later})
 
 
 def _keeper(out_dir: Path, spec: BackboneSpec, settings: BenchSettings, classifiers: dict | None) -> Keep:
@@ -421,7 +423,7 @@ def run_bench(
         and finished_before[spec.name].get("settings_fingerprint") == settings_fingerprint(spec, dataset, settings)
         for spec in specs
     ]
-    for spec, reuse in zip(specs, distributed.chief_says(strategy, reusable)):
+    for index, (spec, reuse) in enumerate(zip(specs, distributed.chief_says(strategy, reusable))):
         if reuse:
             if chief:
                 rows.append(finished_before[spec.name])
@@ -436,7 +438,7 @@ def run_bench(
         step = prefixed(progress, spec.name)
         row = bench_backbone(spec, dataset, settings, step, strategy, log_dir, keep, predictions).to_dict()
         benched.append(row)
-        release_models()
+        release_models(specs[index + 1 :])
         rows.append(row)
         if chief:
             report.write_results(out_dir, rows, {**meta, "finished_at": report.now()})
