@@ -440,11 +440,11 @@ def run_bench(
         benched.append(row)
         release_models(specs[index + 1 :])
         rows.append(row)
-        if chief:
-            report.write_results(out_dir, rows, {**meta, "finished_at": report.now()})
+        if chief:  # the rows before have their confusion matrices drawn already
+            report.write_results(out_dir, rows, {**meta, "finished_at": report.now()}, drawn={spec.name})
         finished(row, False)
     combined = ensemble.build(benched, out_dir, dataset, settings, ensemble_size) if ensemble_size and chief else None
     if combined is not None:
         rows.append(combined)
-        report.write_results(out_dir, rows, {**meta, "finished_at": report.now()})
+        report.write_results(out_dir, rows, {**meta, "finished_at": report.now()}, drawn={combined["backbone"]})
     return rows
