@@ -54,59 +54,63 @@ def _softmax_head(
     num_classes: int,
     settings: BenchSettings,
     seed: int,
-    validation: tuple[np.ndarray, np.ndarray] | None,
-    epoch_end: Callable[[int, dict[str, float]], None],
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The Dense softmax head's (kernel, bias) after `settings.epochs` of mini-batch Adam on
     the sparse categorical cross-entropy, in NumPy.
 
     The same steps Keras' fit takes (Glorot-uniform kernel, zero bias, the rows reshuffled every
     epoch, the loss of a batch its mean, Keras' Adam update), without its per-step and per-epoch
-    overhead, which cost more than the arithmetic on a 1,000-row feature array. After each epoch
-    `epoch_end(epoch, logs)` gets what fit logs: the loss and accuracy over the epoch's batches
-    and, given `validation`, `val_loss` and `val_accuracy`.
+    overhead, which cost more than the arithmetic on a 1,000-row feature array. The bias rides
+    along as the last row of the kernel, over a column of ones. Given `epoch_end`, it gets what
+    fit logs after each epoch: the loss and accuracy over the epoch's batches and, given
+    `validation`, `val_loss` and `val_accuracy`.
     """
     rng = np.random.default_rng(seed)
-    features = np.asarray(train_x, np.float32)
+    count, dim = train_x.shape
+    features = np.ones((count, dim + 1), np.float32)
+    features[:, :dim] = train_x
     labels = np.asarray(train_y, np.int64)
-    limit = np.sqrt(6.0 / (features.shape[1] + num_classes))
-    kernel = rng.uniform(-limit, limit, (features.shape[1], num_classes)).astype(np.float32)
-    params = [kernel, np.zeros(num_classes, np.float32)]
-    moments = [np.zeros_like(param) for param in params]
-    squares = [np.zeros_like(param) for param in params]
+    limit = np.sqrt(6.0 / (dim + num_classes))
+    weights = np.zeros((dim + 1, num_classes), np.float32)
+    weights[:dim] = rng.uniform(-limit, limit, (dim, num_classes))
+    moment, square = np.zeros_like(weights), np.zeros_like(weights)
     (beta1, beta2), step = ADAM_BETAS, 0
     for epoch in range(settings.epochs):
-        order = rng.permutation(len(features))
+        order = rng.permutation(count)
         loss = correct = 0.0
-        for start in range(0, len(order), settings.batch_size):
+        for start in range(0, count, settings.batch_size):
             rows = order[start : start + settings.batch_size]
-            x, y = features[rows], labels[rows]
-            log_p = _log_softmax(x @ params[0] + params[1])
-            picked = log_p[np.arange(len(rows)), y]
-            loss -= float(picked.sum())
-            correct += float(np.sum(log_p.argmax(axis=1) == y))
-            error = np.exp(log_p)  # d(mean loss)/d(logits) = (p - onehot) / rows
-            error[np.arange(len(rows)), y] -= 1
-            error /= len(rows)
+            x, y, picked = features[rows], labels[rows], (np.arange(len(rows)), labels[rows])
+            logits = x @ weights
+            logits -= logits.max(axis=1, keepdims=True)
+            probabilities = np.exp(logits)
+            totals = probabilities.sum(axis=1, keepdims=True)
+            probabilities /= totals
+            if epoch_end is not None:
+                loss += float(np.log(totals).sum() - logits[picked].sum())
+                correct += float(np.sum(logits.argmax(axis=1) == y))
+            probabilities[picked] -= 1  # d(batch loss)/d(logits) = (p - onehot) / rows
+            gradient = x.T @ probabilities
+            gradient /= len(rows)
             step += 1
             rate = settings.learning_rate * float(np.sqrt(1 - beta2**step)) / (1 - beta1**step)
-            for param, gradient, moment, square in zip(params, (x.T @ error, error.sum(axis=0)), moments, squares):
-                moment += (gradient - moment) * (1 - beta1)
-                square += (gradient * gradient - square) * (1 - beta2)
-                param -= rate * moment / (np.sqrt(square) + ADAM_EPSILON)
-        logs = {"loss": loss / len(order), "accuracy": correct / len(order)}
+            moment += (gradient - moment) * (1 - beta1)
+            square += (gradient * gradient - square) * (1 - beta2)
+            weights -= rate * moment / (np.sqrt(square) + ADAM_EPSILON)
+        if epoch_end is None:
+            continue
+        logs = {"loss": loss / count, "accuracy": correct / count}
         if validation is not None:
-            log_p = _log_softmax(np.asarray(validation[0], np.float32) @ params[0] + params[1])
+            scored = np.asarray(validation[0], np.float32) @ weights[:dim] + weights[dim]
+            scored -= scored.max(axis=1, keepdims=True)
             truth = np.asarray(validation[1])
-            logs["val_loss"] = float(-np.mean(log_p[np.arange(len(truth)), truth]))
-            logs["val_accuracy"] = float(np.mean(log_p.argmax(axis=1) == truth))
+            log_p = scored[np.arange(len(truth)), truth] - np.log(np.exp(scored).sum(axis=1))
+            logs["val_loss"] = float(-np.mean(log_p))
+            logs["val_accuracy"] = float(np.mean(scored.argmax(axis=1) == truth))
         epoch_end(epoch, logs)
-    return params[0], params[1]
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return weights[:dim], weights[dim]
 
 
 def train_head(
@@ -136,7 +140,8 @@ def train_head(
         epochs.on_epoch_end(epoch, logs)
 
     seed = settings.seed if seed is None else seed
-    head.set_weights(_softmax_head(train_x, train_y, num_classes, settings, seed, validation, epoch_end))
+    reported = epoch_end if callbacks else None
+    head.set_weights(_softmax_head(np.asarray(train_x), train_y, num_classes, settings, seed, validation, reported))
     epochs.on_train_end()
     return head
 
