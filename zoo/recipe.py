@@ -132,6 +132,7 @@ def train_head(
 
     head = classification_head(train_x.shape[1], num_classes)
     compile_model(head, settings.learning_rate)
+    head.optimizer.build(head.trainable_variables)  # saved and loaded as a head fit had trained
     epochs = keras.callbacks.CallbackList(list(callbacks), model=head)
     epochs.on_train_begin()
 
