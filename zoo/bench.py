@@ -419,7 +419,7 @@ def run_bench(
             report.write_results(out_dir, rows, {**meta, "finished_at": report.now()})
         finished(row, False)
     if chief:
-        shutil.rmtree(out_dir / "models" / ensemble.KIND, ignore_errors=True)  # an earlier bench's
+        shutil.rmtree(out_dir / export.ENSEMBLE_FOLDER, ignore_errors=True)  # an earlier bench's
         combined = ensemble.build(benched, out_dir, dataset, settings, ensemble_size)
         if isinstance(combined, str):
             note(f"No ensemble row: {combined}.")

@@ -169,7 +169,7 @@ def ensemble_row(
 
 def build(rows: Sequence[dict], out_dir: Path, dataset: Dataset, settings: BenchSettings, size: int) -> dict | str:
     """The ensemble of the finished, cross-validated `rows` that `select` picks (at most `size`
-    of them); or, when there is none, why, in words that end "No ensemble row: ..."."""
+    of them); when there is none, the reason, for a line "No ensemble row: REASON."."""
     if not size:
         return "--no-ensemble was given"
     saved = {

@@ -38,6 +38,8 @@ CLASSIFIER = "classifier.keras"
 MEMBERS = "members"
 #: What the `model` of a classifier the bench kept (not exported) is.
 KEPT = (HEAD, CLASSIFIER, MEMBERS)
+#: Where in a bench's --out the ensemble row is kept (the rows' classifiers are in models/BACKBONE).
+ENSEMBLE_FOLDER = f"models/{ENSEMBLE}"
 #: What `--format` writes inside the export folder.
 FORMATS = {"keras": "model.keras", "savedmodel": "saved_model", "tflite": "model.tflite"}
 #: Training images the int8 quantizer calibrates on (TFLite's guide: a few hundred).
@@ -108,18 +110,14 @@ def save_trained(folder: Path, model, meta: dict, whole: bool) -> None:
 def save_ensemble(results: Path, row: dict, rows: list[dict]) -> str | None:
     """Keep the ensemble `row` of the bench in `results` beside its members (`rows` has them):
     a zoo.json naming each member, its weight in the average and where its classifier is kept.
-    Returns its folder relative to `results`, or None when a member kept no classifier."""
+    Returns its folder relative to `results`, or None when a member kept no (readable) classifier."""
     kept = {r["backbone"]: r["classifier"] for r in rows if r.get("classifier")}
-    if not set(row["members"]) <= set(kept):
+    try:
+        members = {name: read_metadata(results / kept[name]) for name in row["members"]}
+    except (KeyError, ZooError):
         return None
-    members = {name: read_metadata(results / kept[name]) for name in row["members"]}
     largest = max(members.values(), key=lambda meta: meta["input_size"])
     shared = ("class_names", "settings", "dataset", "model")
-    relative = f"models/{ENSEMBLE}"
-    folder = results / relative
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in (HEAD, CLASSIFIER):
-        (folder / stale).unlink(missing_ok=True)
     meta = {
         "kind": ENSEMBLE,
         "backbone": row["backbone"],
@@ -133,8 +131,9 @@ def save_ensemble(results: Path, row: dict, rows: list[dict]) -> str | None:
         "accuracy": {key: row.get(key) for key in ("top1", "top5", "test_images")},
         "model": MEMBERS,
     }
-    _write_metadata(folder, meta)
-    return relative
+    (results / ENSEMBLE_FOLDER).mkdir(parents=True, exist_ok=True)
+    _write_metadata(results / ENSEMBLE_FOLDER, meta)
+    return ENSEMBLE_FOLDER
 
 
 def trained_folder(results: Path, backbone: str | None = None) -> Path:
