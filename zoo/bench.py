@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from zoo import board, distributed, ensemble, export, features, metrics, recipe, runtime
-from zoo.data import Dataset, Split, decoded_batches, image_batches, labeled_batches
+from zoo.data import Dataset, Split, decoded_batches, image_batches, keep_decoded, labeled_batches
 from zoo.errors import one_line
 from zoo.progress import Progress, no_progress, prefixed
 from zoo.row import BenchRow
@@ -92,7 +94,9 @@ def _predict(forward: Any, run: _Run) -> np.ndarray:
     return np.concatenate(chunks)
 
 
-def _split_features(run: _Run, split: Split, name: str, mirrored: bool, notes: list[str]) -> tuple[np.ndarray, str]:
+def _split_features(
+    run: _Run, split: Split, name: str, forward: Any, mirrored: bool, identity: dict, notes: list[str]
+) -> tuple[np.ndarray, str]:
     """One split's features (of its mirror images if `mirrored`), from the cache when every
     worker has them there; (array, "hit"|"miss"|"off"). With several workers, each extracts its
     share of the files and the shares are gathered into the whole array on every worker. A
@@ -106,10 +110,10 @@ def _split_features(run: _Run, split: Split, name: str, mirrored: bool, notes: l
         batches = ((batch[:, :, ::-1] if mirrored else batch).astype(np.float32) for batch in decoded)
         step = f"{name} features"
         if len(files) == total:
-            return features.extract(batches, run.extraction, total, spec.feature_dim, destination, run.progress, step)
+            return features.extract(batches, forward, total, spec.feature_dim, destination, run.progress, step)
         with tempfile.TemporaryDirectory(prefix="zoo-share-") as folder:
             mine = features.extract(
-                batches, run.extraction, len(files), spec.feature_dim, Path(folder) / "share.npy", run.progress, step
+                batches, forward, len(files), spec.feature_dim, Path(folder) / "share.npy", run.progress, step
             )
             rows = distributed.gather(run.strategy, np.asarray(mine), total)
         return features.extract([rows], np.asarray, total, spec.feature_dim, destination)
@@ -117,7 +121,7 @@ def _split_features(run: _Run, split: Split, name: str, mirrored: bool, notes: l
     if not settings.cache:
         with tempfile.TemporaryDirectory(prefix="zoo-features-") as folder:
             return np.array(extract(Path(folder) / f"{name}.npy")), "off"
-    key = features.feature_key(run.identity, split.files)
+    key = features.feature_key(identity, split.files)
     try:
         cached = features.load(spec.name, name, key, (total, spec.feature_dim))
     except features.DamagedEntry as exc:
@@ -138,19 +142,22 @@ def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray,
 
     dataset, settings = run.dataset, run.settings
     start = time.perf_counter()
+    extract = metrics.Timed(run.extraction)  # its batches give the row's images/s (_speed)
+    identity = run.identity if settings.cache else {}
     views = (False, True) if settings.mirror else (False,)
     notes: list[str] = []
     train, test = (
-        [_split_features(run, split, name, mirrored, notes) for mirrored in views]
+        [_split_features(run, split, name, extract, mirrored, identity, notes) for mirrored in views]
         for split, name in ((dataset.train, "train"), (dataset.test, "test"))
     )
     row.feature_cache = ", ".join(sorted({status for _, status in train + test}))
     row.feature_cache_note = "; ".join(notes)
-    row.runtime, row.runtime_note = run.extraction.runtime, run.extraction.note
     shares = [len(distributed.share(split.files, run.strategy)) for split in (dataset.train, dataset.test)]
     mine = sum(share for share, views_of in zip(shares, (train, test)) for _, status in views_of if status != "hit")
     row.worker_images = distributed.each(run.strategy, mine)
     row.extract_seconds = time.perf_counter() - start
+    _speed(run, row, extract, identity)
+    row.runtime, row.runtime_note = run.extraction.runtime, run.extraction.note  # None: nothing ran
     start = time.perf_counter()
     train_x = np.concatenate([x for x, _ in train])
     train_y = np.tile(dataset.train.labels, len(views))
@@ -211,6 +218,33 @@ def _fine_tune(run: _Run, row: BenchRow, model: Any) -> None:
     row.finetune_seconds = time.perf_counter() - start
 
 
+def _speed(run: _Run, row: BenchRow, forward: metrics.Timed, identity: dict) -> None:
+    """The row's images/s and single-image latency, through the forward pass that extracted the
+    features. Images/s come from the extraction's own batches; when every split was cached, the
+    backbone does not run at all: the figures are those recorded when the features were
+    extracted. Separate runs only when neither exists (too few batches, no record)."""
+    settings = run.settings
+    machine = {"cpu": metrics.cpu_model(), "cpus": os.cpu_count(), "runtime": settings.runtime}
+    parts = {"architecture": identity.get("architecture"), "batch_size": settings.batch_size, **machine}
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest() if identity else ""
+    recorded = features.recall("speed", key) if key and not forward.calls else None
+    if recorded is not None:
+        row.images_per_sec, row.latency_ms_p50, row.latency_ms_p95 = recorded
+        row.speed_from = "cache"
+        return
+    spec = run.spec
+    test_images = decoded_batches(run.dataset.test.files, spec.input_size, settings.batch_size, spec.interpolation)
+    batch = next(iter(test_images)).astype(np.float32)  # decoded already, by the test split's extraction
+    row.images_per_sec = forward.images_per_sec(settings.batch_size)
+    row.speed_from = "extraction"
+    if row.images_per_sec is None:
+        row.images_per_sec = metrics.throughput(forward, batch, settings.throughput_batches, run.progress)
+        row.speed_from = "runs"
+    row.latency_ms_p50, row.latency_ms_p95 = metrics.latency_ms(forward, batch[:1], settings.latency_runs, run.progress)
+    if key:
+        features.remember("speed", key, [row.images_per_sec, row.latency_ms_p50, row.latency_ms_p95])
+
+
 #: keep(classifier, metadata) → where it was kept (relative to --out), or None.
 Keep = Callable[[Any, dict], str | None]
 
@@ -248,12 +282,11 @@ def _measure(
     model, probabilities, validation = phase1(run, row)
     if validation is not None and predictions is not None:  # what the ensemble is made of
         ensemble.Predictions(validation.folds, validation.probabilities, probabilities).save(predictions)
-    forward = metrics.compiled_forward(model)
     test_y = np.asarray(dataset.test.labels)
     row.top1_frozen = metrics.top_k_accuracy(probabilities, test_y, 1)
     if settings.mode == "finetune":
         _fine_tune(run, row, model)
-        probabilities = _predict(forward, run)
+        probabilities = _predict(metrics.compiled_forward(model), run)
 
     phases = (row.extract_seconds, row.head_seconds, row.finetune_seconds)
     row.train_seconds = sum(seconds or 0.0 for seconds in phases)
@@ -266,10 +299,8 @@ def _measure(
     row.confusion_matrix = confusion.tolist()
     row.params = extractor.count_params()  # the backbone's, comparable across heads and datasets
     row.trainable_params = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
-    test_images = decoded_batches(dataset.test.files, spec.input_size, settings.batch_size, spec.interpolation)
-    batch = next(iter(test_images)).astype(np.float32)  # decoded already, by the test split's extraction
-    row.images_per_sec = metrics.throughput(forward, batch, settings.throughput_batches, progress)
-    row.latency_ms_p50, row.latency_ms_p95 = metrics.latency_ms(forward, batch[:1], settings.latency_runs, progress)
+    if row.images_per_sec is None:  # trained end to end: nothing was extracted
+        _speed(run, row, metrics.Timed(metrics.compiled_forward(model)), {})
     progress("counting FLOPs", 0, 1)
     count_flops = lambda: metrics.flops_per_image(model)  # noqa: E731
     # FLOPs depend on the architecture alone: counted once per architecture, kept in the cache.
@@ -314,12 +345,14 @@ def bench_backbone(
     return row
 
 
-def release_models() -> None:
-    """Free what the last backbone built (Keras' global state, its models and traced graphs),
-    so memory does not grow from one backbone to the next in `--all`."""
+def release_models(later: list[BackboneSpec]) -> None:
+    """Free what the last backbone built (Keras' global state, its models and traced graphs)
+    and the decoded images no `later` backbone reads, so memory does not grow from one backbone
+    to the next in `--all`."""
     import keras
 
     keras.backend.clear_session(free_memory=True)
+    keep_decoded({spec.input_size for spec in later})
 
 
 def _keeper(out_dir: Path, spec: BackboneSpec, settings: BenchSettings, classifiers: dict | None) -> Keep:
@@ -348,6 +381,7 @@ def run_bench(
     shard: Shard | None = None,
     strategy: Any = None,
     ensemble_size: int = 3,
+    note: Callable[[str], None] = lambda line: None,
 ) -> list[dict]:
     """Bench `specs` one after another, writing the results after each, so Ctrl-C loses only
     the backbone in flight. Steps are reported as "BACKBONE: step". With `resume`, finished rows
@@ -360,6 +394,10 @@ def run_bench(
     With several workers each benches every backbone, doing its share of the work (zoo.distributed);
     only the chief reads and writes `out_dir` (results, TensorBoard, models), and it decides what
     --resume keeps.
+
+    The ensemble row (zoo.ensemble, `ensemble_size` members at most; 0: none) comes last, kept
+    under `out_dir/models/ensemble/` (zoo.export.save_ensemble); when there is none, `note`
+    hears why in one line.
     """
     from zoo import report
 
@@ -402,7 +440,7 @@ def run_bench(
         and finished_before[spec.name].get("settings_fingerprint") == settings_fingerprint(spec, dataset, settings)
         for spec in specs
     ]
-    for spec, reuse in zip(specs, distributed.chief_says(strategy, reusable)):
+    for index, (spec, reuse) in enumerate(zip(specs, distributed.chief_says(strategy, reusable))):
         if reuse:
             if chief:
                 rows.append(finished_before[spec.name])
@@ -417,13 +455,20 @@ def run_bench(
         step = prefixed(progress, spec.name)
         row = bench_backbone(spec, dataset, settings, step, strategy, log_dir, keep, predictions).to_dict()
         benched.append(row)
-        release_models()
+        release_models(specs[index + 1 :])
         rows.append(row)
-        if chief:
-            report.write_results(out_dir, rows, {**meta, "finished_at": report.now()})
+        if chief:  # the rows before have their confusion matrices drawn already
+            report.write_results(out_dir, rows, {**meta, "finished_at": report.now()}, drawn={spec.name})
         finished(row, False)
-    combined = ensemble.build(benched, out_dir, dataset, settings, ensemble_size) if ensemble_size and chief else None
-    if combined is not None:
-        rows.append(combined)
-        report.write_results(out_dir, rows, {**meta, "finished_at": report.now()})
+    if chief:
+        shutil.rmtree(out_dir / export.ENSEMBLE_FOLDER, ignore_errors=True)  # an earlier bench's
+        combined = ensemble.build(benched, out_dir, dataset, settings, ensemble_size)
+        if isinstance(combined, str):
+            note(f"No ensemble row: {combined}.")
+        else:
+            combined["classifier"] = export.save_ensemble(out_dir, combined, benched)
+            rows.append(combined)
+        if not isinstance(combined, str) or any(row.get("kind") == ensemble.KIND for row in earlier):
+            drawn = set() if isinstance(combined, str) else {combined["backbone"]}  # the others are drawn
+            report.write_results(out_dir, rows, {**meta, "finished_at": report.now()}, drawn=drawn)
     return rows
