@@ -131,6 +131,14 @@ def runtime_probe(spec, dataset, settings, batches: int = 8) -> dict:
     }
 
 
+def backbones(names: list[str]) -> list:
+    """The backbones named, or those `zoo bench --all` benches."""
+    from zoo.plugin_manager import catalog
+    from zoo.sources import hub
+
+    return [catalog().get(name) for name in names] or hub.select(list(catalog().backbones.values()), None)
+
+
 def runtime_probes(specs, dataset) -> dict:
     """runtime_probe of every backbone, with the bench's configured settings (random weights)."""
     from zoo.settings import BenchSettings
@@ -142,14 +150,12 @@ def runtime_probes(specs, dataset) -> dict:
 def probe_only(data: Path, names: list[str]) -> None:
     """`--probe-only`: the runtime probe alone (cold cache: conversions included), written to
     benchmarks/results/bench_runtime.json."""
-    from zoo import hub
     from zoo.data import load_dataset
     from zoo.metrics import environment
-    from zoo.plugin_manager import catalog
 
     load_before = os.getloadavg()[0]
     dataset = load_dataset(data)
-    specs = [catalog().get(name) for name in names] or hub.select(list(catalog().backbones.values()), None)
+    specs = backbones(names)
     result = {
         "data": str(data),
         "tflite_probe": runtime_probes(specs, dataset),
@@ -173,14 +179,13 @@ def main() -> None:
     cold = bench_all(data, work / "cold", names)
     warm = bench_all(data, work / "warm", names)
 
-    from zoo import config, hub
+    from zoo import config
     from zoo.data import load_dataset
     from zoo.metrics import environment
-    from zoo.plugin_manager import catalog
 
     defaults = config.bench_defaults()
     dataset = load_dataset(data)
-    specs = [catalog().get(name) for name in names] or hub.select(list(catalog().backbones.values()), None)
+    specs = backbones(names)
     floors = {spec.name: floor_seconds(spec, dataset, defaults["batch_size"], defaults["mirror"]) for spec in specs}
     floor = sum(floors.values())
     warm_seconds = {row["backbone"]: row.get("total_seconds") for row in warm["rows"]}
