@@ -97,8 +97,10 @@ def runtime_probe(spec, dataset, settings, batches: int = 8) -> dict:
 
     weights = resolve(spec, "none")
     extractor = feature_extractor(spec, weights)
-    decoded = decoded_batches(dataset.train.files, spec.input_size, settings.batch_size, spec.interpolation)
-    images = [batch.astype(np.float32) for _, batch in zip(range(batches + 1), decoded)]
+    # Only the batches timed, read to the end: a tf.data iterator left half-way hung when freed.
+    files = dataset.train.files[: (batches + 1) * settings.batch_size]
+    decoded = decoded_batches(files, spec.input_size, settings.batch_size, spec.interpolation)
+    images = [batch.astype(np.float32) for batch in decoded]
     identity = features.identity(spec, extractor, weights, settings.seed)
     extraction = runtime.Extraction(spec.name, extractor, settings, distributed.make_strategy("default"), identity)
     tf_forward = compiled_forward(extractor)
@@ -144,7 +146,11 @@ def runtime_probes(specs, dataset) -> dict:
     from zoo.settings import BenchSettings
 
     settings = BenchSettings.from_config(weights="none")
-    return {spec.name: runtime_probe(spec, dataset, settings) for spec in specs}
+    probes = {}
+    for spec in specs:
+        probes[spec.name] = runtime_probe(spec, dataset, settings)
+        print(spec.name, json.dumps(probes[spec.name]), flush=True)
+    return probes
 
 
 def probe_only(data: Path, names: list[str]) -> None:
