@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_images
+from conftest import make_images, python_output, write_plugins
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -327,9 +327,8 @@ def test_a_write_that_fails_midway_leaves_the_previous_results_whole(tmp_path):
         "except ZooError as exc:\n"
         "    print(exc)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert "cannot write results to" in done.stdout and "choose another --out" in done.stdout
+    printed = python_output(code, str(tmp_path))
+    assert "cannot write results to" in printed and "choose another --out" in printed
     assert (tmp_path / "results.json").read_text() == previous
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # no half-written temporary
 
@@ -392,9 +391,7 @@ RESULTS = {".zoo-bench.lock", "results.json", "results.csv", "results.md", "accu
 
 @pytest.fixture
 def hold_plugin(tmp_path, monkeypatch):
-    path = tmp_path / "hold_plugin.py"
-    path.write_text(HOLD_PLUGIN)
-    monkeypatch.setenv("ZOO_PLUGINS", str(path))
+    write_plugins(tmp_path, monkeypatch, hold_plugin=HOLD_PLUGIN)
 
 
 def start_held_bench(gate: Path, *arguments: str) -> subprocess.Popen:
@@ -583,16 +580,6 @@ def test_bench_without_tensorflow_says_which_extra_to_install():
 
 
 # Round two (issue 17). Most benches here use the tiny 32-px backbones of HOLD_PLUGIN.
-
-
-def write_plugins(tmp_path: Path, monkeypatch, **plugins: str) -> list[Path]:
-    """Write each plugin's source to NAME.py and load them all through ZOO_PLUGINS."""
-    paths = []
-    for name, text in plugins.items():
-        paths.append(tmp_path / f"{name}.py")
-        paths[-1].write_text(text)
-    monkeypatch.setenv("ZOO_PLUGINS", os.pathsep.join(map(str, paths)))
-    return paths
 
 
 # 17.3 a plugin calling sys.exit at import, or raising SystemExit in a hook, is only broken

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_plugins
 from typer.testing import CliRunner
 
 from zoo import ensemble
@@ -139,9 +140,7 @@ PLUGIN = textwrap.dedent(
 
 @pytest.fixture
 def halves_plugin(tmp_path, monkeypatch):
-    path = tmp_path / "halves.py"
-    path.write_text(PLUGIN)
-    monkeypatch.setenv("ZOO_PLUGINS", str(path))
+    write_plugins(tmp_path, monkeypatch, halves=PLUGIN)
 
 
 @pytest.fixture(scope="module")
