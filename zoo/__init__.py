@@ -4,8 +4,12 @@ The Python API in brief: `list_backbones()`, `get_backbone(name)`, `create_model
 `bench(names, data, ...)` and `load(path)`; for plugins, `hookimpl`, `BackboneSpec`, `Weights`,
 and `specs_from_toml` to declare specs from a TOML file the plugin ships (or
 `specs_from_mapping`, from Python data).
-Importing zoo does not import TensorFlow; building or loading a model does.
+Importing zoo does not import TensorFlow, nor numpy; building or loading a model does. (The
+`zoo` command imports this package before it can handle Ctrl-C, so what it loads is kept small.)
 """
+
+import sys
+import types
 
 from zoo.declare import specs_from_mapping, specs_from_toml
 from zoo.errors import ZooError
@@ -60,9 +64,16 @@ def load(path, num_threads: int | None = None):
     return load_classifier(path, num_threads)
 
 
-# The module zoo.bench is loaded before the function of the same name is defined: loading a
-# submodule sets it as the package's attribute, which would otherwise hide the function.
-from zoo import bench as _bench_module  # noqa: E402, F401
+class _Package(types.ModuleType):
+    """Loading the submodule zoo.bench sets the package's attribute `bench` to it, which would
+    hide the function `bench`; the function stays (the module is `sys.modules["zoo.bench"]`)."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if not (name == "bench" and isinstance(value, types.ModuleType)):
+            super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def bench(names, data=None, *, out=None, classifiers: bool = False, resume: bool = False, **settings):
