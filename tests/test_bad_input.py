@@ -797,6 +797,32 @@ def test_sigterm_is_ctrl_c_and_leaves_no_lock_folder_or_partial_file(hold_plugin
     assert not list(features.glob("*tiny_b*"))
 
 
+# 17.18 JPEGs that TensorFlow's decoder (libjpeg) would complain about are skipped, and counted,
+# before anything decodes them: libjpeg prints its complaints itself, past TensorFlow's log level.
+
+
+def test_damaged_jpegs_are_skipped_and_counted_and_the_decoder_says_nothing(hold_plugin, tmp_path):
+    data = tmp_path / "data"
+    make_images(data / "train", {"a": 3, "b": 3}, size=32)
+    make_images(data / "test", {"a": 1, "b": 1}, size=32, seed=1)
+    photo = (data / "train/a/a_0.jpg").read_bytes()
+    tables = photo.index(b"\xff\xdb")
+    (data / "train/a/cut.jpg").write_bytes(photo[: len(photo) // 2])  # TensorFlow: Premature end of JPEG data
+    (data / "train/a/no_end.jpg").write_bytes(photo[:-2])
+    (data / "train/b/stray.jpg").write_bytes(photo[:tables] + b"abc" + photo[tables:])  # 3 extraneous bytes
+    done = subprocess.run([ZOO, "bench", "tiny_a", "--data", str(data), "--out", str(tmp_path / "out"), *TINY],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for complaint in ("JPEG data", "extraneous bytes", "jpeg_mem.cc", "E0000"):
+        assert complaint not in done.stderr, done.stderr
+    [summary] = [line for line in done.stderr.splitlines() if line.startswith("skipped ")]
+    assert summary == (
+        "skipped 3 files: 2 truncated or corrupt (train/a/cut.jpg, train/a/no_end.jpg); "
+        "1 damaged JPEG (stray bytes between its segments) (train/b/stray.jpg)"
+    )
+    assert "2 classes, 6 train and 2 test images" in done.stderr
+
+
 # 17.1 a batch size that cannot fit
 
 

@@ -90,6 +90,9 @@ def encoded(image_format: str) -> bytes:
 
 
 JPEG, PNG = encoded("JPEG"), encoded("PNG")
+#: Where the JPEG's quantisation tables start: stray bytes put before them are what libjpeg
+#: prints `Corrupt JPEG data: 3 extraneous bytes before marker 0xdb` about (the picture decodes).
+DQT = JPEG.index(b"\xff\xdb")
 
 BAD = {
     ".DS_Store": (b"\0\0\0\1Bud1", "hidden file"),
@@ -101,6 +104,7 @@ BAD = {
     "half.jpg": (JPEG[: len(JPEG) // 2], "truncated or corrupt"),
     "cut_in_header.jpg": (JPEG[:300], "truncated or corrupt"),
     "no_end_marker.jpg": (JPEG[:-2], "truncated or corrupt"),  # what verify() lets through
+    "stray_bytes.jpg": (JPEG[:DQT] + b"abc" + JPEG[DQT:], "damaged JPEG (stray bytes between its segments)"),
     "cut_in_iend.png": (PNG[:-3], "truncated or corrupt"),  # what Pillow's decoder lets through
 }
 
