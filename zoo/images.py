@@ -71,7 +71,7 @@ def decode(contents):
 _MARKER_AFTER_DATA = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
-def jpeg_damage(contents: bytes) -> str:
+def _jpeg_damage(contents: bytes) -> str:
     """Why TensorFlow's JPEG decoder (libjpeg) would fail on or complain about this JPEG, as far
     as its segments show ("" when they are whole): its data ends before the end marker
     (`Premature end of JPEG data`), or stray bytes stand between two segments (`Corrupt JPEG
@@ -125,7 +125,7 @@ def problem(path: Path) -> str:
             contents = handle.read()
     except OSError:
         return "unreadable"
-    if contents.startswith(JPEG_SIGNATURE) and (damage := jpeg_damage(contents)):
+    if contents.startswith(JPEG_SIGNATURE) and (damage := _jpeg_damage(contents)):
         return damage  # before decoding: TensorFlow's decoder would print its complaint
     try:
         decode(contents)
