@@ -4,17 +4,44 @@ The Python API in brief: `list_backbones()`, `get_backbone(name)`, `create_model
 `bench(names, data, ...)` and `load(path)`; for plugins, `hookimpl`, `BackboneSpec`, `Weights`,
 and `specs_from_toml` to declare specs from a TOML file the plugin ships (or
 `specs_from_mapping`, from Python data).
-Importing zoo does not import TensorFlow, nor numpy; building or loading a model does. (The
-`zoo` command imports this package before it can handle Ctrl-C, so what it loads is kept small.)
+Importing zoo imports nothing: each name loads its module on first use, and building or loading
+a model imports TensorFlow. (The `zoo` command imports this package before it can take Ctrl-C
+quietly, so the package loads nothing it can do without.)
 """
 
+from __future__ import annotations
+
+import importlib
 import sys
 import types
 
-from zoo.declare import specs_from_mapping, specs_from_toml
-from zoo.errors import ZooError
-from zoo.hookspecs import hookimpl
-from zoo.spec import PREPROCESSING, BackboneSpec, Normalization, Weights
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing, which takes longer than the rest
+if TYPE_CHECKING:
+    from zoo.declare import specs_from_mapping, specs_from_toml
+    from zoo.errors import ZooError
+    from zoo.hookspecs import hookimpl
+    from zoo.spec import PREPROCESSING, BackboneSpec, Normalization, Weights
+
+#: Where each of the package's names is defined, imported on first use.
+_LAZY = {
+    "specs_from_mapping": "zoo.declare",
+    "specs_from_toml": "zoo.declare",
+    "ZooError": "zoo.errors",
+    "hookimpl": "zoo.hookspecs",
+    "PREPROCESSING": "zoo.spec",
+    "BackboneSpec": "zoo.spec",
+    "Normalization": "zoo.spec",
+    "Weights": "zoo.spec",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "PREPROCESSING",
@@ -89,6 +116,7 @@ def bench(names, data=None, *, out=None, classifiers: bool = False, resume: bool
 
     from zoo.cli import bench_with_progress
     from zoo.data import load_dataset
+    from zoo.errors import ZooError
     from zoo.plugin_manager import catalog
     from zoo.report import results_lock
     from zoo.sample_data import sample_dataset
