@@ -2,6 +2,7 @@
 ensemble row of a real bench."""
 
 import importlib
+import json
 import textwrap
 from pathlib import Path
 
@@ -221,10 +222,14 @@ def test_a_failed_row_is_never_a_member_even_with_predictions_left_behind(tmp_pa
         Predictions(folds, validation, validation[:2]).save(predictions_path(tmp_path, name))
     dataset = Dataset(Path("data"), ("x", "y"), Split(("i",) * 4, tuple(LABELS)), Split(("t", "u"), (0, 0)))
     rows = [finished_row(name, status=status) for name, status in (("a", "ok"), ("b", "failed"), ("c", "ok"))]
-    # Without b, C's weaker twin A cannot help C: no ensemble at all.
-    assert ensemble.build(rows, tmp_path, dataset, fast(folds=2), size=3) is None
+    # Without b, C's weaker twin A cannot help C: no ensemble at all, and the reason says so.
+    assert ensemble.build(rows, tmp_path, dataset, fast(folds=2), size=3) == "on validation no mix of a, c beat c alone"
+    assert ensemble.build(rows[:2], tmp_path, dataset, fast(folds=2), size=3) == (
+        "it needs two finished, cross-validated rows or more; only a here"
+    )
     rows[1]["status"] = "ok"
     assert ensemble.build(rows, tmp_path, dataset, fast(folds=2), size=3)["backbone"] == "ensemble(b+c)"
+    assert ensemble.build(rows, tmp_path, dataset, fast(folds=2), size=0) == "--no-ensemble was given"
 
 
 @pytest.mark.parametrize(
@@ -238,3 +243,94 @@ def test_a_failed_row_is_never_a_member_even_with_predictions_left_behind(tmp_pa
 def test_bad_ensemble_and_folds_options_are_one_line(halves_plugin, tiny_dataset, tmp_path, option, message):
     result = CliRunner().invoke(app, ["bench", "top", "--data", str(tiny_dataset), "--out", str(tmp_path / "o"), *option])
     assert result.exit_code == 2 and message in result.output
+
+
+@pytest.fixture(scope="module")
+def halves_bench(tmp_path_factory, halves):
+    """`zoo bench top bottom` on the halves photos once for the module: its ensemble row (of
+    members taking 32 and 40 px images) is the best row, kept for export. (folder, output)"""
+    from zoo import plugin_manager
+
+    root = tmp_path_factory.mktemp("halves-bench")
+    (root / "halves.py").write_text(PLUGIN)
+    options = ["--epochs", "10", "--learning-rate", "0.05", "--batch-size", "4", "--weights", "none"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ZOO_PLUGINS", str(root / "halves.py"))
+        patch.setenv("ZOO_CACHE_DIR", str(root / "cache"))
+        plugin_manager.catalog.cache_clear()
+        result = CliRunner().invoke(app, ["bench", "top", "bottom", "--data", str(halves), "--out", str(root / "out"), *options])
+    plugin_manager.catalog.cache_clear()
+    assert result.exit_code == 0, result.output
+    return root / "out", result.output
+
+
+def members_average(out, images):
+    """What the ensemble should say: its members' own classifiers (as the bench kept them) on
+    `images` resized to each one's input size, averaged with the ensemble's weights."""
+    import tensorflow as tf
+
+    from zoo.predict import load
+
+    row = read_results(out)["backbones"][-1]
+    total = 0
+    for name, weight in row["members"].items():
+        member = load(out / "models" / name)
+        resized = tf.image.resize(images, (member.input_size, member.input_size), method=member.interpolation)
+        total = total + weight * member(resized.numpy())
+    return total
+
+
+def test_the_ensemble_row_exports_as_one_model_that_averages_its_members(halves_plugin, halves_bench, tmp_path):
+    import shlex
+
+    import zoo
+
+    out, output = halves_bench
+    row = read_results(out)["backbones"][-1]
+    assert row["kind"] == "ensemble" and row["classifier"] == "models/ensemble"
+    # The summary names the ensemble as the best row, with an export command that works as printed.
+    [suggested] = [line.split("Export it with: ")[1] for line in output.splitlines() if "Export it with" in line]
+    assert output.count("Best: ensemble(top+bottom)") == 1 and "'ensemble(top+bottom)'" in suggested
+    images = np.random.default_rng(0).integers(0, 256, (4, 40, 40, 3)).astype(np.float32)
+    expected = members_average(out, images)
+    kept = zoo.load(out / "models/ensemble")  # as the bench kept it, rebuilt from its members
+    assert kept.input_size == 40 and kept.class_names == ["dark", "light"]
+    np.testing.assert_allclose(kept(images), expected, atol=1e-5)
+    for command, quantize, tolerance in (
+        ([*shlex.split(suggested)[1:], "--out", str(tmp_path / "tflite")], "none", 1e-4),
+        (["export", str(out), "ensemble(top+bottom)", "--out", str(tmp_path / "keras")], "none", 1e-5),
+        (["export", str(out), "ensemble", "--format", "savedmodel", "--out", str(tmp_path / "savedmodel")], "none", 1e-5),
+        (["export", str(out), "ensemble", "--format", "tflite", "--quantize", "int8", "--out", str(tmp_path / "int8")], "int8", 0.1),
+    ):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 0, result.output
+        folder = Path(command[command.index("--out") + 1])
+        meta = json.loads((folder / "zoo.json").read_text())
+        assert meta["kind"] == "ensemble" and meta["backbone"] == "ensemble(top+bottom)" and meta["quantize"] == quantize
+        assert {name: member["weight"] for name, member in meta["members"].items()} == row["members"]
+        assert [member["input_size"] for member in meta["members"].values()] == [32, 40]
+        assert (folder / "labels.txt").read_text() == "dark\nlight\n"
+        loaded = zoo.load(folder)
+        assert loaded.input_size == 40 and loaded.class_names == ["dark", "light"]
+        np.testing.assert_allclose(loaded(images), expected, atol=tolerance, err_msg=str(folder))
+
+
+def test_predict_on_the_ensemble_and_no_ensemble_says_why(halves_plugin, halves_bench, halves, tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(halves_bench[0], out)
+    result = CliRunner().invoke(app, ["predict", str(out / "models/ensemble"), str(halves / "test"), "--json"])
+    assert result.exit_code == 0, result.output
+    predictions = json.loads(result.stdout)["predictions"]
+    right = [p["top"][0]["class"] == Path(p["file"]).parent.name for p in predictions]
+    assert len(predictions) == 8 and np.mean(right) >= read_results(out)["backbones"][-1]["top1"] - 0.25
+
+    # --no-ensemble (rows reused by --resume): one line says there is none and why; the kept one goes.
+    bench = ["bench", "top", "bottom", "--data", str(halves), "--out", str(out), "--resume", "--epochs", "10",
+             "--learning-rate", "0.05", "--batch-size", "4", "--weights", "none", "--no-ensemble"]
+    result = CliRunner().invoke(app, bench)
+    assert result.exit_code == 0, result.output
+    assert "No ensemble row: --no-ensemble was given." in result.output
+    assert [row["kind"] for row in read_results(out)["backbones"]] == ["backbone", "backbone"]
+    assert not (out / "models/ensemble").exists() and "Best: ensemble" not in result.output

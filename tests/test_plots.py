@@ -76,6 +76,31 @@ def test_accuracy_vs_speed_title_names_the_data_and_draws_chance_and_front(tmp_p
     assert any(label.startswith("Pareto front") for label in lines)
 
 
+def test_an_ensemble_row_is_a_diamond_named_in_the_legend(tmp_path, monkeypatch):
+    from matplotlib.collections import PathCollection
+    from matplotlib.figure import Figure
+
+    seen = []
+    save = Figure.savefig
+
+    def spy(figure, *args, **kwargs):
+        axes = figure.axes[0]
+        markers = [len(c.get_paths()[0].vertices) for c in axes.collections if isinstance(c, PathCollection)]
+        seen.append(([text.get_text() for text in axes.get_legend().get_texts()], markers))
+        return save(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    results = _rows()
+    statistics = compare(results["backbones"], results["dataset"]["test_labels"])
+    plots.accuracy_vs_speed(results, statistics, tmp_path / "plain.png")
+    results["backbones"][0].update(backbone="ensemble(a+b)", kind="ensemble")
+    plots.accuracy_vs_speed(results, statistics, tmp_path / "ensemble.png")
+    (plain, circles), (legend, markers) = seen
+    assert not any(text.startswith("ensemble") for text in plain)
+    assert any(text.startswith("ensemble: its members' probabilities averaged") for text in legend)
+    assert markers[0] < circles[0] and markers[1:5] == circles[1:5]  # a diamond has fewer corners than a circle
+
+
 def test_a_plot_with_no_finished_rows_is_still_a_png(tmp_path):
     plots.accuracy_vs_speed({"backbones": [{"backbone": "x", "status": "failed"}]}, {}, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:8] == PNG

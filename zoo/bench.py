@@ -339,6 +339,7 @@ def run_bench(
     shard: Shard | None = None,
     strategy: Any = None,
     ensemble_size: int = 3,
+    note: Callable[[str], None] = lambda line: None,
 ) -> list[dict]:
     """Bench `specs` one after another, writing the results after each, so Ctrl-C loses only
     the backbone in flight. Steps are reported as "BACKBONE: step". With `resume`, finished rows
@@ -351,6 +352,10 @@ def run_bench(
     With several workers each benches every backbone, doing its share of the work (zoo.distributed);
     only the chief reads and writes `out_dir` (results, TensorBoard, models), and it decides what
     --resume keeps.
+
+    The ensemble row (zoo.ensemble, `ensemble_size` members at most; 0: none) comes last, kept
+    under `out_dir/models/ensemble/` (zoo.export.save_ensemble); when there is none, `note`
+    hears why in one line.
     """
     from zoo import report
 
@@ -413,8 +418,14 @@ def run_bench(
         if chief:
             report.write_results(out_dir, rows, {**meta, "finished_at": report.now()})
         finished(row, False)
-    combined = ensemble.build(benched, out_dir, dataset, settings, ensemble_size) if ensemble_size and chief else None
-    if combined is not None:
-        rows.append(combined)
-        report.write_results(out_dir, rows, {**meta, "finished_at": report.now()})
+    if chief:
+        shutil.rmtree(out_dir / export.ENSEMBLE_FOLDER, ignore_errors=True)  # an earlier bench's
+        combined = ensemble.build(benched, out_dir, dataset, settings, ensemble_size)
+        if isinstance(combined, str):
+            note(f"No ensemble row: {combined}.")
+        else:
+            combined["classifier"] = export.save_ensemble(out_dir, combined, benched)
+            rows.append(combined)
+        if not isinstance(combined, str) or any(row.get("kind") == ensemble.KIND for row in earlier):
+            report.write_results(out_dir, rows, {**meta, "finished_at": report.now()})  # the row, or an old one gone
     return rows

@@ -482,7 +482,7 @@ def bench(
     if best is not None:
         err.print(
             f"Best: {best['backbone']} ({best['top1']:.1%} top-1). Export it with: "
-            f"zoo export {_quote(out_dir)} {best['backbone']} --format tflite",
+            f"zoo export {_quote(out_dir)} {_quote(best['backbone'])} --format tflite",
             markup=False,
             highlight=False,
             soft_wrap=True,
@@ -491,10 +491,10 @@ def bench(
         raise typer.Exit(1)
 
 
-def _quote(path: Path) -> str:
+def _quote(word: Path | str) -> str:
     import shlex
 
-    return shlex.quote(str(path))
+    return shlex.quote(str(word))
 
 
 def bench_with_progress(
@@ -547,6 +547,7 @@ def bench_with_progress(
                 shard=shard,
                 strategy=strategy,
                 ensemble_size=ensemble_size,
+                note=lambda line: err.print(escape(line), style="cyan", highlight=False, soft_wrap=True),
             )
         except KeyboardInterrupt:
             if not (out_dir / "results.json").is_file():

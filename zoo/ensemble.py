@@ -167,22 +167,34 @@ def ensemble_row(
     return row.to_dict()
 
 
-def build(rows: Sequence[dict], out_dir: Path, dataset: Dataset, settings: BenchSettings, size: int) -> dict | None:
+def build(rows: Sequence[dict], out_dir: Path, dataset: Dataset, settings: BenchSettings, size: int) -> dict | str:
     """The ensemble of the finished, cross-validated `rows` that `select` picks (at most `size`
-    of them), or None when it picks fewer than two (none improves on the best one's validation)."""
+    of them); when there is none, the reason, for a line "No ensemble row: REASON."."""
+    if not size:
+        return "--no-ensemble was given"
     saved = {
         row["backbone"]: Predictions.load(predictions_path(out_dir, row["backbone"]))
         for row in rows
         if row.get("status") == "ok" and row.get("val_top1") is not None
     }
-    found = {name: p for name, p in saved.items() if p is not None}
-    if len(found) < 2:
-        return None
-    folds = next(iter(found.values())).folds  # all from this bench's settings and train/
-    usable = {name: p for name, p in found.items() if np.array_equal(p.folds, folds)}
+    found = [(name, p) for name, p in saved.items() if p is not None]
+    # all from this bench's settings and train/, so with the first one's folds
+    usable = {name: p for name, p in found if np.array_equal(p.folds, found[0][1].folds)}
+    if len(usable) < 2:
+        return _too_few(usable, settings)
     chosen = select({name: p.validation for name, p in usable.items()}, dataset.train.labels, size)
     if len(chosen) < 2:
-        return None
+        return f"on validation no mix of {', '.join(usable)} beat {next(iter(chosen))} alone"
     by_name = {row["backbone"]: row for row in rows}
     members = [by_name[name] for name in chosen]
     return ensemble_row(members, [usable[name] for name in chosen], list(chosen.values()), dataset, settings)
+
+
+def _too_few(usable: Mapping[str, Predictions], settings: BenchSettings) -> str:
+    """Why fewer than two rows can be members: members are chosen on validation."""
+    if not settings.folds:
+        return "--folds 0 cross-validates no row, and members are chosen on validation"
+    if settings.mode != "features" or settings.augment:
+        return "rows of --mode finetune or --augment are not cross-validated, and members are chosen on validation"
+    have = f"only {', '.join(usable)}" if usable else "none"
+    return f"it needs two finished, cross-validated rows or more; {have} here"

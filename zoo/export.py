@@ -18,12 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from zoo import atomic
+from zoo.ensemble import KIND as ENSEMBLE
 from zoo.errors import ZooError
 from zoo.spec import BackboneSpec
 from zoo.weights import ResolvedWeights
@@ -32,6 +34,12 @@ METADATA = "zoo.json"
 LABELS = "labels.txt"
 HEAD = "head.keras"
 CLASSIFIER = "classifier.keras"
+#: The `model` of an ensemble's zoo.json: it is made of the members that zoo.json names.
+MEMBERS = "members"
+#: What the `model` of a classifier the bench kept (not exported) is.
+KEPT = (HEAD, CLASSIFIER, MEMBERS)
+#: Where in a bench's --out the ensemble row is kept (the rows' classifiers are in models/BACKBONE).
+ENSEMBLE_FOLDER = f"models/{ENSEMBLE}"
 #: What `--format` writes inside the export folder.
 FORMATS = {"keras": "model.keras", "savedmodel": "saved_model", "tflite": "model.tflite"}
 #: Training images the int8 quantizer calibrates on (TFLite's guide: a few hundred).
@@ -50,6 +58,7 @@ def metadata(spec: BackboneSpec, weights: ResolvedWeights, extractor, class_name
     """What a trained classifier is: enough to rebuild it, label its outputs and judge it."""
     pinned = spec.weights.pinned_hash if spec.weights is not None and weights.label == spec.weights.dataset else None
     return {
+        "kind": "backbone",
         "backbone": spec.name,
         "plugin": spec.plugin,
         "input_size": spec.input_size,
@@ -98,12 +107,43 @@ def save_trained(folder: Path, model, meta: dict, whole: bool) -> None:
     _write_metadata(folder, {**meta, "model": target.name})
 
 
+def save_ensemble(results: Path, row: dict, rows: list[dict]) -> str | None:
+    """Keep the ensemble `row` of the bench in `results` beside its members (`rows` has them):
+    a zoo.json naming each member, its weight in the average and where its classifier is kept.
+    Returns its folder relative to `results`, or None when a member kept no (readable) classifier."""
+    kept = {r["backbone"]: r["classifier"] for r in rows if r.get("classifier")}
+    try:
+        members = {name: read_metadata(results / kept[name]) for name in row["members"]}
+    except (KeyError, ZooError):
+        return None
+    largest = max(members.values(), key=lambda meta: meta["input_size"])
+    shared = ("class_names", "settings", "dataset", "model")
+    meta = {
+        "kind": ENSEMBLE,
+        "backbone": row["backbone"],
+        "members": {
+            name: {"weight": weight, "kept": kept[name], **{k: v for k, v in members[name].items() if k not in shared}}
+            for name, weight in row["members"].items()
+        },
+        "input_size": largest["input_size"],
+        "interpolation": largest["interpolation"],
+        **{key: largest[key] for key in ("class_names", "settings", "dataset")},
+        "accuracy": {key: row.get(key) for key in ("top1", "top5", "test_images")},
+        "model": MEMBERS,
+    }
+    (results / ENSEMBLE_FOLDER).mkdir(parents=True, exist_ok=True)
+    _write_metadata(results / ENSEMBLE_FOLDER, meta)
+    return ENSEMBLE_FOLDER
+
+
 def trained_folder(results: Path, backbone: str | None = None) -> Path:
     """The saved classifier of `backbone` in a bench's results folder; without one, the best row's."""
     from zoo import report
 
     rows = report.read_results(results)["backbones"]
     ok = [row for row in report.ranked(rows) if row.get("status") == "ok" and row.get("classifier")]
+    if backbone == ENSEMBLE:  # the ensemble row by its kind, whatever its members
+        backbone = next((row["backbone"] for row in ok if row.get("kind") == ENSEMBLE), backbone)
     if backbone is None:
         if not ok:
             raise ZooError(
@@ -134,6 +174,8 @@ def load_trained(folder: Path):
     saved = folder / meta.get("model", HEAD)
     if saved.name == CLASSIFIER:
         return keras.saving.load_model(saved), meta
+    if saved.name == MEMBERS:
+        return _load_ensemble(folder, meta), meta
     spec = catalog().get(meta["backbone"])
     if spec.input_size != meta["input_size"]:
         raise ZooError(f"{meta['backbone']} now takes {spec.input_size} px, the saved head {meta['input_size']}")
@@ -151,6 +193,22 @@ def load_trained(folder: Path):
             f"one its head in {folder} was trained on; bench it again"
         )
     return classifier(spec, extractor, keras.saving.load_model(folder / HEAD)), meta
+
+
+def _load_ensemble(folder: Path, meta: dict):
+    """The ensemble kept in `folder` (a bench's models/ensemble) as one Keras model, its members
+    rebuilt from where the bench kept them."""
+    from zoo.models import ensemble_classifier
+
+    results = folder.parents[1]
+    members = meta["members"].values()
+    classifiers = [load_trained(results / member["kept"])[0] for member in members]
+    return ensemble_classifier(
+        list(zip(classifiers, (member["interpolation"] for member in members))),
+        [member["weight"] for member in members],
+        meta["input_size"],
+        meta["interpolation"],
+    )
 
 
 def calibration_batches(data: str | Path, meta: dict, count: int = CALIBRATION_IMAGES) -> Iterable[np.ndarray]:
@@ -196,5 +254,6 @@ def export(
 
 def default_out(meta: dict, fmt: str, quantize: str, results: Path | None) -> Path:
     """Where `zoo export` writes without --out: beside the bench results, or in the current folder."""
-    name = f"{meta['backbone'].replace(':', '_')}-{fmt}" + (f"-{quantize}" if quantize != "none" else "")
+    backbone = re.sub(r"[^\w.+-]+", "_", meta["backbone"]).strip("_")  # ensemble(a+b): ensemble_a+b
+    name = f"{backbone}-{fmt}" + (f"-{quantize}" if quantize != "none" else "")
     return (results / "export" if results is not None else Path(os.curdir) / "zoo-export") / name

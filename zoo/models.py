@@ -1,4 +1,5 @@
-"""Keras models from specs: the frozen feature extractor, the head, and both together.
+"""Keras models from specs: the frozen feature extractor, the head, both together, and an
+ensemble of such classifiers as one model.
 
 The seed's recipe: Input → preprocessing → frozen base → global average pooling → Dense softmax.
 """
@@ -12,6 +13,9 @@ from zoo.plugin_manager import build_backbone, catalog
 from zoo.preprocessing import preprocessing_layer
 from zoo.spec import BackboneSpec
 from zoo.weights import ResolvedWeights, resolve
+
+#: The interpolations a Keras Resizing layer does, of those a spec may name (zoo.spec.INTERPOLATIONS).
+RESIZABLE = ("bilinear", "nearest", "bicubic", "area", "lanczos3", "lanczos5")
 
 
 def feature_extractor(spec: BackboneSpec, weights: ResolvedWeights):
@@ -64,6 +68,34 @@ def classifier(spec: BackboneSpec, extractor, head):
     import keras
 
     return keras.Model(extractor.input, head(extractor.output), name=spec.name.replace(":", "_"))
+
+
+def ensemble_classifier(members, weights, input_size: int, interpolation: str):
+    """Several classifiers as one model: one 0..255 RGB input of `input_size` px, resized inside
+    once per other member input size (with that member's interpolation), and the members'
+    probabilities averaged with `weights` (summing to 1). Standard Keras layers only, so it
+    saves, exports and converts to TFLite as a single classifier does.
+
+    `members`: (classifier, interpolation) pairs; a member of `input_size` px takes the input as
+    it is, resized outside as `interpolation` says (its resize, zoo.data.image_batches).
+    """
+    import keras
+
+    image = keras.Input((input_size, input_size, 3), name="image")
+    views = {(input_size, interpolation): image}
+    probabilities = []
+    for (model, resize), weight in zip(members, weights):
+        size = int(model.input_shape[1])
+        key = (input_size, interpolation) if size == input_size else (size, resize)
+        if key not in views:
+            if resize not in RESIZABLE:
+                raise ZooError(
+                    f"{model.name} resizes images with {resize}, which Keras' Resizing layer cannot do "
+                    f"({', '.join(RESIZABLE)} it can): it cannot be an ensemble member"
+                )
+            views[key] = keras.layers.Resizing(size, size, interpolation=resize, name=f"resize_{size}_{resize}")(image)
+        probabilities.append(keras.layers.Rescaling(weight, name=f"{model.name}_weight")(model(views[key])))
+    return keras.Model(image, keras.layers.Add(name="average")(probabilities), name="ensemble")
 
 
 def create_model(name: str, num_classes: int, weights: str = "auto"):

@@ -97,7 +97,8 @@ def place_labels(axes, points: list[tuple[float, float]], labels: list[str], siz
 
 def accuracy_vs_speed(results: dict, statistics: dict, path: Path) -> None:
     """Top-1 (with its 95 % interval) against images/s: marker area by parameters, the Pareto
-    front dashed, random-weight rows hollow and labelled, chance level dotted."""
+    front dashed, random-weight rows hollow and labelled, an ensemble a diamond (in the legend),
+    chance level dotted."""
     pyplot = _pyplot()
     rows = [
         r for r in results["backbones"] if r["status"] == "ok" and r.get("top1") is not None and r.get("images_per_sec")
@@ -132,6 +133,18 @@ def accuracy_vs_speed(results: dict, statistics: dict, path: Path) -> None:
                     [f"{(row.get('params') or 0) / 1e6:.1f}M"] + ["RANDOM weights"] * random + ["ensemble"] * ensemble
                 )
                 labels.append(f"{row['backbone']} ({', '.join(marks)})")
+            if any(row.get("kind") == "ensemble" for row in rows):
+                axes.scatter(
+                    [],
+                    [],
+                    marker="D",
+                    s=60,
+                    alpha=0.6,
+                    facecolors="C0",
+                    edgecolors="black",
+                    linewidths=0.8,
+                    label="ensemble: its members' probabilities averaged; it costs their sum",
+                )
             front = pareto_front(points)
             if len(front) > 1:
                 axes.plot(

@@ -47,7 +47,7 @@ def _locate(path: Path) -> tuple[Path, str, Path | None]:
             return path, "savedmodel", meta
         if (path / export.METADATA).is_file():
             model = export.read_metadata(path).get("model", "")
-            if model in (export.HEAD, export.CLASSIFIER):
+            if model in export.KEPT:
                 return path, "bench", path
             return _locate(path / model)
         raise ZooError(f"{path} is a folder with neither a SavedModel nor a {export.METADATA}: not a zoo model")
@@ -62,7 +62,8 @@ def _locate(path: Path) -> tuple[Path, str, Path | None]:
 
 def load(path: str | Path, num_threads: int | None = None) -> Classifier:
     """The classifier at `path`: an export folder or its model, a `.keras` file, a SavedModel
-    folder, a `.tflite` file, or a bench's `models/BACKBONE` folder. `num_threads` is for TFLite."""
+    folder, a `.tflite` file, or a bench's `models/BACKBONE` (or `models/ensemble`) folder.
+    `num_threads` is for TFLite."""
     target, kind, meta_folder = _locate(Path(path).expanduser())
     meta = export.read_metadata(meta_folder) if meta_folder is not None else None
     model = None
