@@ -252,10 +252,9 @@ def halves_bench(tmp_path_factory, halves):
     from zoo import plugin_manager
 
     root = tmp_path_factory.mktemp("halves-bench")
-    (root / "halves.py").write_text(PLUGIN)
     options = ["--epochs", "10", "--learning-rate", "0.05", "--batch-size", "4", "--weights", "none"]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ZOO_PLUGINS", str(root / "halves.py"))
+        write_plugins(root, patch, halves=PLUGIN)
         patch.setenv("ZOO_CACHE_DIR", str(root / "cache"))
         plugin_manager.catalog.cache_clear()
         result = CliRunner().invoke(app, ["bench", "top", "bottom", "--data", str(halves), "--out", str(root / "out"), *options])
