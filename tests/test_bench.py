@@ -73,14 +73,20 @@ def test_features_mode_row_has_every_metric_and_a_second_run_skips_extraction(ti
     assert 0 < first["latency_ms_p50"] <= first["latency_ms_p95"] and first["images_per_sec"] > 0
     assert first["peak_rss_mb"] > 100 and first["weights"] == "random" and first["weights_file_mb"] is None
     assert first["train_seconds"] >= first["extract_seconds"] + first["head_seconds"]
+    assert first["speed_from"] == "extraction" and not any(step[0] == "throughput" for step in steps)
 
     def no_extraction(*args, **kwargs):
         raise AssertionError("the base ran again although its features are cached")
 
     monkeypatch.setattr(features, "extract", no_extraction)
-    second = bench_backbone(spec, dataset, settings()).to_dict()
+    steps.clear()
+    second = bench_backbone(spec, dataset, settings(), lambda *step: steps.append(step)).to_dict()
     assert second["status"] == "ok", second["error"]
     assert second["feature_cache"] == "hit"
+    # The backbone did not run for the speed figures either: they are those the extraction recorded.
+    assert second["speed_from"] == "cache" and not any(step[0] in ("throughput", "latency") for step in steps)
+    speed = ("images_per_sec", "latency_ms_p50", "latency_ms_p95")
+    assert [second[key] for key in speed] == [first[key] for key in speed]
     assert second["top1"] == first["top1"] and second["confusion_matrix"] == first["confusion_matrix"]
 
 

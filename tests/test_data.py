@@ -115,6 +115,22 @@ def test_a_rerun_decodes_only_what_changed(messy, monkeypatch):
     assert len(decoded) == 4
 
 
+def test_decoded_images_are_shared_until_no_later_backbone_needs_their_size(tmp_path):
+    from zoo import data
+
+    make_images(tmp_path / "train", {"cat": 3, "dog": 2}, size=40, seed=9)  # files no other test decoded
+    files = tuple(str(path) for path in sorted((tmp_path / "train").rglob("*.jpg")))
+
+    def decodes(size: int) -> int:
+        before = data.decoded_count
+        assert sum(len(batch) for batch in data.decoded_batches(files, size, 2)) == len(files)
+        return data.decoded_count - before
+
+    assert (decodes(8), decodes(12), decodes(8), decodes(12)) == (5, 5, 0, 0)
+    data.keep_decoded({8})  # what the bench does between backbones
+    assert (decodes(8), decodes(12)) == (0, 5)
+
+
 @pytest.mark.slow
 def test_the_food_photos_all_pass_the_check_and_a_rerun_is_cached(food):
     import time

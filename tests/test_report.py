@@ -84,6 +84,16 @@ def test_write_then_read_round_trips(tmp_path):
     }
 
 
+def test_the_bench_draws_each_rows_confusion_matrix_once(tmp_path):
+    """After each backbone the bench rewrites the results but draws only the new row's matrix."""
+    write_results(tmp_path, ROWS[:1], META)
+    drawn = (tmp_path / "confusion_slow_big.png").stat().st_mtime_ns
+    write_results(tmp_path, ROWS, META, drawn={"fast_small"})
+    assert (tmp_path / "confusion_slow_big.png").stat().st_mtime_ns == drawn
+    assert (tmp_path / "confusion_fast_small.png").is_file()
+    assert [row["backbone"] for row in read_results(tmp_path)["backbones"]] == ["slow_big", "broken", "fast_small"]
+
+
 def test_results_are_readable_by_others_as_the_umask_allows(tmp_path):
     old = os.umask(0o022)
     try:

@@ -14,7 +14,9 @@ data pipelines (zoo.data), the measurements (zoo.metrics) and the row (zoo.row) 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from zoo import board, distributed, ensemble, export, features, metrics, recipe
-from zoo.data import Dataset, Split, decoded_batches, image_batches, labeled_batches
+from zoo.data import Dataset, Split, decoded_batches, image_batches, keep_decoded, labeled_batches
 from zoo.errors import one_line
 from zoo.progress import Progress, no_progress, prefixed
 from zoo.row import BenchRow
@@ -129,6 +131,7 @@ def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray,
     dataset, settings = run.dataset, run.settings
     start = time.perf_counter()
     extract = distributed.split_over_devices(run.strategy, metrics.compiled_forward(run.extractor))
+    extract = metrics.Timed(extract)  # its batches give the row's images/s (_speed)
     identity = features.identity(run.spec, run.extractor, run.weights, settings.seed) if settings.cache else {}
     views = (False, True) if settings.mirror else (False,)
     notes: list[str] = []
@@ -142,6 +145,7 @@ def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray,
     mine = sum(share for share, views_of in zip(shares, (train, test)) for _, status in views_of if status != "hit")
     row.worker_images = distributed.each(run.strategy, mine)
     row.extract_seconds = time.perf_counter() - start
+    _speed(run, row, extract, identity)
     start = time.perf_counter()
     train_x = np.concatenate([x for x, _ in train])
     train_y = np.tile(dataset.train.labels, len(views))
@@ -202,6 +206,33 @@ def _fine_tune(run: _Run, row: BenchRow, model: Any) -> None:
     row.finetune_seconds = time.perf_counter() - start
 
 
+def _speed(run: _Run, row: BenchRow, forward: metrics.Timed, identity: dict) -> None:
+    """The row's images/s and single-image latency, through the forward pass that extracted the
+    features. Images/s come from the extraction's own batches; when every split was cached, the
+    backbone does not run at all: the figures are those recorded when the features were
+    extracted. Separate runs only when neither exists (too few batches, no record)."""
+    settings = run.settings
+    machine = {"cpu": metrics.cpu_model(), "cpus": os.cpu_count(), "runtime": "tf"}
+    parts = {"architecture": identity.get("architecture"), "batch_size": settings.batch_size, **machine}
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest() if identity else ""
+    recorded = features.recall("speed", key) if key and not forward.calls else None
+    if recorded is not None:
+        row.images_per_sec, row.latency_ms_p50, row.latency_ms_p95 = recorded
+        row.speed_from = "cache"
+        return
+    spec = run.spec
+    test_images = decoded_batches(run.dataset.test.files, spec.input_size, settings.batch_size, spec.interpolation)
+    batch = next(iter(test_images)).astype(np.float32)  # decoded already, by the test split's extraction
+    row.images_per_sec = forward.images_per_sec(settings.batch_size)
+    row.speed_from = "extraction"
+    if row.images_per_sec is None:
+        row.images_per_sec = metrics.throughput(forward, batch, settings.throughput_batches, run.progress)
+        row.speed_from = "runs"
+    row.latency_ms_p50, row.latency_ms_p95 = metrics.latency_ms(forward, batch[:1], settings.latency_runs, run.progress)
+    if key:
+        features.remember("speed", key, [row.images_per_sec, row.latency_ms_p50, row.latency_ms_p95])
+
+
 #: keep(classifier, metadata) → where it was kept (relative to --out), or None.
 Keep = Callable[[Any, dict], str | None]
 
@@ -239,12 +270,11 @@ def _measure(
     model, probabilities, validation = phase1(run, row)
     if validation is not None and predictions is not None:  # what the ensemble is made of
         ensemble.Predictions(validation.folds, validation.probabilities, probabilities).save(predictions)
-    forward = metrics.compiled_forward(model)
     test_y = np.asarray(dataset.test.labels)
     row.top1_frozen = metrics.top_k_accuracy(probabilities, test_y, 1)
     if settings.mode == "finetune":
         _fine_tune(run, row, model)
-        probabilities = _predict(forward, run)
+        probabilities = _predict(metrics.compiled_forward(model), run)
 
     phases = (row.extract_seconds, row.head_seconds, row.finetune_seconds)
     row.train_seconds = sum(seconds or 0.0 for seconds in phases)
@@ -257,10 +287,8 @@ def _measure(
     row.confusion_matrix = confusion.tolist()
     row.params = extractor.count_params()  # the backbone's, comparable across heads and datasets
     row.trainable_params = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
-    test_images = decoded_batches(dataset.test.files, spec.input_size, settings.batch_size, spec.interpolation)
-    batch = next(iter(test_images)).astype(np.float32)  # decoded already, by the test split's extraction
-    row.images_per_sec = metrics.throughput(forward, batch, settings.throughput_batches, progress)
-    row.latency_ms_p50, row.latency_ms_p95 = metrics.latency_ms(forward, batch[:1], settings.latency_runs, progress)
+    if row.images_per_sec is None:  # trained end to end: nothing was extracted
+        _speed(run, row, metrics.Timed(metrics.compiled_forward(model)), {})
     progress("counting FLOPs", 0, 1)
     count_flops = lambda: metrics.flops_per_image(model)  # noqa: E731
     # FLOPs depend on the architecture alone: counted once per architecture, kept in the cache.
@@ -305,12 +333,14 @@ def bench_backbone(
     return row
 
 
-def release_models() -> None:
-    """Free what the last backbone built (Keras' global state, its models and traced graphs),
-    so memory does not grow from one backbone to the next in `--all`."""
+def release_models(later: list[BackboneSpec]) -> None:
+    """Free what the last backbone built (Keras' global state, its models and traced graphs)
+    and the decoded images no `later` backbone reads, so memory does not grow from one backbone
+    to the next in `--all`."""
     import keras
 
     keras.backend.clear_session(free_memory=True)
+    keep_decoded({spec.input_size for spec in later})
 
 
 def _keeper(out_dir: Path, spec: BackboneSpec, settings: BenchSettings, classifiers: dict | None) -> Keep:
@@ -398,7 +428,7 @@ def run_bench(
         and finished_before[spec.name].get("settings_fingerprint") == settings_fingerprint(spec, dataset, settings)
         for spec in specs
     ]
-    for spec, reuse in zip(specs, distributed.chief_says(strategy, reusable)):
+    for index, (spec, reuse) in enumerate(zip(specs, distributed.chief_says(strategy, reusable))):
         if reuse:
             if chief:
                 rows.append(finished_before[spec.name])
@@ -413,10 +443,10 @@ def run_bench(
         step = prefixed(progress, spec.name)
         row = bench_backbone(spec, dataset, settings, step, strategy, log_dir, keep, predictions).to_dict()
         benched.append(row)
-        release_models()
+        release_models(specs[index + 1 :])
         rows.append(row)
-        if chief:
-            report.write_results(out_dir, rows, {**meta, "finished_at": report.now()})
+        if chief:  # the rows before have their confusion matrices drawn already
+            report.write_results(out_dir, rows, {**meta, "finished_at": report.now()}, drawn={spec.name})
         finished(row, False)
     if chief:
         shutil.rmtree(out_dir / export.ENSEMBLE_FOLDER, ignore_errors=True)  # an earlier bench's
@@ -427,5 +457,6 @@ def run_bench(
             combined["classifier"] = export.save_ensemble(out_dir, combined, benched)
             rows.append(combined)
         if not isinstance(combined, str) or any(row.get("kind") == ensemble.KIND for row in earlier):
-            report.write_results(out_dir, rows, {**meta, "finished_at": report.now()})  # the row, or an old one gone
+            drawn = set() if isinstance(combined, str) else {combined["backbone"]}  # the others are drawn
+            report.write_results(out_dir, rows, {**meta, "finished_at": report.now()}, drawn=drawn)
     return rows

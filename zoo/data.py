@@ -13,7 +13,7 @@ import difflib
 import hashlib
 import os
 from collections import Counter, OrderedDict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,6 +217,13 @@ def _read_rows(path: Path, count: int, shape: tuple[int, ...], batch_size: int) 
             rows = min(batch_size, count - start)
             data = np.frombuffer(handle.read(rows * row_bytes), dtype=np.uint8)
             yield data.reshape(rows, *shape)
+
+
+def keep_decoded(sizes: Collection[int]) -> None:
+    """Let go of the decoded images held in memory of every size not in `sizes`: between
+    backbones the bench keeps only what a later one will read, so memory does not grow."""
+    for key in [key for key, array in _in_memory.items() if array.shape[1] not in sizes]:
+        del _in_memory[key]
 
 
 def decoded_batches(

@@ -167,16 +167,34 @@ def identity(spec, extractor, weights, seed: int) -> dict:
     }
 
 
-def remembered(what: str, key: str, compute: Callable[[], Any]) -> Any:
-    """A measurement that depends only on what `key` names (e.g. a model's FLOPs on its
-    architecture digest), computed once and kept beside the features as JSON."""
-    path = cache_dir("features", "measures") / f"{what}-{key[:24]}.json"
+_UNKNOWN = object()
+
+
+def _measure_path(what: str, key: str) -> Path:
+    return cache_dir("features", "measures") / f"{what}-{key[:24]}.json"
+
+
+def recall(what: str, key: str, default: Any = None) -> Any:
+    """A measurement kept beside the features under `key` (see `remember`), or `default`."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))["value"]
+        return json.loads(_measure_path(what, key).read_text(encoding="utf-8"))["value"]
     except (OSError, ValueError, KeyError, TypeError):  # not measured yet, or a damaged record
+        return default
+
+
+def remember(what: str, key: str, value: Any) -> None:
+    """Keep a measurement that depends only on what `key` names (e.g. a model's FLOPs on its
+    architecture digest) beside the features, as JSON."""
+    atomic.write_text(_measure_path(what, key), json.dumps({"value": value}))
+
+
+def remembered(what: str, key: str, compute: Callable[[], Any]) -> Any:
+    """The measurement kept under `key`, computed and kept first if there is none."""
+    value = recall(what, key, _UNKNOWN)
+    if value is _UNKNOWN:
         value = compute()
-        atomic.write_text(path, json.dumps({"value": value}))
-        return value
+        remember(what, key, value)
+    return value
 
 
 def feature_key(identity: dict, files: Iterable[str]) -> str:

@@ -53,10 +53,34 @@ def size_mb(path: str | None) -> float | None:
 
 
 def compiled_forward(model):
-    """The model's inference pass as one traced graph, as deployed (not eager op by op)."""
+    """The model's inference pass as one traced graph, as deployed (not eager op by op), for
+    batches of any size: traced once, so the last, smaller batch of a split and a single image
+    for latency do not trace it again."""
     import tensorflow as tf
 
-    return tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+    signature = tf.TensorSpec((None, *model.input_shape[1:]), model.inputs[0].dtype)
+    return tf.function(lambda images: model(images, training=False), input_signature=[signature])
+
+
+class Timed:
+    """A forward pass that keeps the size and duration of every call, so the speed of the
+    passes extraction makes anyway is known without running the model again."""
+
+    def __init__(self, forward):
+        self.forward = forward
+        self.calls: list[tuple[int, float]] = []  # (images, seconds)
+
+    def __call__(self, batch) -> np.ndarray:
+        start = time.perf_counter()
+        rows = np.asarray(self.forward(batch))
+        self.calls.append((len(batch), time.perf_counter() - start))
+        return rows
+
+    def images_per_sec(self, batch_size: int) -> float | None:
+        """Images per second over the full batches after the first call (which traces and
+        warms up), as `throughput` measures; None with fewer than two such batches."""
+        seconds = [took for images, took in self.calls[1:] if images == batch_size]
+        return batch_size * len(seconds) / sum(seconds) if len(seconds) >= 2 else None
 
 
 def throughput(forward, batch, batches: int, progress: Progress) -> float:
@@ -140,7 +164,8 @@ class PeakMemory:
         self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name, as the machine reports it."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             for line in cpuinfo:
@@ -163,7 +188,7 @@ def environment() -> dict:
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "numpy": np.__version__,
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "gpus": [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus],
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or "auto",

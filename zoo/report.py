@@ -16,6 +16,7 @@ import shlex
 import shutil
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from rich.markup import escape
@@ -249,9 +250,10 @@ def csv_text(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def write_reports(out_dir: Path, results: dict) -> None:
+def write_reports(out_dir: Path, results: dict, drawn: Collection[str] | None = None) -> None:
     """results.csv, results.md, accuracy_vs_speed.png and a confusion_<backbone>.png per
-    finished backbone, each replaced atomically."""
+    finished backbone (only those `drawn`, when given: a row's matrix never changes once
+    drawn, so the bench draws each row's as it finishes), each replaced atomically."""
     from zoo import plots
 
     try:
@@ -260,6 +262,8 @@ def write_reports(out_dir: Path, results: dict) -> None:
         plots.accuracy_vs_speed(results, statistics(results), out_dir / PLOT)
         classes = results.get("dataset", {}).get("classes") or []
         for row in results["backbones"]:
+            if drawn is not None and row.get("backbone") not in drawn:
+                continue
             if row["status"] == "ok" and row.get("confusion_matrix"):
                 plots.confusion_matrix(row, classes, out_dir / plots.confusion_file(row["backbone"]))
     except OSError as exc:
@@ -315,16 +319,18 @@ def provenance() -> dict:
     }
 
 
-def write_results(out_dir: Path, rows: list[dict], meta: dict | None = None) -> dict:
+def write_results(
+    out_dir: Path, rows: list[dict], meta: dict | None = None, drawn: Collection[str] | None = None
+) -> dict:
     """results.json (every field, plus `meta`: environment, dataset; and the statistics), then
-    the other reports."""
+    the other reports (`drawn`: see write_reports)."""
     results = with_statistics({"format": FORMAT, **(meta or {}), "backbones": rows})
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic.write_text(out_dir / "results.json", to_json(results) + "\n")
     except OSError as exc:
         raise ZooError(f"cannot write results to {out_dir}: {exc.strerror or exc}; choose another --out") from exc
-    write_reports(out_dir, results)
+    write_reports(out_dir, results, drawn)
     return results
 
 

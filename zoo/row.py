@@ -56,6 +56,10 @@ class BenchRow:
     images_per_sec: float | None = None
     latency_ms_p50: float | None = None
     latency_ms_p95: float | None = None
+    # where images/s and latency come from: "extraction" (its own batches, then single images
+    # through the same forward pass), "cache" (recorded when the cached features were extracted:
+    # the backbone did not run), or "runs" (separate runs: nothing, or too little, was extracted)
+    speed_from: str | None = None
     flops_per_image: int | None = None
     peak_rss_mb: float | None = None
     classifier: str | None = None  # the saved classifier's folder, relative to --out

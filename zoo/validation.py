@@ -68,18 +68,16 @@ def cross_validate(
     same fold, and a held-out image is scored as the mean over its views, exactly as the bench
     scores a test image. Fold i's head is seeded with `settings.seed + i`.
     """
-    import keras
-
     truth = np.asarray(labels)
     k = settings.folds
     folds = stratified_folds(labels, k, settings.seed)
     probabilities = np.zeros((len(truth), num_classes), dtype=np.float32)
-    scores, head = [], None
+    scores = []
     for fold in range(k):
         held = folds == fold
-        keras.utils.set_random_seed(settings.seed + fold)
         train_x = np.concatenate([view[~held] for view in views])
-        head = train_head(train_x, np.tile(truth[~held], len(views)), num_classes, settings, head=head)
+        train_y = np.tile(truth[~held], len(views))
+        head = train_head(train_x, train_y, num_classes, settings, seed=settings.seed + fold)
         probabilities[held] = predict_views(head, [view[held] for view in views])
         scores.append(float(np.mean(probabilities[held].argmax(axis=1) == truth[held])))
         progress("cross-validation folds", fold + 1, k)
