@@ -9,13 +9,15 @@ weights (speed does not depend on the weights), the configured bench defaults (m
 3. floor: for each backbone, the bare compiled `model(x)` forward passes over every image the
    bench must show it (train and test, each also mirrored), images decoded beforehand and not
    timed, the first (tracing) batch not timed either: the least any bench can cost;
-4. TFLite probe: each extractor converted (zoo.tflite) and run by LiteRT (XNNPACK, 2 threads)
-   against TensorFlow's graph on the same 8 train batches: img/s of both, largest relative gap.
+4. runtime probe (`tflite_probe`): what the bench extracts with (zoo.runtime, `--runtime auto`:
+   TFLite by LiteRT where it converts, agrees and is faster) against TensorFlow's graph on the
+   same 8 train batches: the chosen runtime, img/s of both, largest relative gap.
 
 `wall_over_floor` = cold wall / sum of floors. Writes benchmarks/results/bench_floor.json.
-Heavy (about 15 minutes on 2 cores): run it under `flock /work/bench.lock`.
+Heavy (about 15 minutes on 2 cores): run it under `flock /work/bench.lock`. `--probe-only`
+runs step 4 alone (a few minutes) and writes benchmarks/results/bench_runtime.json.
 
-    .venv/bin/python benchmarks/bench_floor.py [--data DIR] [BACKBONE ...]   (default: --all)
+    .venv/bin/python benchmarks/bench_floor.py [--probe-only] [--data DIR] [BACKBONE ...]   (default: --all)
 """
 
 from __future__ import annotations
@@ -77,58 +79,96 @@ def floor_seconds(spec, dataset, batch_size: int, mirror: bool) -> float:
     return total
 
 
-def tflite_probe(spec, dataset, batch_size: int, batches: int = 8) -> dict:
-    """The same extractor through TensorFlow's graph and through LiteRT (XNNPACK, 2 threads) on
-    the first `batches` train batches: img/s of each and the features' largest relative gap."""
+def runtime_probe(spec, dataset, settings, batches: int = 8) -> dict:
+    """What the bench extracts with: `zoo.runtime.Extraction` as `zoo bench` builds it (the
+    configured --runtime, default auto; converted model cached under the extractor's identity),
+    against TensorFlow's traced graph, on the first `batches` train batches. The first batch
+    (conversion or cache load, the choice, tracing) is timed apart; then each batch through
+    both, alternating, so load on the machine falls on both alike: img/s of each, the chosen
+    runtime and its note, and the features' largest relative gap (zoo.runtime.relative_gap)."""
     import keras
     import numpy as np
 
-    from zoo import tflite
+    from zoo import distributed, features, runtime
     from zoo.data import decoded_batches
     from zoo.metrics import compiled_forward
     from zoo.models import feature_extractor
     from zoo.weights import resolve
 
-    extractor = feature_extractor(spec, resolve(spec, "none"))
-    images = [
-        batch.astype(np.float32)
-        for _, batch in zip(
-            range(batches), decoded_batches(dataset.train.files, spec.input_size, batch_size, spec.interpolation)
-        )
-    ]
+    weights = resolve(spec, "none")
+    extractor = feature_extractor(spec, weights)
+    decoded = decoded_batches(dataset.train.files, spec.input_size, settings.batch_size, spec.interpolation)
+    images = [batch.astype(np.float32) for _, batch in zip(range(batches + 1), decoded)]
+    identity = features.identity(spec, extractor, weights, settings.seed)
+    extraction = runtime.Extraction(spec.name, extractor, settings, distributed.make_strategy("default"), identity)
+    tf_forward = compiled_forward(extractor)
     start = time.perf_counter()
-    try:
-        runner = tflite.Runner(tflite.convert(extractor), num_threads=2)
-    except Exception as exc:  # a backbone that does not convert is a finding, not a crash
-        return {"converts": False, "error": str(exc).splitlines()[0][:300]}
-    convert_seconds = time.perf_counter() - start
-
-    def rate(forward) -> tuple[float, list]:
-        outputs = [np.asarray(forward(images[0]))]  # warm-up (tracing, tensor allocation)
-        start = time.perf_counter()
-        outputs = [np.asarray(forward(batch)) for batch in images]
-        return sum(map(len, images)) / (time.perf_counter() - start), outputs
-
-    tf_rate, tf_out = rate(compiled_forward(extractor))
-    lite_rate, lite_out = rate(runner)
-    gap = max(float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-12)) for a, b in zip(tf_out, lite_out))
+    extraction(images[0])
+    first_batch_seconds = time.perf_counter() - start
+    np.asarray(tf_forward(images[0]))  # traced already when the choice compared both; else now
+    seconds = {"tf": 0.0, "chosen": 0.0}
+    gap = 0.0
+    for batch in images[1:]:
+        outputs = {}
+        for name, forward in (("tf", tf_forward), ("chosen", extraction)):
+            start = time.perf_counter()
+            outputs[name] = np.asarray(forward(batch))
+            seconds[name] += time.perf_counter() - start
+        gap = max(gap, runtime.relative_gap(outputs["chosen"], outputs["tf"]))
+    models = [entry for entry in features.entries() if entry.get("kind") == "tflite" and entry["backbone"] == spec.name]
     keras.backend.clear_session(free_memory=True)
+    count = sum(map(len, images[1:]))
     return {
-        "converts": True,
-        "convert_seconds": convert_seconds,
-        "tf_images_per_sec": tf_rate,
-        "tflite_images_per_sec": lite_rate,
-        "speedup": lite_rate / tf_rate,
+        "runtime": extraction.runtime,
+        "note": extraction.note,
+        "first_batch_seconds": first_batch_seconds,
+        "convert_seconds": models[0].get("convert_seconds") if models else None,
+        "tf_images_per_sec": count / seconds["tf"],
+        "images_per_sec": count / seconds["chosen"],
+        "speedup": seconds["tf"] / seconds["chosen"],
         "max_relative_gap": gap,
+        "images_timed": count,
     }
+
+
+def runtime_probes(specs, dataset) -> dict:
+    """runtime_probe of every backbone, with the bench's configured settings (random weights)."""
+    from zoo.settings import BenchSettings
+
+    settings = BenchSettings.from_config(weights="none")
+    return {spec.name: runtime_probe(spec, dataset, settings) for spec in specs}
+
+
+def probe_only(data: Path, names: list[str]) -> None:
+    """`--probe-only`: the runtime probe alone (cold cache: conversions included), written to
+    benchmarks/results/bench_runtime.json."""
+    from zoo import hub
+    from zoo.data import load_dataset
+    from zoo.metrics import environment
+    from zoo.plugin_manager import catalog
+
+    load_before = os.getloadavg()[0]
+    dataset = load_dataset(data)
+    specs = [catalog().get(name) for name in names] or hub.select(list(catalog().backbones.values()), None)
+    result = {
+        "data": str(data),
+        "tflite_probe": runtime_probes(specs, dataset),
+        "environment": environment(),
+        "load_average_before_after": [load_before, os.getloadavg()[0]],
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_runtime.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["tflite_probe"], indent=1))
 
 
 def main() -> None:
     arguments = sys.argv[1:]
     data = Path(arguments.pop(arguments.index("--data") + 1)) if "--data" in arguments else DATA
-    names = [name for name in arguments if name != "--data"]
+    names = [name for name in arguments if name not in ("--data", "--probe-only")]
     work = Path(tempfile.mkdtemp(prefix="zoo-bench-floor-"))
     os.environ["ZOO_CACHE_DIR"] = str(work / "cache")  # a cold cache, for the children too
+    if "--probe-only" in arguments:
+        return probe_only(data, names)
     load_before = os.getloadavg()[0]
     cold = bench_all(data, work / "cold", names)
     warm = bench_all(data, work / "warm", names)
@@ -178,7 +218,7 @@ def main() -> None:
     (RESULTS / "bench_floor.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({key: value for key, value in result.items() if key not in ("rows", "environment")}, indent=1))
     # Last, so the figures above are on disk even if this part is cut short.
-    result["tflite_probe"] = {spec.name: tflite_probe(spec, dataset, defaults["batch_size"]) for spec in specs}
+    result["tflite_probe"] = runtime_probes(specs, dataset)
     (RESULTS / "bench_floor.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["tflite_probe"], indent=1))
 

@@ -72,7 +72,7 @@ def test_bench_keeps_each_ok_row_with_what_rebuilds_it(benched, tiny_dataset):
     rows = {row["backbone"]: row for row in json.loads((out / "results.json").read_text())["backbones"]}
     assert rows["broken_net"]["classifier"] is None and rows["tiny_cnn"]["classifier"] == "models/tiny_cnn"
     meta = json.loads((out / "models/tiny_cnn/zoo.json").read_text())
-    assert meta["class_names"] == ["dark", "light"] and meta["input_size"] == 32
+    assert meta["kind"] == "backbone" and meta["class_names"] == ["dark", "light"] and meta["input_size"] == 32
     assert meta["accuracy"]["top1"] == rows["tiny_cnn"]["top1"] and meta["settings"]["epochs"] == 2
     assert meta["weights"]["label"] == "random" and len(meta["weights"]["base_sha256"]) == 64
     assert (out / "models/tiny_cnn/labels.txt").read_text() == "dark\nlight\n"

@@ -14,6 +14,7 @@ data pipelines (zoo.data), the measurements (zoo.metrics) and the row (zoo.row) 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo import board, distributed, ensemble, export, features, metrics, recipe
+from zoo import board, distributed, ensemble, export, features, metrics, recipe, runtime
 from zoo.data import Dataset, Split, decoded_batches, image_batches, keep_decoded, labeled_batches
 from zoo.errors import one_line
 from zoo.progress import Progress, no_progress, prefixed
@@ -54,6 +55,17 @@ class _Run:
     weights: ResolvedWeights
     extractor: Any  # images → pooled features, base frozen
     callbacks: tuple[Any, ...]  # e.g. TensorBoard, for every model.fit
+
+    @functools.cached_property
+    def identity(self) -> dict:
+        """What the extractor's features depend on: the key of its cached features and model."""
+        return features.identity(self.spec, self.extractor, self.weights, self.settings.seed)
+
+    @functools.cached_property
+    def extraction(self) -> runtime.Extraction:
+        """images → features through the runtime --runtime chooses (zoo.runtime), on its first call."""
+        identity = self.identity if self.settings.cache else None
+        return runtime.Extraction(self.spec.name, self.extractor, self.settings, self.strategy, identity)
 
     def labeled_train_batches(self) -> Any:
         spec, settings = self.spec, self.settings
@@ -130,9 +142,8 @@ def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray,
 
     dataset, settings = run.dataset, run.settings
     start = time.perf_counter()
-    extract = distributed.split_over_devices(run.strategy, metrics.compiled_forward(run.extractor))
-    extract = metrics.Timed(extract)  # its batches give the row's images/s (_speed)
-    identity = features.identity(run.spec, run.extractor, run.weights, settings.seed) if settings.cache else {}
+    extract = metrics.Timed(run.extraction)  # its batches give the row's images/s (_speed)
+    identity = run.identity if settings.cache else {}
     views = (False, True) if settings.mirror else (False,)
     notes: list[str] = []
     train, test = (
@@ -146,6 +157,7 @@ def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray,
     row.worker_images = distributed.each(run.strategy, mine)
     row.extract_seconds = time.perf_counter() - start
     _speed(run, row, extract, identity)
+    row.runtime, row.runtime_note = run.extraction.runtime, run.extraction.note  # None: nothing ran
     start = time.perf_counter()
     train_x = np.concatenate([x for x, _ in train])
     train_y = np.tile(dataset.train.labels, len(views))
@@ -212,7 +224,7 @@ def _speed(run: _Run, row: BenchRow, forward: metrics.Timed, identity: dict) -> 
     backbone does not run at all: the figures are those recorded when the features were
     extracted. Separate runs only when neither exists (too few batches, no record)."""
     settings = run.settings
-    machine = {"cpu": metrics.cpu_model(), "cpus": os.cpu_count(), "runtime": "tf"}
+    machine = {"cpu": metrics.cpu_model(), "cpus": os.cpu_count(), "runtime": settings.runtime}
     parts = {"architecture": identity.get("architecture"), "batch_size": settings.batch_size, **machine}
     key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest() if identity else ""
     recorded = features.recall("speed", key) if key and not forward.calls else None
