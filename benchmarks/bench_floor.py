@@ -117,7 +117,7 @@ def runtime_probe(spec, dataset, settings, batches: int = 8) -> dict:
             outputs[name] = np.asarray(forward(batch))
             seconds[name] += time.perf_counter() - start
         gap = max(gap, runtime.relative_gap(outputs["chosen"], outputs["tf"]))
-    models = [entry for entry in features.entries() if entry.get("kind") == "tflite" and entry["backbone"] == spec.name]
+    models = [model for model in features.models() if model["backbone"] == spec.name]
     keras.backend.clear_session(free_memory=True)
     count = sum(map(len, images[1:]))
     return {
