@@ -14,6 +14,7 @@ data pipelines (zoo.data), the measurements (zoo.metrics) and the row (zoo.row) 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import os
@@ -341,6 +342,8 @@ def release_models(later: list[BackboneSpec]) -> None:
 
     keras.backend.clear_session(free_memory=True)
     keep_decoded({spec.input_size for spec in later})
+    with contextlib.suppress(OSError, AttributeError):  # glibc only: hand freed heap pages back to the system
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _keeper(out_dir: Path, spec: BackboneSpec, settings: BenchSettings, classifiers: dict | None) -> Keep:
