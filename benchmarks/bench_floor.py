@@ -20,9 +20,9 @@ Heavy (about 15 minutes on 2 cores): run it under `flock /work/bench.lock`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -35,19 +35,36 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ZOO = Path(sys.executable).parent / "zoo"
 
 
+def sampled_run(command: list[str]) -> dict:
+    """`command` in its own process: wall seconds, peak RSS (of it and its children, sampled
+    every 0.1 s), exit code and the end of its stderr."""
+    import psutil
+
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    watched, peak = psutil.Process(process.pid), 0
+    while process.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            peak = max(peak, sum(p.memory_info().rss for p in [watched, *watched.children(recursive=True)]))
+        time.sleep(0.1)
+    stderr = process.stderr.read() if process.stderr else ""
+    return {
+        "wall_seconds": time.perf_counter() - start,
+        "peak_rss_mb": peak / 2**20,
+        "returncode": process.returncode,
+        "stderr": stderr[-3000:],
+    }
+
+
 def bench_all(data: Path, out: Path, names: list[str]) -> dict:
     """`zoo bench --all` (or the backbones `names`) in its own process: wall seconds, the
     process's peak RSS, its rows."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    start = time.perf_counter()
     command = [str(ZOO), "bench", *(names or ["--all"]), "--weights", "none", "--data", str(data), "--out", str(out)]
-    finished = subprocess.run(command, capture_output=True, text=True)
-    wall = time.perf_counter() - start
+    run = sampled_run(command)
     if not (out / "results.json").is_file():  # exit 1 with a failed row still has results
-        raise SystemExit(f"zoo bench failed ({finished.returncode}):\n{finished.stderr[-3000:]}")
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        raise SystemExit(f"zoo bench failed ({run['returncode']}):\n{run['stderr']}")
     rows = json.loads((out / "results.json").read_text())["backbones"]
-    return {"wall_seconds": wall, "peak_rss_mb": peak_kb / 1024 if peak_kb > before else None, "rows": rows}
+    return {"wall_seconds": run["wall_seconds"], "peak_rss_mb": run["peak_rss_mb"], "rows": rows}
 
 
 def floor_seconds(spec, dataset, batch_size: int, mirror: bool) -> float:

@@ -12,18 +12,16 @@ Writes benchmarks/results/bench_scale.json. Heavy: run it under `flock /work/ben
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
+from bench_floor import sampled_run  # this folder is on sys.path when a script in it runs
 from PIL import Image
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -47,19 +45,11 @@ def write_dataset(root: Path, images: int, seed: int = 0) -> None:
 def run_bench(data: Path, out: Path) -> dict:
     """The bench in its own process: wall seconds and peak RSS (its own and its children's)."""
     command = [str(ZOO), "bench", BACKBONE, "--weights", "none", "--data", str(data), "--out", str(out)]
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    watched, peak = psutil.Process(process.pid), 0
-    while process.poll() is None:
-        with contextlib.suppress(psutil.Error):
-            peak = max(peak, sum(p.memory_info().rss for p in [watched, *watched.children(recursive=True)]))
-        time.sleep(0.1)
-    wall = time.perf_counter() - start
-    stderr = process.stderr.read() if process.stderr else ""
-    if process.returncode != 0:
-        raise SystemExit(f"zoo bench failed ({process.returncode}):\n{stderr[-3000:]}")
+    run = sampled_run(command)
+    if run["returncode"] != 0:
+        raise SystemExit(f"zoo bench failed ({run['returncode']}):\n{run['stderr']}")
     [row] = json.loads((out / "results.json").read_text())["backbones"]
-    return {"wall_seconds": wall, "peak_rss_mb": peak / 2**20, "row": row}
+    return {"wall_seconds": run["wall_seconds"], "peak_rss_mb": run["peak_rss_mb"], "row": row}
 
 
 def main() -> None:
