@@ -148,27 +148,25 @@ def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray,
     row.extract_seconds = time.perf_counter() - start
     _speed(run, row, extract, identity)
     start = time.perf_counter()
-    train_x = np.concatenate([x for x, _ in train])
-    train_y = np.tile(dataset.train.labels, len(views))
-    test_y = np.asarray(dataset.test.labels)
+    train_views = [x for x, _ in train]  # the arrays as cached: the head reads their rows, no copy
     callbacks = run.fit_callbacks("head epochs", 0, settings.epochs)
     classes = len(dataset.class_names)
     with run.strategy.scope():
-        if settings.strategy == "multiworker":  # Keras' fit cannot run under it
-            head = distributed.train_head(run.strategy, train_x, train_y, classes, settings, callbacks)
+        if settings.strategy == "multiworker":  # each replica trains on its share of every batch
+            train_y = np.tile(dataset.train.labels, len(views))
+            head = distributed.train_head(
+                run.strategy, np.concatenate(train_views), train_y, classes, settings, callbacks
+            )
         else:
-            scored = (np.asarray(test[0][0]), test_y)
-            head = recipe.train_head(train_x, train_y, classes, settings, callbacks, validation=scored)
+            scored = (np.asarray(test[0][0]), np.asarray(dataset.test.labels))
+            head = recipe.train_head(train_views, dataset.train.labels, classes, settings, callbacks, validation=scored)
         model = keras.Model(run.extractor.input, head(run.extractor.output), name="classifier")
     row.head_seconds = time.perf_counter() - start
     validation = None
     if settings.folds and settings.mode == "features":  # fine-tuning would outdate the heads it scores
         start = time.perf_counter()
-        # Keras' fit cannot run under multiworker; every worker holds all the features there,
-        # so each cross-validates on its own, to the same result.
-        multiworker = settings.strategy == "multiworker"
-        with contextlib.nullcontext() if multiworker else run.strategy.scope():
-            validation = cross_validate([x for x, _ in train], dataset.train.labels, classes, settings, run.progress)
+        # Every worker holds all the features, so each cross-validates on its own, to the same result.
+        validation = cross_validate(train_views, dataset.train.labels, classes, settings, run.progress)
         row.val_top1, row.val_top1_std = validation.top1, validation.top1_std
         row.val_log_loss = metrics.log_loss(validation.probabilities, np.asarray(dataset.train.labels))
         row.validation_seconds = time.perf_counter() - start
