@@ -4,7 +4,10 @@ Runs `zoo bench` (its defaults, 5-fold validation, --ensemble-size 3) on the thr
 backbones with their real weights, then writes each row's val_top1 and test top-1, the
 ensemble's members, top-1 and cost to benchmarks/results/bench_ensemble.{json,md}. The members
 are chosen on the out-of-fold predictions of train/ alone; for reference only, the test top-1
-of every possible combination is listed too (the bench never looks at it).
+of every possible combination is listed too (the bench never looks at it). The ensemble row is
+then exported as one model (`.keras` and TFLite float32, through `zoo export`'s code) and run on
+every test image: its top-1, file sizes, and TensorFlow against TFLite latency (timed as
+benchmarks/bench_export.py times single rows).
 
     flock /work/bench.lock .venv/bin/python benchmarks/bench_ensemble.py [DATA]
 """
@@ -37,6 +40,32 @@ def combinations(out_dir: Path, labels: np.ndarray) -> dict[str, float]:
             mean = np.mean([test[name] for name in combo], axis=0)
             scores["+".join(combo)] = float(np.mean(mean.argmax(axis=1) == labels))
     return scores
+
+
+def export_ensemble(out_dir: Path, dataset) -> dict:
+    """The bench's ensemble row exported and run on every test image, one view per image (the
+    row itself scored each image with its mirror image too, so the two top-1 differ a little)."""
+    import numpy as np
+    from bench_export import BATCH, timings, top1
+
+    from zoo import export, predict
+    from zoo.data import image_batches
+
+    kept = predict.load(out_dir / export.ENSEMBLE_FOLDER)
+    result: dict = {"input_size": kept.input_size, "formats": {}}
+    runtimes = {"tensorflow": kept}
+    for fmt in ("keras", "tflite"):
+        path = export.export(kept.model, kept.meta, fmt, out_dir / "export" / fmt)
+        loaded = predict.load(path)
+        result["formats"][fmt] = {
+            "top1": top1(loaded, dataset.test.files, dataset.test.labels),
+            "mb": json.loads((path.parent / "zoo.json").read_text())["bytes"] / 2**20,
+        }
+        if fmt == "tflite":
+            runtimes["tflite-f32"] = loaded
+    batch = np.asarray(next(iter(image_batches(dataset.test.files, kept.input_size, BATCH, kept.interpolation))))
+    result["speed"] = timings(runtimes, batch[:1], batch)
+    return result
 
 
 def markdown(result: dict) -> str:
@@ -72,6 +101,22 @@ def markdown(result: dict) -> str:
         ]
     else:
         lines += ["", "No ensemble: on validation no mix beat the best single row."]
+    exported = result.get("export")
+    if exported:
+        formats, speed = exported["formats"], exported["speed"]
+        lines += [
+            "",
+            f"The ensemble exported as one model ({exported['input_size']} px input), on every test image "
+            "(one view each; the row above also averaged each image with its mirror image):",
+            "",
+            "| format | top-1 | MB | ms p50 (one image) | img/s |",
+            "|---|---|---|---|---|",
+        ]
+        for fmt, runtime in (("keras", "tensorflow"), ("tflite", "tflite-f32")):
+            lines.append(
+                f"| {fmt} | {formats[fmt]['top1']:.3f} | {formats[fmt]['mb']:.1f} | "
+                f"{speed[runtime]['latency_ms_p50']:.1f} | {speed[runtime]['images_per_sec']:.1f} |"
+            )
     lines += ["", "Every combination's test top-1, for reference only (not used to choose):", ""]
     lines += [f"- {combo}: {top1:.3f}" for combo, top1 in result["all_combinations_test_top1"].items()]
     environment = result["environment"]
@@ -97,8 +142,9 @@ def main() -> None:
             sys.exit(f"{failed[0]['backbone']} failed: {failed[0]['error']}")
         environment = read_results(out_dir)["environment"]
         reference = combinations(out_dir, np.asarray(dataset.test.labels))
+        ensemble = next((row for row in rows if row.get("kind") == "ensemble"), None)
+        exported = export_ensemble(out_dir, dataset) if ensemble and ensemble.get("classifier") else None
     singles = [row for row in rows if row.get("kind") != "ensemble"]
-    ensemble = next((row for row in rows if row.get("kind") == "ensemble"), None)
     best = max(row["top1"] for row in singles)
     keep = ("backbone", "kind", "members", "val_top1", "val_top1_std", "val_log_loss", "top1", "top5", *COST)
     result = {
@@ -112,6 +158,7 @@ def main() -> None:
         "target_points": TARGET_POINTS,
         "target_met": bool(ensemble and round((ensemble["top1"] - best) * 100, 6) >= TARGET_POINTS),
         "all_combinations_test_top1": reference,
+        "export": exported,
         "environment": environment,
     }
     RESULTS.mkdir(exist_ok=True)

@@ -1,6 +1,10 @@
-"""Shared fixtures: a private zoo cache, a tiny generated dataset, the shared food photos."""
+"""Shared fixtures and helpers: a private zoo cache, a tiny generated dataset, the shared food
+photos, test plugins written to files, and Python run in a process of its own."""
 
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -57,3 +61,64 @@ def food() -> Path:
     if not SHARED_FOOD.is_dir():
         pytest.skip(f"reference dataset not found at {SHARED_FOOD} (../shared beside the repo)")
     return SHARED_FOOD
+
+
+#: The start of a test plugin's source: `_spec(name, **fields)`, a small custom-source spec, and
+#: `_tiny_cnn()`, a real CNN base for 32 px images (840 parameters, 8 features) that benches in seconds.
+PLUGIN_HEAD = textwrap.dedent(
+    """
+    from zoo import BackboneSpec, hookimpl
+
+    def _spec(name, **fields):
+        base = dict(family="test", source="custom", reference="tiny_cnn", input_size=32,
+                    preprocessing="unit", feature_dim=8, params=840)
+        return BackboneSpec(name=name, **{**base, **fields})
+
+    def _tiny_cnn():
+        import keras
+        inputs = keras.Input((32, 32, 3))
+        x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+        return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="tiny_cnn_base")
+    """
+)
+
+#: Two tiny CNNs, and broken_net, which fails to build.
+TINY_PLUGIN = PLUGIN_HEAD + textwrap.dedent(
+    """
+    @hookimpl
+    def zoo_backbones():
+        return [_spec("tiny_cnn"), _spec("tiny_cnn_b"),
+                _spec("broken_net", source="keras.applications", reference="NoSuchNet")]
+
+    @hookimpl
+    def zoo_build_backbone(spec, weights):
+        return _tiny_cnn() if spec.source == "custom" else None
+    """
+)
+
+
+def write_plugins(folder: Path, monkeypatch, **plugins: str) -> list[Path]:
+    """Write each plugin's source to FOLDER/NAME.py and load them all through ZOO_PLUGINS."""
+    paths = []
+    for name, text in plugins.items():
+        paths.append(folder / f"{name}.py")
+        paths[-1].write_text(text)
+    monkeypatch.setenv("ZOO_PLUGINS", os.pathsep.join(map(str, paths)))
+    return paths
+
+
+@pytest.fixture
+def tiny_plugin(tmp_path, monkeypatch):
+    write_plugins(tmp_path, monkeypatch, tiny_plugin=TINY_PLUGIN)
+
+
+def python_output(code: str, *arguments: str, timeout: float = 60, env: dict | None = None) -> str:
+    """What `python -c code arguments...` prints, run in a process of its own (for limits set
+    with `resource`, a user switched to, a module kept out); it must exit 0."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *arguments], capture_output=True, text=True, timeout=timeout, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()

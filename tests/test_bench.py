@@ -1,7 +1,6 @@
 """The bench on real (small) Keras models and real image files: cache, phases, resume, isolation."""
 
 import json
-import textwrap
 
 import numpy as np
 import pytest
@@ -14,42 +13,6 @@ from zoo.cli import app
 from zoo.data import load_dataset
 from zoo.plugin_manager import catalog
 from zoo.report import read_results
-
-# A tiny real CNN (a custom-source plugin) keeps each bench to seconds; broken_net fails to build.
-PLUGIN = textwrap.dedent(
-    """
-    from zoo import BackboneSpec, hookimpl
-
-    def _spec(name, **fields):
-        base = dict(family="test", source="custom", reference="tiny_cnn", input_size=32,
-                    preprocessing="unit", feature_dim=8, params=840)
-        return BackboneSpec(name=name, **{**base, **fields})
-
-    @hookimpl
-    def zoo_backbones():
-        return [_spec("tiny_cnn"), _spec("tiny_cnn_b"),
-                _spec("broken_net", source="keras.applications", reference="NoSuchNet")]
-
-    @hookimpl
-    def zoo_build_backbone(spec, weights):
-        if spec.source != "custom":
-            return None
-        import keras
-        inputs = keras.Input((32, 32, 3))
-        x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
-        x = keras.layers.BatchNormalization()(x)
-        x = keras.layers.Conv2D(8, 3, activation="relu")(x)
-        return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="tiny_cnn_base")
-    """
-)
-
-
-@pytest.fixture
-def tiny_plugin(tmp_path, monkeypatch):
-    path = tmp_path / "tiny_plugin.py"
-    path.write_text(PLUGIN)
-    monkeypatch.setenv("ZOO_PLUGINS", str(path))
-
 
 def settings(**changes):
     fast = dict(epochs=1, batch_size=4, weights="none", latency_runs=3, throughput_batches=1)

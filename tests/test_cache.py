@@ -107,3 +107,27 @@ def test_cache_list_and_clear_commands():
     cleared = runner.invoke(app, ["cache", "clear"])
     assert cleared.exit_code == 0 and "removed 2 files" in cleared.stdout
     assert features.entries() == []
+
+
+def test_converted_models_are_listed_checked_and_cleared_with_the_features(tmp_path):
+    """zoo.runtime keeps converted TFLite extractors here; they belong to no dataset."""
+    chunks, _ = batches(2, 2)
+    features.store("net", "train", "k", {"dataset": str(tmp_path)}, lambda d: features.extract(chunks, lambda b: b, 2, 2, d))
+    features.store_model("net", "m1", b"flatbuffer bytes", {"convert_seconds": 1.5})
+    assert features.load_model("net", "m1") == b"flatbuffer bytes" and features.load_model("net", "m2") is None
+    [model] = features.models()
+    assert model["backbone"] == "net" and model["kind"] == "tflite" and model["bytes"] == len(b"flatbuffer bytes")
+    assert [entry["split"] for entry in features.entries()] == ["train"]
+    listed = json.loads(CliRunner().invoke(app, ["cache", "list", "--json"]).stdout)
+    assert len(listed["entries"]) == 1 and listed["models"][0]["key"] == "m1"
+    table = CliRunner().invoke(app, ["cache", "list"], env={"COLUMNS": "200"})
+    assert "TFLite model" in table.stdout and "1 entries, 1 converted TFLite models" in table.stdout
+    assert features.clear(dataset=tmp_path)[0] == 2  # the features' two files; the model stays
+    assert features.entries() == [] and len(features.models()) == 1
+    with open(model["files"][0], "ab") as handle:
+        handle.write(b"garbled")
+    with pytest.raises(features.DamagedEntry, match=r"damaged TFLite cache entry net-m1.tflite \(its checksum"):
+        features.load_model("net", "m1")
+    assert features.models() == []  # the damaged entry is gone, to be converted again
+    features.store_model("net", "m1", b"flatbuffer bytes", {})
+    assert features.clear()[0] == 2 and features.models() == []

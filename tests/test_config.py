@@ -38,7 +38,7 @@ def test_the_file_beats_the_default_and_the_environment_beats_the_file(config_fi
     monkeypatch.setenv("ZOO_BENCH_MIRROR", "yes")
     monkeypatch.setenv("ZOO_DOWNLOAD_TIMEOUT", "2.5")
     assert config.bench_defaults() == {
-        "epochs": 9, "batch_size": 32, "learning_rate": 0.001, "seed": 42, "mirror": True,
+        "epochs": 9, "batch_size": 32, "learning_rate": 0.001, "seed": 42, "mirror": True, "runtime": "auto",
     }
     assert download.timeout_seconds() == 2.5
 

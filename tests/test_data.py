@@ -2,14 +2,12 @@
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_images
+from conftest import make_images, python_output
 from PIL import Image
 
 from zoo.data import image_batches, labeled_batches, load_dataset, skipped_summary
@@ -167,10 +165,7 @@ def load_error_as_a_user(root: Path) -> str:
         "os.setgid(65534); os.setuid(65534)  # after the imports: Python's own files may be root's only\n"
         "try:\n    load_dataset(sys.argv[1])\nexcept ZooError as exc:\n    print(exc)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "ZOO_CACHE_DIR": str(root / "cache")})
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+    return python_output(code, str(root), env={**os.environ, "ZOO_CACHE_DIR": str(root / "cache")})
 
 
 @pytest.mark.parametrize("where", ["train/dog", "train/dog/sub", "test"])

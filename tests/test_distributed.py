@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_bench import PLUGIN
+from conftest import TINY_PLUGIN
 
 from zoo.distributed import local_cluster
 
@@ -26,7 +26,7 @@ TIMEOUT = 20  # --worker-timeout for these tests: how long a worker waits for a 
 def cluster(tmp_path, tiny_dataset):
     """Starts `zoo bench` of two tiny CNNs as worker `index` of two (or alone, without TF_CONFIG)."""
     plugin = tmp_path / "tiny_plugin.py"
-    plugin.write_text(PLUGIN)
+    plugin.write_text(TINY_PLUGIN)
     configs = local_cluster(2)
 
     def start(name, index=None):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_plugins
 from typer.testing import CliRunner
 
 from zoo import ensemble
@@ -140,9 +141,7 @@ PLUGIN = textwrap.dedent(
 
 @pytest.fixture
 def halves_plugin(tmp_path, monkeypatch):
-    path = tmp_path / "halves.py"
-    path.write_text(PLUGIN)
-    monkeypatch.setenv("ZOO_PLUGINS", str(path))
+    write_plugins(tmp_path, monkeypatch, halves=PLUGIN)
 
 
 @pytest.fixture(scope="module")
@@ -253,10 +252,9 @@ def halves_bench(tmp_path_factory, halves):
     from zoo import plugin_manager
 
     root = tmp_path_factory.mktemp("halves-bench")
-    (root / "halves.py").write_text(PLUGIN)
     options = ["--epochs", "10", "--learning-rate", "0.05", "--batch-size", "4", "--weights", "none"]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ZOO_PLUGINS", str(root / "halves.py"))
+        write_plugins(root, patch, halves=PLUGIN)
         patch.setenv("ZOO_CACHE_DIR", str(root / "cache"))
         plugin_manager.catalog.cache_clear()
         result = CliRunner().invoke(app, ["bench", "top", "bottom", "--data", str(halves), "--out", str(root / "out"), *options])

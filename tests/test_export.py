@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
-from test_bench import PLUGIN
+from conftest import TINY_PLUGIN, write_plugins
 from typer.testing import CliRunner
 
 import zoo
@@ -21,13 +21,6 @@ from zoo.predict import predict
 
 runner = CliRunner()
 FAST = ["--epochs", "2", "--batch-size", "4", "--weights", "none", "--no-mirror"]
-
-
-@pytest.fixture
-def tiny_plugin(tmp_path, monkeypatch):
-    path = tmp_path / "tiny_plugin.py"
-    path.write_text(PLUGIN)
-    monkeypatch.setenv("ZOO_PLUGINS", str(path))
 
 
 def _fresh_catalog():
@@ -41,9 +34,8 @@ def _fresh_catalog():
 def benched_once(tmp_path_factory, tiny_dataset):
     """One real `zoo bench` through the CLI for the whole module: two ok rows and a failed one."""
     root = tmp_path_factory.mktemp("benched")
-    (root / "tiny_plugin.py").write_text(PLUGIN)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ZOO_PLUGINS", str(root / "tiny_plugin.py"))
+        write_plugins(root, patch, tiny_plugin=TINY_PLUGIN)
         patch.setenv("ZOO_CACHE_DIR", str(root / "cache"))
         _fresh_catalog()
         result = runner.invoke(
@@ -80,7 +72,7 @@ def test_bench_keeps_each_ok_row_with_what_rebuilds_it(benched, tiny_dataset):
     rows = {row["backbone"]: row for row in json.loads((out / "results.json").read_text())["backbones"]}
     assert rows["broken_net"]["classifier"] is None and rows["tiny_cnn"]["classifier"] == "models/tiny_cnn"
     meta = json.loads((out / "models/tiny_cnn/zoo.json").read_text())
-    assert meta["class_names"] == ["dark", "light"] and meta["input_size"] == 32
+    assert meta["kind"] == "backbone" and meta["class_names"] == ["dark", "light"] and meta["input_size"] == 32
     assert meta["accuracy"]["top1"] == rows["tiny_cnn"]["top1"] and meta["settings"]["epochs"] == 2
     assert meta["weights"]["label"] == "random" and len(meta["weights"]["base_sha256"]) == 64
     assert (out / "models/tiny_cnn/labels.txt").read_text() == "dark\nlight\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_images
+from conftest import make_images, write_plugins
 from typer.testing import CliRunner
 
 from zoo import features
@@ -54,9 +54,7 @@ PLUGIN = textwrap.dedent(
 @pytest.fixture
 def plugin(tmp_path, monkeypatch):
     """Write the plugin; `plugin(old, new)` edits its source as an author would."""
-    path = tmp_path / "edited_plugin.py"
-    path.write_text(PLUGIN)
-    monkeypatch.setenv("ZOO_PLUGINS", str(path))
+    [path] = write_plugins(tmp_path, monkeypatch, edited_plugin=PLUGIN)
 
     def edit(old: str, new: str) -> None:
         source = path.read_text()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import python_output
 from PIL import Image
 
 from zoo import images
@@ -89,6 +90,9 @@ def encoded(image_format: str) -> bytes:
 
 
 JPEG, PNG = encoded("JPEG"), encoded("PNG")
+#: Where the JPEG's quantisation tables start: stray bytes put before them are what libjpeg
+#: prints `Corrupt JPEG data: 3 extraneous bytes before marker 0xdb` about (the picture decodes).
+DQT = JPEG.index(b"\xff\xdb")
 
 BAD = {
     ".DS_Store": (b"\0\0\0\1Bud1", "hidden file"),
@@ -100,6 +104,7 @@ BAD = {
     "half.jpg": (JPEG[: len(JPEG) // 2], "truncated or corrupt"),
     "cut_in_header.jpg": (JPEG[:300], "truncated or corrupt"),
     "no_end_marker.jpg": (JPEG[:-2], "truncated or corrupt"),  # what verify() lets through
+    "stray_bytes.jpg": (JPEG[:DQT] + b"abc" + JPEG[DQT:], "damaged JPEG (stray bytes between its segments)"),
     "cut_in_iend.png": (PNG[:-3], "truncated or corrupt"),  # what Pillow's decoder lets through
 }
 
@@ -154,9 +159,6 @@ def test_check_files_reports_progress(tmp_path):
 
 def bounded_problem(path: Path, memory_mb: int = 1024) -> str:
     """`problem(path)` in a process that may not map more than `memory_mb`."""
-    import subprocess
-    import sys
-
     code = (
         "import resource, sys\n"
         "from pathlib import Path\n"
@@ -164,9 +166,7 @@ def bounded_problem(path: Path, memory_mb: int = 1024) -> str:
         "from zoo.images import problem\n"
         "print(problem(Path(sys.argv[1])))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+    return python_output(code, str(path))
 
 
 def test_a_huge_sparse_file_named_like_an_image_is_refused_from_its_header(tmp_path):
@@ -186,9 +186,6 @@ def test_an_image_file_too_big_to_be_a_photo_is_refused_unread(tmp_path):
 
 @pytest.mark.slow  # a TensorFlow process of its own, to measure its memory
 def test_an_animated_gif_costs_the_memory_of_its_first_frame_only(tmp_path):
-    import subprocess
-    import sys
-
     path = tmp_path / "long.gif"
     noise = np.random.default_rng(0).integers(0, 2, (200, 500, 500), dtype=np.uint8)
     frames = [Image.fromarray(frame, "P") for frame in noise]  # two colours, so no quantising
@@ -204,10 +201,9 @@ def test_an_animated_gif_costs_the_memory_of_its_first_frame_only(tmp_path):
         "grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before\n"
         "print(pixels.shape, pixels[0, 0].tolist(), grown >> 10)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("(500, 500, 3) "), done.stdout
-    grown = int(done.stdout.split()[-1])
+    printed = python_output(code, str(path), timeout=120)
+    assert printed.startswith("(500, 500, 3) "), printed
+    grown = int(printed.split()[-1])
     assert grown < 20, f"decoding grew memory by {grown} MB"
 
 

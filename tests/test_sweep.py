@@ -4,6 +4,7 @@ import json
 import textwrap
 
 import pytest
+from conftest import PLUGIN_HEAD, write_plugins
 from typer.testing import CliRunner
 
 from zoo.cli import app
@@ -13,46 +14,33 @@ from zoo.sweep import Shard
 runner = CliRunner()
 
 # Four real backbones kept small: two Keras applications at 32 px and two tiny CNNs.
-PLUGIN = textwrap.dedent(
+PLUGIN = PLUGIN_HEAD + textwrap.dedent(
     """
-    from zoo import BackboneSpec, hookimpl
-
-    def _spec(name, reference, source="custom", **fields):
-        base = dict(family="test", source=source, reference=reference, input_size=32,
-                    preprocessing="unit", feature_dim=8, params=1)
-        return BackboneSpec(name=name, **{**base, **fields})
-
     @hookimpl
     def zoo_backbones():
         return [
-            _spec("mobilenet_v3_small_32", "MobileNetV3Small", "keras.applications",
+            _spec("mobilenet_v3_small_32", source="keras.applications", reference="MobileNetV3Small",
                   preprocessing="none", feature_dim=576),
-            _spec("mobilenet_v2_32", "MobileNetV2", "keras.applications", preprocessing="symmetric",
-                  feature_dim=1280),
-            _spec("tiny_a", "tiny"),
-            _spec("tiny_b", "tiny"),
+            _spec("mobilenet_v2_32", source="keras.applications", reference="MobileNetV2",
+                  preprocessing="symmetric", feature_dim=1280),
+            _spec("tiny_a"),
+            _spec("tiny_b"),
         ]
 
     @hookimpl
     def zoo_build_backbone(spec, weights):
-        if spec.source != "custom":
-            return None
-        import keras
-        inputs = keras.Input((32, 32, 3))
-        x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
-        return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+        return _tiny_cnn() if spec.source == "custom" else None
     """
 )
 NAMES = ["mobilenet_v2_32", "mobilenet_v3_small_32", "tiny_a", "tiny_b"]
 TIMINGS = {"extract_seconds", "head_seconds", "validation_seconds", "finetune_seconds", "train_seconds", "total_seconds", "finished_at",
-           "images_per_sec", "latency_ms_p50", "latency_ms_p95", "peak_rss_mb"}
+           "images_per_sec", "latency_ms_p50", "latency_ms_p95", "peak_rss_mb",
+           "runtime_note"}  # it says how much faster TFLite was
 
 
 @pytest.fixture
 def four_backbones(tmp_path, monkeypatch):
-    path = tmp_path / "four.py"
-    path.write_text(PLUGIN)
-    monkeypatch.setenv("ZOO_PLUGINS", str(path))
+    write_plugins(tmp_path, monkeypatch, four=PLUGIN)
 
 
 def bench(tiny_dataset, out, *extra, names=NAMES):

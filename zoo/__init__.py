@@ -4,13 +4,44 @@ The Python API in brief: `list_backbones()`, `get_backbone(name)`, `create_model
 `bench(names, data, ...)` and `load(path)`; for plugins, `hookimpl`, `BackboneSpec`, `Weights`,
 and `specs_from_toml` to declare specs from a TOML file the plugin ships (or
 `specs_from_mapping`, from Python data).
-Importing zoo does not import TensorFlow; building or loading a model does.
+Importing zoo imports nothing: each name loads its module on first use, and building or loading
+a model imports TensorFlow. (The `zoo` command imports this package before it can take Ctrl-C
+quietly, so the package loads nothing it can do without.)
 """
 
-from zoo.declare import specs_from_mapping, specs_from_toml
-from zoo.errors import ZooError
-from zoo.hookspecs import hookimpl
-from zoo.spec import PREPROCESSING, BackboneSpec, Normalization, Weights
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing, which takes longer than the rest
+if TYPE_CHECKING:
+    from zoo.declare import specs_from_mapping, specs_from_toml
+    from zoo.errors import ZooError
+    from zoo.hookspecs import hookimpl
+    from zoo.spec import PREPROCESSING, BackboneSpec, Normalization, Weights
+
+#: Where each of the package's names is defined, imported on first use.
+_LAZY = {
+    "specs_from_mapping": "zoo.declare",
+    "specs_from_toml": "zoo.declare",
+    "ZooError": "zoo.errors",
+    "hookimpl": "zoo.hookspecs",
+    "PREPROCESSING": "zoo.spec",
+    "BackboneSpec": "zoo.spec",
+    "Normalization": "zoo.spec",
+    "Weights": "zoo.spec",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "PREPROCESSING",
@@ -60,9 +91,16 @@ def load(path, num_threads: int | None = None):
     return load_classifier(path, num_threads)
 
 
-# The module zoo.bench is loaded before the function of the same name is defined: loading a
-# submodule sets it as the package's attribute, which would otherwise hide the function.
-from zoo import bench as _bench_module  # noqa: E402, F401
+class _Package(types.ModuleType):
+    """Loading the submodule zoo.bench sets the package's attribute `bench` to it, which would
+    hide the function `bench`; the function stays (the module is `sys.modules["zoo.bench"]`)."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if not (name == "bench" and isinstance(value, types.ModuleType)):
+            super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def bench(names, data=None, *, out=None, classifiers: bool = False, resume: bool = False, **settings):
@@ -78,6 +116,7 @@ def bench(names, data=None, *, out=None, classifiers: bool = False, resume: bool
 
     from zoo.cli import bench_with_progress
     from zoo.data import load_dataset
+    from zoo.errors import ZooError
     from zoo.plugin_manager import catalog
     from zoo.report import results_lock
     from zoo.sample_data import sample_dataset

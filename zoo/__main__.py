@@ -5,7 +5,6 @@ as quietly as Ctrl-C later on, and so that SIGTERM (sent by `kill`, `timeout`, S
 Kubernetes) is handled as Ctrl-C is: the lock released, finished results kept, exit 130.
 """
 
-import signal
 import sys
 
 
@@ -14,8 +13,10 @@ def _terminate(signum, frame):
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _terminate)
     try:
+        import signal  # here, not above: it takes longer to import than the rest of zoo's start
+
+        signal.signal(signal.SIGTERM, _terminate)
         from zoo.cli import main as cli_main
     except KeyboardInterrupt:
         sys.stderr.write("Interrupted.\n")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo import board, distributed, ensemble, export, features, metrics, recipe
+from zoo import board, distributed, ensemble, export, features, metrics, recipe, runtime
 from zoo.data import Dataset, Split, decoded_batches, image_batches, keep_decoded, labeled_batches
 from zoo.errors import one_line
 from zoo.progress import Progress, no_progress, prefixed
@@ -55,6 +56,17 @@ class _Run:
     weights: ResolvedWeights
     extractor: Any  # images → pooled features, base frozen
     callbacks: tuple[Any, ...]  # e.g. TensorBoard, for every model.fit
+
+    @functools.cached_property
+    def identity(self) -> dict:
+        """What the extractor's features depend on: the key of its cached features and model."""
+        return features.identity(self.spec, self.extractor, self.weights, self.settings.seed)
+
+    @functools.cached_property
+    def extraction(self) -> runtime.Extraction:
+        """images → features through the runtime --runtime chooses (zoo.runtime), on its first call."""
+        identity = self.identity if self.settings.cache else None
+        return runtime.Extraction(self.spec.name, self.extractor, self.settings, self.strategy, identity)
 
     def labeled_train_batches(self) -> Any:
         spec, settings = self.spec, self.settings
@@ -131,9 +143,8 @@ def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray,
 
     dataset, settings = run.dataset, run.settings
     start = time.perf_counter()
-    extract = distributed.split_over_devices(run.strategy, metrics.compiled_forward(run.extractor))
-    extract = metrics.Timed(extract)  # its batches give the row's images/s (_speed)
-    identity = features.identity(run.spec, run.extractor, run.weights, settings.seed) if settings.cache else {}
+    extract = metrics.Timed(run.extraction)  # its batches give the row's images/s (_speed)
+    identity = run.identity if settings.cache else {}
     views = (False, True) if settings.mirror else (False,)
     notes: list[str] = []
     train, test = (
@@ -147,6 +158,7 @@ def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray,
     row.worker_images = distributed.each(run.strategy, mine)
     row.extract_seconds = time.perf_counter() - start
     _speed(run, row, extract, identity)
+    row.runtime, row.runtime_note = run.extraction.runtime, run.extraction.note  # None: nothing ran
     start = time.perf_counter()
     train_views = [x for x, _ in train]  # the arrays as cached: the head reads their rows, no copy
     callbacks = run.fit_callbacks("head epochs", 0, settings.epochs)
@@ -211,7 +223,7 @@ def _speed(run: _Run, row: BenchRow, forward: metrics.Timed, identity: dict) -> 
     backbone does not run at all: the figures are those recorded when the features were
     extracted. Separate runs only when neither exists (too few batches, no record)."""
     settings = run.settings
-    machine = {"cpu": metrics.cpu_model(), "cpus": os.cpu_count(), "runtime": "tf"}
+    machine = {"cpu": metrics.cpu_model(), "cpus": os.cpu_count(), "runtime": settings.runtime}
     parts = {"architecture": identity.get("architecture"), "batch_size": settings.batch_size, **machine}
     key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest() if identity else ""
     recorded = features.recall("speed", key) if key and not forward.calls else None

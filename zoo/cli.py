@@ -350,6 +350,12 @@ def bench(
     resume: bool = typer.Option(
         False, "--resume", help="Skip backbones already finished in --out with these settings."
     ),
+    runtime: str | None = typer.Option(
+        None,
+        help="What extracts features: tf, tflite, or auto (TFLite on CPU where it converts, agrees with "
+        "TensorFlow and is faster; see docs/bench.md).",
+        show_default=_default("bench.runtime"),
+    ),
     strategy: str = typer.Option("default", help="tf.distribute strategy: default, mirrored or multiworker."),
     worker_timeout: float = typer.Option(
         distributed.DEFAULT_TIMEOUT,
@@ -406,6 +412,7 @@ def bench(
         cache=cache,
         mirror=mirror,
         folds=folds,
+        runtime=runtime,
     )
     settings.validate()
     validate_ensemble_size(ensemble_size)
@@ -559,13 +566,17 @@ def bench_with_progress(
 
 
 def _finished_line(row: dict, reused: bool) -> str:
-    """`mobilenet_v2 top-1 78.2 % 41 s`, or why it failed, or that it was kept."""
+    """`mobilenet_v2 top-1 78.2 % 41 s, features by tflite (TFLite 1.83x TensorFlow's speed)`, or
+    why it failed, or that it was kept."""
     if reused:
         return f"{row['backbone']}: finished before with these settings (--resume), kept"
     if row["status"] != "ok":
         return f"{row['backbone']} failed: {row['error']}"
     weights = " (random weights)" if row.get("weights") == "random" else ""
-    return f"{row['backbone']} top-1 {row['top1'] * 100:.1f} %{weights} {row['total_seconds']:.0f} s"
+    line = f"{row['backbone']} top-1 {row['top1'] * 100:.1f} %{weights} {row['total_seconds']:.0f} s"
+    if row.get("runtime"):  # None when every feature came from the cache
+        line += f", features by {row['runtime']}" + (f" ({row['runtime_note']})" if row.get("runtime_note") else "")
+    return line
 
 
 def _import_tensorflow() -> None:
@@ -812,30 +823,35 @@ app.add_typer(cache_app, name="cache")
 
 @cache_app.command("list")
 def cache_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Cached features: backbone, split, dataset folder, images, size, date; half-written files too."""
+    """Cached features (backbone, split, dataset folder, images, size, date) and converted TFLite
+    extractors (zoo.runtime); half-written files too."""
     from zoo import features
 
-    entries, partials = features.entries(), features.partials()
+    entries, models, partials = features.entries(), features.models(), features.partials()
     if as_json:
-        out.print_json(json.dumps({"entries": entries, "partial": partials}))
+        out.print_json(json.dumps({"entries": entries, "models": models, "partial": partials}))
         return
     table = Table(title=escape(f"zoo feature cache ({features.cache_dir('features', create=False)})"))
     for header in ("Backbone", "Split", "Dataset", "Images", "Dim", "MB", "Created"):
         table.add_column(header, overflow="fold")
-    for entry in entries:
+    # A converted extractor (`model`) is of no split and for any dataset.
+    for model, entry in [(False, entry) for entry in entries] + [(True, entry) for entry in models]:
         table.add_row(
             escape(str(entry.get("backbone", "?"))),
-            escape(str(entry.get("split", "?"))),
-            escape(str(entry.get("dataset") or "?"))
-            if "damaged" not in entry
-            else f"[red]damaged: {escape(entry['damaged'])}[/]",
-            str(entry.get("count", "?")),
-            str(entry.get("dim", "?")),
+            "TFLite model" if model else escape(str(entry.get("split", "?"))),
+            f"[red]damaged: {escape(entry['damaged'])}[/]"
+            if "damaged" in entry
+            else "any"
+            if model
+            else escape(str(entry.get("dataset") or "?")),
+            "-" if model else str(entry.get("count", "?")),
+            "-" if model else str(entry.get("dim", "?")),
             f"{entry['bytes'] / 2**20:.1f}",
             _date(entry["created"]),
         )
     out.print(table)
-    out.print(f"{len(entries)} entries, {sum(e['bytes'] for e in entries) / 2**20:.1f} MB")
+    size = sum(entry["bytes"] for entry in entries + models) / 2**20
+    out.print(f"{len(entries)} entries, {len(models)} converted TFLite models, {size:.1f} MB")
     for item in partials:
         state = "being written" if item["running"] else "left by a killed run; the next bench removes it"
         out.print(
@@ -866,7 +882,8 @@ def cache_clear(
     dataset: Path | None = typer.Option(None, help="Only the features of this dataset folder."),
     older_than: str | None = typer.Option(None, help="Only entries older than this, e.g. 30d, 12h, 2w."),
 ) -> None:
-    """Delete cached features (all, or those the options select); the next bench extracts them again."""
+    """Delete cached features and converted TFLite extractors (all, or those the options select);
+    the next bench extracts (and converts) them again."""
     from zoo import features
 
     age = parse_age(older_than) if older_than is not None else None

@@ -50,6 +50,22 @@ def _flag(value: Any) -> bool:
     return word in _TRUE
 
 
+#: How `zoo bench` may extract features (zoo.runtime says what each means).
+RUNTIMES = ("auto", "tf", "tflite")
+
+
+def _choice(words: tuple[str, ...]) -> Callable[[Any], str]:
+    """A parser of one of `words`, in any case."""
+
+    def parse(value: Any) -> str:
+        word = _text(value).lower()
+        if word not in words:
+            raise ValueError
+        return word
+
+    return parse
+
+
 def _names(value: Any) -> list[str]:
     """Comma-separated text (environment) or a list of strings (file)."""
     items = value.split(",") if isinstance(value, str) else value
@@ -150,6 +166,15 @@ SETTINGS: dict[str, Setting] = {
             "true or false",
         ),
         Setting(
+            "bench.runtime",
+            "auto",
+            "ZOO_BENCH_RUNTIME",
+            "What extracts features: tf (TensorFlow), tflite (the model converted to TFLite, run by "
+            "LiteRT) or auto (TFLite on CPU where it converts, computes the same features and is faster).",
+            _choice(RUNTIMES),
+            "auto, tf or tflite",
+        ),
+        Setting(
             "plugins.load",
             None,
             "ZOO_LOAD_PLUGINS",
@@ -241,5 +266,5 @@ def effective() -> list[dict[str, Any]]:
 
 
 def bench_defaults() -> dict[str, Any]:
-    """The effective bench settings: epochs, batch size, learning rate, seed, mirror."""
+    """The effective bench settings: epochs, batch size, learning rate, seed, mirror, runtime."""
     return {name.split(".", 1)[1]: get(name) for name in SETTINGS if name.startswith("bench.")}

@@ -7,7 +7,8 @@ built extractor's architecture, the content of its weights, the preprocessing as
 zoo's and the plugin's versions, the image size and resize method, and each data file's path,
 size and mtime. Editing a builder, a preprocessing callable or a weights file is a miss; nothing
 else is. Each entry records a checksum of its array, so a damaged one is found on load and
-recomputed rather than served.
+recomputed rather than served. Converted TFLite extractors (zoo.runtime) are kept here too, in
+`tflite/`, under the same identity, and listed and cleared with the features.
 
 Nothing here imports TensorFlow: `zoo cache list|clear` stays instant.
 """
@@ -197,16 +198,64 @@ def remembered(what: str, key: str, compute: Callable[[], Any]) -> Any:
     return value
 
 
+def key(identity: dict, **parts: Any) -> str:
+    """A cache key: the backbone's identity (see identity()) plus what else the entry depends on."""
+    named = {"format": FORMAT, **identity, **parts}
+    return hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:24]
+
+
 def feature_key(identity: dict, files: Iterable[str]) -> str:
     """The cache key of one split's features: the backbone's identity plus the files' fingerprint."""
-    parts = {"format": FORMAT, **identity, "files": files_fingerprint(files)}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+    return key(identity, files=files_fingerprint(files))
 
 
 def _paths(backbone: str, split: str, key: str) -> tuple[Path, Path]:
     stem = f"{backbone.replace(':', '_')}-{split}-{key}"
     folder = cache_dir("features")
     return folder / f"{stem}.npy", folder / f"{stem}.json"
+
+
+#: Where converted extractors (zoo.runtime) are kept, a subfolder listed and cleared with the features.
+MODELS = "tflite"
+
+
+def _model_paths(backbone: str, key: str) -> tuple[Path, Path]:
+    stem = f"{backbone.replace(':', '_')}-{key}"
+    folder = cache_dir("features", MODELS)
+    return folder / f"{stem}.tflite", folder / f"{stem}.json"
+
+
+def load_model(backbone: str, key: str) -> bytes | None:
+    """The converted TFLite extractor kept under `key`, or None when there is none. Raises
+    DamagedEntry (and deletes the entry) when it is unreadable or not what was written."""
+    model_path, meta_path = _model_paths(backbone, key)
+    if not (model_path.is_file() and meta_path.is_file()):
+        return None
+    try:
+        content = model_path.read_bytes()
+        if _read_meta(meta_path).get("checksum") != hashlib.sha256(content).hexdigest():
+            raise ValueError("its checksum does not match: the file was overwritten or garbled")
+    except (OSError, ValueError) as exc:
+        discard_model(backbone, key)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DamagedEntry(f"damaged TFLite cache entry {model_path.name} ({reason}); converted again") from None
+    return content
+
+
+def store_model(backbone: str, key: str, content: bytes, meta: dict) -> None:
+    """Keep a converted TFLite extractor under `key`, with its checksum."""
+    model_path, meta_path = _model_paths(backbone, key)
+    with atomic.atomic_path(model_path) as temporary:
+        temporary.write_bytes(content)
+    record = {"backbone": backbone, "kind": "tflite", "key": key, "created": time.time(), **meta}
+    record["checksum"] = hashlib.sha256(content).hexdigest()
+    atomic.write_text(meta_path, json.dumps(record, indent=1))
+
+
+def discard_model(backbone: str, key: str) -> None:
+    """Delete a converted extractor's entry (one the interpreter could not load, say)."""
+    for path in _model_paths(backbone, key):
+        path.unlink(missing_ok=True)
 
 
 def checksum(array: np.ndarray) -> str:
@@ -340,13 +389,13 @@ def store(backbone: str, split: str, key: str, meta: dict, run: Callable[[Path],
     return features
 
 
-def entries() -> list[dict]:
-    """Every cache entry's meta data plus its size in bytes and its files, newest first. A record
-    that cannot be read is listed as damaged (so `clear` can remove it); a `created` that is not
-    a time is replaced by the record file's mtime."""
+def _records(folder: Path, suffix: str) -> list[dict]:
+    """The meta data of every entry in `folder` (its data file ends in `suffix`) plus its size in
+    bytes and its files, newest first. A record that cannot be read is listed as damaged (so
+    `clear` can remove it); a `created` that is not a time is replaced by the record file's mtime."""
     found = []
-    for meta_path in cache_dir("features", create=False).glob("*.json"):
-        array_path = meta_path.with_suffix(".npy")
+    for meta_path in folder.glob("*.json"):
+        data_path = meta_path.with_suffix(suffix)
         try:
             record = _read_meta(meta_path)
         except (OSError, ValueError) as exc:
@@ -358,22 +407,33 @@ def entries() -> list[dict]:
         created = record.get("created")
         if not isinstance(created, (int, float)) or isinstance(created, bool):
             record["created"] = stat.st_mtime
-        record["bytes"] = array_path.stat().st_size if array_path.is_file() else 0
-        record["files"] = [str(array_path), str(meta_path)]
+        record["bytes"] = data_path.stat().st_size if data_path.is_file() else 0
+        record["files"] = [str(data_path), str(meta_path)]
         found.append(record)
     return sorted(found, key=lambda record: -record["created"])
+
+
+def entries() -> list[dict]:
+    """Every cached split's features: meta data, size in bytes and files, newest first."""
+    return _records(cache_dir("features", create=False), ".npy")
+
+
+def models() -> list[dict]:
+    """Every converted TFLite extractor kept by zoo.runtime, the same way."""
+    return _records(cache_dir("features", MODELS, create=False), ".tflite")
 
 
 def clear(
     backbone: str | None = None, dataset: str | Path | None = None, older_than: float | None = None
 ) -> tuple[int, int]:
-    """Delete cached features: all, or those of one backbone, one dataset folder, or older than
-    `older_than` seconds (the filters combine); returns (files removed, bytes freed). Half-written
+    """Delete cached features and converted extractors: all, or those of one backbone, one dataset
+    folder (converted extractors belong to none), or older than `older_than` seconds (the filters
+    combine); returns (files removed, bytes freed). Half-written
     files of killed runs go too; those of a run in progress stay."""
     folder = dataset and str(Path(dataset).expanduser().resolve())
     now = time.time()
     doomed = []
-    for record in entries():
+    for record in entries() + models():
         if backbone is not None and record.get("backbone") != backbone:
             continue
         if folder and record.get("dataset") != folder:
@@ -384,7 +444,8 @@ def clear(
     doomed += [item["path"] for item in partials() if not item["running"]]
     if backbone is None and not folder and older_than is None:  # everything: arrays without a record too
         root = cache_dir("features", create=False)
-        doomed += [str(path) for path in [*root.glob("*.npy"), *root.glob("measures/*.json")]]
+        leftovers = [*root.glob("*.npy"), *root.glob("measures/*.json"), *root.glob(f"{MODELS}/*.tflite")]
+        doomed += [str(path) for path in leftovers]
     removed = freed = 0
     for name in dict.fromkeys(doomed):
         path = Path(name)

@@ -86,9 +86,9 @@ def _results_table(results: dict) -> str:
     rows = report.table_rows(results)
     columns = report.shown_columns(results, rows)
     best = report.best_values(rows, columns)
-    text_keys = {"backbone", "vs_best", "feature_cache", "weights", "status"}
     head = "".join(
-        f'<th class="{"text" if key in text_keys else "number"}">{escape(header)}</th>' for key, header, _, _ in columns
+        f'<th class="{"text" if key in report.TEXT_COLUMNS else "number"}">{escape(header)}</th>'
+        for key, header, _, _ in columns
     )
     lines = []
     for row in rows:
@@ -96,7 +96,7 @@ def _results_table(results: dict) -> str:
         for key, _, _, _ in columns:
             value = row.get(key)
             text = report.display_name(row) if key == "backbone" else report.cell_text(key, value)
-            classes = ["text"] if key in text_keys else []
+            classes = ["text"] if key in report.TEXT_COLUMNS else []
             if row["status"] == "ok" and key in best and value == best[key]:
                 classes.append("best")
             if key == "weights" and value == "random":
@@ -104,7 +104,11 @@ def _results_table(results: dict) -> str:
             if key == "status" and row["status"] != "ok":
                 text = f"failed: {row.get('error', '')}"
             number = value[0] if key == "top1_ci95" and value else value
-            sort = f' data-value="{number if isinstance(number, (int, float)) else ""}"' if key not in text_keys else ""
+            sort = (
+                f' data-value="{number if isinstance(number, (int, float)) else ""}"'
+                if key not in report.TEXT_COLUMNS
+                else ""
+            )
             cells.append(f'<td class="{" ".join(classes)}"{sort}>{escape(text)}</td>')
         lines.append("<tr>" + "".join(cells) + "</tr>")
     return f'<table class="sortable" id="results"><thead><tr>{head}</tr></thead><tbody>{"".join(lines)}</tbody></table>'

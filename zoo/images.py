@@ -6,7 +6,9 @@ format Pillow reads goes through Pillow: GIF (Pillow decodes only the first fram
 TensorFlow would hold every frame of an animation in memory), BMP (whose palette files
 TensorFlow decodes into the wrong colours), a WebP or TIFF named .jpg. Why decode in the check rather
 than something cheaper: Pillow's `verify()` passes truncated JPEGs, and Pillow's decoder passes
-PNGs cut inside their last chunk; TensorFlow rejects both mid-epoch.
+PNGs cut inside their last chunk; TensorFlow rejects both mid-epoch. A JPEG's segments are
+walked before it is decoded, because libjpeg prints its complaints about damaged ones straight to
+stderr, whatever TensorFlow's log level: what it would complain about is skipped, undecoded.
 
 The check reads a file's header before the file: a huge file that is no image, or an image
 file over MAX_FILE_BYTES, is refused without being read. Verdicts are cached under the zoo
@@ -20,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,7 +40,7 @@ IMAGE_SIGNATURES = (*TF_SIGNATURES, b"GIF8", b"BM")
 #: Larger files are refused unread: no photo is this big, and decoding reads the whole file.
 MAX_FILE_BYTES = 256 * 2**20
 #: Bump when the check changes, so cached verdicts are not trusted.
-CHECK_VERSION = 2
+CHECK_VERSION = 3
 
 
 def _pil_pixels(contents):
@@ -61,6 +64,36 @@ def decode(contents):
     )
     image.set_shape([None, None, 3])
     return image
+
+
+#: A JPEG's marker that ends its entropy-coded data: 0xFF, then neither a stuffed 0x00, a restart
+#: marker (which stands inside the data) nor another 0xFF (fill before the marker).
+_MARKER_AFTER_DATA = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def _jpeg_damage(contents: bytes) -> str:
+    """Why TensorFlow's JPEG decoder (libjpeg) would fail on or complain about this JPEG, as far
+    as its segments show ("" when they are whole): its data ends before the end marker
+    (`Premature end of JPEG data`), or stray bytes stand between two segments (`Corrupt JPEG
+    data: N extraneous bytes before marker`, which libjpeg prints itself, past TensorFlow's log
+    settings, on every decode). Damage inside the compressed data shows only when decoding."""
+    at = 2  # after the start-of-image marker
+    while at + 2 <= len(contents):
+        if contents[at] != 0xFF:
+            return "damaged JPEG (stray bytes between its segments)"
+        while at + 2 < len(contents) and contents[at + 1] == 0xFF:  # fill bytes before a marker
+            at += 1
+        marker = contents[at + 1]
+        if marker == 0xD9:  # end of image
+            return ""
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # segments without a length
+            at += 2
+            continue
+        at += 2 + int.from_bytes(contents[at + 2 : at + 4], "big")
+        if marker == 0xDA:  # start of scan: its compressed data runs to the next marker
+            end = _MARKER_AFTER_DATA.search(contents, at)
+            at = end.start() if end else len(contents)
+    return "truncated or corrupt"
 
 
 def problem(path: Path) -> str:
@@ -92,8 +125,8 @@ def problem(path: Path) -> str:
             contents = handle.read()
     except OSError:
         return "unreadable"
-    if contents.startswith(JPEG_SIGNATURE) and contents.rfind(b"\xff\xd9") < contents.rfind(b"\xff\xda"):
-        return "truncated or corrupt"  # no end marker after the last scan: TensorFlow would complain
+    if contents.startswith(JPEG_SIGNATURE) and (damage := _jpeg_damage(contents)):
+        return damage  # before decoding: TensorFlow's decoder would print its complaint
     try:
         decode(contents)
     except Exception:  # TensorFlow and Pillow raise many types for a bad file

@@ -51,10 +51,11 @@ COLUMNS = (
     ("head_seconds", "Head s", None, 7),
     ("finetune_seconds", "Tune s", None, 7),
     ("feature_cache", "Cache", None, 8),
+    ("runtime", "Runtime", None, 8),
     ("weights", "Weights", None, 0),
     ("status", "Status", None, 1),
 )
-_TEXT = ("backbone", "vs_best", "feature_cache", "weights", "status")
+TEXT_COLUMNS = ("backbone", "vs_best", "feature_cache", "runtime", "weights", "status")
 #: Where the note about dropped columns sends people.
 SEE_ALL = "widen the terminal, pick columns with --columns, or see results.md"
 
@@ -194,7 +195,10 @@ def results_table(
                 text = f"[red]{escape(row['status'])}[/]"  # the error is printed below the table
             line.append(text)
         cells.append(line)
-    spec = [Column(key, header, priority, "left" if key in _TEXT else "right") for key, header, _, priority in columns]
+    spec = [
+        Column(key, header, priority, "left" if key in TEXT_COLUMNS else "right")
+        for key, header, _, priority in columns
+    ]
     table, dropped = fitted_table(spec, cells, width, title=title)
     return table, dropped_note(dropped, SEE_ALL) if dropped else None
 

@@ -35,6 +35,8 @@ class BenchRow:
     weights_file_mb: float | None = None
     feature_cache: str | None = None  # "hit", "miss", "off", a mix, or "off (augment)"
     feature_cache_note: str = ""  # damaged entries found and recomputed, one sentence each
+    runtime: str | None = None  # what extracted the features: "tf" or "tflite"; None when none ran
+    runtime_note: str = ""  # why that runtime (zoo.runtime), e.g. "TFLite 1.8x TensorFlow's speed"
     extract_seconds: float | None = None
     worker_images: list[int] | None = None  # images each worker extracted features of (views counted)
     head_seconds: float | None = None

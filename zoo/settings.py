@@ -22,11 +22,12 @@ MAX_BATCH_SIZE = 4096
 
 @dataclass(frozen=True)
 class BenchSettings:
-    """How every backbone is trained and measured; epochs, batch size, learning rate, seed and
-    mirror default to the user's settings (`zoo config`, zoo/config.py).
+    """How every backbone is trained and measured; epochs, batch size, learning rate, seed,
+    mirror and runtime default to the user's settings (`zoo config`, zoo/config.py).
 
-    Every field but `cache` can change a result, so all of them go into the settings
-    fingerprint that `--resume` compares.
+    Every field but `cache` and `runtime` can change a result, so all of them go into the settings
+    fingerprint that `--resume` compares; those two change only how features are obtained, not
+    what they are (zoo.runtime uses another runtime only where its features agree).
     """
 
     epochs: int
@@ -44,6 +45,7 @@ class BenchSettings:
     throughput_batches: int = 3
     cache: bool = True
     folds: int = 5  # k of the cross-validation on train/ behind val_top1 and the ensemble; 0: none
+    runtime: str = "auto"  # what extracts features: tf, tflite or auto (zoo.runtime)
 
     @classmethod
     def from_config(cls, **overrides: Any) -> BenchSettings:
@@ -67,6 +69,8 @@ class BenchSettings:
             raise ZooError(f"--mode {self.mode}: use one of {', '.join(MODES)}")
         if self.strategy not in STRATEGIES:
             raise ZooError(f"--strategy {self.strategy}: use one of {', '.join(STRATEGIES)}")
+        if self.runtime not in config.RUNTIMES:
+            raise ZooError(f"--runtime {self.runtime}: use one of {', '.join(config.RUNTIMES)}")
         if self.unfreeze < 0:
             raise ZooError(f"--unfreeze {self.unfreeze}: it must be 0 or more")
         if self.folds < 0 or self.folds == 1:
@@ -75,14 +79,18 @@ class BenchSettings:
             raise ZooError("latency_runs and throughput_batches must be 1 or more")
 
 
+#: Settings that change how features are obtained, never what they are.
+HOW_NOT_WHAT = ("cache", "runtime")
+
+
 def result_settings(values: dict[str, Any]) -> dict[str, Any]:
-    """The settings that can change a result (every field but `cache`), from the fields of a
+    """The settings that can change a result (every field but HOW_NOT_WHAT), from the fields of a
     BenchSettings or of a results row, which carries them all."""
-    return {field.name: values.get(field.name) for field in fields(BenchSettings) if field.name != "cache"}
+    return {field.name: values.get(field.name) for field in fields(BenchSettings) if field.name not in HOW_NOT_WHAT}
 
 
 def settings_fingerprint(spec: BackboneSpec, dataset: Dataset, settings: BenchSettings) -> str:
-    """What a finished row was measured with: backbone, data files and settings (not `cache`)."""
+    """What a finished row was measured with: backbone, data files and settings (not HOW_NOT_WHAT)."""
     data = features.files_fingerprint(dataset.train.files + dataset.test.files)
     parts = {
         "backbone": spec.to_dict(),

@@ -1,0 +1,173 @@
+"""zoo.runtime on real (tiny) Keras models: auto extracts through TFLite where it converts, agrees
+and is faster; tf never converts; a backbone TFLite cannot hold falls back with a note; the
+converted model is kept in the cache, reused, and not even loaded when the features are cached."""
+
+import os
+import textwrap
+
+import numpy as np
+import pytest
+
+from zoo import distributed, features, runtime
+from zoo.bench import bench_backbone
+from zoo.data import decoded_batches, load_dataset
+from zoo.errors import ZooError
+from zoo.plugin_manager import catalog
+from zoo.settings import BenchSettings
+
+# tiny_net converts to TFLite; host_net runs a Python function in its graph, which TFLite cannot.
+PLUGIN = textwrap.dedent(
+    """
+    from zoo import BackboneSpec, hookimpl
+
+    @hookimpl
+    def zoo_backbones():
+        base = dict(family="test", source="custom", input_size=32, preprocessing="unit", feature_dim=8)
+        return [BackboneSpec(name="tiny_net", reference="tiny", params=840, **base),
+                BackboneSpec(name="host_net", reference="host", params=808, **base)]
+
+    @hookimpl
+    def zoo_build_backbone(spec, weights):
+        if spec.source != "custom":
+            return None
+        import keras
+        import tensorflow as tf
+
+        class Host(keras.layers.Layer):
+            def call(self, x):
+                y = tf.py_function(lambda t: t * 2.0, [x], tf.float32)
+                y.set_shape(x.shape)
+                return y
+
+        inputs = keras.Input((32, 32, 3))
+        x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+        x = Host()(x) if spec.reference == "host" else keras.layers.BatchNormalization()(x)
+        x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+        return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name=f"{spec.reference}_base")
+    """
+)
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    path = tmp_path / "runtime_plugin.py"
+    path.write_text(PLUGIN)
+    monkeypatch.setenv("ZOO_PLUGINS", str(path))
+
+
+def settings(**changes):
+    fast = dict(epochs=1, batch_size=4, weights="none", latency_runs=2, throughput_batches=1, folds=0, mirror=False)
+    return BenchSettings.from_config(**{**fast, **changes})
+
+
+def extractor(name="tiny_net", seed=0):
+    import keras
+
+    from zoo.models import feature_extractor
+    from zoo.weights import resolve
+
+    keras.utils.set_random_seed(seed)
+    spec = catalog().get(name)
+    return feature_extractor(spec, resolve(spec, "none"))
+
+
+def images(count=4):
+    return np.random.default_rng(0).integers(0, 256, (count, 32, 32, 3)).astype(np.float32)
+
+
+def models():
+    """The converted models in the cache: path → (inode, mtime), which a new conversion changes."""
+    return {path: (os.stat(path).st_ino, os.stat(path).st_mtime_ns) for path in (m["files"][0] for m in features.models())}
+
+
+def test_auto_extracts_through_tflite_the_features_tensorflow_computes(plugin, tiny_dataset):
+    dataset = load_dataset(tiny_dataset)
+    row = bench_backbone(catalog().get("tiny_net"), dataset, settings())
+    assert row.status == "ok", row.error
+    assert row.runtime == "tflite" and row.runtime_note.endswith("x TensorFlow's speed")
+    [entry] = [entry for entry in features.entries() if entry.get("split") == "train"]
+    cached = features.load("tiny_net", "train", entry["key"])
+    model = extractor(seed=settings().seed)
+    batches = decoded_batches(dataset.train.files, 32, 4, "bilinear")
+    tf_features = np.concatenate([np.asarray(model(batch.astype(np.float32))) for batch in batches])
+    assert runtime.relative_gap(cached, tf_features) < runtime.TOLERANCE
+
+
+def test_the_model_is_converted_once_and_not_loaded_when_the_features_are_cached(plugin, tiny_dataset):
+    spec, dataset = catalog().get("tiny_net"), load_dataset(tiny_dataset)
+    assert bench_backbone(spec, dataset, settings()).runtime == "tflite"
+    converted = models()
+    assert len(converted) == 1
+    features.clear(dataset=tiny_dataset)  # the features go, the converted model stays
+    assert models() == converted
+    again = bench_backbone(spec, dataset, settings())
+    assert again.feature_cache == "miss" and again.runtime == "tflite"
+    assert models() == converted  # the same file: not converted again
+    features.clear(backbone="tiny_net")  # every entry of the backbone, its model too
+    assert models() == {} and features.entries() == []
+
+
+def test_a_cache_hit_neither_converts_nor_chooses(plugin, tiny_dataset):
+    spec, dataset = catalog().get("tiny_net"), load_dataset(tiny_dataset)
+    assert bench_backbone(spec, dataset, settings()).runtime == "tflite"
+    for path in features.models()[0]["files"]:
+        os.remove(path)
+    hit = bench_backbone(spec, dataset, settings())
+    assert hit.status == "ok" and hit.feature_cache == "hit"
+    assert hit.runtime is None and hit.runtime_note == ""
+    assert models() == {}
+
+
+def test_tf_never_converts(plugin):
+    model = extractor()
+    extraction = runtime.Extraction("tiny_net", model, settings(runtime="tf"), distributed.make_strategy("default"), {})
+    np.testing.assert_allclose(extraction(images()), np.asarray(model(images())), rtol=1e-5, atol=1e-6)
+    assert extraction.runtime == "tf" and extraction.note == "--runtime tf"
+    assert models() == {}
+
+
+def test_auto_under_a_strategy_is_tensorflow(plugin):
+    strategy = distributed.make_strategy("default")
+    extraction = runtime.Extraction("tiny_net", extractor(), settings(strategy="mirrored"), strategy, {})
+    extraction(images())
+    assert extraction.runtime == "tf" and extraction.note == "auto with --strategy mirrored"
+
+
+def test_a_damaged_converted_model_is_converted_again_with_a_note(plugin):
+    strategy, model = distributed.make_strategy("default"), extractor()
+    runtime.Extraction("tiny_net", model, settings(runtime="tflite"), strategy, {"net": 1})(images())
+    [path] = models()
+    with open(path, "r+b") as handle:
+        handle.seek(100)
+        handle.write(b"garbled")
+    extraction = runtime.Extraction("tiny_net", model, settings(runtime="tflite"), strategy, {"net": 1})
+    assert runtime.relative_gap(extraction(images()), np.asarray(model(images()))) < runtime.TOLERANCE
+    assert extraction.runtime == "tflite"
+    assert extraction.note.startswith("damaged TFLite cache entry tiny_net-") and "converted again" in extraction.note
+    assert list(models()) == [path]
+
+
+def test_a_backbone_tflite_cannot_hold_falls_back_to_tensorflow_with_a_note(plugin, tiny_dataset):
+    spec, dataset = catalog().get("host_net"), load_dataset(tiny_dataset)
+    row = bench_backbone(spec, dataset, settings())
+    assert row.status == "ok", row.error
+    assert row.runtime == "tf"
+    assert row.runtime_note == "TFLite conversion failed: tf.EagerPyFunc is not a TFLite op"
+    forced = bench_backbone(spec, dataset, settings(runtime="tflite", cache=False))
+    assert forced.status == "failed"
+    assert forced.error == (
+        "--runtime tflite: TFLite conversion failed: tf.EagerPyFunc is not a TFLite op; "
+        "use --runtime tf for this backbone"
+    )
+
+
+def test_the_runtime_is_a_setting(monkeypatch):
+    monkeypatch.setenv("ZOO_BENCH_RUNTIME", "TF")
+    assert BenchSettings.from_config().runtime == "tf"
+    assert BenchSettings.from_config(runtime="tflite").runtime == "tflite"
+    monkeypatch.setenv("ZOO_BENCH_RUNTIME", "fast")
+    with pytest.raises(ZooError, match="ZOO_BENCH_RUNTIME.* is not auto, tf or tflite"):
+        BenchSettings.from_config()
+    monkeypatch.delenv("ZOO_BENCH_RUNTIME")
+    with pytest.raises(ZooError, match="--runtime onnx: use one of auto, tf, tflite"):
+        BenchSettings.from_config(runtime="onnx", epochs=1).validate()

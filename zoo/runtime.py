@@ -1,0 +1,169 @@
+"""What extracts a frozen base's features: TensorFlow's traced graph, or the same extractor
+converted to TFLite and run by LiteRT (zoo.tflite: XNNPACK, one thread per core), which on CPU
+is often much faster for the same features (benchmarks/results/bench_floor.json, `tflite_probe`).
+
+`--runtime auto` (the default) decides on the first batch that must be extracted: TFLite where
+the extractor converts, its features on that batch agree with TensorFlow's within TOLERANCE
+(relative: the largest |tflite - tf| over the largest |tf|, so the error is judged at the scale
+of the features), and it is at least MARGIN times as fast there (the best of TIMINGS runs of
+that batch each, after the warm-up call that traced or allocated); else TensorFlow, with a note
+saying why. On a GPU, or under `--strategy mirrored|multiworker`, auto is TensorFlow. `tflite`
+insists (a row where TFLite cannot convert or agree fails, saying to use `--runtime tf`); `tf`
+never converts.
+
+The converted model is kept in zoo's cache beside the features, under the extractor's identity
+(zoo.features), so conversion (seconds to tens of seconds) is paid once per backbone. Nothing is
+decided, converted or loaded until a batch needs extracting: a bench whose every split comes
+from the feature cache pays nothing here.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from zoo import distributed, features, metrics
+from zoo.errors import ZooError, one_line
+
+#: The largest relative gap between TFLite's and TensorFlow's features that counts as the same.
+TOLERANCE = 1e-4
+#: How much faster TFLite must be for auto to pick it, so a tie within timing noise stays TensorFlow.
+MARGIN = 1.05
+#: Timed runs of the first batch through each runtime, after its warm-up; the fastest counts.
+TIMINGS = 2
+
+
+def relative_gap(got: np.ndarray, expected: np.ndarray) -> float:
+    """max |got - expected| / max |expected|: 0 for the same features, 1e-6 for float round-off."""
+    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+    return float(np.max(np.abs(got - expected))) / max(scale, 1e-12) if expected.size else 0.0
+
+
+def _reason(exc: Exception) -> str:
+    """Why conversion or the interpreter failed, in a few words: the op TFLite lacks where that is it."""
+    text = one_line(exc)
+    missing = re.search(r"'(tf\.\w+)' op is neither a custom op nor a flex op", text)
+    if missing:
+        return f"{missing[1]} is not a TFLite op"
+    return text if len(text) <= 200 else text[:200] + "…"
+
+
+def _timed(forward: Callable, batch: np.ndarray) -> tuple[float, np.ndarray]:
+    start = time.perf_counter()
+    output = np.asarray(forward(batch))
+    return time.perf_counter() - start, output
+
+
+class _Unfit(Exception):
+    """Why TFLite cannot extract this backbone's features, in a few words."""
+
+
+class Extraction:
+    """images → features through the runtime `settings.runtime` chooses, on the first call.
+
+    After that call, `runtime` says what was chosen ("tf" or "tflite") and `note` why (and any
+    damaged cache entry replaced on the way); both stay None/"" while nothing was extracted.
+    `identity` is the extractor's (zoo.features.identity); None keeps nothing in the cache.
+    """
+
+    def __init__(self, backbone: str, extractor: Any, settings: Any, strategy: Any, identity: dict | None):
+        self._backbone, self._extractor, self._settings = backbone, extractor, settings
+        self._strategy, self._identity = strategy, identity
+        self._forward: Callable[[np.ndarray], Any] | None = None
+        self._notes: list[str] = []
+        self.runtime: str | None = None
+        self.note = ""
+
+    def __call__(self, batch: np.ndarray) -> Any:
+        if self._forward is None:
+            return self._choose(batch)
+        return self._forward(batch)
+
+    def _choose(self, batch: np.ndarray) -> np.ndarray:
+        """The first batch's features, through the runtime chosen on it."""
+        tf_forward = distributed.split_over_devices(self._strategy, metrics.compiled_forward(self._extractor))
+        why = self._tensorflow_only()
+        if why is None:
+            try:
+                return self._tflite_if_fit(batch, tf_forward)
+            except _Unfit as exc:
+                if self._settings.runtime == "tflite":
+                    raise ZooError(f"--runtime tflite: {exc}; use --runtime tf for this backbone") from None
+                why = str(exc)
+        return self._use("tf", tf_forward, np.asarray(tf_forward(batch)), why)
+
+    def _tflite_if_fit(self, batch: np.ndarray, tf_forward: Callable) -> np.ndarray:
+        """TFLite where it converts, runs and agrees on `batch` (and, for auto, is faster); else
+        TensorFlow if only slower; else _Unfit."""
+        try:
+            runner = self._runner()
+        except Exception as exc:
+            raise _Unfit(f"TFLite conversion failed: {_reason(exc)}") from None
+        expected = np.asarray(tf_forward(batch))  # the first call traces
+        try:
+            got = runner(batch)  # and allocates
+        except Exception as exc:  # converted, yet the interpreter cannot run it
+            raise _Unfit(f"the TFLite model does not run: {_reason(exc)}") from None
+        gap = relative_gap(got, expected)
+        if gap > TOLERANCE:
+            raise _Unfit(f"TFLite features differ by {gap:.1e} relative")
+        if self._settings.runtime == "tflite":
+            return self._use("tflite", runner, got, "--runtime tflite")
+        tf_seconds = lite_seconds = float("inf")
+        for _ in range(TIMINGS):  # alternating, the best of each: a busy machine slows both alike
+            seconds, expected = _timed(tf_forward, batch)
+            tf_seconds = min(tf_seconds, seconds)
+            seconds, got = _timed(runner, batch)
+            lite_seconds = min(lite_seconds, seconds)
+        speed = f"TFLite {tf_seconds / lite_seconds:.2f}x TensorFlow's speed"
+        if tf_seconds >= MARGIN * lite_seconds:
+            return self._use("tflite", runner, got, speed)
+        return self._use("tf", tf_forward, expected, speed)
+
+    def _use(self, runtime: str, forward: Callable, first: np.ndarray, why: str) -> np.ndarray:
+        self.runtime, self._forward, self.note = runtime, forward, "; ".join([*self._notes, why])
+        return first
+
+    def _tensorflow_only(self) -> str | None:
+        """Why these settings mean TensorFlow without trying TFLite, or None."""
+        import tensorflow as tf
+
+        runtime, strategy = self._settings.runtime, self._settings.strategy
+        if runtime == "tf":
+            return "--runtime tf"
+        if runtime == "auto" and strategy != "default":
+            return f"auto with --strategy {strategy}"
+        if runtime == "auto" and tf.config.list_physical_devices("GPU"):
+            return "auto on a GPU"
+        return None
+
+    def _runner(self) -> Any:
+        """The extractor in the TFLite interpreter, from the cache or converted now (and kept); a
+        damaged cache entry is converted again, with a note."""
+        import tensorflow as tf
+
+        from zoo import tflite
+
+        if self._identity is None:
+            return tflite.Runner(tflite.convert(self._extractor))
+        key = features.key(self._identity, converter=f"tensorflow {tf.__version__}")
+        try:
+            content = features.load_model(self._backbone, key)
+        except features.DamagedEntry as exc:
+            content = None
+            self._notes.append(str(exc))
+        if content is not None:
+            try:
+                return tflite.Runner(content)
+            except ZooError:  # the checksum holds but the interpreter refuses it
+                features.discard_model(self._backbone, key)
+                self._notes.append(f"the cached TFLite model of {self._backbone} did not load; converted again")
+        start = time.perf_counter()
+        content = tflite.convert(self._extractor)
+        meta = {"convert_seconds": round(time.perf_counter() - start, 2), "tensorflow": tf.__version__}
+        features.store_model(self._backbone, key, content, meta)
+        return tflite.Runner(content)
