@@ -91,6 +91,7 @@ def floor_seconds(spec, dataset, settings, runtime_name: str) -> float:
     from zoo.weights import resolve
 
     weights = resolve(spec, "none")
+    keras.utils.set_random_seed(settings.seed)  # the weights the bench drew, so its converted model fits
     extractor = feature_extractor(spec, weights)
     if runtime_name == "tflite":
         identity = features.identity(spec, extractor, weights, settings.seed)
@@ -131,6 +132,7 @@ def runtime_probe(spec, dataset, settings, batches: int = 8) -> dict:
     from zoo.weights import resolve
 
     weights = resolve(spec, "none")
+    keras.utils.set_random_seed(settings.seed)  # as the bench draws them: a converted model it kept fits
     extractor = feature_extractor(spec, weights)
     decoded = decoded_batches(dataset.train.files, spec.input_size, settings.batch_size, spec.interpolation)
     images = [batch.astype(np.float32) for _, batch in zip(range(batches + 1), decoded)]
