@@ -179,14 +179,14 @@ def runtime_probes(specs, dataset) -> dict:
 def probe_only(data: Path, names: list[str]) -> None:
     """`--probe-only`: the runtime probe alone (cold cache: conversions included), written to
     benchmarks/results/bench_runtime.json."""
-    from zoo import hub
+    from zoo import hub_variants
     from zoo.data import load_dataset
     from zoo.metrics import environment
     from zoo.plugin_manager import catalog
 
     load_before = os.getloadavg()[0]
     dataset = load_dataset(data)
-    specs = [catalog().get(name) for name in names] or hub.select(list(catalog().backbones.values()), None)
+    specs = [catalog().get(name) for name in names] or hub_variants.select(list(catalog().backbones.values()), None)
     result = {
         "data": str(data),
         "tflite_probe": runtime_probes(specs, dataset),
@@ -256,7 +256,7 @@ def main() -> None:
     warm = bench_all(data, work / "warm", names)
     load["after warm"] = os.getloadavg()[0]
 
-    from zoo import features, hub
+    from zoo import features, hub_variants
     from zoo.data import load_dataset
     from zoo.metrics import environment
     from zoo.plugin_manager import catalog
@@ -264,7 +264,7 @@ def main() -> None:
 
     settings = BenchSettings.from_config(weights="none")
     dataset = load_dataset(data)
-    specs = [catalog().get(name) for name in names] or hub.select(list(catalog().backbones.values()), None)
+    specs = [catalog().get(name) for name in names] or hub_variants.select(list(catalog().backbones.values()), None)
     runtimes = {row["backbone"]: row.get("runtime") for row in cold["rows"]}
     floors = {spec.name: floor_seconds(spec, dataset, settings, runtimes.get(spec.name) or "tf") for spec in specs}
     load["after floor"] = os.getloadavg()[0]
