@@ -134,8 +134,10 @@ def runtime_probe(spec, dataset, settings, batches: int = 8) -> dict:
     weights = resolve(spec, "none")
     keras.utils.set_random_seed(settings.seed)  # as the bench draws them: a converted model it kept fits
     extractor = feature_extractor(spec, weights)
-    decoded = decoded_batches(dataset.train.files, spec.input_size, settings.batch_size, spec.interpolation)
-    images = [batch.astype(np.float32) for _, batch in zip(range(batches + 1), decoded)]
+    # Only the batches timed, read to the end: a tf.data iterator left half-way hung when freed.
+    files = dataset.train.files[: (batches + 1) * settings.batch_size]
+    decoded = decoded_batches(files, spec.input_size, settings.batch_size, spec.interpolation)
+    images = [batch.astype(np.float32) for batch in decoded]
     identity = features.identity(spec, extractor, weights, settings.seed)
     extraction = runtime.Extraction(spec.name, extractor, settings, distributed.make_strategy("default"), identity)
     tf_forward = compiled_forward(extractor)
@@ -168,25 +170,35 @@ def runtime_probe(spec, dataset, settings, batches: int = 8) -> dict:
     }
 
 
+def backbones(names: list[str]) -> list:
+    """The backbones named, or those `zoo bench --all` benches."""
+    from zoo.plugin_manager import catalog
+    from zoo.sources import hub
+
+    return [catalog().get(name) for name in names] or hub.select(list(catalog().backbones.values()), None)
+
+
 def runtime_probes(specs, dataset) -> dict:
     """runtime_probe of every backbone, with the bench's configured settings (random weights)."""
     from zoo.settings import BenchSettings
 
     settings = BenchSettings.from_config(weights="none")
-    return {spec.name: runtime_probe(spec, dataset, settings) for spec in specs}
+    probes = {}
+    for spec in specs:
+        probes[spec.name] = runtime_probe(spec, dataset, settings)
+        print(spec.name, json.dumps(probes[spec.name]), flush=True)
+    return probes
 
 
 def probe_only(data: Path, names: list[str]) -> None:
     """`--probe-only`: the runtime probe alone (cold cache: conversions included), written to
     benchmarks/results/bench_runtime.json."""
-    from zoo import hub_variants
     from zoo.data import load_dataset
     from zoo.metrics import environment
-    from zoo.plugin_manager import catalog
 
     load_before = os.getloadavg()[0]
     dataset = load_dataset(data)
-    specs = [catalog().get(name) for name in names] or hub_variants.select(list(catalog().backbones.values()), None)
+    specs = backbones(names)
     result = {
         "data": str(data),
         "tflite_probe": runtime_probes(specs, dataset),
@@ -256,15 +268,14 @@ def main() -> None:
     warm = bench_all(data, work / "warm", names)
     load["after warm"] = os.getloadavg()[0]
 
-    from zoo import features, hub_variants
+    from zoo import features
     from zoo.data import load_dataset
     from zoo.metrics import environment
-    from zoo.plugin_manager import catalog
     from zoo.settings import BenchSettings
 
     settings = BenchSettings.from_config(weights="none")
     dataset = load_dataset(data)
-    specs = [catalog().get(name) for name in names] or hub_variants.select(list(catalog().backbones.values()), None)
+    specs = backbones(names)
     runtimes = {row["backbone"]: row.get("runtime") for row in cold["rows"]}
     floors = {spec.name: floor_seconds(spec, dataset, settings, runtimes.get(spec.name) or "tf") for spec in specs}
     load["after floor"] = os.getloadavg()[0]

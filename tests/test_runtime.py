@@ -162,6 +162,11 @@ def test_a_backbone_tflite_cannot_hold_falls_back_to_tensorflow_with_a_note(plug
 
 
 def test_the_runtime_is_a_setting(monkeypatch):
+    from zoo import config
+
+    assert BenchSettings.from_config().runtime == "auto"
+    config.path().write_text('[bench]\nruntime = "tflite"\n')
+    assert config.lookup("bench.runtime") == ("tflite", str(config.path()))
     monkeypatch.setenv("ZOO_BENCH_RUNTIME", "TF")
     assert BenchSettings.from_config().runtime == "tf"
     assert BenchSettings.from_config(runtime="tflite").runtime == "tflite"

@@ -31,7 +31,7 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperGroup
 
-from zoo import config, distributed, download, plugin_manager, weights
+from zoo import config, distributed, download, plugin_manager, quiet, weights
 from zoo.errors import ZooError, one_line
 from zoo.progress import Progress as StepProgress
 from zoo.progress import prefixed
@@ -585,15 +585,8 @@ def _import_tensorflow() -> None:
     if _debug or "tensorflow" in sys.modules:
         importlib.import_module("tensorflow")
         return
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
+    with quiet.native_stderr():
         importlib.import_module("tensorflow")
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _warn_params(specs: list, rows: list[dict]) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo import quiet
 from zoo.errors import ZooError
 
 QUANTIZE = ("none", "float16", "int8")
@@ -34,7 +35,7 @@ def convert(model, quantize: str = "none", calibration: Iterable[np.ndarray] | N
         raise ZooError(f"--quantize {quantize}: use one of {', '.join(QUANTIZE)}")
     if quantize == "int8" and calibration is None:
         raise ZooError("int8 quantization needs calibration images: give --data DIR")
-    with tempfile.TemporaryDirectory(prefix="zoo-tflite-") as folder:
+    with tempfile.TemporaryDirectory(prefix="zoo-tflite-") as folder, quiet.native_stderr():
         model.export(folder, verbose=False)  # from_keras_model does the same, printing every variable
         converter = tf.lite.TFLiteConverter.from_saved_model(folder)
         if quantize != "none":
@@ -63,11 +64,10 @@ class Runner:
         from ai_edge_litert.interpreter import Interpreter
 
         threads = num_threads or os.cpu_count() or 1
+        source = {"model_content": model} if isinstance(model, bytes) else {"model_path": os.fspath(model)}
         try:
-            if isinstance(model, bytes):
-                self.interpreter = Interpreter(model_content=model, num_threads=threads)
-            else:
-                self.interpreter = Interpreter(model_path=os.fspath(model), num_threads=threads)
+            with quiet.native_stderr():
+                self.interpreter = Interpreter(**source, num_threads=threads)
         except (ValueError, RuntimeError) as exc:
             name = "these bytes" if isinstance(model, bytes) else Path(model).name
             raise ZooError(f"{name} is not a TFLite model the interpreter can load ({exc}); export it again") from None
@@ -87,7 +87,8 @@ class Runner:
             raise ZooError(f"the model takes images of shape {self.input_shape}, not {batch.shape[1:]}")
         if len(batch) != self._batch:
             self.interpreter.resize_tensor_input(self._input["index"], [len(batch), *self.input_shape])
-            self.interpreter.allocate_tensors()
+            with quiet.native_stderr():  # the first allocation creates XNNPACK's delegate, and says so
+                self.interpreter.allocate_tensors()
             self._input = self.interpreter.get_input_details()[0]
             self._output = self.interpreter.get_output_details()[0]
             self._batch = len(batch)
