@@ -1,30 +1,38 @@
 """The bench at the floor: `zoo bench --all` against the forward passes it cannot avoid.
 
 One run, on the shared food photos (750 train / 500 test), every default backbone with random
-weights (speed does not depend on the weights), the configured bench defaults (mirror on):
+weights (speed does not depend on the weights), the configured bench defaults (mirror on,
+`--runtime auto`):
 
-1. cold: `zoo bench --all` in a fresh process with an empty cache; its wall time from start to
-   exit, and its peak RSS (the whole process) and each row's own peak;
-2. warm: the same command again, features read back from the cache;
-3. floor: for each backbone, the bare compiled `model(x)` forward passes over every image the
-   bench must show it (train and test, each also mirrored), images decoded beforehand and not
-   timed, the first (tracing) batch not timed either: the least any bench can cost;
-4. runtime probe (`tflite_probe`): what the bench extracts with (zoo.runtime, `--runtime auto`:
+1. cold: `zoo bench --all` in a fresh process with an empty cache (features, converted TFLite
+   models, recorded measurements); its wall time from start to exit, its peak RSS (sampled)
+   and each row's own peak;
+2. warm: the same command again, everything read back from the cache;
+3. floor: for each backbone, the bare forward passes over every image the bench must show it
+   (train and test, each also mirrored) through the runtime its cold row extracted with (the
+   compiled graph, or the TFLite model the cold run converted), images decoded beforehand and
+   not timed, the first batch (tracing, loading) not timed either: the least any bench can cost;
+4. memory: the backbone whose cold row peaked highest, benched alone in its own process with a
+   cold cache: the whole run's peak over that single backbone's;
+5. runtime probe (`tflite_probe`): what the bench extracts with (zoo.runtime, `--runtime auto`:
    TFLite by LiteRT where it converts, agrees and is faster) against TensorFlow's graph on the
    same 8 train batches: the chosen runtime, img/s of both, largest relative gap.
 
-`wall_over_floor` = cold wall / sum of floors. Writes benchmarks/results/bench_floor.json.
-Heavy (about 15 minutes on 2 cores): run it under `flock /work/bench.lock`. `--probe-only`
-runs step 4 alone (a few minutes) and writes benchmarks/results/bench_runtime.json.
+`wall_over_floor` = cold wall / sum of floors; `wall_over_floor_without_conversion` leaves out
+the TFLite conversions the cold run paid (once per backbone: later benches load them). Writes
+benchmarks/results/bench_floor.json and bench_floor.md. Heavy (about 25 minutes on 2 cores):
+run it under `flock /work/bench.lock`. `--probe-only` runs step 5 alone (a few minutes) and
+writes benchmarks/results/bench_runtime.json.
 
     .venv/bin/python benchmarks/bench_floor.py [--probe-only] [--data DIR] [BACKBONE ...]   (default: --all)
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -37,38 +45,66 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ZOO = Path(sys.executable).parent / "zoo"
 
 
+def sampled_run(command: list[str]) -> dict:
+    """`command` in its own process: wall seconds, peak RSS (of it and its children, sampled
+    every 0.1 s), exit code and the end of its stderr."""
+    import psutil
+
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    watched, peak = psutil.Process(process.pid), 0
+    while process.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            peak = max(peak, sum(p.memory_info().rss for p in [watched, *watched.children(recursive=True)]))
+        time.sleep(0.1)
+    stderr = process.stderr.read() if process.stderr else ""
+    return {
+        "wall_seconds": time.perf_counter() - start,
+        "peak_rss_mb": peak / 2**20,
+        "returncode": process.returncode,
+        "stderr": stderr[-3000:],
+    }
+
+
 def bench_all(data: Path, out: Path, names: list[str]) -> dict:
     """`zoo bench --all` (or the backbones `names`) in its own process: wall seconds, the
     process's peak RSS, its rows."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    start = time.perf_counter()
     command = [str(ZOO), "bench", *(names or ["--all"]), "--weights", "none", "--data", str(data), "--out", str(out)]
-    finished = subprocess.run(command, capture_output=True, text=True)
-    wall = time.perf_counter() - start
+    run = sampled_run(command)
     if not (out / "results.json").is_file():  # exit 1 with a failed row still has results
-        raise SystemExit(f"zoo bench failed ({finished.returncode}):\n{finished.stderr[-3000:]}")
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        raise SystemExit(f"zoo bench failed ({run['returncode']}):\n{run['stderr']}")
     rows = json.loads((out / "results.json").read_text())["backbones"]
-    return {"wall_seconds": wall, "peak_rss_mb": peak_kb / 1024 if peak_kb > before else None, "rows": rows}
+    return {"wall_seconds": run["wall_seconds"], "peak_rss_mb": run["peak_rss_mb"], "rows": rows}
 
 
-def floor_seconds(spec, dataset, batch_size: int, mirror: bool) -> float:
-    """Seconds of bare compiled forward passes over every view of train and test."""
+def floor_seconds(spec, dataset, settings, runtime_name: str) -> float:
+    """Seconds of bare forward passes over every view of train and test through `runtime_name`:
+    "tf", the compiled graph as the bench traces it; "tflite", the converted extractor the
+    cold bench kept in the cache (zoo.runtime, loaded, not converted again)."""
     import keras
     import numpy as np
 
+    from zoo import distributed, features, runtime
     from zoo.data import decoded_batches
     from zoo.metrics import compiled_forward
     from zoo.models import feature_extractor
     from zoo.weights import resolve
 
-    forward = compiled_forward(feature_extractor(spec, resolve(spec, "none")))
+    weights = resolve(spec, "none")
+    keras.utils.set_random_seed(settings.seed)  # the weights the bench drew, so its converted model fits
+    extractor = feature_extractor(spec, weights)
+    if runtime_name == "tflite":
+        identity = features.identity(spec, extractor, weights, settings.seed)
+        insist = dataclasses.replace(settings, runtime="tflite")
+        forward = runtime.Extraction(spec.name, extractor, insist, distributed.make_strategy("default"), identity)
+    else:
+        forward = compiled_forward(extractor)
     batches = []
     for split in (dataset.train, dataset.test):
-        batches += list(decoded_batches(split.files, spec.input_size, batch_size, spec.interpolation))
-    if mirror:
+        batches += list(decoded_batches(split.files, spec.input_size, settings.batch_size, spec.interpolation))
+    if settings.mirror:
         batches += [batch[:, :, ::-1] for batch in batches]
-    np.asarray(forward(batches[0].astype(np.float32)))  # tracing: not part of the floor
+    np.asarray(forward(batches[0].astype(np.float32)))  # tracing or loading: not part of the floor
     total = 0.0
     for batch in batches:
         images = batch.astype(np.float32)
@@ -96,6 +132,7 @@ def runtime_probe(spec, dataset, settings, batches: int = 8) -> dict:
     from zoo.weights import resolve
 
     weights = resolve(spec, "none")
+    keras.utils.set_random_seed(settings.seed)  # as the bench draws them: a converted model it kept fits
     extractor = feature_extractor(spec, weights)
     # Only the batches timed, read to the end: a tf.data iterator left half-way hung when freed.
     files = dataset.train.files[: (batches + 1) * settings.batch_size]
@@ -117,7 +154,7 @@ def runtime_probe(spec, dataset, settings, batches: int = 8) -> dict:
             outputs[name] = np.asarray(forward(batch))
             seconds[name] += time.perf_counter() - start
         gap = max(gap, runtime.relative_gap(outputs["chosen"], outputs["tf"]))
-    models = [model for model in features.models() if model["backbone"] == spec.name]
+    models = [entry for entry in features.models() if entry["backbone"] == spec.name]
     keras.backend.clear_session(free_memory=True)
     count = sum(map(len, images[1:]))
     return {
@@ -173,6 +210,50 @@ def probe_only(data: Path, names: list[str]) -> None:
     print(json.dumps(result["tflite_probe"], indent=1))
 
 
+def markdown(result: dict) -> str:
+    """bench_floor.md: the figures of bench_floor.json a reader looks for."""
+    benched = result["backbones"] if isinstance(result["backbones"], str) else " ".join(result["backbones"])
+    lines = [
+        f"# `zoo bench {benched}` against its floor",
+        "",
+        f"Food photos ({result['images']['train']} train, {result['images']['test']} test), random weights, "
+        f"defaults (epochs {result['settings']['epochs']}, batch {result['settings']['batch_size']}, mirror, "
+        f"--runtime {result['settings']['runtime']}), {result['environment']['cpu_count']} cores; load average "
+        + ", ".join(f"{name} {value:.1f}" for name, value in result["load_average"].items())
+        + ". From `bench_floor.json`.",
+        "",
+        "| backbone | runtime | floor s | cold row s | extraction s | row / floor | images/s | peak RSS MB "
+        "| warm row s | warm speed from |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        cells = [row["backbone"], row["runtime"] or "-"]
+        for key, digits in (
+            ("floor_seconds", 1),
+            ("row_seconds", 1),
+            ("extract_seconds", 1),
+            ("row_over_floor", 2),
+            ("images_per_sec", 1),
+            ("peak_rss_mb", 0),
+            ("warm_row_seconds", 1),
+        ):
+            cells.append("-" if row.get(key) is None else f"{row[key]:.{digits}f}")
+        cells.append(row.get("warm_speed_from") or "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    memory = result["memory"]
+    lines += [
+        "",
+        f"- cold `--all`: {result['cold_wall_seconds']:.1f} s against a floor of {result['floor_seconds']:.1f} s: "
+        f"**{result['wall_over_floor']:.2f}x** (target 1.15x); without the {result['conversion_seconds']:.1f} s of "
+        f"TFLite conversion paid once per backbone: {result['wall_over_floor_without_conversion']:.2f}x",
+        f"- warm rerun: {result['warm_wall_seconds']:.1f} s, **{result['warm_over_cold']:.3f}x** the cold run "
+        "(target 0.1x)",
+        f"- peak RSS: whole cold run {memory['whole_run_mb']:.0f} MB; {memory['single_backbone']} alone "
+        f"{memory['single_backbone_mb']:.0f} MB: **{memory['whole_over_single']:.2f}x** (target 1.15x)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     arguments = sys.argv[1:]
     data = Path(arguments.pop(arguments.index("--data") + 1)) if "--data" in arguments else DATA
@@ -181,30 +262,51 @@ def main() -> None:
     os.environ["ZOO_CACHE_DIR"] = str(work / "cache")  # a cold cache, for the children too
     if "--probe-only" in arguments:
         return probe_only(data, names)
-    load_before = os.getloadavg()[0]
+    load = {"before": os.getloadavg()[0]}
     cold = bench_all(data, work / "cold", names)
+    load["after cold"] = os.getloadavg()[0]
     warm = bench_all(data, work / "warm", names)
+    load["after warm"] = os.getloadavg()[0]
 
-    from zoo import config
+    from zoo import features
     from zoo.data import load_dataset
     from zoo.metrics import environment
+    from zoo.settings import BenchSettings
 
-    defaults = config.bench_defaults()
+    settings = BenchSettings.from_config(weights="none")
     dataset = load_dataset(data)
     specs = backbones(names)
-    floors = {spec.name: floor_seconds(spec, dataset, defaults["batch_size"], defaults["mirror"]) for spec in specs}
+    runtimes = {row["backbone"]: row.get("runtime") for row in cold["rows"]}
+    floors = {spec.name: floor_seconds(spec, dataset, settings, runtimes.get(spec.name) or "tf") for spec in specs}
+    load["after floor"] = os.getloadavg()[0]
     floor = sum(floors.values())
-    warm_seconds = {row["backbone"]: row.get("total_seconds") for row in warm["rows"]}
+    conversion = sum(model.get("convert_seconds") or 0.0 for model in features.models())
+
+    ok = [row for row in cold["rows"] if row["status"] == "ok" and row.get("kind") != "ensemble"]
+    largest = max(ok, key=lambda row: row["peak_rss_mb"])["backbone"]
+    os.environ["ZOO_CACHE_DIR"] = str(work / "cache-single")  # cold too, as in the --all run
+    single = bench_all(data, work / "single", [largest])
+    os.environ["ZOO_CACHE_DIR"] = str(work / "cache")
+    load["after single"] = os.getloadavg()[0]
+
+    warm_rows = {row["backbone"]: row for row in warm["rows"]}
     per_row = [
         {
             "backbone": row["backbone"],
             "status": row["status"],
+            "runtime": row.get("runtime"),
             "floor_seconds": floors.get(row["backbone"]),
             "row_seconds": row.get("total_seconds"),
             "extract_seconds": row.get("extract_seconds"),
+            "head_seconds": row.get("head_seconds"),
+            "validation_seconds": row.get("validation_seconds"),
             "row_over_floor": row["total_seconds"] / floors[row["backbone"]] if row["backbone"] in floors else None,
+            "images_per_sec": row.get("images_per_sec"),
+            "speed_from": row.get("speed_from"),
             "peak_rss_mb": row.get("peak_rss_mb"),
-            "warm_row_seconds": warm_seconds.get(row["backbone"]),
+            "warm_row_seconds": warm_rows.get(row["backbone"], {}).get("total_seconds"),
+            "warm_speed_from": warm_rows.get(row["backbone"], {}).get("speed_from"),
+            "warm_images_per_sec": warm_rows.get(row["backbone"], {}).get("images_per_sec"),
         }
         for row in cold["rows"]
     ]
@@ -212,22 +314,33 @@ def main() -> None:
         "data": str(data),
         "backbones": names or "--all",
         "images": {"train": len(dataset.train), "test": len(dataset.test)},
-        "settings": {"weights": "none", **defaults},
-        "runtime": "tf",
+        "settings": {
+            key: getattr(settings, key)
+            for key in ("weights", "epochs", "batch_size", "learning_rate", "seed", "mirror", "folds", "runtime")
+        },
         "cold_wall_seconds": cold["wall_seconds"],
         "warm_wall_seconds": warm["wall_seconds"],
         "floor_seconds": floor,
+        "conversion_seconds": conversion,
         "wall_over_floor": cold["wall_seconds"] / floor,
+        "wall_over_floor_without_conversion": (cold["wall_seconds"] - conversion) / floor,
         "warm_over_cold": warm["wall_seconds"] / cold["wall_seconds"],
-        "peak_rss_mb_whole_run": cold["peak_rss_mb"],
-        "peak_rss_mb_largest_row": max((row["peak_rss_mb"] or 0) for row in per_row),
+        "memory": {
+            "whole_run_mb": cold["peak_rss_mb"],
+            "largest_row_in_run_mb": max(row["peak_rss_mb"] for row in ok),
+            "single_backbone": largest,
+            "single_backbone_mb": single["peak_rss_mb"],
+            "whole_over_single": cold["peak_rss_mb"] / single["peak_rss_mb"],
+            "warm_run_mb": warm["peak_rss_mb"],
+        },
         "rows": per_row,
         "environment": environment(),
-        "load_average_before_after": [load_before, os.getloadavg()[0]],
+        "load_average": load,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_floor.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({key: value for key, value in result.items() if key not in ("rows", "environment")}, indent=1))
+    (RESULTS / "bench_floor.md").write_text(markdown(result))
+    print(markdown(result), flush=True)
     # Last, so the figures above are on disk even if this part is cut short.
     result["tflite_probe"] = runtime_probes(specs, dataset)
     (RESULTS / "bench_floor.json").write_text(json.dumps(result, indent=1) + "\n")

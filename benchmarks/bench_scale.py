@@ -2,28 +2,28 @@
 
 The script writes a synthetic dataset of each size (64 classes of noisy colour fields, 256×256
 JPEGs, 80 % train / 20 % test) to a temporary folder, then runs `zoo bench efficientnet_lite0
---weights none` on it in a fresh process with an empty cache, sampling the process's RSS.
-Extraction streams and decoded images beyond the in-memory budget go to disk, so time should
-grow linearly with the images (±15 %) and peak memory by at most 1.3×.
-Writes benchmarks/results/bench_scale.json. Heavy: run it under `flock /work/bench.lock`.
+--weights none` on it in a fresh process with a cold feature cache, sampling the process's RSS.
+A small warm-up bench first converts the extractor for `--runtime auto` (conversion is paid
+once per backbone, not per dataset), so neither size pays it. Extraction streams and decoded
+images beyond the in-memory budget go to disk, so time should grow linearly with the images
+(±15 %) and peak memory by at most 1.3×. Writes benchmarks/results/bench_scale.json and .md.
+Heavy (about 15 minutes on 2 cores): run it under `flock /work/bench.lock`.
 
     .venv/bin/python benchmarks/bench_scale.py [SIZES...]   (default: 2000 20000)
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
+from bench_floor import sampled_run  # this folder is on sys.path when a script in it runs
 from PIL import Image
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -47,32 +47,27 @@ def write_dataset(root: Path, images: int, seed: int = 0) -> None:
 def run_bench(data: Path, out: Path) -> dict:
     """The bench in its own process: wall seconds and peak RSS (its own and its children's)."""
     command = [str(ZOO), "bench", BACKBONE, "--weights", "none", "--data", str(data), "--out", str(out)]
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    watched, peak = psutil.Process(process.pid), 0
-    while process.poll() is None:
-        with contextlib.suppress(psutil.Error):
-            peak = max(peak, sum(p.memory_info().rss for p in [watched, *watched.children(recursive=True)]))
-        time.sleep(0.1)
-    wall = time.perf_counter() - start
-    stderr = process.stderr.read() if process.stderr else ""
-    if process.returncode != 0:
-        raise SystemExit(f"zoo bench failed ({process.returncode}):\n{stderr[-3000:]}")
+    run = sampled_run(command)
+    if run["returncode"] != 0:
+        raise SystemExit(f"zoo bench failed ({run['returncode']}):\n{run['stderr']}")
     [row] = json.loads((out / "results.json").read_text())["backbones"]
-    return {"wall_seconds": wall, "peak_rss_mb": peak / 2**20, "row": row}
+    return {"wall_seconds": run["wall_seconds"], "peak_rss_mb": run["peak_rss_mb"], "row": row}
 
 
 def main() -> None:
     sizes = [int(size) for size in sys.argv[1:]] or [2000, 20000]
     work = Path(tempfile.mkdtemp(prefix="zoo-bench-scale-"))
+    os.environ["ZOO_CACHE_DIR"] = str(work / "cache")  # cold features for every size (other files)
     runs = []
     try:
+        write_dataset(work / "warmup", 2 * CLASSES * 5)
+        run_bench(work / "warmup", work / "out-warmup")  # converts the extractor once
         for size in sizes:
             data = work / f"data{size}"
             start = time.perf_counter()
             write_dataset(data, size)
             written = time.perf_counter() - start
-            os.environ["ZOO_CACHE_DIR"] = str(work / f"cache{size}")  # cold, for the child
+            load_before = os.getloadavg()[0]
             measured = run_bench(data, work / f"out{size}")
             row = measured["row"]
             runs.append(
@@ -83,9 +78,14 @@ def main() -> None:
                     "seconds_per_image": measured["wall_seconds"] / size,
                     "extract_seconds": row["extract_seconds"],
                     "extract_seconds_per_image": row["extract_seconds"] / size,
+                    "head_seconds": row["head_seconds"],
+                    "validation_seconds": row["validation_seconds"],
+                    "runtime": row["runtime"],
+                    "images_per_sec": row["images_per_sec"],
                     "peak_rss_mb": measured["peak_rss_mb"],
                     "row_peak_rss_mb": row["peak_rss_mb"],
                     "status": row["status"],
+                    "load_average_before_after": [load_before, os.getloadavg()[0]],
                 }
             )
             print(json.dumps(runs[-1]), flush=True)
@@ -100,10 +100,34 @@ def main() -> None:
         "time_per_image_ratio": large["seconds_per_image"] / small["seconds_per_image"],
         "extract_time_per_image_ratio": large["extract_seconds_per_image"] / small["extract_seconds_per_image"],
         "peak_rss_ratio": large["peak_rss_mb"] / small["peak_rss_mb"],
-        "load_average_after": os.getloadavg()[0],
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_scale.json").write_text(json.dumps(result, indent=1) + "\n")
+    sizes_text = " and ".join(f"{run['images']:,}" for run in runs)
+    lines = [
+        f"# `zoo bench {BACKBONE}` at {sizes_text} images",
+        "",
+        f"Synthetic JPEGs, {CLASSES} classes, random weights, bench defaults, cold feature cache, the extractor "
+        "converted beforehand. From `bench_scale.json`.",
+        "",
+        "| images | runtime | wall s | ms per image | extraction s | ms per image | head + CV s | peak RSS MB | load |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        lines.append(
+            f"| {run['images']:,} | {run['runtime']} | {run['wall_seconds']:.1f} "
+            f"| {1000 * run['seconds_per_image']:.2f} "
+            f"| {run['extract_seconds']:.1f} | {1000 * run['extract_seconds_per_image']:.2f} "
+            f"| {run['head_seconds'] + run['validation_seconds']:.1f} | {run['peak_rss_mb']:.0f} "
+            f"| {run['load_average_before_after'][0]:.1f} → {run['load_average_before_after'][1]:.1f} |"
+        )
+    lines += [
+        "",
+        f"- time per image, largest over smallest: {result['time_per_image_ratio']:.2f} (wall), "
+        f"{result['extract_time_per_image_ratio']:.2f} (extraction); target 1 ± 0.15",
+        f"- peak RSS, largest over smallest: **{result['peak_rss_ratio']:.2f}** (target ≤ 1.3)",
+    ]
+    (RESULTS / "bench_scale.md").write_text("\n".join(lines) + "\n")
     print(json.dumps(result, indent=1))
 
 

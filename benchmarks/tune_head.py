@@ -50,19 +50,14 @@ def validation_split(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndar
 
 def score(x, x_flip, y, fit_idx, val_idx, epochs, flip_train, flip_test, seed) -> float:
     """Validation top-1 of the bench's own head recipe (zoo.recipe) at these epochs."""
-    import keras
 
     from zoo.recipe import train_head
     from zoo.settings import BenchSettings
 
-    keras.utils.set_random_seed(seed)
-    train_x, train_y = x[fit_idx], y[fit_idx]
-    if flip_train:
-        train_x = np.concatenate([train_x, x_flip[fit_idx]])
-        train_y = np.concatenate([train_y, train_y])
     # The registry's batch size and learning rate; only the epochs and the mirror images vary.
     settings = BenchSettings.from_config(epochs=epochs, seed=seed)
-    head = train_head(train_x, train_y, int(y.max()) + 1, settings)
+    views = [x, x_flip] if flip_train else [x]
+    head = train_head(views, y, int(y.max()) + 1, settings, images=fit_idx)
     probabilities = np.asarray(head(x[val_idx]))
     if flip_test:
         probabilities = (probabilities + np.asarray(head(x_flip[val_idx]))) / 2

@@ -137,6 +137,17 @@ def test_a_keras_exported_saved_model_works_as_a_hub_source(keras_model_and_expo
     np.testing.assert_allclose(np.asarray(extractor(images)), np.asarray(model(images / 255)), rtol=1e-5)
 
 
+def test_the_flops_of_a_hub_layer_are_counted_inside_its_saved_model(keras_model_and_export):
+    """The profiler does not look into function calls: the SavedModel's graph must be inlined."""
+    from zoo import metrics
+    from zoo.models import feature_extractor
+
+    model, path = keras_model_and_export
+    extractor = feature_extractor(spec_for(str(path), name="exported:hub"), weights.resolve(spec_for(str(path)), "auto"))
+    convolution = 2 * 30 * 30 * 8 * 27  # multiply-adds of the 3x3 convolution, counted as 2 each
+    assert convolution <= metrics.flops_per_image(model) <= metrics.flops_per_image(extractor)
+
+
 def test_weights_modes_for_hub_backbones(module_saved_model):
     spec = spec_for("/nowhere/saved_model")
     with pytest.raises(ZooError, match="no random initialisation"):

@@ -14,6 +14,7 @@ data pipelines (zoo.data), the measurements (zoo.metrics) and the row (zoo.row) 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import hashlib
 import json
@@ -159,27 +160,25 @@ def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray,
     _speed(run, row, extract, identity)
     row.runtime, row.runtime_note = run.extraction.runtime, run.extraction.note  # None: nothing ran
     start = time.perf_counter()
-    train_x = np.concatenate([x for x, _ in train])
-    train_y = np.tile(dataset.train.labels, len(views))
-    test_y = np.asarray(dataset.test.labels)
+    train_views = [x for x, _ in train]  # the arrays as cached: the head reads their rows, no copy
     callbacks = run.fit_callbacks("head epochs", 0, settings.epochs)
     classes = len(dataset.class_names)
     with run.strategy.scope():
-        if settings.strategy == "multiworker":  # Keras' fit cannot run under it
-            head = distributed.train_head(run.strategy, train_x, train_y, classes, settings, callbacks)
+        if settings.strategy == "multiworker":  # each replica trains on its share of every batch
+            train_y = np.tile(dataset.train.labels, len(views))
+            head = distributed.train_head(
+                run.strategy, np.concatenate(train_views), train_y, classes, settings, callbacks
+            )
         else:
-            scored = (np.asarray(test[0][0]), test_y)
-            head = recipe.train_head(train_x, train_y, classes, settings, callbacks, validation=scored)
+            scored = (np.asarray(test[0][0]), np.asarray(dataset.test.labels))
+            head = recipe.train_head(train_views, dataset.train.labels, classes, settings, callbacks, validation=scored)
         model = keras.Model(run.extractor.input, head(run.extractor.output), name="classifier")
     row.head_seconds = time.perf_counter() - start
     validation = None
     if settings.folds and settings.mode == "features":  # fine-tuning would outdate the heads it scores
         start = time.perf_counter()
-        # Keras' fit cannot run under multiworker; every worker holds all the features there,
-        # so each cross-validates on its own, to the same result.
-        multiworker = settings.strategy == "multiworker"
-        with contextlib.nullcontext() if multiworker else run.strategy.scope():
-            validation = cross_validate([x for x, _ in train], dataset.train.labels, classes, settings, run.progress)
+        # Every worker holds all the features, so each cross-validates on its own, to the same result.
+        validation = cross_validate(train_views, dataset.train.labels, classes, settings, run.progress)
         row.val_top1, row.val_top1_std = validation.top1, validation.top1_std
         row.val_log_loss = metrics.log_loss(validation.probabilities, np.asarray(dataset.train.labels))
         row.validation_seconds = time.perf_counter() - start
@@ -353,6 +352,8 @@ def release_models(later: list[BackboneSpec]) -> None:
 
     keras.backend.clear_session(free_memory=True)
     keep_decoded({spec.input_size for spec in later})
+    with contextlib.suppress(OSError, AttributeError):  # glibc only: hand freed heap pages back to the system
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _keeper(out_dir: Path, spec: BackboneSpec, settings: BenchSettings, classifiers: dict | None) -> Keep:

@@ -109,7 +109,11 @@ def latency_ms(forward, image, runs: int, progress: Progress, warmup: int = 3) -
 
 def flops_per_image(model) -> int | None:
     """Floating-point operations of one forward pass on one image, counted by TF's profiler
-    on the frozen graph (a multiply-add counts 2); None when the model cannot be profiled."""
+    on the traced graph (a multiply-add counts 2); None when the model cannot be profiled.
+
+    The profiler does not look inside function calls, so a graph that has them (a TF Hub
+    layer's) is frozen first, which inlines them; a Keras model's layers trace inline, and
+    freezing its weights into the graph would only cost time."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
@@ -119,7 +123,9 @@ def flops_per_image(model) -> int | None:
     logger.setLevel("ERROR")  # the v1 profiler warns that it is v1
     try:
         concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(signature)
-        graph = convert_variables_to_constants_v2(concrete).graph
+        graph = concrete.graph
+        if any(op.type in ("PartitionedCall", "StatefulPartitionedCall") for op in graph.get_operations()):
+            graph = convert_variables_to_constants_v2(concrete).graph
         options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
         options["output"] = "none"
         profile = tf.compat.v1.profiler.profile(

@@ -49,8 +49,9 @@ ADAM_BETAS, ADAM_EPSILON = (0.9, 0.999), 1e-7
 
 
 def _softmax_head(
-    train_x: np.ndarray,
-    train_y: np.ndarray,
+    views: Sequence[np.ndarray],
+    labels: np.ndarray,
+    images: np.ndarray,
     num_classes: int,
     settings: BenchSettings,
     seed: int,
@@ -58,32 +59,34 @@ def _softmax_head(
     epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The Dense softmax head's (kernel, bias) after `settings.epochs` of mini-batch Adam on
-    the sparse categorical cross-entropy, in NumPy.
+    the sparse categorical cross-entropy, in NumPy, over `images` (indices of `labels`) seen
+    through every view: sample k is image `images[k % n]` through view `k // n`, as if the
+    views' rows were stacked, but without copying them (a fold is a list of indices).
 
-    The same steps Keras' fit takes (Glorot-uniform kernel, zero bias, the rows reshuffled every
-    epoch, the loss of a batch its mean, Keras' Adam update), without its per-step and per-epoch
-    overhead, which cost more than the arithmetic on a 1,000-row feature array. The bias rides
-    along as the last row of the kernel, over a column of ones. Given `epoch_end`, it gets what
-    fit logs after each epoch: the loss and accuracy over the epoch's batches and, given
-    `validation`, `val_loss` and `val_accuracy`.
+    The same steps Keras' fit takes (Glorot-uniform kernel, zero bias, the samples reshuffled
+    every epoch, the loss of a batch its mean, Keras' Adam update), without its per-step and
+    per-epoch overhead, which cost more than the arithmetic on a 1,000-row feature array. The
+    bias rides along as the last row of the kernel. Given `epoch_end`, it gets what fit logs
+    after each epoch: the loss and accuracy over the epoch's batches and, given `validation`,
+    `val_loss` and `val_accuracy`.
     """
     rng = np.random.default_rng(seed)
-    count, dim = train_x.shape
-    features = np.ones((count, dim + 1), np.float32)
-    features[:, :dim] = train_x
-    labels = np.asarray(train_y, np.int64)
+    dim, count = views[0].shape[1], len(images) * len(views)
     limit = np.sqrt(6.0 / (dim + num_classes))
     weights = np.zeros((dim + 1, num_classes), np.float32)
     weights[:dim] = rng.uniform(-limit, limit, (dim, num_classes))
-    moment, square = np.zeros_like(weights), np.zeros_like(weights)
+    moment, square, gradient = np.zeros_like(weights), np.zeros_like(weights), np.empty_like(weights)
     (beta1, beta2), step = ADAM_BETAS, 0
     for epoch in range(settings.epochs):
         order = rng.permutation(count)
         loss = correct = 0.0
         for start in range(0, count, settings.batch_size):
-            rows = order[start : start + settings.batch_size]
-            x, y, picked = features[rows], labels[rows], (np.arange(len(rows)), labels[rows])
-            logits = x @ weights
+            view, image = np.divmod(order[start : start + settings.batch_size], len(images))
+            image = images[image]
+            x, y = _gather(views, view, image, dim), labels[image]
+            picked = (np.arange(len(y)), y)
+            logits = x @ weights[:dim]
+            logits += weights[dim]
             logits -= logits.max(axis=1, keepdims=True)
             probabilities = np.exp(logits)
             totals = probabilities.sum(axis=1, keepdims=True)
@@ -92,8 +95,9 @@ def _softmax_head(
                 loss += float(np.log(totals).sum() - logits[picked].sum())
                 correct += float(np.sum(logits.argmax(axis=1) == y))
             probabilities[picked] -= 1  # d(batch loss)/d(logits) = (p - onehot) / rows
-            gradient = x.T @ probabilities
-            gradient /= len(rows)
+            np.matmul(x.T, probabilities, out=gradient[:dim])
+            probabilities.sum(axis=0, out=gradient[dim])
+            gradient /= len(y)
             step += 1
             rate = settings.learning_rate * float(np.sqrt(1 - beta2**step)) / (1 - beta1**step)
             moment += (gradient - moment) * (1 - beta1)
@@ -113,24 +117,38 @@ def _softmax_head(
     return weights[:dim], weights[dim]
 
 
+def _gather(views: Sequence[np.ndarray], view: np.ndarray, image: np.ndarray, dim: int) -> np.ndarray:
+    """The feature rows of `image[i]` through `views[view[i]]`, as one float32 batch."""
+    if len(views) == 1:
+        return np.asarray(views[0][image], np.float32)
+    rows = np.empty((len(image), dim), np.float32)
+    for index, features in enumerate(views):
+        chosen = view == index
+        rows[chosen] = features[image[chosen]]
+    return rows
+
+
 def train_head(
-    train_x: np.ndarray,
-    train_y: np.ndarray,
+    views: Sequence[np.ndarray],
+    labels: Sequence[int] | np.ndarray,
     num_classes: int,
     settings: BenchSettings,
     callbacks: Sequence[Any] = (),
     validation: tuple[np.ndarray, np.ndarray] | None = None,
     seed: int | None = None,
+    images: np.ndarray | None = None,
 ) -> Any:
     """Phase 1 on cached features: the new softmax head (a compiled Keras model, as saved and
-    fine-tuned), trained on the arrays; its shuffling and initial weights drawn from `seed`
+    fine-tuned), trained on the training images' features, one array per view (plain, and
+    mirrored with `settings.mirror`), rows aligned with `labels`; only on the rows `images`
+    when given (a cross-validation fold). Shuffling and initial weights are drawn from `seed`
     (default `settings.seed`). `callbacks` (Keras callbacks: TensorBoard, progress) see every
     epoch's logs as under fit; `validation` (features, labels) is scored after each epoch."""
     import keras
 
     from zoo.models import classification_head
 
-    head = classification_head(train_x.shape[1], num_classes)
+    head = classification_head(views[0].shape[1], num_classes)
     compile_model(head, settings.learning_rate)
     head.optimizer.build(head.trainable_variables)  # saved and loaded as a head fit had trained
     epochs = keras.callbacks.CallbackList(list(callbacks), model=head)
@@ -140,9 +158,11 @@ def train_head(
         epochs.on_epoch_begin(epoch)
         epochs.on_epoch_end(epoch, logs)
 
+    truth = np.asarray(labels, np.int64)
+    chosen = np.arange(len(truth)) if images is None else np.asarray(images)
     seed = settings.seed if seed is None else seed
     reported = epoch_end if callbacks else None
-    head.set_weights(_softmax_head(np.asarray(train_x), train_y, num_classes, settings, seed, validation, reported))
+    head.set_weights(_softmax_head(views, truth, chosen, num_classes, settings, seed, validation, reported))
     epochs.on_train_end()
     return head
 

@@ -75,9 +75,7 @@ def cross_validate(
     scores = []
     for fold in range(k):
         held = folds == fold
-        train_x = np.concatenate([view[~held] for view in views])
-        train_y = np.tile(truth[~held], len(views))
-        head = train_head(train_x, train_y, num_classes, settings, seed=settings.seed + fold)
+        head = train_head(views, truth, num_classes, settings, seed=settings.seed + fold, images=np.flatnonzero(~held))
         probabilities[held] = predict_views(head, [view[held] for view in views])
         scores.append(float(np.mean(probabilities[held].argmax(axis=1) == truth[held])))
         progress("cross-validation folds", fold + 1, k)
