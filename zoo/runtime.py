@@ -31,10 +31,11 @@ from zoo.errors import ZooError, one_line
 
 #: The largest relative gap between TFLite's and TensorFlow's features that counts as the same.
 TOLERANCE = 1e-4
-#: How much faster TFLite must be for auto to pick it, so a tie within timing noise stays TensorFlow.
-MARGIN = 1.05
+#: How much faster TFLite must be for auto to pick it, so a tie within timing noise stays
+#: TensorFlow: at 1.05, EfficientNetV2-B0 timed 1.07x on its first batch and 0.90x after it.
+MARGIN = 1.15
 #: Timed runs of the first batch through each runtime, after its warm-up; the fastest counts.
-TIMINGS = 2
+TIMINGS = 3
 
 
 def relative_gap(got: np.ndarray, expected: np.ndarray) -> float:
