@@ -51,6 +51,10 @@ def test_features_mode_row_has_every_metric_and_a_second_run_skips_extraction(ti
     speed = ("images_per_sec", "latency_ms_p50", "latency_ms_p95")
     assert [second[key] for key in speed] == [first[key] for key in speed]
     assert second["top1"] == first["top1"] and second["confusion_matrix"] == first["confusion_matrix"]
+    # Another runtime has no speed record: timed on the test split's first batch alone.
+    third = bench_backbone(spec, dataset, settings(runtime="tf"), lambda *step: steps.append(step)).to_dict()
+    assert third["status"] == "ok", third["error"]
+    assert third["feature_cache"] == "hit" and third["speed_from"] == "runs" and third["images_per_sec"] > 0
 
 
 def test_cached_features_are_what_the_rebuilt_base_computes(tiny_plugin, tiny_dataset):

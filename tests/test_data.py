@@ -129,6 +129,21 @@ def test_decoded_images_are_shared_until_no_later_backbone_needs_their_size(tmp_
     assert (decodes(8), decodes(12)) == (0, 5)
 
 
+def test_the_first_batch_decodes_only_its_own_files_until_the_split_is_decoded(tmp_path):
+    from zoo import data
+
+    make_images(tmp_path / "train", {"cat": 3, "dog": 2}, size=40, seed=11)  # files no other test decoded
+    files = tuple(str(path) for path in sorted((tmp_path / "train").rglob("*.jpg")))
+    before = data.decoded_count
+    alone = data.first_batch(files, 16, 2)
+    assert alone.shape == (2, 16, 16, 3) and alone.dtype == np.uint8
+    assert data.decoded_count == before  # not the split's shared decode: two files only
+    whole = list(data.decoded_batches(files, 16, 2))
+    np.testing.assert_array_equal(alone, whole[0])
+    np.testing.assert_array_equal(data.first_batch(files, 16, 2), whole[0])  # read from the shared decode
+    assert data.decoded_count == before + len(files)
+
+
 @pytest.mark.slow
 def test_the_food_photos_all_pass_the_check_and_a_rerun_is_cached(food):
     import time

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from zoo import board, distributed, ensemble, export, features, metrics, recipe, runtime
-from zoo.data import Dataset, Split, decoded_batches, image_batches, keep_decoded, labeled_batches
+from zoo.data import Dataset, Split, decoded_batches, first_batch, image_batches, keep_decoded, labeled_batches
 from zoo.errors import one_line
 from zoo.progress import Progress, no_progress, prefixed
 from zoo.row import BenchRow
@@ -232,8 +232,8 @@ def _speed(run: _Run, row: BenchRow, forward: metrics.Timed, identity: dict) -> 
         row.speed_from = "cache"
         return
     spec = run.spec
-    test_images = decoded_batches(run.dataset.test.files, spec.input_size, settings.batch_size, spec.interpolation)
-    batch = next(iter(test_images)).astype(np.float32)  # decoded already, by the test split's extraction
+    test = run.dataset.test.files
+    batch = first_batch(test, spec.input_size, settings.batch_size, spec.interpolation).astype(np.float32)
     row.images_per_sec = forward.images_per_sec(settings.batch_size)
     row.speed_from = "extraction"
     if row.images_per_sec is None:

@@ -278,6 +278,17 @@ def decoded_batches(
             partial.unlink(missing_ok=True)
 
 
+def first_batch(files: tuple[str, ...], size: int, batch_size: int, interpolation: str = "bilinear") -> np.ndarray:
+    """The first batch `decoded_batches` gives, decoding no more files than it holds when the
+    split is not decoded yet: a tf.data pipeline abandoned half-way can hang when it is freed."""
+    files = tuple(files)
+    key = _decoded_key(files, size, interpolation)
+    if key in _in_memory or _on_disk(key).is_file():
+        return next(iter(decoded_batches(files, size, batch_size, interpolation)))
+    batches = image_batches(files[:batch_size], size, batch_size, interpolation)
+    return np.concatenate([np.asarray(batch) for batch in batches]).astype(np.uint8)
+
+
 def labeled_batches(split: Split, size: int, batch_size: int, seed: int, interpolation: str = "bilinear"):
     """(images, labels) batches for end-to-end training: shuffled once globally by the seed,
     reshuffled locally every epoch, so no more than a few batches of decoded images are held."""
