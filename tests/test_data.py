@@ -129,6 +129,22 @@ def test_decoded_images_are_shared_until_no_later_backbone_needs_their_size(tmp_
     assert (decodes(8), decodes(12)) == (0, 5)
 
 
+def test_a_split_over_the_decode_budget_is_shared_through_a_file_on_disk(tmp_path, monkeypatch):
+    from zoo import data
+
+    make_images(tmp_path / "train", {"cat": 3, "dog": 2}, size=40, seed=13)  # files no other test decoded
+    files = tuple(str(path) for path in sorted((tmp_path / "train").rglob("*.jpg")))
+    monkeypatch.setenv("ZOO_DECODE_BUDGET_MB", "0.001")  # 1 KB: five 16x16 images do not fit
+    before = data.decoded_count
+    first = np.concatenate(list(data.decoded_batches(files, 16, 2)))
+    assert data.decoded_count == before + len(files)
+    [kept] = list((data.cache_dir("decoded")).glob("*.npy"))
+    np.testing.assert_array_equal(np.load(kept), first)
+    again = np.concatenate(list(data.decoded_batches(files, 16, 2)))  # read back, not decoded
+    assert data.decoded_count == before + len(files)
+    np.testing.assert_array_equal(again, first)
+
+
 def test_the_first_batch_decodes_only_its_own_files_until_the_split_is_decoded(tmp_path):
     from zoo import data
 

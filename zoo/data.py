@@ -249,33 +249,44 @@ def decoded_batches(
     if _on_disk(key).is_file():
         yield from _read_rows(_on_disk(key), len(files), shape, batch_size)
         return
-    nbytes = len(files) * int(np.prod(shape))
-    budget = decode_budget()
-    if nbytes <= budget:
-        while _in_memory and sum(a.nbytes for a in _in_memory.values()) + nbytes > budget:
-            _in_memory.popitem(last=False)
-        target: np.ndarray = np.empty((len(files), *shape), np.uint8)
-        partial = None
-    else:
-        partial = _on_disk(key).with_suffix(f".{os.getpid()}.partial")
-        atexit.register(_on_disk(key).unlink, missing_ok=True)
-        target = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(files), *shape))
+    nbytes, budget = len(files) * int(np.prod(shape)), decode_budget()
+    if nbytes > budget:
+        yield from _decoded_to_disk(files, size, batch_size, interpolation, _on_disk(key))
+        return
+    while _in_memory and sum(a.nbytes for a in _in_memory.values()) + nbytes > budget:
+        _in_memory.popitem(last=False)
+    target = np.empty((len(files), *shape), np.uint8)
     done = 0
+    for batch in image_batches(files, size, batch_size, interpolation):
+        rows = np.asarray(batch).astype(np.uint8)
+        decoded_count += len(rows)
+        target[done : done + len(rows)] = rows
+        done += len(rows)
+        yield rows
+    _in_memory[key] = target
+
+
+def _decoded_to_disk(
+    files: tuple[str, ...], size: int, batch_size: int, interpolation: str, path: Path
+) -> Iterator[np.ndarray]:
+    """`decoded_batches` of a split too large for memory: each batch appended to a .npy file by
+    plain writes (not through a memory map, whose dirty pages would count in this process's
+    resident memory until the whole split was written), removed when the process ends."""
+    global decoded_count
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    atexit.register(path.unlink, missing_ok=True)
     try:
-        for batch in image_batches(files, size, batch_size, interpolation):
-            rows = np.asarray(batch).astype(np.uint8)
-            decoded_count += len(rows)
-            target[done : done + len(rows)] = rows
-            done += len(rows)
-            yield rows
-        if partial is None:
-            _in_memory[key] = target
-        else:
-            del target  # a memory map: closing it writes it out
-            os.replace(partial, _on_disk(key))
+        with open(partial, "wb") as handle:
+            header = {"descr": "|u1", "fortran_order": False, "shape": (len(files), size, size, 3)}
+            np.lib.format.write_array_header_1_0(handle, header)  # the magic string too
+            for batch in image_batches(files, size, batch_size, interpolation):
+                rows = np.asarray(batch).astype(np.uint8)
+                decoded_count += len(rows)
+                handle.write(rows.tobytes())
+                yield rows
+        os.replace(partial, path)
     finally:
-        if partial is not None:
-            partial.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
 
 
 def first_batch(files: tuple[str, ...], size: int, batch_size: int, interpolation: str = "bilinear") -> np.ndarray:
