@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -224,8 +223,8 @@ def _speed(run: _Run, row: BenchRow, forward: metrics.Timed, identity: dict) -> 
     extracted. Separate runs only when neither exists (too few batches, no record)."""
     settings = run.settings
     machine = {"cpu": metrics.cpu_model(), "cpus": os.cpu_count(), "runtime": settings.runtime}
-    parts = {"architecture": identity.get("architecture"), "batch_size": settings.batch_size, **machine}
-    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest() if identity else ""
+    speed_of = {"architecture": identity.get("architecture")}  # not the weights: they do not change speed
+    key = features.key(speed_of, batch_size=settings.batch_size, **machine) if identity else ""
     recorded = features.recall("speed", key) if key and not forward.calls else None
     if recorded is not None:
         row.images_per_sec, row.latency_ms_p50, row.latency_ms_p95 = recorded

@@ -236,7 +236,6 @@ def decoded_batches(
     folder, removed when the process ends) and every later pass (the mirror view, the next
     backbone of the same input size) reads it back.
     """
-    global decoded_count
     files = tuple(files)
     key = _decoded_key(files, size, interpolation)
     shape = (size, size, 3)
@@ -257,13 +256,20 @@ def decoded_batches(
         _in_memory.popitem(last=False)
     target = np.empty((len(files), *shape), np.uint8)
     done = 0
-    for batch in image_batches(files, size, batch_size, interpolation):
-        rows = np.asarray(batch).astype(np.uint8)
-        decoded_count += len(rows)
+    for rows in _decoding(files, size, batch_size, interpolation):
         target[done : done + len(rows)] = rows
         done += len(rows)
         yield rows
     _in_memory[key] = target
+
+
+def _decoding(files: tuple[str, ...], size: int, batch_size: int, interpolation: str) -> Iterator[np.ndarray]:
+    """The files decoded and resized, as uint8 batches, each counted in `decoded_count`."""
+    global decoded_count
+    for batch in image_batches(files, size, batch_size, interpolation):
+        rows = np.asarray(batch).astype(np.uint8)
+        decoded_count += len(rows)
+        yield rows
 
 
 def _decoded_to_disk(
@@ -272,16 +278,13 @@ def _decoded_to_disk(
     """`decoded_batches` of a split too large for memory: each batch appended to a .npy file by
     plain writes (not through a memory map, whose dirty pages would count in this process's
     resident memory until the whole split was written), removed when the process ends."""
-    global decoded_count
     partial = path.with_suffix(f".{os.getpid()}.partial")
     atexit.register(path.unlink, missing_ok=True)
     try:
         with open(partial, "wb") as handle:
             header = {"descr": "|u1", "fortran_order": False, "shape": (len(files), size, size, 3)}
             np.lib.format.write_array_header_1_0(handle, header)  # the magic string too
-            for batch in image_batches(files, size, batch_size, interpolation):
-                rows = np.asarray(batch).astype(np.uint8)
-                decoded_count += len(rows)
+            for rows in _decoding(files, size, batch_size, interpolation):
                 handle.write(rows.tobytes())
                 yield rows
         os.replace(partial, path)
