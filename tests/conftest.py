@@ -46,6 +46,20 @@ def make_images(root: Path, classes: dict[str, int], size: int = 48, seed: int =
             Image.fromarray(pixels.clip(0, 255).astype("uint8")).save(folder / f"{name}_{n}.jpg")
 
 
+def damaged_inside(photo: bytes) -> dict[str, bytes]:
+    """A JPEG's contents damaged inside its compressed data, by name, two ways its segments do not
+    show: each decodes, garbled, while libjpeg prints a complaint."""
+    scan = photo.index(b"\xff\xda")
+    data = scan + 2 + int.from_bytes(photo[scan + 2 : scan + 4], "big")  # where the compressed data starts
+    middle, lost = (data + len(photo)) // 2, (len(photo) - data) // 4
+    return {
+        # a block of it lost (a damaged copy): Corrupt JPEG data: premature end of data segment
+        "lost_block.jpg": photo[:middle] + photo[middle + lost :],
+        # junk after it: Corrupt JPEG data: 64 extraneous bytes before marker 0xd9
+        "junk_at_end.jpg": photo[:-2] + b"\0" * 64 + photo[-2:],
+    }
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """Two classes, 6 train and 3 test images each: enough for a real bench in seconds."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_images, python_output, write_plugins
+from conftest import damaged_inside, make_images, python_output, write_plugins
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -798,7 +798,9 @@ def test_sigterm_is_ctrl_c_and_leaves_no_lock_folder_or_partial_file(hold_plugin
 
 
 # 17.18 JPEGs that TensorFlow's decoder (libjpeg) would complain about are skipped, and counted,
-# before anything decodes them: libjpeg prints its complaints itself, past TensorFlow's log level.
+# so that the bench never decodes them: libjpeg prints its complaints itself, past TensorFlow's
+# log level. Damage its segments show is found undecoded; damage inside the compressed data
+# (conftest.damaged_inside) by what libjpeg prints while the check decodes.
 
 
 def test_damaged_jpegs_are_skipped_and_counted_and_the_decoder_says_nothing(hold_plugin, tmp_path):
@@ -810,14 +812,17 @@ def test_damaged_jpegs_are_skipped_and_counted_and_the_decoder_says_nothing(hold
     (data / "train/a/cut.jpg").write_bytes(photo[: len(photo) // 2])  # TensorFlow: Premature end of JPEG data
     (data / "train/a/no_end.jpg").write_bytes(photo[:-2])
     (data / "train/b/stray.jpg").write_bytes(photo[:tables] + b"abc" + photo[tables:])  # 3 extraneous bytes
+    for name, contents in damaged_inside(photo).items():
+        (data / "train/b" / name).write_bytes(contents)
     done = subprocess.run([ZOO, "bench", "tiny_a", "--data", str(data), "--out", str(tmp_path / "out"), *TINY],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     for complaint in ("JPEG data", "extraneous bytes", "jpeg_mem.cc", "E0000"):
-        assert complaint not in done.stderr, done.stderr
+        assert complaint not in done.stderr + done.stdout, done.stderr
     [summary] = [line for line in done.stderr.splitlines() if line.startswith("skipped ")]
     assert summary == (
-        "skipped 3 files: 2 truncated or corrupt (train/a/cut.jpg, train/a/no_end.jpg); "
+        "skipped 5 files: 2 truncated or corrupt (train/a/cut.jpg, train/a/no_end.jpg); "
+        "2 damaged JPEG (corrupt compressed data) (train/b/junk_at_end.jpg, train/b/lost_block.jpg); "
         "1 damaged JPEG (stray bytes between its segments) (train/b/stray.jpg)"
     )
     assert "2 classes, 6 train and 2 test images" in done.stderr

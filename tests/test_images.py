@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import python_output
+from conftest import damaged_inside, python_output
 from PIL import Image
 
 from zoo import images
@@ -94,6 +94,7 @@ JPEG, PNG = encoded("JPEG"), encoded("PNG")
 #: prints `Corrupt JPEG data: 3 extraneous bytes before marker 0xdb` about (the picture decodes).
 DQT = JPEG.index(b"\xff\xdb")
 
+CORRUPT_DATA = "damaged JPEG (corrupt compressed data)"
 BAD = {
     ".DS_Store": (b"\0\0\0\1Bud1", "hidden file"),
     "._photo.jpg": (b"\0\5\26\7", "hidden file"),  # a macOS resource fork beside a copied photo
@@ -106,6 +107,7 @@ BAD = {
     "no_end_marker.jpg": (JPEG[:-2], "truncated or corrupt"),  # what verify() lets through
     "stray_bytes.jpg": (JPEG[:DQT] + b"abc" + JPEG[DQT:], "damaged JPEG (stray bytes between its segments)"),
     "cut_in_iend.png": (PNG[:-3], "truncated or corrupt"),  # what Pillow's decoder lets through
+    **{name: (contents, CORRUPT_DATA) for name, contents in damaged_inside(JPEG).items()},
 }
 
 
@@ -115,6 +117,25 @@ def test_a_bad_file_gets_its_reason(name, tmp_path):
     path = tmp_path / name
     path.write_bytes(contents)
     assert images.problem(path) == reason
+
+
+def test_libjpeg_complaints_are_traced_to_their_files_in_one_batch_and_never_printed(tmp_path, monkeypatch, capfd):
+    monkeypatch.setattr(images, "BATCH", 8)
+    files = [tmp_path / f"{index:02}.jpg" for index in range(24)]
+    for path in files:
+        path.write_bytes(JPEG)
+    damaged = damaged_inside(JPEG)
+    files[10].write_bytes(damaged["lost_block.jpg"])
+    files[13].write_bytes(damaged["junk_at_end.jpg"])
+    rechecked = []
+    real_problem = images.problem
+    monkeypatch.setattr(images, "problem", lambda path: rechecked.append(path) or real_problem(path))
+
+    verdicts = images.check_files(tmp_path, files)
+    assert verdicts == {path: CORRUPT_DATA if path in (files[10], files[13]) else "" for path in files}
+    assert {files[10], files[13]} <= set(rechecked) <= set(files[8:16])  # only in the batch where libjpeg spoke
+    printed = capfd.readouterr()
+    assert "JPEG" not in printed.err + printed.out, printed
 
 
 def test_a_broken_link_is_reported(tmp_path):
@@ -137,8 +158,8 @@ def test_verdicts_are_cached_until_a_file_changes(tmp_path, monkeypatch):
     assert images.check_files(tmp_path, [good, bad]) == {good: "", bad: "not an image"}
 
     checked = []
-    real_problem = images.problem
-    monkeypatch.setattr(images, "problem", lambda path: checked.append(path.name) or real_problem(path))
+    real_problem = images._problem  # what the check decodes each file with
+    monkeypatch.setattr(images, "_problem", lambda path: checked.append(path.name) or real_problem(path))
     assert images.check_files(tmp_path, [good, bad]) == {good: "", bad: "not an image"}
     assert checked == []
 

@@ -6,9 +6,14 @@ format Pillow reads goes through Pillow: GIF (Pillow decodes only the first fram
 TensorFlow would hold every frame of an animation in memory), BMP (whose palette files
 TensorFlow decodes into the wrong colours), a WebP or TIFF named .jpg. Why decode in the check rather
 than something cheaper: Pillow's `verify()` passes truncated JPEGs, and Pillow's decoder passes
-PNGs cut inside their last chunk; TensorFlow rejects both mid-epoch. A JPEG's segments are
-walked before it is decoded, because libjpeg prints its complaints about damaged ones straight to
-stderr, whatever TensorFlow's log level: what it would complain about is skipped, undecoded.
+PNGs cut inside their last chunk; TensorFlow rejects both mid-epoch.
+
+libjpeg, inside TensorFlow, prints its complaints about a damaged JPEG straight to file
+descriptor 2, whatever TensorFlow's log level, on every decode of it: above the bench's progress,
+on every pass over the data. So a JPEG it would complain about is skipped. Its segments are walked
+first: stray bytes between them, or data cut short, are found without decoding. Damage inside
+the compressed data shows only while decoding, so the check captures fd 2 as it decodes; a JPEG
+that made libjpeg complain is skipped too, and nothing reaches the terminal.
 
 The check reads a file's header before the file: a huge file that is no image, or an image
 file over MAX_FILE_BYTES, is refused without being read. Verdicts are cached under the zoo
@@ -23,11 +28,15 @@ import io
 import json
 import os
 import re
+import sys
+import tempfile
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
-from zoo import atomic
+from zoo import atomic, quiet
 from zoo.cache import cache_dir
 from zoo.progress import Progress, no_progress
 
@@ -40,7 +49,16 @@ IMAGE_SIGNATURES = (*TF_SIGNATURES, b"GIF8", b"BM")
 #: Larger files are refused unread: no photo is this big, and decoding reads the whole file.
 MAX_FILE_BYTES = 256 * 2**20
 #: Bump when the check changes, so cached verdicts are not trusted.
-CHECK_VERSION = 3
+CHECK_VERSION = 4
+#: Files the check decodes at once, in threads, between two looks at what libjpeg printed: a
+#: complaint costs at most this many files decoded again, one at a time, to find whose it was.
+BATCH = 256
+#: Why a JPEG that decodes, but makes libjpeg complain, is skipped: damage inside its compressed
+#: data (`Corrupt JPEG data: premature end of data segment`, `... extraneous bytes before marker 0xd9`).
+CORRUPT_DATA = "damaged JPEG (corrupt compressed data)"
+#: How TensorFlow's own log lines start (`W0000 00:00:1795580808.736466   17851 file.cc:412] `);
+#: the other lines native code prints while images decode are the decoders' complaints.
+_TF_LOG_LINE = re.compile(rb"[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\] ")
 
 
 def _pil_pixels(contents):
@@ -98,6 +116,31 @@ def _jpeg_damage(contents: bytes) -> str:
 
 def problem(path: Path) -> str:
     """Why `path` cannot be trained on ("" when it can), as a short reason that groups well."""
+    return _problem(path, _decode_problem_alone)
+
+
+def _decode_problem(contents: bytes) -> str:
+    """Why decoding these contents fails ("" when it does not)."""
+    try:
+        decode(contents)
+    except Exception:  # TensorFlow and Pillow raise many types for a bad file
+        return "truncated or corrupt"
+    return ""
+
+
+def _decode_problem_alone(contents: bytes) -> str:
+    """`_decode_problem`, or CORRUPT_DATA where the decoder succeeds but libjpeg complains. What it
+    prints is read from fd 2, the whole process's: no other decode may run meanwhile."""
+    with tempfile.TemporaryFile() as said:
+        with _capturing(said):
+            reason = _decode_problem(contents)
+        complained = _complained(said)
+    return reason or (CORRUPT_DATA if complained else "")
+
+
+def _problem(path: Path, decode_problem: Callable[[bytes], str] = _decode_problem) -> str:
+    """`problem(path)`, its contents decoded by `decode_problem`: by default without watching what
+    the decoder prints, as `check_files` decodes many files at once and watches them together."""
     from PIL import Image
 
     if path.name.startswith("."):
@@ -127,11 +170,7 @@ def problem(path: Path) -> str:
         return "unreadable"
     if contents.startswith(JPEG_SIGNATURE) and (damage := _jpeg_damage(contents)):
         return damage  # before decoding: TensorFlow's decoder would print its complaint
-    try:
-        decode(contents)
-    except Exception:  # TensorFlow and Pillow raise many types for a bad file
-        return "truncated or corrupt"
-    return ""
+    return decode_problem(contents)
 
 
 def _cache_file(root: Path) -> Path:
@@ -180,14 +219,53 @@ def check_files(root: Path, files: list[Path], progress: Progress = no_progress)
             entries[key] = stamp
             todo.append(path)
     if todo:
-        pool = ThreadPoolExecutor(min(8, os.cpu_count() or 1))
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                for done, (path, reason) in enumerate(zip(todo, pool.map(problem, todo)), 1):
-                    entries[keys[path]] = [*entries[keys[path]], reason]
-                    progress("checking images", done, len(todo))
-        finally:  # on Ctrl-C too: stop at once, and keep the verdicts reached so far
-            pool.shutdown(cancel_futures=True)
+                _check(todo, progress, lambda path, reason: entries[keys[path]].append(reason))
+        finally:  # on Ctrl-C too: keep the verdicts reached so far
             _write_cache(cache, {key: entry for key, entry in entries.items() if len(entry) == 3})
     return {path: entries[key][2] for path, key in keys.items()}
+
+
+def _check(files: list[Path], progress: Progress, verdict: Callable[[Path, str], None]) -> None:
+    """verdict(file, problem(file)) for each file, decoding several at once with fd 2 captured,
+    BATCH files at a time. A file that passes once something was printed in its batch may be the
+    one libjpeg complained about: if it did complain, each such file is checked again, alone."""
+    for start in range(0, len(files), BATCH):
+        batch, doubtful = files[start : start + BATCH], []
+        with tempfile.TemporaryFile() as said:
+            with _capturing(said):
+                pool = ThreadPoolExecutor(min(8, os.cpu_count() or 1))
+                try:
+                    for done, (path, reason) in enumerate(zip(batch, pool.map(_problem, batch)), start + 1):
+                        if reason or not os.fstat(said.fileno()).st_size:  # no decode has printed yet
+                            verdict(path, reason)
+                        else:
+                            doubtful.append(path)
+                        progress("checking images", done, len(files))
+                finally:  # on Ctrl-C too: stop at once (the decodes under way print into `said`)
+                    pool.shutdown(cancel_futures=True)
+            complained = _complained(said)
+        for path in doubtful:
+            verdict(path, problem(path) if complained else "")
+
+
+def _capturing(said: BinaryIO) -> contextlib.AbstractContextManager[None]:
+    """`quiet.native_stderr(said)`, TensorFlow imported first: its import prints notices of its own."""
+    import tensorflow  # noqa: F401
+
+    return quiet.native_stderr(said)
+
+
+def _complained(said: BinaryIO) -> bool:
+    """Whether a decoder (libjpeg) complained in what native code printed into `said`. TensorFlow's
+    own log lines there, printed only when its log level lets them through (--debug), are passed on."""
+    said.seek(0)
+    complained = False
+    for line in said.read().splitlines(keepends=True):
+        if _TF_LOG_LINE.match(line):
+            sys.stderr.write(line.decode(errors="replace"))
+        elif line.strip():
+            complained = True
+    return complained
