@@ -3,6 +3,7 @@ and is faster; tf never converts; a backbone TFLite cannot hold falls back with 
 converted model is kept in the cache, reused, and not even loaded when the features are cached."""
 
 import os
+import re
 import textwrap
 
 import numpy as np
@@ -77,14 +78,17 @@ def images(count=4):
 
 def models():
     """The converted models in the cache: path → (inode, mtime), which a new conversion changes."""
-    return {path: (os.stat(path).st_ino, os.stat(path).st_mtime_ns) for path in (m["files"][0] for m in features.models())}
+    return {
+        path: (os.stat(path).st_ino, os.stat(path).st_mtime_ns) for path in (m["files"][0] for m in features.models())
+    }
 
 
 def test_auto_extracts_through_tflite_the_features_tensorflow_computes(plugin, tiny_dataset):
     dataset = load_dataset(tiny_dataset)
     row = bench_backbone(catalog().get("tiny_net"), dataset, settings())
     assert row.status == "ok", row.error
-    assert row.runtime == "tflite" and row.runtime_note.endswith("x TensorFlow's speed")
+    assert row.runtime == "tflite"
+    assert re.fullmatch(r"TFLite [\d.]+x TensorFlow's speed \(in batches of [48]\)", row.runtime_note)
     [entry] = [entry for entry in features.entries() if entry.get("split") == "train"]
     cached = features.load("tiny_net", "train", entry["key"])
     model = extractor(seed=settings().seed)
@@ -95,14 +99,20 @@ def test_auto_extracts_through_tflite_the_features_tensorflow_computes(plugin, t
 
 def test_the_model_is_converted_once_and_not_loaded_when_the_features_are_cached(plugin, tiny_dataset):
     spec, dataset = catalog().get("tiny_net"), load_dataset(tiny_dataset)
-    assert bench_backbone(spec, dataset, settings()).runtime == "tflite"
+    steps = []
+    first = bench_backbone(spec, dataset, settings(), progress=lambda step, done, total: steps.append(step))
+    assert first.runtime == "tflite"
+    assert "converting to TFLite (once per backbone)" in steps
     converted = models()
     assert len(converted) == 1
-    features.clear(dataset=tiny_dataset)  # the features go, the converted model stays
+    features.clear(dataset=tiny_dataset)  # the features go, the converted model and the choice stay
     assert models() == converted
-    again = bench_backbone(spec, dataset, settings())
+    steps.clear()
+    again = bench_backbone(spec, dataset, settings(), progress=lambda step, done, total: steps.append(step))
     assert again.feature_cache == "miss" and again.runtime == "tflite"
+    assert again.runtime_note == f"{first.runtime_note} (chosen on an earlier bench)"  # neither traced nor timed
     assert models() == converted  # the same file: not converted again
+    assert "converting to TFLite (once per backbone)" not in steps
     features.clear(backbone="tiny_net")  # every entry of the backbone, its model too
     assert models() == {} and features.entries() == []
 
@@ -153,6 +163,9 @@ def test_a_backbone_tflite_cannot_hold_falls_back_to_tensorflow_with_a_note(plug
     assert row.status == "ok", row.error
     assert row.runtime == "tf"
     assert row.runtime_note == "TFLite conversion failed: tf.EagerPyFunc is not a TFLite op"
+    features.clear(dataset=tiny_dataset)
+    again = bench_backbone(spec, dataset, settings())  # the failure is kept: no conversion tried again
+    assert again.runtime_note == f"{row.runtime_note} (chosen on an earlier bench)"
     forced = bench_backbone(spec, dataset, settings(runtime="tflite", cache=False))
     assert forced.status == "failed"
     assert forced.error == (

@@ -78,3 +78,11 @@ def test_quantized_models_stay_close(name):
     full = tflite.convert(model)
     assert len(int8) < 0.35 * len(full)
     assert np.abs(tflite.Runner(int8, num_threads=1)(images(64)) - expected).max() < 0.1
+
+
+def test_a_runner_with_a_batch_size_runs_larger_batches_in_pieces_to_the_same_outputs(lite0_tflite):
+    batch = images(32, 11)
+    whole = tflite.Runner(lite0_tflite, num_threads=1)(batch)
+    pieces = tflite.Runner(lite0_tflite, num_threads=1, batch_size=4)
+    np.testing.assert_allclose(pieces(batch), whole, rtol=1e-4, atol=1e-5)  # 4 + 4 + 3 padded to 4
+    assert pieces(batch[:1]).shape == whole[:1].shape  # a single image runs alone

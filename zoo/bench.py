@@ -65,7 +65,7 @@ class _Run:
     def extraction(self) -> runtime.Extraction:
         """images → features through the runtime --runtime chooses (zoo.runtime), on its first call."""
         identity = self.identity if self.settings.cache else None
-        return runtime.Extraction(self.spec.name, self.extractor, self.settings, self.strategy, identity)
+        return runtime.Extraction(self.spec.name, self.extractor, self.settings, self.strategy, identity, self.progress)
 
     def labeled_train_batches(self) -> Any:
         spec, settings = self.spec, self.settings

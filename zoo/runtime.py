@@ -12,22 +12,25 @@ insists (a row where TFLite cannot convert or agree fails, saying to use `--runt
 never converts.
 
 The converted model is kept in zoo's cache beside the features, under the extractor's identity
-(zoo.features), so conversion (seconds to tens of seconds) is paid once per backbone. Nothing is
-decided, converted or loaded until a batch needs extracting: a bench whose every split comes
-from the feature cache pays nothing here.
+(zoo.features), so conversion (seconds to tens of seconds) is paid once per backbone; so is auto's
+choice, recorded under the same identity and this machine's CPU: a later bench (new data, say)
+goes straight to the runtime chosen, without tracing TensorFlow's graph or timing either. `zoo
+cache clear` forgets both. Nothing is decided, converted or loaded until a batch needs
+extracting: a bench whose every split comes from the feature cache pays nothing here.
 """
 
 from __future__ import annotations
 
-import re
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from zoo import distributed, features, metrics
-from zoo.errors import ZooError, one_line
+from zoo import distributed, features, metrics, tflite
+from zoo.errors import ZooError
+from zoo.progress import Progress, no_progress
 
 #: The largest relative gap between TFLite's and TensorFlow's features that counts as the same.
 TOLERANCE = 1e-4
@@ -36,21 +39,16 @@ TOLERANCE = 1e-4
 MARGIN = 1.15
 #: Timed runs of the first batch through each runtime, after its warm-up; the fastest counts.
 TIMINGS = 3
+#: The batches the interpreter may run, tried on the first batch (and the whole batch): XNNPACK
+#: is often fastest on a few images at a time, whose activations stay in the CPU's caches
+#: (EfficientNetB0 on 2 cores: 144 img/s in 4s, 97 in 32s; benchmarks/results/bench_runtime.json).
+PIECES = (4, 8)
 
 
 def relative_gap(got: np.ndarray, expected: np.ndarray) -> float:
     """max |got - expected| / max |expected|: 0 for the same features, 1e-6 for float round-off."""
     scale = float(np.max(np.abs(expected))) if expected.size else 0.0
     return float(np.max(np.abs(got - expected))) / max(scale, 1e-12) if expected.size else 0.0
-
-
-def _reason(exc: Exception) -> str:
-    """Why conversion or the interpreter failed, in a few words: the op TFLite lacks where that is it."""
-    text = one_line(exc)
-    missing = re.search(r"'(tf\.\w+)' op is neither a custom op nor a flex op", text)
-    if missing:
-        return f"{missing[1]} is not a TFLite op"
-    return text if len(text) <= 200 else text[:200] + "…"
 
 
 def _timed(forward: Callable, batch: np.ndarray) -> tuple[float, np.ndarray]:
@@ -69,11 +67,20 @@ class Extraction:
     After that call, `runtime` says what was chosen ("tf" or "tflite") and `note` why (and any
     damaged cache entry replaced on the way); both stay None/"" while nothing was extracted.
     `identity` is the extractor's (zoo.features.identity); None keeps nothing in the cache.
+    `progress` hears of a conversion, the one slow step here.
     """
 
-    def __init__(self, backbone: str, extractor: Any, settings: Any, strategy: Any, identity: dict | None):
+    def __init__(
+        self,
+        backbone: str,
+        extractor: Any,
+        settings: Any,
+        strategy: Any,
+        identity: dict | None,
+        progress: Progress = no_progress,
+    ):
         self._backbone, self._extractor, self._settings = backbone, extractor, settings
-        self._strategy, self._identity = strategy, identity
+        self._strategy, self._identity, self._progress = strategy, identity, progress
         self._forward: Callable[[np.ndarray], Any] | None = None
         self._notes: list[str] = []
         self.runtime: str | None = None
@@ -85,45 +92,63 @@ class Extraction:
         return self._forward(batch)
 
     def _choose(self, batch: np.ndarray) -> np.ndarray:
-        """The first batch's features, through the runtime chosen on it."""
+        """The first batch's features, through the runtime chosen on it (or recorded as chosen)."""
         tf_forward = distributed.split_over_devices(self._strategy, metrics.compiled_forward(self._extractor))
         why = self._tensorflow_only()
-        if why is None:
-            try:
-                return self._tflite_if_fit(batch, tf_forward)
-            except _Unfit as exc:
-                if self._settings.runtime == "tflite":
-                    raise ZooError(f"--runtime tflite: {exc}; use --runtime tf for this backbone") from None
-                why = str(exc)
-        return self._use("tf", tf_forward, np.asarray(tf_forward(batch)), why)
+        if why is not None:
+            return self._use("tf", tf_forward, np.asarray(tf_forward(batch)), why)
+        choice = self._machine_key() if self._settings.runtime == "auto" else None
+        recorded = features.recall("runtime", choice) if choice else None
+        if recorded is not None:
+            forward = self._fastest_runner(batch) if recorded["runtime"] == "tflite" else tf_forward
+            note = f"{recorded['note']} (chosen on an earlier bench)"
+            return self._use(recorded["runtime"], forward, np.asarray(forward(batch)), note)
+        try:
+            runtime, forward, first, why = self._tflite_if_fit(batch, tf_forward)
+        except _Unfit as exc:
+            if self._settings.runtime == "tflite":
+                raise ZooError(f"--runtime tflite: {exc}; use --runtime tf for this backbone") from None
+            runtime, forward, first, why = "tf", tf_forward, np.asarray(tf_forward(batch)), str(exc)
+        if choice:  # conversion failures too: no use trying again on every bench
+            features.remember("runtime", choice, {"runtime": runtime, "note": why})
+        return self._use(runtime, forward, first, why)
 
-    def _tflite_if_fit(self, batch: np.ndarray, tf_forward: Callable) -> np.ndarray:
-        """TFLite where it converts, runs and agrees on `batch` (and, for auto, is faster); else
-        TensorFlow if only slower; else _Unfit."""
+    def _machine_key(self) -> str | None:
+        """Where what was timed of this extractor on this machine is recorded: auto's choice and
+        the interpreter's fastest batch (None: nothing kept)."""
+        import tensorflow as tf
+
+        if self._identity is None:
+            return None
+        machine = {"cpu": metrics.cpu_model(), "cpus": os.cpu_count(), "batch_size": self._settings.batch_size}
+        return features.key(self._identity, converter=f"tensorflow {tf.__version__}", **machine)
+
+    def _tflite_if_fit(self, batch: np.ndarray, tf_forward: Callable) -> tuple[str, Callable, np.ndarray, str]:
+        """(runtime, its forward pass, the batch's features, why): TFLite where it converts, runs
+        and agrees on `batch` (and, for auto, is faster); else TensorFlow if only slower; else _Unfit."""
         try:
-            runner = self._runner()
-        except Exception as exc:
-            raise _Unfit(f"TFLite conversion failed: {_reason(exc)}") from None
-        expected = np.asarray(tf_forward(batch))  # the first call traces
-        try:
-            got = runner(batch)  # and allocates
+            runner = self._fastest_runner(batch)
+        except ZooError as exc:
+            raise _Unfit(str(exc)) from None
         except Exception as exc:  # converted, yet the interpreter cannot run it
-            raise _Unfit(f"the TFLite model does not run: {_reason(exc)}") from None
+            raise _Unfit(f"the TFLite model does not run: {tflite.reason(exc)}") from None
+        expected = np.asarray(tf_forward(batch))  # the first call traces
+        got = runner(batch)
         gap = relative_gap(got, expected)
         if gap > TOLERANCE:
             raise _Unfit(f"TFLite features differ by {gap:.1e} relative")
         if self._settings.runtime == "tflite":
-            return self._use("tflite", runner, got, "--runtime tflite")
+            return "tflite", runner, got, "--runtime tflite"
         tf_seconds = lite_seconds = float("inf")
         for _ in range(TIMINGS):  # alternating, the best of each: a busy machine slows both alike
             seconds, expected = _timed(tf_forward, batch)
             tf_seconds = min(tf_seconds, seconds)
             seconds, got = _timed(runner, batch)
             lite_seconds = min(lite_seconds, seconds)
-        speed = f"TFLite {tf_seconds / lite_seconds:.2f}x TensorFlow's speed"
+        speed = f"TFLite {tf_seconds / lite_seconds:.2f}x TensorFlow's speed (in batches of {runner.batch_size})"
         if tf_seconds >= MARGIN * lite_seconds:
-            return self._use("tflite", runner, got, speed)
-        return self._use("tf", tf_forward, expected, speed)
+            return "tflite", runner, got, speed
+        return "tf", tf_forward, expected, speed
 
     def _use(self, runtime: str, forward: Callable, first: np.ndarray, why: str) -> np.ndarray:
         self.runtime, self._forward, self.note = runtime, forward, "; ".join([*self._notes, why])
@@ -142,12 +167,29 @@ class Extraction:
             return "auto on a GPU"
         return None
 
-    def _runner(self) -> Any:
+    def _fastest_runner(self, batch: np.ndarray) -> tflite.Runner:
+        """The extractor in the interpreter (zoo.tflite.Runner), running the batch size (of
+        PIECES or `batch`'s own) fastest on `batch`: timed once per extractor and machine."""
+        runner = self._runner()
+        key = self._machine_key()
+        size = features.recall("tflite-batch", key) if key else None
+        if size is None:
+            fastest = float("inf")
+            for piece in sorted({min(piece, len(batch)) for piece in (*PIECES, len(batch))}):
+                runner.batch_size = piece
+                runner(batch)  # allocates
+                seconds = min(_timed(runner, batch)[0] for _ in range(TIMINGS))
+                if seconds < fastest:
+                    size, fastest = piece, seconds
+            if key:
+                features.remember("tflite-batch", key, size)
+        runner.batch_size = size
+        return runner
+
+    def _runner(self) -> tflite.Runner:
         """The extractor in the TFLite interpreter, from the cache or converted now (and kept); a
         damaged cache entry is converted again, with a note."""
         import tensorflow as tf
-
-        from zoo import tflite
 
         if self._identity is None:
             return tflite.Runner(tflite.convert(self._extractor))
@@ -163,8 +205,10 @@ class Extraction:
             except ZooError:  # the checksum holds but the interpreter refuses it
                 features.discard_model(self._backbone, key)
                 self._notes.append(f"the cached TFLite model of {self._backbone} did not load; converted again")
+        self._progress("converting to TFLite (once per backbone)", 0, 1)
         start = time.perf_counter()
         content = tflite.convert(self._extractor)
+        self._progress("converting to TFLite (once per backbone)", 1, 1)
         meta = {"convert_seconds": round(time.perf_counter() - start, 2), "tensorflow": tf.__version__}
         features.store_model(self._backbone, key, content, meta)
         return tflite.Runner(content)

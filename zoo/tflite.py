@@ -4,63 +4,100 @@ One place for both, so `zoo export`, `zoo predict` and feature extraction throug
 them. The interpreter is LiteRT's (`ai_edge_litert`, the cpu extra), with XNNPACK on
 `num_threads` threads. Quantized inputs and outputs are (de)quantized here, so callers always
 pass float32 batches and get float32 back.
+
+The converter runs in a child process (`python -m zoo.tflite`), on the model's SavedModel
+export: in the bench's process it took about 1 GB at its peak and kept a few hundred MB of it
+after every conversion, so `zoo bench --all` grew backbone by backbone (benchmarks/results/
+bench_floor.json, `memory`). The child costs a TensorFlow import, a few seconds, once per
+converted model.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from zoo import quiet
-from zoo.errors import ZooError
+from zoo.errors import ZooError, one_line
 
 QUANTIZE = ("none", "float16", "int8")
 
 
+def reason(exc: BaseException) -> str:
+    """Why conversion or the interpreter failed, in a few words: the op TFLite lacks where that is it."""
+    text = one_line(exc)
+    missing = re.search(r"'(tf\.\w+)' op is neither a custom op nor a flex op", text)
+    if missing:
+        return f"{missing[1]} is not a TFLite op"
+    return text if len(text) <= 200 else text[:200] + "…"
+
+
 def convert(model, quantize: str = "none", calibration: Iterable[np.ndarray] | None = None) -> bytes:
-    """A Keras model as TFLite bytes, converted from its SavedModel export.
+    """A Keras model as TFLite bytes, converted from its SavedModel export (in a child process).
 
     `float16` halves the weights; `int8` is full-integer post-training quantization (integer
     ops only, uint8 input for 0..255 pixels, float32 output), calibrated on `calibration`:
-    float32 batches of the model's input, a few hundred images in all.
+    float32 batches of the model's input, a few hundred images in all. A model TFLite cannot
+    hold is a ZooError saying why (`TFLite conversion failed: tf.EagerPyFunc is not a TFLite op`).
     """
-    import tempfile
-
-    import tensorflow as tf
-
     if quantize not in QUANTIZE:
         raise ZooError(f"--quantize {quantize}: use one of {', '.join(QUANTIZE)}")
     if quantize == "int8" and calibration is None:
         raise ZooError("int8 quantization needs calibration images: give --data DIR")
-    with tempfile.TemporaryDirectory(prefix="zoo-tflite-") as folder, quiet.native_stderr():
-        model.export(folder, verbose=False)  # from_keras_model does the same, printing every variable
-        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
-        if quantize != "none":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quantize == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        elif quantize == "int8":
-            converter.representative_dataset = lambda: _samples(calibration)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.uint8
-            converter.inference_output_type = tf.float32
-        return converter.convert()
+    with tempfile.TemporaryDirectory(prefix="zoo-tflite-") as folder:
+        work = Path(folder)
+        try:
+            with quiet.native_stderr():
+                model.export(str(work / "model"), verbose=False)
+        except Exception as exc:
+            raise ZooError(f"TFLite conversion failed: {reason(exc)}") from None
+        if calibration is not None and quantize == "int8":
+            np.save(work / "calibration.npy", np.concatenate([np.asarray(b, np.float32) for b in calibration]))
+        child = subprocess.run(
+            [sys.executable, "-m", "zoo.tflite", folder, quantize], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        if child.returncode != 0:
+            error = work / "error.txt"
+            why = error.read_text() if error.is_file() else child.stderr.decode(errors="replace").strip()[-300:]
+            raise ZooError(f"TFLite conversion failed: {why}")
+        return (work / "model.tflite").read_bytes()
 
 
-def _samples(batches):
-    """The converter's representative dataset: one image at a time."""
-    for batch in batches:
-        for image in np.asarray(batch, np.float32):
-            yield [image[None]]
+def _convert_saved_model(folder: Path, quantize: str) -> bytes:
+    """The child's work: `folder`/model (a SavedModel) as TFLite bytes, quantized as asked,
+    int8 calibrated on `folder`/calibration.npy."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(folder / "model"))
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        images = np.load(folder / "calibration.npy", mmap_mode="r")
+        converter.representative_dataset = lambda: ([image[None].astype(np.float32)] for image in images)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.float32
+    return converter.convert()
 
 
 class Runner:
-    """A `.tflite` model (a path or its bytes) ready to run on batches of any size."""
+    """A `.tflite` model (a path or its bytes) ready to run on batches of any size.
 
-    def __init__(self, model: str | os.PathLike | bytes, num_threads: int | None = None):
+    `batch_size` is the batch the interpreter runs, for speed (None: each batch as it comes):
+    a larger batch is run in pieces of it, the last padded, so the interpreter keeps one
+    allocation; a smaller one (a single image, for latency) runs as it is.
+    """
+
+    def __init__(self, model: str | os.PathLike | bytes, num_threads: int | None = None, batch_size: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
         threads = num_threads or os.cpu_count() or 1
@@ -73,7 +110,8 @@ class Runner:
             raise ZooError(f"{name} is not a TFLite model the interpreter can load ({exc}); export it again") from None
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
-        self._batch = 0
+        self._allocated = 0
+        self.batch_size = batch_size
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -85,13 +123,24 @@ class Runner:
         batch = np.asarray(batch, np.float32)
         if batch.shape[1:] != self.input_shape:
             raise ZooError(f"the model takes images of shape {self.input_shape}, not {batch.shape[1:]}")
-        if len(batch) != self._batch:
+        size = self.batch_size or len(batch)
+        if len(batch) <= size:
+            return self._invoke(batch)
+        outputs = []
+        for start in range(0, len(batch), size):
+            piece = batch[start : start + size]
+            padding = np.zeros((size - len(piece), *self.input_shape), np.float32)
+            outputs.append(self._invoke(np.concatenate([piece, padding]))[: len(piece)])
+        return np.concatenate(outputs)
+
+    def _invoke(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) != self._allocated:
             self.interpreter.resize_tensor_input(self._input["index"], [len(batch), *self.input_shape])
             with quiet.native_stderr():  # the first allocation creates XNNPACK's delegate, and says so
                 self.interpreter.allocate_tensors()
             self._input = self.interpreter.get_input_details()[0]
             self._output = self.interpreter.get_output_details()[0]
-            self._batch = len(batch)
+            self._allocated = len(batch)
         self.interpreter.set_tensor(self._input["index"], _quantize(batch, self._input))
         self.interpreter.invoke()
         return _dequantize(self.interpreter.get_tensor(self._output["index"]), self._output)
@@ -111,3 +160,13 @@ def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
         return values.copy()
     scale, zero = detail["quantization"]
     return ((values.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+if __name__ == "__main__":  # the converter's child process: python -m zoo.tflite FOLDER QUANTIZE
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    work = Path(sys.argv[1])
+    try:
+        (work / "model.tflite").write_bytes(_convert_saved_model(work, sys.argv[2]))
+    except Exception as exc:
+        (work / "error.txt").write_text(reason(exc))
+        sys.exit(1)
