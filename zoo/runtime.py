@@ -21,6 +21,7 @@ extracting: a bench whose every split comes from the feature cache pays nothing 
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -97,7 +98,7 @@ class Extraction:
         why = self._tensorflow_only()
         if why is not None:
             return self._use("tf", tf_forward, np.asarray(tf_forward(batch)), why)
-        choice = self._machine_key() if self._settings.runtime == "auto" else None
+        choice = self._machine_key if self._settings.runtime == "auto" else None
         recorded = features.recall("runtime", choice) if choice else None
         if recorded is not None:
             forward = self._fastest_runner(batch) if recorded["runtime"] == "tflite" else tf_forward
@@ -113,6 +114,7 @@ class Extraction:
             features.remember("runtime", choice, {"runtime": runtime, "note": why})
         return self._use(runtime, forward, first, why)
 
+    @functools.cached_property
     def _machine_key(self) -> str | None:
         """Where what was timed of this extractor on this machine is recorded: auto's choice and
         the interpreter's fastest batch (None: nothing kept)."""
@@ -171,7 +173,7 @@ class Extraction:
         """The extractor in the interpreter (zoo.tflite.Runner), running the batch size (of
         PIECES or `batch`'s own) fastest on `batch`: timed once per extractor and machine."""
         runner = self._runner()
-        key = self._machine_key()
+        key = self._machine_key
         size = features.recall("tflite-batch", key) if key else None
         if size is None:
             fastest = float("inf")
@@ -192,7 +194,7 @@ class Extraction:
         import tensorflow as tf
 
         if self._identity is None:
-            return tflite.Runner(tflite.convert(self._extractor))
+            return tflite.Runner(self._convert())
         key = features.key(self._identity, converter=f"tensorflow {tf.__version__}")
         try:
             content = features.load_model(self._backbone, key)
@@ -205,10 +207,15 @@ class Extraction:
             except ZooError:  # the checksum holds but the interpreter refuses it
                 features.discard_model(self._backbone, key)
                 self._notes.append(f"the cached TFLite model of {self._backbone} did not load; converted again")
-        self._progress("converting to TFLite (once per backbone)", 0, 1)
         start = time.perf_counter()
-        content = tflite.convert(self._extractor)
-        self._progress("converting to TFLite (once per backbone)", 1, 1)
+        content = self._convert()
         meta = {"convert_seconds": round(time.perf_counter() - start, 2), "tensorflow": tf.__version__}
         features.store_model(self._backbone, key, content, meta)
         return tflite.Runner(content)
+
+    def _convert(self) -> bytes:
+        """The extractor as TFLite bytes, the conversion reported as a step: it takes seconds."""
+        self._progress("converting to TFLite (once per backbone)", 0, 1)
+        content = tflite.convert(self._extractor)
+        self._progress("converting to TFLite (once per backbone)", 1, 1)
+        return content
