@@ -41,8 +41,8 @@ MARGIN = 1.15
 #: Timed runs of the first batch through each runtime, after its warm-up; the fastest counts.
 TIMINGS = 3
 #: The batches the interpreter may run, tried on the first batch (and the whole batch): XNNPACK
-#: is often fastest on a few images at a time, whose activations stay in the CPU's caches
-#: (EfficientNetB0 on 2 cores: 144 img/s in 4s, 97 in 32s; benchmarks/results/bench_runtime.json).
+#: is often fastest on a few images at a time, whose activations stay in the CPU's caches (on 2
+#: cores, 6 of the 7 backbones auto put on TFLite chose 4 over 8 and 32: benchmarks/results/bench_floor.json).
 PIECES = (4, 8)
 
 

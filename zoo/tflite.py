@@ -6,9 +6,9 @@ them. The interpreter is LiteRT's (`ai_edge_litert`, the cpu extra), with XNNPAC
 pass float32 batches and get float32 back.
 
 The converter runs in a child process (`python -m zoo.tflite`), on the model's SavedModel
-export: in the bench's process it took about 1 GB at its peak and kept a few hundred MB of it
-after every conversion, so `zoo bench --all` grew backbone by backbone (benchmarks/results/
-bench_floor.json, `memory`). The child costs a TensorFlow import, a few seconds, once per
+export: in the bench's process, what the converter kept made `zoo bench --all` grow backbone by
+backbone (its rows' peaks rose from 2245 to 3003 MB in benchmarks/results/bench_floor.json as
+committed in 90994c3; 1882-2409 MB, not climbing, since). The child costs a TensorFlow import, a few seconds, once per
 converted model.
 """
 
