@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from zoo import distributed, features, runtime
-from zoo.bench import bench_backbone
+from zoo.bench import bench_backbone, run_bench
 from zoo.data import decoded_batches, load_dataset
 from zoo.errors import ZooError
 from zoo.plugin_manager import catalog
@@ -115,6 +115,32 @@ def test_the_model_is_converted_once_and_not_loaded_when_the_features_are_cached
     assert "converting to TFLite (once per backbone)" not in steps
     features.clear(backbone="tiny_net")  # every entry of the backbone, its model too
     assert models() == {} and features.entries() == []
+
+
+def test_a_bench_converts_ahead_of_its_rows_and_once(plugin, tiny_dataset, tmp_path):
+    spec, dataset = catalog().get("tiny_net"), load_dataset(tiny_dataset)
+    steps = []
+    [row] = run_bench([spec], dataset, settings(), tmp_path, progress=lambda step, done, total: steps.append(step), ensemble_size=0)
+    converting = [index for index, step in enumerate(steps) if step == "tiny_net: converting to TFLite (once per backbone)"]
+    assert converting == [0, 1]  # started and finished before the row's first step: not in the row
+    assert row["runtime"] == "tflite" and "chosen on an earlier bench" not in row["runtime_note"]
+    converted = models()
+    assert len(converted) == 1  # where the row looked for it: the row did not convert
+    features.clear(dataset=tiny_dataset)
+    steps.clear()
+    run_bench([spec], dataset, settings(), tmp_path, progress=lambda step, done, total: steps.append(step), ensemble_size=0)
+    assert not [step for step in steps if "converting" in step] and models() == converted
+
+
+def test_a_backbone_that_cannot_convert_is_tried_ahead_once(plugin, tiny_dataset, tmp_path):
+    spec, dataset = catalog().get("host_net"), load_dataset(tiny_dataset)
+    [row] = run_bench([spec], dataset, settings(), tmp_path, ensemble_size=0)
+    assert row["runtime"] == "tf"
+    assert row["runtime_note"] == "TFLite conversion failed: tf.EagerPyFunc is not a TFLite op"
+    features.clear(dataset=tiny_dataset)
+    steps = []
+    run_bench([spec], dataset, settings(), tmp_path, progress=lambda step, done, total: steps.append(step), ensemble_size=0)
+    assert not [step for step in steps if "converting" in step]
 
 
 def test_a_cache_hit_neither_converts_nor_chooses(plugin, tiny_dataset):

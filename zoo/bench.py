@@ -440,7 +440,9 @@ def run_bench(
         and finished_before[spec.name].get("settings_fingerprint") == settings_fingerprint(spec, dataset, settings)
         for spec in specs
     ]
-    for index, (spec, reuse) in enumerate(zip(specs, distributed.chief_says(strategy, reusable))):
+    reuses = distributed.chief_says(strategy, reusable)
+    runtime.convert_ahead([spec for spec, reuse in zip(specs, reuses) if not reuse], settings, progress)
+    for index, (spec, reuse) in enumerate(zip(specs, reuses)):
         if reuse:
             if chief:
                 rows.append(finished_before[spec.name])

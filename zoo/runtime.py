@@ -17,12 +17,19 @@ choice, recorded under the same identity and this machine's CPU: a later bench (
 goes straight to the runtime chosen, without tracing TensorFlow's graph or timing either. `zoo
 cache clear` forgets both. Nothing is decided, converted or loaded until a batch needs
 extracting: a bench whose every split comes from the feature cache pays nothing here.
+
+`zoo bench` converts before its first row (`convert_ahead`), each backbone in a process of its
+own: beside a bench that has run TensorFlow (whose allocator keeps the high-water mark of the
+largest batch it ran, hundreds of MB), the converter's gigabyte came on top, and `--all` peaked
+1.35x the largest backbone benched alone (benchmarks/results/bench_floor.json at d0342d5).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +38,7 @@ import numpy as np
 
 from zoo import distributed, features, metrics, tflite
 from zoo.errors import ZooError
-from zoo.progress import Progress, no_progress
+from zoo.progress import Progress, no_progress, prefixed
 
 #: The largest relative gap between TFLite's and TensorFlow's features that counts as the same.
 TOLERANCE = 1e-4
@@ -44,6 +51,12 @@ TIMINGS = 3
 #: is often fastest on a few images at a time, whose activations stay in the CPU's caches (on 2
 #: cores, 6 of the 7 backbones auto put on TFLite chose 4 over 8 and 32: benchmarks/results/bench_floor.json).
 PIECES = (4, 8)
+
+
+#: The progress step of a conversion.
+CONVERTING = "converting to TFLite (once per backbone)"
+#: What `convert_ahead` recorded (zoo.features.remember) of a backbone: "converted" or "unconvertible".
+AHEAD = "converted-ahead"
 
 
 def relative_gap(got: np.ndarray, expected: np.ndarray) -> float:
@@ -95,7 +108,7 @@ class Extraction:
     def _choose(self, batch: np.ndarray) -> np.ndarray:
         """The first batch's features, through the runtime chosen on it (or recorded as chosen)."""
         tf_forward = distributed.split_over_devices(self._strategy, metrics.compiled_forward(self._extractor))
-        why = self._tensorflow_only()
+        why = tensorflow_only(self._settings)
         if why is not None:
             return self._use("tf", tf_forward, np.asarray(tf_forward(batch)), why)
         choice = self._machine_key if self._settings.runtime == "auto" else None
@@ -156,19 +169,6 @@ class Extraction:
         self.runtime, self._forward, self.note = runtime, forward, "; ".join([*self._notes, why])
         return first
 
-    def _tensorflow_only(self) -> str | None:
-        """Why these settings mean TensorFlow without trying TFLite, or None."""
-        import tensorflow as tf
-
-        runtime, strategy = self._settings.runtime, self._settings.strategy
-        if runtime == "tf":
-            return "--runtime tf"
-        if runtime == "auto" and strategy != "default":
-            return f"auto with --strategy {strategy}"
-        if runtime == "auto" and tf.config.list_physical_devices("GPU"):
-            return "auto on a GPU"
-        return None
-
     def _fastest_runner(self, batch: np.ndarray) -> tflite.Runner:
         """The extractor in the interpreter (zoo.tflite.Runner), running the batch size (of
         PIECES or `batch`'s own) fastest on `batch`: timed once per extractor and machine."""
@@ -191,11 +191,9 @@ class Extraction:
     def _runner(self) -> tflite.Runner:
         """The extractor in the TFLite interpreter, from the cache or converted now (and kept); a
         damaged cache entry is converted again, with a note."""
-        import tensorflow as tf
-
         if self._identity is None:
             return tflite.Runner(self._convert())
-        key = features.key(self._identity, converter=f"tensorflow {tf.__version__}")
+        key = model_key(self._identity)
         try:
             content = features.load_model(self._backbone, key)
         except features.DamagedEntry as exc:
@@ -207,15 +205,102 @@ class Extraction:
             except ZooError:  # the checksum holds but the interpreter refuses it
                 features.discard_model(self._backbone, key)
                 self._notes.append(f"the cached TFLite model of {self._backbone} did not load; converted again")
-        start = time.perf_counter()
-        content = self._convert()
-        meta = {"convert_seconds": round(time.perf_counter() - start, 2), "tensorflow": tf.__version__}
-        features.store_model(self._backbone, key, content, meta)
-        return tflite.Runner(content)
+        return tflite.Runner(_kept(self._backbone, key, self._convert))
 
     def _convert(self) -> bytes:
         """The extractor as TFLite bytes, the conversion reported as a step: it takes seconds."""
-        self._progress("converting to TFLite (once per backbone)", 0, 1)
+        self._progress(CONVERTING, 0, 1)
         content = tflite.convert(self._extractor)
-        self._progress("converting to TFLite (once per backbone)", 1, 1)
+        self._progress(CONVERTING, 1, 1)
         return content
+
+
+def tensorflow_only(settings: Any) -> str | None:
+    """Why these settings mean TensorFlow without trying TFLite, or None."""
+    import tensorflow as tf
+
+    if settings.runtime == "tf":
+        return "--runtime tf"
+    if settings.runtime == "auto" and settings.strategy != "default":
+        return f"auto with --strategy {settings.strategy}"
+    if settings.runtime == "auto" and tf.config.list_physical_devices("GPU"):
+        return "auto on a GPU"
+    return None
+
+
+def model_key(identity: dict) -> str:
+    """Where the extractor of `identity` converted to TFLite is kept (zoo.features.store_model)."""
+    import tensorflow as tf
+
+    return features.key(identity, converter=f"tensorflow {tf.__version__}")
+
+
+def _kept(backbone: str, key: str, convert: Callable[[], bytes]) -> bytes:
+    """`convert()`'s TFLite bytes, kept in the cache under `key` with how long it took."""
+    import tensorflow as tf
+
+    start = time.perf_counter()
+    content = convert()
+    meta = {"convert_seconds": round(time.perf_counter() - start, 2), "tensorflow": tf.__version__}
+    features.store_model(backbone, key, content, meta)
+    return content
+
+
+def _ahead_key(name: str, weights_mode: str, seed: int) -> str:
+    """Where `convert_ahead`'s outcome for a backbone is recorded: what it knows before building it."""
+    return features.key({"backbone": name, "weights": weights_mode, "seed": seed})
+
+
+def convert_ahead(specs: list, settings: Any, progress: Progress = no_progress) -> None:
+    """Convert the backbones of `specs` the bench may extract through TFLite, each in a new
+    process (`python -m zoo.runtime`) that builds it as the bench will, converts it and keeps it
+    where the bench's row looks (`model_key`), before any row runs, while this process is small.
+
+    Skipped for a backbone converted ahead before (with the same weights and seed) whose model
+    is still cached, or found unconvertible: a bench that needs none pays nothing. Whatever is
+    missed here (a failure, a plugin changed since) the row converts itself, and says why not.
+    """
+    if not settings.cache or settings.augment or tensorflow_only(settings):
+        return
+    converted = {entry["backbone"] for entry in features.models()}
+    for spec in specs:
+        outcome = features.recall(AHEAD, _ahead_key(spec.name, settings.weights, settings.seed))
+        if outcome == "unconvertible" or (outcome == "converted" and spec.name in converted):
+            continue
+        step = prefixed(progress, spec.name)
+        step(CONVERTING, 0, 1)
+        command = [sys.executable, "-m", "zoo.runtime", spec.name, settings.weights, str(settings.seed)]
+        subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        step(CONVERTING, 1, 1)
+
+
+def _convert_for_bench(name: str, weights_mode: str, seed: int) -> None:
+    """`convert_ahead`'s child: the backbone `name` built as `zoo bench` builds it (weights
+    `weights_mode`, random ones drawn from `seed`), converted and kept unless it is already."""
+    import keras
+
+    from zoo.models import feature_extractor
+    from zoo.plugin_manager import catalog
+    from zoo.weights import resolve
+
+    spec = catalog().get(name)
+    weights = resolve(spec, weights_mode)
+    keras.utils.set_random_seed(seed)
+    extractor = feature_extractor(spec, weights)
+    key = model_key(features.identity(spec, extractor, weights, seed))
+    try:
+        cached = features.load_model(name, key)
+    except features.DamagedEntry:
+        cached = None  # converted again
+    outcome = "converted"
+    if cached is None:
+        try:
+            _kept(name, key, lambda: tflite.convert_here(extractor))
+        except ZooError:
+            outcome = "unconvertible"
+    features.remember(AHEAD, _ahead_key(name, weights_mode, seed), outcome)
+
+
+if __name__ == "__main__":  # convert_ahead's child: python -m zoo.runtime NAME WEIGHTS SEED
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _convert_for_bench(sys.argv[1], sys.argv[2], int(sys.argv[3]))

@@ -53,11 +53,7 @@ def convert(model, quantize: str = "none", calibration: Iterable[np.ndarray] | N
         raise ZooError("int8 quantization needs calibration images: give --data DIR")
     with tempfile.TemporaryDirectory(prefix="zoo-tflite-") as folder:
         work = Path(folder)
-        try:
-            with quiet.native_stderr():
-                model.export(str(work / "model"), verbose=False)
-        except Exception as exc:
-            raise ZooError(f"TFLite conversion failed: {reason(exc)}") from None
+        _export(model, work)
         if calibration is not None and quantize == "int8":
             np.save(work / "calibration.npy", np.concatenate([np.asarray(b, np.float32) for b in calibration]))
         child = subprocess.run(
@@ -68,6 +64,27 @@ def convert(model, quantize: str = "none", calibration: Iterable[np.ndarray] | N
             why = error.read_text() if error.is_file() else child.stderr.decode(errors="replace").strip()[-300:]
             raise ZooError(f"TFLite conversion failed: {why}")
         return (work / "model.tflite").read_bytes()
+
+
+def convert_here(model) -> bytes:
+    """A Keras model as float32 TFLite bytes, converted in this process: for a process that
+    exists to convert (zoo.runtime's), where what the converter keeps goes when it ends."""
+    with tempfile.TemporaryDirectory(prefix="zoo-tflite-") as folder:
+        _export(model, Path(folder))
+        try:
+            with quiet.native_stderr():
+                return _convert_saved_model(Path(folder), "none")
+        except Exception as exc:
+            raise ZooError(f"TFLite conversion failed: {reason(exc)}") from None
+
+
+def _export(model, folder: Path) -> None:
+    """The model's SavedModel export, `folder`/model, which the converter reads."""
+    try:
+        with quiet.native_stderr():
+            model.export(str(folder / "model"), verbose=False)
+    except Exception as exc:
+        raise ZooError(f"TFLite conversion failed: {reason(exc)}") from None
 
 
 def _convert_saved_model(folder: Path, quantize: str) -> bytes:
