@@ -41,6 +41,7 @@ def test_features_mode_row_has_every_metric_and_a_second_run_skips_extraction(ti
     def no_extraction(*args, **kwargs):
         raise AssertionError("the base ran again although its features are cached")
 
+    extract = features.extract
     monkeypatch.setattr(features, "extract", no_extraction)
     steps.clear()
     second = bench_backbone(spec, dataset, settings(), lambda *step: steps.append(step)).to_dict()
@@ -55,6 +56,14 @@ def test_features_mode_row_has_every_metric_and_a_second_run_skips_extraction(ti
     third = bench_backbone(spec, dataset, settings(runtime="tf"), lambda *step: steps.append(step)).to_dict()
     assert third["status"] == "ok", third["error"]
     assert third["feature_cache"] == "hit" and third["speed_from"] == "runs" and third["images_per_sec"] > 0
+    # New data: images/s from this extraction, latency as recorded (no runs of one image again).
+    monkeypatch.setattr(features, "extract", extract)
+    features.clear(dataset=dataset.root)
+    steps.clear()
+    fourth = bench_backbone(spec, dataset, settings(), lambda *step: steps.append(step)).to_dict()
+    assert fourth["feature_cache"] == "miss" and fourth["speed_from"] == "extraction+cache"
+    assert not any(step[0] in ("throughput", "latency") for step in steps)
+    assert fourth["latency_ms_p50"] == first["latency_ms_p50"] and fourth["images_per_sec"] > 0
 
 
 def test_cached_features_are_what_the_rebuilt_base_computes(tiny_plugin, tiny_dataset):

@@ -218,27 +218,33 @@ def _fine_tune(run: _Run, row: BenchRow, model: Any) -> None:
 
 def _speed(run: _Run, row: BenchRow, forward: metrics.Timed, identity: dict) -> None:
     """The row's images/s and single-image latency, through the forward pass that extracted the
-    features. Images/s come from the extraction's own batches; when every split was cached, the
-    backbone does not run at all: the figures are those recorded when the features were
-    extracted. Separate runs only when neither exists (too few batches, no record)."""
+    features. Images/s come from the extraction's own batches, and latency from the record of
+    an earlier bench of this architecture on this machine where there is one; when every split
+    was cached, the backbone does not run at all: all three figures are those recorded. Separate
+    runs only for what neither gives (too few batches, no record)."""
     settings = run.settings
     machine = {"cpu": metrics.cpu_model(), "cpus": os.cpu_count(), "runtime": settings.runtime}
     speed_of = {"architecture": identity.get("architecture")}  # not the weights: they do not change speed
     key = features.key(speed_of, batch_size=settings.batch_size, **machine) if identity else ""
-    recorded = features.recall("speed", key) if key and not forward.calls else None
-    if recorded is not None:
+    recorded = features.recall("speed", key) if key else None
+    if recorded is not None and not forward.calls:
         row.images_per_sec, row.latency_ms_p50, row.latency_ms_p95 = recorded
         row.speed_from = "cache"
         return
-    spec = run.spec
-    test = run.dataset.test.files
-    batch = first_batch(test, spec.input_size, settings.batch_size, spec.interpolation).astype(np.float32)
     row.images_per_sec = forward.images_per_sec(settings.batch_size)
-    row.speed_from = "extraction"
-    if row.images_per_sec is None:
-        row.images_per_sec = metrics.throughput(forward, batch, settings.throughput_batches, run.progress)
-        row.speed_from = "runs"
-    row.latency_ms_p50, row.latency_ms_p95 = metrics.latency_ms(forward, batch[:1], settings.latency_runs, run.progress)
+    if row.images_per_sec is not None and recorded is not None:
+        row.latency_ms_p50, row.latency_ms_p95 = recorded[1:]
+        row.speed_from = "extraction+cache"
+    else:
+        spec, test = run.spec, run.dataset.test.files
+        batch = first_batch(test, spec.input_size, settings.batch_size, spec.interpolation).astype(np.float32)
+        row.speed_from = "extraction"
+        if row.images_per_sec is None:
+            row.images_per_sec = metrics.throughput(forward, batch, settings.throughput_batches, run.progress)
+            row.speed_from = "runs"
+        row.latency_ms_p50, row.latency_ms_p95 = metrics.latency_ms(
+            forward, batch[:1], settings.latency_runs, run.progress
+        )
     if key:
         features.remember("speed", key, [row.images_per_sec, row.latency_ms_p50, row.latency_ms_p95])
 
