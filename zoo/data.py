@@ -158,9 +158,11 @@ def skipped_summary(dataset: Dataset, examples: int = 2) -> str:
     return f"skipped {count} file{'s' * (count != 1)}: {'; '.join(groups)}"
 
 
-def image_batches(files: tuple[str, ...], size: int, batch_size: int, interpolation: str = "bilinear"):
-    """A tf.data pipeline of float32 RGB images resized to size×size, in file order; no batch
-    is larger than `files`.
+def image_batches(
+    files: tuple[str, ...], size: int, batch_size: int, interpolation: str = "bilinear", dtype: str = "float32"
+):
+    """A tf.data pipeline of RGB images resized to size×size, in file order, as `dtype` (float32
+    for a model, uint8 to keep); no batch is larger than `files`.
 
     Pixels are rounded to whole values in 0..255, as a resized uint8 image holds them, so these
     batches and the decoded images `decoded_batches` shares are the same numbers.
@@ -172,7 +174,7 @@ def image_batches(files: tuple[str, ...], size: int, batch_size: int, interpolat
     def load(path):
         image = tf.cast(decode(tf.io.read_file(path)), tf.float32)
         resized = tf.image.resize(image, (size, size), method=interpolation)
-        return tf.clip_by_value(tf.round(resized), 0.0, 255.0)
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), dtype)
 
     return (
         tf.data.Dataset.from_tensor_slices(list(files))
@@ -266,8 +268,8 @@ def decoded_batches(
 def _decoding(files: tuple[str, ...], size: int, batch_size: int, interpolation: str) -> Iterator[np.ndarray]:
     """The files decoded and resized, as uint8 batches, each counted in `decoded_count`."""
     global decoded_count
-    for batch in image_batches(files, size, batch_size, interpolation):
-        rows = np.asarray(batch).astype(np.uint8)
+    for batch in image_batches(files, size, batch_size, interpolation, "uint8"):
+        rows = np.asarray(batch)
         decoded_count += len(rows)
         yield rows
 
@@ -299,8 +301,8 @@ def first_batch(files: tuple[str, ...], size: int, batch_size: int, interpolatio
     key = _decoded_key(files, size, interpolation)
     if key in _in_memory or _on_disk(key).is_file():
         return next(iter(decoded_batches(files, size, batch_size, interpolation)))
-    batches = image_batches(files[:batch_size], size, batch_size, interpolation)
-    return np.concatenate([np.asarray(batch) for batch in batches]).astype(np.uint8)
+    batches = image_batches(files[:batch_size], size, batch_size, interpolation, "uint8")
+    return np.concatenate([np.asarray(batch) for batch in batches])
 
 
 def labeled_batches(split: Split, size: int, batch_size: int, seed: int, interpolation: str = "bilinear"):

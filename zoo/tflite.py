@@ -146,8 +146,11 @@ class Runner:
         outputs = []
         for start in range(0, len(batch), size):
             piece = batch[start : start + size]
-            padding = np.zeros((size - len(piece), *self.input_shape), np.float32)
-            outputs.append(self._invoke(np.concatenate([piece, padding]))[: len(piece)])
+            if len(piece) < size:  # the last, padded
+                padding = np.zeros((size - len(piece), *self.input_shape), np.float32)
+                outputs.append(self._invoke(np.concatenate([piece, padding]))[: len(piece)])
+            else:
+                outputs.append(self._invoke(piece))
         return np.concatenate(outputs)
 
     def _invoke(self, batch: np.ndarray) -> np.ndarray:
