@@ -233,35 +233,40 @@ def decoded_batches(
 ) -> Iterator[np.ndarray]:
     """uint8 batches of the files decoded and resized to size×size, in file order.
 
-    Each file is decoded once per (size, interpolation) in a process: the first pass keeps what
-    it decodes (in memory within `decode_budget()`, else in a file under the cache's `decoded/`
-    folder, removed when the process ends) and every later pass (the mirror view, the next
-    backbone of the same input size) reads it back.
+    Each file is decoded once per (size, interpolation) in a process, the whole split before its
+    first batch is given (decoding beside the forward passes, on the same cores, slowed them by
+    more than decoding costs): into memory within `decode_budget()`, else into a file under the
+    cache's `decoded/` folder, removed when the process ends. Every pass (the first, the mirror
+    view, the next backbone of the same input size) reads it from there.
     """
     files = tuple(files)
     key = _decoded_key(files, size, interpolation)
-    shape = (size, size, 3)
+    if key not in _in_memory and not _on_disk(key).is_file():
+        _decode(files, size, batch_size, interpolation, key)
     if key in _in_memory:
         _in_memory.move_to_end(key)
         array = _in_memory[key]
         for start in range(0, len(files), batch_size):
             yield array[start : start + batch_size]
-        return
-    if _on_disk(key).is_file():
-        yield from _read_rows(_on_disk(key), len(files), shape, batch_size)
-        return
-    nbytes, budget = len(files) * int(np.prod(shape)), decode_budget()
+    else:
+        yield from _read_rows(_on_disk(key), len(files), (size, size, 3), batch_size)
+
+
+def _decode(files: tuple[str, ...], size: int, batch_size: int, interpolation: str, key: str) -> None:
+    """Decode and resize `files`, kept under `key`: in memory (the least recently used sizes let
+    go to make room) when they fit the budget, else on disk."""
+    shape = (len(files), size, size, 3)
+    nbytes, budget = int(np.prod(shape)), decode_budget()
     if nbytes > budget:
-        yield from _decoded_to_disk(files, size, batch_size, interpolation, _on_disk(key))
+        _decode_to_disk(files, size, batch_size, interpolation, _on_disk(key))
         return
     while _in_memory and sum(a.nbytes for a in _in_memory.values()) + nbytes > budget:
         _in_memory.popitem(last=False)
-    target = np.empty((len(files), *shape), np.uint8)
+    target = np.empty(shape, np.uint8)
     done = 0
     for rows in _decoding(files, size, batch_size, interpolation):
         target[done : done + len(rows)] = rows
         done += len(rows)
-        yield rows
     _in_memory[key] = target
 
 
@@ -274,12 +279,10 @@ def _decoding(files: tuple[str, ...], size: int, batch_size: int, interpolation:
         yield rows
 
 
-def _decoded_to_disk(
-    files: tuple[str, ...], size: int, batch_size: int, interpolation: str, path: Path
-) -> Iterator[np.ndarray]:
-    """`decoded_batches` of a split too large for memory: each batch appended to a .npy file by
-    plain writes (not through a memory map, whose dirty pages would count in this process's
-    resident memory until the whole split was written), removed when the process ends."""
+def _decode_to_disk(files: tuple[str, ...], size: int, batch_size: int, interpolation: str, path: Path) -> None:
+    """Decode a split too large for memory into a .npy file by plain writes (not through a memory
+    map, whose dirty pages would count in this process's resident memory until the whole split
+    was written), removed when the process ends."""
     partial = path.with_suffix(f".{os.getpid()}.partial")
     atexit.register(path.unlink, missing_ok=True)
     try:
@@ -288,7 +291,6 @@ def _decoded_to_disk(
             np.lib.format.write_array_header_1_0(handle, header)  # the magic string too
             for rows in _decoding(files, size, batch_size, interpolation):
                 handle.write(rows.tobytes())
-                yield rows
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
