@@ -22,7 +22,8 @@ weights (speed does not depend on the weights), the configured bench defaults (m
    TFLite by LiteRT where it converts, agrees and is faster) against TensorFlow's graph on the
    same 8 train batches: the chosen runtime, img/s of both, largest relative gap. It runs in a
    fresh process with its own cold cache, as `--probe-only`: run after the floors and singles
-   in this process, it timed the interpreter up to 15% slower than a fresh process does.
+   in this process, it timed the interpreter slower than a fresh process does (Lite2: 80 img/s
+   in bench_floor.json at d0342d5, against 90-95 img/s in a fresh process on the same machine).
 
 `wall_over_floor` = cold wall / sum of floors; `new_data_over_floor` = the new-data wall / sum
 of floors: what every bench after the first costs. Writes
