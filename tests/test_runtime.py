@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from zoo import distributed, features, runtime
+from zoo import distributed, features, plugin_manager, runtime
 from zoo.bench import bench_backbone, run_bench
 from zoo.data import decoded_batches, load_dataset
 from zoo.errors import ZooError
@@ -117,7 +117,10 @@ def test_the_model_is_converted_once_and_not_loaded_when_the_features_are_cached
     assert models() == {} and features.entries() == []
 
 
-def test_a_bench_converts_ahead_of_its_rows_and_once(plugin, tiny_dataset, tmp_path):
+def test_a_bench_converts_ahead_of_its_rows_and_once(tiny_dataset, tmp_path, monkeypatch):
+    (tmp_path / "runtime_plugin.py").write_text(PLUGIN)  # given as by `zoo --plugin PATH`: the child finds it too
+    monkeypatch.setattr(plugin_manager, "_extra_paths", [])
+    plugin_manager.add_plugin_path(str(tmp_path / "runtime_plugin.py"))
     spec, dataset = catalog().get("tiny_net"), load_dataset(tiny_dataset)
     steps = []
     [row] = run_bench([spec], dataset, settings(), tmp_path, progress=lambda step, done, total: steps.append(step), ensemble_size=0)

@@ -120,6 +120,13 @@ def add_plugin_path(path: str) -> None:
     catalog.cache_clear()
 
 
+def child_environment() -> dict[str, str]:
+    """This process's environment with the plugin paths added to it (`zoo --plugin PATH`) in
+    ZOO_PLUGINS, so a child process of zoo's finds the same plugins."""
+    paths = [path for path in os.environ.get("ZOO_PLUGINS", "").split(os.pathsep) if path] + _extra_paths
+    return {**os.environ, "ZOO_PLUGINS": os.pathsep.join(paths)}
+
+
 @functools.cache
 def plugin_manager() -> tuple[pluggy.PluginManager, tuple[PluginInfo, ...]]:
     """The one PluginManager, with every allowed plugin registered, and what became of each."""

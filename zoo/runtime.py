@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo import distributed, features, metrics, tflite
+from zoo import distributed, features, metrics, plugin_manager, tflite
 from zoo.errors import ZooError
 from zoo.progress import Progress, no_progress, prefixed
 
@@ -270,7 +270,8 @@ def convert_ahead(specs: list, settings: Any, progress: Progress = no_progress) 
         step = prefixed(progress, spec.name)
         step(CONVERTING, 0, 1)
         command = [sys.executable, "-m", "zoo.runtime", spec.name, settings.weights, str(settings.seed)]
-        subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        environment = plugin_manager.child_environment()  # plugins given by --plugin too
+        subprocess.run(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         step(CONVERTING, 1, 1)
 
 
