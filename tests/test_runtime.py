@@ -117,32 +117,37 @@ def test_the_model_is_converted_once_and_not_loaded_when_the_features_are_cached
     assert models() == {} and features.entries() == []
 
 
+def bench_all(specs, dataset, out, steps: list) -> list[dict]:
+    """run_bench's rows, every step it reported put in `steps`."""
+    return run_bench(specs, dataset, settings(), out, progress=lambda step, *_: steps.append(step), ensemble_size=0)
+
+
 def test_a_bench_converts_ahead_of_its_rows_and_once(tiny_dataset, tmp_path, monkeypatch):
     (tmp_path / "runtime_plugin.py").write_text(PLUGIN)  # given as by `zoo --plugin PATH`: the child finds it too
     monkeypatch.setattr(plugin_manager, "_extra_paths", [])
     plugin_manager.add_plugin_path(str(tmp_path / "runtime_plugin.py"))
     spec, dataset = catalog().get("tiny_net"), load_dataset(tiny_dataset)
     steps = []
-    [row] = run_bench([spec], dataset, settings(), tmp_path, progress=lambda step, done, total: steps.append(step), ensemble_size=0)
-    converting = [index for index, step in enumerate(steps) if step == "tiny_net: converting to TFLite (once per backbone)"]
+    [row] = bench_all([spec], dataset, tmp_path, steps)
+    converting = [index for index, step in enumerate(steps) if step == f"tiny_net: {runtime.CONVERTING}"]
     assert converting == [0, 1]  # started and finished before the row's first step: not in the row
     assert row["runtime"] == "tflite" and "chosen on an earlier bench" not in row["runtime_note"]
     converted = models()
     assert len(converted) == 1  # where the row looked for it: the row did not convert
     features.clear(dataset=tiny_dataset)
     steps.clear()
-    run_bench([spec], dataset, settings(), tmp_path, progress=lambda step, done, total: steps.append(step), ensemble_size=0)
+    bench_all([spec], dataset, tmp_path, steps)
     assert not [step for step in steps if "converting" in step] and models() == converted
 
 
 def test_a_backbone_that_cannot_convert_is_tried_ahead_once(plugin, tiny_dataset, tmp_path):
     spec, dataset = catalog().get("host_net"), load_dataset(tiny_dataset)
-    [row] = run_bench([spec], dataset, settings(), tmp_path, ensemble_size=0)
+    [row] = bench_all([spec], dataset, tmp_path, [])
     assert row["runtime"] == "tf"
     assert row["runtime_note"] == "TFLite conversion failed: tf.EagerPyFunc is not a TFLite op"
     features.clear(dataset=tiny_dataset)
     steps = []
-    run_bench([spec], dataset, settings(), tmp_path, progress=lambda step, done, total: steps.append(step), ensemble_size=0)
+    bench_all([spec], dataset, tmp_path, steps)
     assert not [step for step in steps if "converting" in step]
 
 
