@@ -258,7 +258,8 @@ def convert_ahead(specs: list, settings: Any, progress: Progress = no_progress) 
 
     Skipped for a backbone converted ahead before (with the same weights and seed) whose model
     is still cached, or found unconvertible: a bench that needs none pays nothing. Whatever is
-    missed here (a failure, a plugin changed since) the row converts itself, and says why not.
+    missed here (a failure, a plugin changed since, weights that must be downloaded first, which
+    the row does where the download shows) the row converts itself, and says why not.
     """
     if not settings.cache or settings.augment or tensorflow_only(settings):
         return
@@ -275,6 +276,14 @@ def convert_ahead(specs: list, settings: Any, progress: Progress = no_progress) 
         step(CONVERTING, 1, 1)
 
 
+class _Download(Exception):
+    """A download `_convert_for_bench` does not make: the row makes it, in sight."""
+
+
+def _no_download(step: str, done: int, total: int) -> None:
+    raise _Download(step)
+
+
 def _convert_for_bench(name: str, weights_mode: str, seed: int) -> None:
     """`convert_ahead`'s child: the backbone `name` built as `zoo bench` builds it (weights
     `weights_mode`, random ones drawn from `seed`), converted and kept unless it is already."""
@@ -285,7 +294,10 @@ def _convert_for_bench(name: str, weights_mode: str, seed: int) -> None:
     from zoo.weights import resolve
 
     spec = catalog().get(name)
-    weights = resolve(spec, weights_mode)
+    try:
+        weights = resolve(spec, weights_mode, _no_download)  # progress is only reported by a download
+    except _Download:
+        return
     keras.utils.set_random_seed(seed)
     extractor = feature_extractor(spec, weights)
     key = model_key(features.identity(spec, extractor, weights, seed))
