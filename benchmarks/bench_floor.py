@@ -21,9 +21,8 @@ weights (speed does not depend on the weights), the configured bench defaults (m
 6. runtime probe (`tflite_probe`): what the bench extracts with (zoo.runtime, `--runtime auto`:
    TFLite by LiteRT where it converts, agrees and is faster) against TensorFlow's graph on the
    same 8 train batches: the chosen runtime, img/s of both, largest relative gap. It runs in a
-   fresh process with its own cold cache, as `--probe-only`: run after the floors and singles
-   in this process, it timed the interpreter slower than a fresh process does (Lite2: 80 img/s
-   in bench_floor.json at d0342d5, against 90-95 img/s in a fresh process on the same machine).
+   fresh process with its own cold cache, as `--probe-only`, so it converts and chooses as a
+   first bench does, and carries nothing over from the runs before it.
 
 `wall_over_floor` = cold wall / sum of floors; `new_data_over_floor` = the new-data wall / sum
 of floors: what every bench after the first costs. Writes
@@ -331,6 +330,7 @@ def main() -> None:
             "speed_from": row.get("speed_from"),
             "peak_rss_mb": row.get("peak_rss_mb"),
             "new_data_row_seconds": fresh_rows.get(row["backbone"], {}).get("total_seconds"),
+            "new_data_extract_seconds": fresh_rows.get(row["backbone"], {}).get("extract_seconds"),
             "new_data_runtime_note": fresh_rows.get(row["backbone"], {}).get("runtime_note"),
             "warm_row_seconds": warm_rows.get(row["backbone"], {}).get("total_seconds"),
             "warm_speed_from": warm_rows.get(row["backbone"], {}).get("speed_from"),

@@ -290,10 +290,9 @@ def _convert_for_bench(name: str, weights_mode: str, seed: int) -> None:
     import keras
 
     from zoo.models import feature_extractor
-    from zoo.plugin_manager import catalog
     from zoo.weights import resolve
 
-    spec = catalog().get(name)
+    spec = plugin_manager.catalog().get(name)
     try:
         weights = resolve(spec, weights_mode, _no_download)  # progress is only reported by a download
     except _Download:
