@@ -88,8 +88,8 @@ def _export(model, folder: Path) -> None:
 
 
 def _convert_saved_model(folder: Path, quantize: str) -> bytes:
-    """The child's work: `folder`/model (a SavedModel) as TFLite bytes, quantized as asked,
-    int8 calibrated on `folder`/calibration.npy."""
+    """`folder`/model (a SavedModel) as TFLite bytes, quantized as asked, int8 calibrated on
+    `folder`/calibration.npy: `convert`'s child's work, and `convert_here`'s."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(folder / "model"))
