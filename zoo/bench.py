@@ -268,7 +268,7 @@ def _measure(
     then hand the trained classifier and its metadata to `keep`."""
     import keras
 
-    from zoo.models import feature_extractor
+    from zoo.models import seeded_feature_extractor
     from zoo.weights import resolve
 
     weights = resolve(spec, settings.weights, progress)
@@ -278,9 +278,8 @@ def _measure(
     if log_dir is not None:
         shutil.rmtree(log_dir, ignore_errors=True)
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False))
-    keras.utils.set_random_seed(settings.seed)  # random-init weights are the same on every run
     with strategy.scope():
-        extractor = feature_extractor(spec, weights)
+        extractor = seeded_feature_extractor(spec, weights, settings.seed)
     run = _Run(spec, dataset, settings, progress, strategy, weights, extractor, tuple(callbacks))
     phase1 = _head_end_to_end if settings.augment else _head_on_cached_features
     model, probabilities, validation = phase1(run, row)

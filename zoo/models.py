@@ -36,6 +36,16 @@ def feature_extractor(spec: BackboneSpec, weights: ResolvedWeights):
     return keras.Model(inputs, features, name=f"{spec.name.replace(':', '_')}_features")
 
 
+def seeded_feature_extractor(spec: BackboneSpec, weights: ResolvedWeights, seed: int):
+    """`feature_extractor` as `zoo bench` builds it: random-init weights drawn from `seed`, so
+    every process (the bench, its converter child) builds the same model, and what one caches
+    under its identity fits the other."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return feature_extractor(spec, weights)
+
+
 def _try_preprocessing(spec: BackboneSpec) -> None:
     """Run a plugin's preprocessing callable on one black image first: inside a Keras Lambda
     layer its exception would surface as Keras' NotImplementedError, hiding the real cause."""

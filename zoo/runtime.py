@@ -287,9 +287,7 @@ def _no_download(step: str, done: int, total: int) -> None:
 def _convert_for_bench(name: str, weights_mode: str, seed: int) -> None:
     """`convert_ahead`'s child: the backbone `name` built as `zoo bench` builds it (weights
     `weights_mode`, random ones drawn from `seed`), converted and kept unless it is already."""
-    import keras
-
-    from zoo.models import feature_extractor
+    from zoo.models import seeded_feature_extractor
     from zoo.weights import resolve
 
     spec = plugin_manager.catalog().get(name)
@@ -297,8 +295,7 @@ def _convert_for_bench(name: str, weights_mode: str, seed: int) -> None:
         weights = resolve(spec, weights_mode, _no_download)  # progress is only reported by a download
     except _Download:
         return
-    keras.utils.set_random_seed(seed)
-    extractor = feature_extractor(spec, weights)
+    extractor = seeded_feature_extractor(spec, weights, seed)
     key = model_key(features.identity(spec, extractor, weights, seed))
     try:
         cached = features.load_model(name, key)
