@@ -26,6 +26,7 @@ def test_features_mode_row_has_every_metric_and_a_second_run_skips_extraction(ti
     assert first["status"] == "ok", first["error"]
     assert first["feature_cache"] == "miss" and first["extract_seconds"] > 0
     assert ("train features", 12, 12) in steps and ("test features", 6, 6) in steps
+    assert ("decoding images", 12, 12) in steps  # each split decoded whole before its forward passes
     assert ("head epochs", 1, 1) in steps and ("latency", 3, 3) in steps
     assert 0 <= first["top1"] <= 1 and first["top1_frozen"] == first["top1"] and first["top5"] == 1.0
     assert np.sum(first["confusion_matrix"]) == 6 and first["test_images"] == 6

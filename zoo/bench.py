@@ -106,7 +106,7 @@ def _split_features(
 
     def extract(destination: Path) -> np.ndarray:
         files = distributed.share(split.files, run.strategy)
-        decoded = decoded_batches(files, spec.input_size, settings.batch_size, spec.interpolation)
+        decoded = decoded_batches(files, spec.input_size, settings.batch_size, spec.interpolation, run.progress)
         batches = ((batch[:, :, ::-1] if mirrored else batch).astype(np.float32) for batch in decoded)
         step = f"{name} features"
         if len(files) == total:

@@ -229,9 +229,14 @@ def keep_decoded(sizes: Collection[int]) -> None:
 
 
 def decoded_batches(
-    files: tuple[str, ...], size: int, batch_size: int, interpolation: str = "bilinear"
+    files: tuple[str, ...],
+    size: int,
+    batch_size: int,
+    interpolation: str = "bilinear",
+    progress: Progress = no_progress,
 ) -> Iterator[np.ndarray]:
-    """uint8 batches of the files decoded and resized to size×size, in file order.
+    """uint8 batches of the files decoded and resized to size×size, in file order; `progress`
+    hears of the decoding, the step `decoding images`, when there is any.
 
     Each file is decoded once per (size, interpolation) in a process, the whole split before its
     first batch is given (decoding beside the forward passes, on the same cores, slowed them by
@@ -242,7 +247,7 @@ def decoded_batches(
     files = tuple(files)
     key = _decoded_key(files, size, interpolation)
     if key not in _in_memory and not _on_disk(key).is_file():
-        _decode(files, size, batch_size, interpolation, key)
+        _decode(files, size, batch_size, interpolation, key, progress)
     if key in _in_memory:
         _in_memory.move_to_end(key)
         array = _in_memory[key]
@@ -252,34 +257,44 @@ def decoded_batches(
         yield from _read_rows(_on_disk(key), len(files), (size, size, 3), batch_size)
 
 
-def _decode(files: tuple[str, ...], size: int, batch_size: int, interpolation: str, key: str) -> None:
+def _decode(
+    files: tuple[str, ...], size: int, batch_size: int, interpolation: str, key: str, progress: Progress
+) -> None:
     """Decode and resize `files`, kept under `key`: in memory (the least recently used sizes let
     go to make room) when they fit the budget, else on disk."""
     shape = (len(files), size, size, 3)
     nbytes, budget = int(np.prod(shape)), decode_budget()
     if nbytes > budget:
-        _decode_to_disk(files, size, batch_size, interpolation, _on_disk(key))
+        _decode_to_disk(files, size, batch_size, interpolation, _on_disk(key), progress)
         return
     while _in_memory and sum(a.nbytes for a in _in_memory.values()) + nbytes > budget:
         _in_memory.popitem(last=False)
     target = np.empty(shape, np.uint8)
     done = 0
-    for rows in _decoding(files, size, batch_size, interpolation):
+    for rows in _decoding(files, size, batch_size, interpolation, progress):
         target[done : done + len(rows)] = rows
         done += len(rows)
     _in_memory[key] = target
 
 
-def _decoding(files: tuple[str, ...], size: int, batch_size: int, interpolation: str) -> Iterator[np.ndarray]:
-    """The files decoded and resized, as uint8 batches, each counted in `decoded_count`."""
+def _decoding(
+    files: tuple[str, ...], size: int, batch_size: int, interpolation: str, progress: Progress
+) -> Iterator[np.ndarray]:
+    """The files decoded and resized, as uint8 batches, each counted in `decoded_count` and
+    reported to `progress`."""
     global decoded_count
+    done = 0
     for batch in image_batches(files, size, batch_size, interpolation, "uint8"):
         rows = np.asarray(batch)
         decoded_count += len(rows)
+        done += len(rows)
+        progress("decoding images", done, len(files))
         yield rows
 
 
-def _decode_to_disk(files: tuple[str, ...], size: int, batch_size: int, interpolation: str, path: Path) -> None:
+def _decode_to_disk(
+    files: tuple[str, ...], size: int, batch_size: int, interpolation: str, path: Path, progress: Progress
+) -> None:
     """Decode a split too large for memory into a .npy file by plain writes (not through a memory
     map, whose dirty pages would count in this process's resident memory until the whole split
     was written), removed when the process ends."""
@@ -289,7 +304,7 @@ def _decode_to_disk(files: tuple[str, ...], size: int, batch_size: int, interpol
         with open(partial, "wb") as handle:
             header = {"descr": "|u1", "fortran_order": False, "shape": (len(files), size, size, 3)}
             np.lib.format.write_array_header_1_0(handle, header)  # the magic string too
-            for rows in _decoding(files, size, batch_size, interpolation):
+            for rows in _decoding(files, size, batch_size, interpolation, progress):
                 handle.write(rows.tobytes())
         os.replace(partial, path)
     finally:
