@@ -86,3 +86,11 @@ def test_a_runner_with_a_batch_size_runs_larger_batches_in_pieces_to_the_same_ou
     pieces = tflite.Runner(lite0_tflite, num_threads=1, batch_size=4)
     np.testing.assert_allclose(pieces(batch), whole, rtol=1e-4, atol=1e-5)  # 4 + 4 + 3 padded to 4
     assert pieces(batch[:1]).shape == whole[:1].shape  # a single image runs alone
+
+
+def test_a_runner_takes_uint8_images_as_the_float32_ones_they_are(lite0_tflite):
+    pixels = images(32, 6).astype(np.uint8)
+    runner = tflite.Runner(lite0_tflite, num_threads=1, batch_size=4)
+    from_float = runner(pixels.astype(np.float32))
+    np.testing.assert_array_equal(runner(pixels), from_float)  # the same numbers reach the model
+    np.testing.assert_array_equal(runner(pixels[:, :, ::-1])[0], runner(pixels[:1, :, ::-1].astype(np.float32))[0])

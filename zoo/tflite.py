@@ -136,34 +136,37 @@ class Runner:
         return tuple(int(d) for d in self._input["shape"][1:])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """The model's float32 outputs for a float32 batch (e.g. 0..255 RGB images)."""
-        batch = np.asarray(batch, np.float32)
+        """The model's float32 outputs for a batch of images (e.g. 0..255 RGB), float32 or uint8:
+        uint8 pixels are cast as they are copied into the interpreter, with no float copy first."""
+        batch = np.asarray(batch)
         if batch.shape[1:] != self.input_shape:
             raise ZooError(f"the model takes images of shape {self.input_shape}, not {batch.shape[1:]}")
         size = self.batch_size or len(batch)
         if len(batch) <= size:
-            return self._invoke(batch)
-        outputs = []
-        for start in range(0, len(batch), size):
-            piece = batch[start : start + size]
-            if len(piece) < size:  # the last, padded
-                padding = np.zeros((size - len(piece), *self.input_shape), np.float32)
-                outputs.append(self._invoke(np.concatenate([piece, padding]))[: len(piece)])
-            else:
-                outputs.append(self._invoke(piece))
-        return np.concatenate(outputs)
+            return self._invoke(batch, len(batch))
+        pieces = [self._invoke(batch[start : start + size], size) for start in range(0, len(batch), size)]
+        return np.concatenate(pieces)  # the last piece padded with zeros to `size`: one allocation
 
-    def _invoke(self, batch: np.ndarray) -> np.ndarray:
-        if len(batch) != self._allocated:
-            self.interpreter.resize_tensor_input(self._input["index"], [len(batch), *self.input_shape])
+    def _invoke(self, piece: np.ndarray, rows: int) -> np.ndarray:
+        """The outputs of `piece`, run as a batch of `rows` (the rows past the piece zeros)."""
+        if rows != self._allocated:
+            self.interpreter.resize_tensor_input(self._input["index"], [rows, *self.input_shape])
             with quiet.native_stderr():  # the first allocation creates XNNPACK's delegate, and says so
                 self.interpreter.allocate_tensors()
             self._input = self.interpreter.get_input_details()[0]
             self._output = self.interpreter.get_output_details()[0]
-            self._allocated = len(batch)
-        self.interpreter.set_tensor(self._input["index"], _quantize(batch, self._input))
+            self._allocated = rows
+        if self._input["dtype"] == np.float32:
+            view = self.interpreter.tensor(self._input["index"])()  # the input's own buffer
+            view[: len(piece)] = piece
+            view[len(piece) :] = 0
+            del view  # the interpreter refuses to run while a view of its buffers is held
+        else:
+            padded = np.zeros((rows, *self.input_shape), np.float32)
+            padded[: len(piece)] = piece
+            self.interpreter.set_tensor(self._input["index"], _quantize(padded, self._input))
         self.interpreter.invoke()
-        return _dequantize(self.interpreter.get_tensor(self._output["index"]), self._output)
+        return _dequantize(self.interpreter.get_tensor(self._output["index"]), self._output)[: len(piece)]
 
 
 def _quantize(values: np.ndarray, detail: dict) -> np.ndarray:
