@@ -82,3 +82,18 @@ def test_unfreeze_keeps_batchnorm_frozen():
     assert not any(layer.trainable for layer in base.layers[:-10])
     assert not any(layer.trainable for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization))
     assert recipe.unfreeze_top(base, 0) == 0
+
+
+def test_softmax_views_scores_as_the_keras_head_with_the_same_weights_does():
+    features, labels = separable()
+    mirrored = features[:, ::-1].copy()
+    settings = BenchSettings.from_config(epochs=3, batch_size=16)
+    head = recipe.train_head([features, mirrored], labels, 3, settings, seed=5)
+    kernel, bias = recipe.head_weights([features, mirrored], labels, np.arange(90), 3, settings, 5)
+    np.testing.assert_array_equal(head.get_weights()[0], kernel)
+    np.testing.assert_allclose(
+        recipe.softmax_views(kernel, bias, [features, mirrored]),
+        recipe.predict_views(head, [features, mirrored]),
+        rtol=1e-5,
+        atol=1e-7,
+    )

@@ -48,7 +48,7 @@ def compile_model(model: Any, learning_rate: float) -> None:
 ADAM_BETAS, ADAM_EPSILON = (0.9, 0.999), 1e-7
 
 
-def _softmax_head(
+def head_weights(
     views: Sequence[np.ndarray],
     labels: np.ndarray,
     images: np.ndarray,
@@ -162,9 +162,23 @@ def train_head(
     chosen = np.arange(len(truth)) if images is None else np.asarray(images)
     seed = settings.seed if seed is None else seed
     reported = epoch_end if callbacks else None
-    head.set_weights(_softmax_head(views, truth, chosen, num_classes, settings, seed, validation, reported))
+    head.set_weights(head_weights(views, truth, chosen, num_classes, settings, seed, validation, reported))
     epochs.on_train_end()
     return head
+
+
+def softmax_views(kernel: np.ndarray, bias: np.ndarray, views: Sequence[np.ndarray]) -> np.ndarray:
+    """Class probabilities of the head (`kernel`, `bias`) as `head_weights` gives them, in
+    NumPy, for images given as the features of one or more views: the mean over the views.
+    What `predict_views` computes with the Keras head, without building one (cross-validation
+    trains k heads only to score them)."""
+    scored = []
+    for view in views:
+        logits = np.asarray(view, np.float32) @ kernel + bias
+        logits -= logits.max(axis=1, keepdims=True)
+        probabilities = np.exp(logits)
+        scored.append(probabilities / probabilities.sum(axis=1, keepdims=True))
+    return np.mean(scored, axis=0)
 
 
 def predict_views(head: Any, views: Sequence[np.ndarray]) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 
 from zoo.errors import ZooError
 from zoo.progress import Progress, no_progress
-from zoo.recipe import predict_views, train_head
+from zoo.recipe import head_weights, softmax_views
 from zoo.settings import BenchSettings
 
 
@@ -66,7 +66,8 @@ def cross_validate(
     `views` are the training images' features, one array per view (plain, and mirrored with
     `settings.mirror`), rows aligned with `labels`. An image and its mirror always fall in the
     same fold, and a held-out image is scored as the mean over its views, exactly as the bench
-    scores a test image. Fold i's head is seeded with `settings.seed + i`.
+    scores a test image. Fold i's head is seeded with `settings.seed + i`. Each head is trained
+    and scored in NumPy (zoo.recipe.head_weights, softmax_views): no Keras head is built for it.
     """
     truth = np.asarray(labels)
     k = settings.folds
@@ -75,8 +76,9 @@ def cross_validate(
     scores = []
     for fold in range(k):
         held = folds == fold
-        head = train_head(views, truth, num_classes, settings, seed=settings.seed + fold, images=np.flatnonzero(~held))
-        probabilities[held] = predict_views(head, [view[held] for view in views])
+        trained = np.flatnonzero(~held)
+        kernel, bias = head_weights(views, truth, trained, num_classes, settings, settings.seed + fold)
+        probabilities[held] = softmax_views(kernel, bias, [view[held] for view in views])
         scores.append(float(np.mean(probabilities[held].argmax(axis=1) == truth[held])))
         progress("cross-validation folds", fold + 1, k)
     return CrossValidation(folds, probabilities, tuple(scores))
