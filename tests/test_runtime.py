@@ -100,7 +100,8 @@ def test_auto_extracts_through_tflite_the_features_tensorflow_computes(plugin, t
 def test_the_model_is_converted_once_and_not_loaded_when_the_features_are_cached(plugin, tiny_dataset):
     spec, dataset = catalog().get("tiny_net"), load_dataset(tiny_dataset)
     steps = []
-    first = bench_backbone(spec, dataset, settings(), progress=lambda step, done, total: steps.append(step))
+    # Mirrored, the tiny dataset has batches enough for auto's whole trial, so its choice is recorded.
+    first = bench_backbone(spec, dataset, settings(mirror=True), progress=lambda step, done, total: steps.append(step))
     assert first.runtime == "tflite"
     assert "converting to TFLite (once per backbone)" in steps
     converted = models()
@@ -108,7 +109,7 @@ def test_the_model_is_converted_once_and_not_loaded_when_the_features_are_cached
     features.clear(dataset=tiny_dataset)  # the features go, the converted model and the choice stay
     assert models() == converted
     steps.clear()
-    again = bench_backbone(spec, dataset, settings(), progress=lambda step, done, total: steps.append(step))
+    again = bench_backbone(spec, dataset, settings(mirror=True), progress=lambda step, done, total: steps.append(step))
     assert again.feature_cache == "miss" and again.runtime == "tflite"
     assert again.runtime_note == f"{first.runtime_note} (chosen on an earlier bench)"  # neither traced nor timed
     assert models() == converted  # the same file: not converted again
@@ -160,6 +161,31 @@ def test_a_cache_hit_neither_converts_nor_chooses(plugin, tiny_dataset):
     assert hit.status == "ok" and hit.feature_cache == "hit"
     assert hit.runtime is None and hit.runtime_note == ""
     assert models() == {}
+
+
+def test_auto_chooses_on_the_batches_it_extracts_and_records_a_whole_trial(plugin):
+    strategy, model = distributed.make_strategy("default"), extractor()
+    batches = [np.random.default_rng(index).integers(0, 256, (4, 32, 32, 3)).astype(np.uint8) for index in range(9)]
+    extraction = runtime.Extraction("tiny_net", model, settings(), strategy, {"net": 2})
+    for batch in batches:  # every batch once, through whichever candidate the trial gave it
+        got = extraction(batch)
+        assert runtime.relative_gap(got, np.asarray(model(batch.astype(np.float32)))) < runtime.TOLERANCE
+    assert extraction.calls == len(batches)
+    assert extraction.runtime == "tflite" and extraction.images_per_sec() > 0
+    again = runtime.Extraction("tiny_net", model, settings(), strategy, {"net": 2})
+    again(batches[0])
+    assert again.note == f"{extraction.note} (chosen on an earlier bench)"
+
+
+def test_a_trial_cut_short_by_the_data_is_not_recorded(plugin):
+    strategy, model = distributed.make_strategy("default"), extractor()
+    extraction = runtime.Extraction("tiny_net", model, settings(), strategy, {"net": 3})
+    extraction(images())
+    extraction(images())  # TensorFlow's first timed batch; TFLite is never timed
+    assert extraction.runtime == "tf" and extraction.note == "too few batches to time TFLite against TensorFlow"
+    again = runtime.Extraction("tiny_net", model, settings(), strategy, {"net": 3})
+    again(images())
+    assert again.runtime == "tf" and "chosen on an earlier bench" not in again.note
 
 
 def test_tf_never_converts(plugin):
@@ -223,3 +249,25 @@ def test_the_runtime_is_a_setting(monkeypatch):
     monkeypatch.delenv("ZOO_BENCH_RUNTIME")
     with pytest.raises(ZooError, match="--runtime onnx: use one of auto, tf, tflite"):
         BenchSettings.from_config(runtime="onnx", epochs=1).validate()
+
+
+def test_the_conversion_child_stops_once_its_memory_has_grown_and_says_how_far_it_got(plugin, monkeypatch, capsys):
+    monkeypatch.setattr(runtime, "CHILD_GROWTH_MB", -(10**6))  # always past it: one backbone a child
+    runtime._convert_for_bench("none", 42, ["tiny_net", "host_net"])
+    assert capsys.readouterr().out.split("\n") == ["start tiny_net", "done tiny_net", ""]
+    assert [entry["backbone"] for entry in features.models()] == ["tiny_net"]
+
+
+def test_every_backbone_is_converted_ahead_in_order_and_a_later_bench_converts_none(plugin, tiny_dataset, tmp_path):
+    specs, dataset = [catalog().get("tiny_net"), catalog().get("host_net")], load_dataset(tiny_dataset)
+    steps = []
+    rows = bench_all(specs, dataset, tmp_path, steps)
+    converting = [step for step in steps if runtime.CONVERTING in step]
+    assert (
+        steps[:4] == converting == [f"{name}: {runtime.CONVERTING}" for name in ("tiny_net",) * 2 + ("host_net",) * 2]
+    )
+    assert [row["runtime"] for row in rows] == ["tflite", "tf"]
+    assert rows[1]["runtime_note"] == "TFLite conversion failed: tf.EagerPyFunc is not a TFLite op"
+    steps.clear()
+    bench_all(specs, dataset, tmp_path, steps)
+    assert not [step for step in steps if "converting" in step]

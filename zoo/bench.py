@@ -107,7 +107,7 @@ def _split_features(
     def extract(destination: Path) -> np.ndarray:
         files = distributed.share(split.files, run.strategy)
         decoded = decoded_batches(files, spec.input_size, settings.batch_size, spec.interpolation, run.progress)
-        batches = ((batch[:, :, ::-1] if mirrored else batch).astype(np.float32) for batch in decoded)
+        batches = (batch[:, :, ::-1] if mirrored else batch for batch in decoded)  # uint8: cast as they go in
         step = f"{name} features"
         if len(files) == total:
             return features.extract(batches, forward, total, spec.feature_dim, destination, run.progress, step)
@@ -142,7 +142,7 @@ def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray,
 
     dataset, settings = run.dataset, run.settings
     start = time.perf_counter()
-    extract = metrics.Timed(run.extraction)  # its batches give the row's images/s (_speed)
+    extract = run.extraction  # its batches give the row's images/s (_speed)
     identity = run.identity if settings.cache else {}
     views = (False, True) if settings.mirror else (False,)
     notes: list[str] = []
@@ -157,7 +157,7 @@ def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray,
     row.worker_images = distributed.each(run.strategy, mine)
     row.extract_seconds = time.perf_counter() - start
     _speed(run, row, extract, identity)
-    row.runtime, row.runtime_note = run.extraction.runtime, run.extraction.note  # None: nothing ran
+    row.runtime, row.runtime_note = extract.runtime, extract.note  # None: nothing ran
     start = time.perf_counter()
     train_views = [x for x, _ in train]  # the arrays as cached: the head reads their rows, no copy
     callbacks = run.fit_callbacks("head epochs", 0, settings.epochs)
@@ -216,28 +216,32 @@ def _fine_tune(run: _Run, row: BenchRow, model: Any) -> None:
     row.finetune_seconds = time.perf_counter() - start
 
 
-def _speed(run: _Run, row: BenchRow, forward: metrics.Timed, identity: dict) -> None:
+def _speed(run: _Run, row: BenchRow, forward: Any, identity: dict) -> None:
     """The row's images/s and single-image latency, through the forward pass that extracted the
-    features. Images/s come from the extraction's own batches, and latency from the record of
-    an earlier bench of this architecture on this machine where there is one; when every split
-    was cached, the backbone does not run at all: all three figures are those recorded. Separate
-    runs only for what neither gives (too few batches, no record)."""
+    features (a runtime.Extraction; else the model, trained end to end). Images/s come from the
+    extraction's own batches, and latency from the record of an earlier bench of this
+    architecture on this machine where there is one; when every split was cached, the backbone
+    does not run at all: all three figures are those recorded. Separate runs only for what
+    neither gives (too few batches, no record)."""
     settings = run.settings
+    extraction = forward if isinstance(forward, runtime.Extraction) else None
     machine = {"cpu": metrics.cpu_model(), "cpus": os.cpu_count(), "runtime": settings.runtime}
     speed_of = {"architecture": identity.get("architecture")}  # not the weights: they do not change speed
     key = features.key(speed_of, batch_size=settings.batch_size, **machine) if identity else ""
     recorded = features.recall("speed", key) if key else None
-    if recorded is not None and not forward.calls:
+    if recorded is not None and extraction is not None and not extraction.calls:
         row.images_per_sec, row.latency_ms_p50, row.latency_ms_p95 = recorded
         row.speed_from = "cache"
         return
-    row.images_per_sec = forward.images_per_sec(settings.batch_size)
+    row.images_per_sec = extraction.images_per_sec() if extraction is not None else None
     if row.images_per_sec is not None and recorded is not None:
         row.latency_ms_p50, row.latency_ms_p95 = recorded[1:]
         row.speed_from = "extraction+cache"
     else:
         spec, test = run.spec, run.dataset.test.files
         batch = first_batch(test, spec.input_size, settings.batch_size, spec.interpolation).astype(np.float32)
+        if extraction is not None:  # timed as chosen, not in the middle of auto's trial
+            extraction.settle_on(batch)
         row.speed_from = "extraction"
         if row.images_per_sec is None:
             row.images_per_sec = metrics.throughput(forward, batch, settings.throughput_batches, run.progress)
@@ -303,7 +307,7 @@ def _measure(
     row.params = extractor.count_params()  # the backbone's, comparable across heads and datasets
     row.trainable_params = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
     if row.images_per_sec is None:  # trained end to end: nothing was extracted
-        _speed(run, row, metrics.Timed(metrics.compiled_forward(model)), {})
+        _speed(run, row, metrics.compiled_forward(model), {})
     progress("counting FLOPs", 0, 1)
     count_flops = lambda: metrics.flops_per_image(model)  # noqa: E731
     # FLOPs depend on the architecture alone: counted once per architecture, kept in the cache.
@@ -389,7 +393,8 @@ def run_bench(
     note: Callable[[str], None] = lambda line: None,
 ) -> list[dict]:
     """Bench `specs` one after another, writing the results after each, so Ctrl-C loses only
-    the backbone in flight. Steps are reported as "BACKBONE: step". With `resume`, finished rows
+    the backbone in flight (the plot of every row is drawn once, at the end, or when Ctrl-C
+    cuts the bench short). Steps are reported as "BACKBONE: step". With `resume`, finished rows
     of the same settings are kept as they are; rows of backbones not benched now stay in the file too.
     `shard` (the part of a sweep these specs are) is recorded for `zoo report --merge`.
 
@@ -447,26 +452,32 @@ def run_bench(
     ]
     reuses = distributed.chief_says(strategy, reusable)
     runtime.convert_ahead([spec for spec, reuse in zip(specs, reuses) if not reuse], settings, progress)
-    for index, (spec, reuse) in enumerate(zip(specs, reuses)):
-        if reuse:
-            if chief:
-                rows.append(finished_before[spec.name])
-                benched.append(finished_before[spec.name])
-                finished(finished_before[spec.name], True)
-            continue
-        log_dir = out_dir / "tensorboard" / spec.name if chief else None
-        keep = _keeper(out_dir, spec, settings, classifiers) if chief else None
-        predictions = ensemble.predictions_path(out_dir, spec.name) if chief else None
-        if predictions is not None:
-            predictions.unlink(missing_ok=True)  # a row's predictions are its own or none
-        step = prefixed(progress, spec.name)
-        row = bench_backbone(spec, dataset, settings, step, strategy, log_dir, keep, predictions).to_dict()
-        benched.append(row)
-        release_models(specs[index + 1 :])
-        rows.append(row)
-        if chief:  # the rows before have their confusion matrices drawn already
-            report.write_results(out_dir, rows, {**meta, "finished_at": report.now()}, drawn={spec.name})
-        finished(row, False)
+    try:
+        for index, (spec, reuse) in enumerate(zip(specs, reuses)):
+            if reuse:
+                if chief:
+                    rows.append(finished_before[spec.name])
+                    benched.append(finished_before[spec.name])
+                    finished(finished_before[spec.name], True)
+                continue
+            log_dir = out_dir / "tensorboard" / spec.name if chief else None
+            keep = _keeper(out_dir, spec, settings, classifiers) if chief else None
+            predictions = ensemble.predictions_path(out_dir, spec.name) if chief else None
+            if predictions is not None:
+                predictions.unlink(missing_ok=True)  # a row's predictions are its own or none
+            step = prefixed(progress, spec.name)
+            row = bench_backbone(spec, dataset, settings, step, strategy, log_dir, keep, predictions).to_dict()
+            benched.append(row)
+            release_models(specs[index + 1 :])
+            rows.append(row)
+            if chief:  # the rows before have their confusion matrices drawn already; the plot of all, at the end
+                written = {**meta, "finished_at": report.now()}
+                report.write_results(out_dir, rows, written, drawn={spec.name}, plot=False)
+            finished(row, False)
+    except KeyboardInterrupt:
+        if chief and (out_dir / "results.json").is_file():  # the rows finished get their plot too
+            report.write_reports(out_dir, report.read_results(out_dir), drawn=set())
+        raise
     if chief:
         shutil.rmtree(out_dir / export.ENSEMBLE_FOLDER, ignore_errors=True)  # an earlier bench's
         combined = ensemble.build(benched, out_dir, dataset, settings, ensemble_size)
@@ -475,7 +486,6 @@ def run_bench(
         else:
             combined["classifier"] = export.save_ensemble(out_dir, combined, benched)
             rows.append(combined)
-        if not isinstance(combined, str) or any(row.get("kind") == ensemble.KIND for row in earlier):
-            drawn = set() if isinstance(combined, str) else {combined["backbone"]}  # the others are drawn
-            report.write_results(out_dir, rows, {**meta, "finished_at": report.now()}, drawn=drawn)
+        drawn = set() if isinstance(combined, str) else {combined["backbone"]}  # the others are drawn
+        report.write_results(out_dir, rows, {**meta, "finished_at": report.now()}, drawn=drawn)
     return rows

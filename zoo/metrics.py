@@ -62,27 +62,6 @@ def compiled_forward(model):
     return tf.function(lambda images: model(images, training=False), input_signature=[signature])
 
 
-class Timed:
-    """A forward pass that keeps the size and duration of every call, so the speed of the
-    passes extraction makes anyway is known without running the model again."""
-
-    def __init__(self, forward):
-        self.forward = forward
-        self.calls: list[tuple[int, float]] = []  # (images, seconds)
-
-    def __call__(self, batch) -> np.ndarray:
-        start = time.perf_counter()
-        rows = np.asarray(self.forward(batch))
-        self.calls.append((len(batch), time.perf_counter() - start))
-        return rows
-
-    def images_per_sec(self, batch_size: int) -> float | None:
-        """Images per second over the full batches after the first call (which traces and
-        warms up), as `throughput` measures; None with fewer than two such batches."""
-        seconds = [took for images, took in self.calls[1:] if images == batch_size]
-        return batch_size * len(seconds) / sum(seconds) if len(seconds) >= 2 else None
-
-
 def throughput(forward, batch, batches: int, progress: Progress) -> float:
     """Images per second through `forward` at the batch's size, after one warm-up pass."""
     forward(batch)
