@@ -254,16 +254,18 @@ def csv_text(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def write_reports(out_dir: Path, results: dict, drawn: Collection[str] | None = None) -> None:
-    """results.csv, results.md, accuracy_vs_speed.png and a confusion_<backbone>.png per
-    finished backbone (only those `drawn`, when given: a row's matrix never changes once
-    drawn, so the bench draws each row's as it finishes), each replaced atomically."""
+def write_reports(out_dir: Path, results: dict, drawn: Collection[str] | None = None, plot: bool = True) -> None:
+    """results.csv, results.md, accuracy_vs_speed.png (unless not `plot`) and a
+    confusion_<backbone>.png per finished backbone (only those `drawn`, when given: a row's
+    matrix never changes once drawn, so the bench draws each row's as it finishes), each
+    replaced atomically."""
     from zoo import plots
 
     try:
         atomic.write_text(out_dir / "results.csv", csv_text(results["backbones"]))
         atomic.write_text(out_dir / "results.md", markdown(results))
-        plots.accuracy_vs_speed(results, statistics(results), out_dir / PLOT)
+        if plot:
+            plots.accuracy_vs_speed(results, statistics(results), out_dir / PLOT)
         classes = results.get("dataset", {}).get("classes") or []
         for row in results["backbones"]:
             if drawn is not None and row.get("backbone") not in drawn:
@@ -324,17 +326,17 @@ def provenance() -> dict:
 
 
 def write_results(
-    out_dir: Path, rows: list[dict], meta: dict | None = None, drawn: Collection[str] | None = None
+    out_dir: Path, rows: list[dict], meta: dict | None = None, drawn: Collection[str] | None = None, plot: bool = True
 ) -> dict:
     """results.json (every field, plus `meta`: environment, dataset; and the statistics), then
-    the other reports (`drawn`: see write_reports)."""
+    the other reports (`drawn`, `plot`: see write_reports)."""
     results = with_statistics({"format": FORMAT, **(meta or {}), "backbones": rows})
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic.write_text(out_dir / "results.json", to_json(results) + "\n")
     except OSError as exc:
         raise ZooError(f"cannot write results to {out_dir}: {exc.strerror or exc}; choose another --out") from exc
-    write_reports(out_dir, results, drawn)
+    write_reports(out_dir, results, drawn, plot)
     return results
 
 
