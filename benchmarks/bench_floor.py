@@ -8,13 +8,16 @@ weights (speed does not depend on the weights), the configured bench defaults (m
    models, recorded measurements); its wall time from start to exit, its peak RSS (sampled)
    and each row's own peak;
 2. warm: the same command again, everything read back from the cache;
-3. new data: the same command after the features of this dataset are cleared from the cache
+3. floor: for each backbone, the bare forward passes over every image the bench must show it
+   (train and test, each also mirrored) through the runtime its cold row chose (the compiled
+   graph, or the TFLite model the cold run converted, in the pieces it chose), images decoded
+   beforehand and not timed, the first batch (tracing, loading) not timed either: the least
+   any bench can cost;
+4. new data: the same command after the features of this dataset are cleared from the cache
    (`zoo cache clear --dataset`), as on a new dataset: the features are extracted again, while
-   what is paid once per backbone (TFLite conversion, auto's timed choice, FLOPs) is kept;
-4. floor: for each backbone, the bare forward passes over every image the bench must show it
-   (train and test, each also mirrored) through the runtime its cold row extracted with (the
-   compiled graph, or the TFLite model the cold run converted), images decoded beforehand and
-   not timed, the first batch (tracing, loading) not timed either: the least any bench can cost;
+   what is paid once per backbone (TFLite conversion, auto's timed choice, FLOPs) is kept.
+   Steps 3 and 4 alternate, REPEATS times each, so that what else loads the shared machine
+   falls on both alike; the least of each counts (the floor backbone by backbone);
 5. memory: the two backbones whose cold rows peaked highest, each benched alone in its own
    process with a cold cache: the whole run's peak over the larger of their own peaks (each
    sampled with its child processes, the TFLite converter's);
@@ -24,9 +27,9 @@ weights (speed does not depend on the weights), the configured bench defaults (m
    fresh process with its own cold cache, as `--probe-only`, so it converts and chooses as a
    first bench does, and carries nothing over from the runs before it.
 
-`wall_over_floor` = cold wall / sum of floors; `new_data_over_floor` = the new-data wall / sum
-of floors: what every bench after the first costs. Writes
-benchmarks/results/bench_floor.json and bench_floor.md. Heavy (about 25 minutes on 2 cores):
+`wall_over_floor` = cold wall / sum of floors; `new_data_over_floor` = the least new-data wall /
+sum of floors: what every bench after the first costs. Writes
+benchmarks/results/bench_floor.json and bench_floor.md. Heavy (about 35 minutes on 2 cores):
 run it under `flock /work/bench.lock`. `--probe-only` runs step 6 alone (a few minutes) and
 writes benchmarks/results/bench_runtime.json.
 
@@ -36,7 +39,6 @@ writes benchmarks/results/bench_runtime.json.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import subprocess
@@ -48,12 +50,15 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 DATA = Path(__file__).resolve().parents[2] / "shared/data/10_food_classes_10_percent"
 RESULTS = Path(__file__).resolve().parent / "results"
+#: Times the floor and the new-data bench are each measured, alternating.
+REPEATS = 2
 ZOO = Path(sys.executable).parent / "zoo"
 
 
 def sampled_run(command: list[str]) -> dict:
     """`command` in its own process: wall seconds, peak RSS (of it and its children, sampled
-    every 0.1 s), exit code and the end of its stderr."""
+    every 0.5 s: often enough for steps that last seconds, seldom enough to take nothing
+    measurable from the bench), exit code and the end of its stderr."""
     import psutil
 
     start = time.perf_counter()
@@ -62,7 +67,7 @@ def sampled_run(command: list[str]) -> dict:
     while process.poll() is None:
         with contextlib.suppress(psutil.Error):
             peak = max(peak, sum(p.memory_info().rss for p in [watched, *watched.children(recursive=True)]))
-        time.sleep(0.1)
+        time.sleep(0.5)
     stderr = process.stderr.read() if process.stderr else ""
     return {
         "wall_seconds": time.perf_counter() - start,
@@ -84,33 +89,31 @@ def bench_all(data: Path, out: Path, names: list[str]) -> dict:
 
 
 def floor_seconds(spec, dataset, settings, runtime_name: str) -> float:
-    """Seconds of bare forward passes over every view of train and test through `runtime_name`:
-    "tf", the compiled graph as the bench traces it; "tflite", the converted extractor the
-    cold bench kept in the cache (zoo.runtime, loaded, not converted again)."""
+    """Seconds of bare forward passes over every view of train and test through the runtime the
+    cold bench chose and recorded for this backbone (`runtime_name`, checked): TensorFlow's
+    compiled graph, or the converted extractor it kept in the cache (loaded, not converted
+    again), in the pieces it chose."""
     import keras
     import numpy as np
 
     from zoo import distributed, features, runtime
     from zoo.data import decoded_batches
-    from zoo.metrics import compiled_forward
     from zoo.models import feature_extractor
     from zoo.weights import resolve
 
     weights = resolve(spec, "none")
     keras.utils.set_random_seed(settings.seed)  # the weights the bench drew, so its converted model fits
     extractor = feature_extractor(spec, weights)
-    if runtime_name == "tflite":
-        identity = features.identity(spec, extractor, weights, settings.seed)
-        insist = dataclasses.replace(settings, runtime="tflite")
-        forward = runtime.Extraction(spec.name, extractor, insist, distributed.make_strategy("default"), identity)
-    else:
-        forward = compiled_forward(extractor)
+    identity = features.identity(spec, extractor, weights, settings.seed)
+    forward = runtime.Extraction(spec.name, extractor, settings, distributed.make_strategy("default"), identity)
     batches = []
     for split in (dataset.train, dataset.test):
         batches += list(decoded_batches(split.files, spec.input_size, settings.batch_size, spec.interpolation))
     if settings.mirror:
         batches += [batch[:, :, ::-1] for batch in batches]
-    np.asarray(forward(batches[0].astype(np.float32)))  # tracing or loading: not part of the floor
+    forward.settle_on(batches[0].astype(np.float32))  # tracing or loading: not part of the floor
+    if forward.runtime != runtime_name:
+        raise SystemExit(f"{spec.name}: the floor would run {forward.runtime}, the bench ran {runtime_name}")
     total = 0.0
     for batch in batches:
         images = batch.astype(np.float32)
@@ -127,7 +130,9 @@ def runtime_probe(spec, dataset, settings, batches: int = 8) -> dict:
     against TensorFlow's traced graph, on the first `batches` train batches. The first batch
     (conversion or cache load, the choice, tracing) is timed apart; then each batch through
     both, alternating, so load on the machine falls on both alike: img/s of each, the chosen
-    runtime and its note, and the features' largest relative gap (zoo.runtime.relative_gap)."""
+    runtime and its note, and the features' largest relative gap (zoo.runtime.relative_gap).
+    The first batch is run until auto has chosen (its trial, which a bench spreads over the
+    batches it extracts): `first_batch_seconds` includes conversion, when there is one."""
     import keras
     import numpy as np
 
@@ -148,9 +153,9 @@ def runtime_probe(spec, dataset, settings, batches: int = 8) -> dict:
     extraction = runtime.Extraction(spec.name, extractor, settings, distributed.make_strategy("default"), identity)
     tf_forward = compiled_forward(extractor)
     start = time.perf_counter()
-    extraction(images[0])
+    extraction.settle_on(images[0])  # auto's trial, on the first batch again and again
     first_batch_seconds = time.perf_counter() - start
-    np.asarray(tf_forward(images[0]))  # traced already when the choice compared both; else now
+    np.asarray(tf_forward(images[0]))  # traces
     seconds = {"tf": 0.0, "chosen": 0.0}
     gap = 0.0
     for batch in images[1:]:
@@ -259,7 +264,11 @@ def markdown(result: dict) -> str:
         "",
         f"- new data (features extracted again; TFLite conversions and auto's choices kept from the first "
         f"bench): {result['new_data_wall_seconds']:.1f} s against a floor of {result['floor_seconds']:.1f} s: "
-        f"**{result['new_data_over_floor']:.2f}x** (target 1.15x)",
+        f"**{result['new_data_over_floor']:.2f}x** (target 1.15x); the least of "
+        + " and ".join(f"{s:.1f}" for s in result["new_data_runs_wall_seconds"])
+        + " s, floors "
+        + " and ".join(f"{s:.1f}" for s in result["floor_runs_seconds"])
+        + " s, measured alternately",
         f"- everything cold, the very first bench: {result['cold_wall_seconds']:.1f} s: "
         f"**{result['wall_over_floor']:.2f}x**, of which {result['conversion_seconds']:.1f} s converting to TFLite "
         "(once per backbone)",
@@ -287,10 +296,6 @@ def main() -> None:
     load["after warm"] = os.getloadavg()[0]
 
     from zoo import features
-
-    features.clear(dataset=data)
-    fresh = bench_all(data, work / "new-data", names)
-    load["after new data"] = os.getloadavg()[0]
     from zoo.data import load_dataset
     from zoo.metrics import environment
     from zoo.settings import BenchSettings
@@ -299,9 +304,20 @@ def main() -> None:
     dataset = load_dataset(data)
     specs = backbones(names)
     runtimes = {row["backbone"]: row.get("runtime") for row in cold["rows"]}
-    floors = {spec.name: floor_seconds(spec, dataset, settings, runtimes.get(spec.name) or "tf") for spec in specs}
-    load["after floor"] = os.getloadavg()[0]
+    # Floor and new-data bench alternate, REPEATS times: whatever else loads the shared machine
+    # falls on both alike; the least of each counts (the floor per backbone, the bench whole).
+    floor_runs, fresh_runs = [], []
+    for attempt in range(1, REPEATS + 1):
+        floor_runs.append(
+            {spec.name: floor_seconds(spec, dataset, settings, runtimes.get(spec.name) or "tf") for spec in specs}
+        )
+        load[f"after floor {attempt}"] = os.getloadavg()[0]
+        features.clear(dataset=data)
+        fresh_runs.append(bench_all(data, work / f"new-data-{attempt}", names))
+        load[f"after new data {attempt}"] = os.getloadavg()[0]
+    floors = {spec.name: min(run[spec.name] for run in floor_runs) for spec in specs}
     floor = sum(floors.values())
+    fresh = min(fresh_runs, key=lambda run: run["wall_seconds"])
     conversion = sum(model.get("convert_seconds") or 0.0 for model in features.models())
 
     ok = [row for row in cold["rows"] if row["status"] == "ok" and row.get("kind") != "ensemble"]
@@ -349,7 +365,9 @@ def main() -> None:
         "cold_wall_seconds": cold["wall_seconds"],
         "warm_wall_seconds": warm["wall_seconds"],
         "new_data_wall_seconds": fresh["wall_seconds"],
+        "new_data_runs_wall_seconds": [run["wall_seconds"] for run in fresh_runs],
         "floor_seconds": floor,
+        "floor_runs_seconds": [sum(run.values()) for run in floor_runs],
         "conversion_seconds": conversion,
         "wall_over_floor": cold["wall_seconds"] / floor,
         "new_data_over_floor": fresh["wall_seconds"] / floor,
