@@ -188,8 +188,8 @@ def image_batches(
 decoded_count = 0
 
 #: Decoded splits kept in memory, least recently used first: key → the uint8 batches decoding
-#: gave, as TensorFlow allocated them (copying them into one array would touch every page of a
-#: new allocation: 0.6 s for 1,250 images of 224 px on these machines).
+#: gave, as TensorFlow allocated them (copying them into one array touched every page of a new
+#: allocation for the first time, which costs more than the copy).
 _in_memory: OrderedDict[str, list[np.ndarray]] = OrderedDict()
 
 
