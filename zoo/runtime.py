@@ -210,16 +210,16 @@ class Extraction:
 
         why = tensorflow_only(self._settings)
         if why is not None:
-            return self._use("tf", tf_forward, why)(batch)
+            return self._start("tf", tf_forward, why, batch)
         choice = self._machine_key if self._settings.runtime == "auto" else None
         recorded = features.recall("runtime", choice) if choice else None
         if choice and recorded is not None:
             note = f"{recorded['note']} (chosen on an earlier bench)"
             if recorded["runtime"] == "tf":
-                return self._use("tf", tf_forward, note)(batch)
+                return self._start("tf", tf_forward, note, batch)
             runner = self._runner()
             runner.batch_size = features.recall("tflite-batch", choice, PIECES[0])
-            return self._use("tflite", runner, note)(batch)
+            return self._start("tflite", runner, note, batch)
         try:
             return self._begin_trial(batch, tf_forward)
         except _Unfit as exc:
@@ -227,7 +227,7 @@ class Extraction:
                 raise ZooError(f"--runtime tflite: {exc}; use --runtime tf for this backbone") from None
             if choice:  # conversion failures too: no use trying again on every bench
                 features.remember("runtime", choice, {"runtime": "tf", "note": str(exc)})
-            return self._use("tf", tf_forward, str(exc))(batch)
+            return self._start("tf", tf_forward, str(exc), batch)
 
     def _begin_trial(self, batch: np.ndarray, tf_forward: Callable) -> np.ndarray:
         """TensorFlow's features of `batch` (TFLite's with --runtime tflite), once the converted
@@ -278,11 +278,17 @@ class Extraction:
         self._seconds = list(trial.seconds.get(piece if runtime == "tflite" else "tf", []))
         self._warm = runtime == "tf" or trial.last == piece
 
-    def _use(self, runtime: str, forward: Callable, why: str) -> Callable:
+    def _use(self, runtime: str, forward: Callable, why: str) -> None:
         """`forward`, from now on the way images go (its first call warms it up: not timed)."""
         self._runtime, self._forward, self._note = runtime, forward, "; ".join([*self._notes, why])
         self._warm = False
-        return forward
+
+    def _start(self, runtime: str, forward: Callable, why: str, batch: np.ndarray) -> np.ndarray:
+        """`_use`, and `batch` run through `forward` as its warm-up."""
+        self._use(runtime, forward, why)
+        output = np.asarray(forward(batch))
+        self._warm = True
+        return output
 
     @functools.cached_property
     def _machine_key(self) -> str | None:
