@@ -51,7 +51,7 @@ MARGIN = 1.15
 TIMINGS = 3
 #: The batches the interpreter may run, tried in the trial (and the whole batch): XNNPACK
 #: is often fastest on a few images at a time, whose activations stay in the CPU's caches (on 2
-#: cores, 6 of the 7 backbones auto put on TFLite chose 4 over 8 and 32: benchmarks/results/bench_floor.json).
+#: cores, none of the 7 backbones auto put on TFLite chose 32 over 4 and 8: benchmarks/results/bench_floor.json).
 PIECES = (4, 8)
 
 

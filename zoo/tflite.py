@@ -8,8 +8,8 @@ pass float32 batches and get float32 back.
 The converter runs in a child process (`python -m zoo.tflite`), on the model's SavedModel
 export: in the bench's process, what the converter kept made `zoo bench --all` grow backbone by
 backbone (its rows' peaks rose from 2245 to 3003 MB in benchmarks/results/bench_floor.json as
-committed in 90994c3; 1882-2409 MB, not climbing, since). The child costs a TensorFlow import, a few seconds, once per
-converted model.
+committed in 90994c3; 1605-2135 MB, not climbing, in the one committed now). The child costs a
+TensorFlow import, a few seconds, once per converted model.
 """
 
 from __future__ import annotations
