@@ -5,11 +5,12 @@ them. The interpreter is LiteRT's (`ai_edge_litert`, the cpu extra), with XNNPAC
 `num_threads` threads. Quantized inputs and outputs are (de)quantized here, so callers always
 pass float32 batches and get float32 back.
 
-The converter runs in a child process (`python -m zoo.tflite`), on the model's SavedModel
-export: in the bench's process, what the converter kept made `zoo bench --all` grow backbone by
-backbone (its rows' peaks rose from 2245 to 3003 MB in benchmarks/results/bench_floor.json as
-committed in 90994c3; 1605-2135 MB, not climbing, in the one committed now). The child costs a
-TensorFlow import, a few seconds, once per converted model.
+The converter reads the model's traced graph, its variables frozen, in a child process: for
+`convert`, `python -m zoo.tflite` on the model's SavedModel export; for feature extraction,
+zoo.runtime's, which builds the backbone itself. In the bench's process, what the converter
+kept made `zoo bench --all` grow backbone by backbone (its rows' peaks rose from 2245 to 3003 MB
+in benchmarks/results/bench_floor.json as committed in 90994c3; 1605-2135 MB, not climbing, at
+57911ce). The child costs a TensorFlow import, a few seconds, once per converted model.
 """
 
 from __future__ import annotations
@@ -69,17 +70,17 @@ def convert(model, quantize: str = "none", calibration: Iterable[np.ndarray] | N
 def convert_here(model) -> bytes:
     """A Keras model as float32 TFLite bytes, converted in this process: for a process that
     exists to convert (zoo.runtime's), where what the converter keeps goes when it ends."""
-    with tempfile.TemporaryDirectory(prefix="zoo-tflite-") as folder:
-        _export(model, Path(folder))
-        try:
-            with quiet.native_stderr():
-                return _convert_saved_model(Path(folder), "none")
-        except Exception as exc:
-            raise ZooError(f"TFLite conversion failed: {reason(exc)}") from None
+    from zoo.metrics import compiled_forward
+
+    try:
+        with quiet.native_stderr():
+            return _converted(compiled_forward(model).get_concrete_function(), "none")
+    except Exception as exc:
+        raise ZooError(f"TFLite conversion failed: {reason(exc)}") from None
 
 
 def _export(model, folder: Path) -> None:
-    """The model's SavedModel export, `folder`/model, which the converter reads."""
+    """The model's SavedModel export, `folder`/model, which `convert`'s child reads."""
     try:
         with quiet.native_stderr():
             model.export(str(folder / "model"), verbose=False)
@@ -87,18 +88,26 @@ def _export(model, folder: Path) -> None:
         raise ZooError(f"TFLite conversion failed: {reason(exc)}") from None
 
 
-def _convert_saved_model(folder: Path, quantize: str) -> bytes:
-    """`folder`/model (a SavedModel) as TFLite bytes, quantized as asked, int8 calibrated on
-    `folder`/calibration.npy: `convert`'s child's work, and `convert_here`'s."""
+def _converted(function, quantize: str, calibration: np.ndarray | None = None) -> bytes:
+    """A traced function (one image batch in, one output) as TFLite bytes, quantized as asked,
+    int8 calibrated on `calibration`. Its variables are frozen into constants first: the
+    converter then reads the graph as it is, where from a SavedModel it spends most of its time
+    importing it (conversion_seconds in benchmarks/results/bench_floor.json: 109.9 s for eight
+    backbones that way, at 57911ce)."""
     import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(folder / "model"))
+    # Given without the object that owns it, the converter takes the frozen graph as it is (and
+    # warns that this way is deprecated); given its owner, it would save and import a SavedModel.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([convert_variables_to_constants_v2(function)])
     if quantize != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
     elif quantize == "int8":
-        images = np.load(folder / "calibration.npy", mmap_mode="r")
+        if calibration is None:
+            raise ValueError("int8 quantization needs calibration images")
+        images = calibration
         converter.representative_dataset = lambda: ([image[None].astype(np.float32)] for image in images)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
@@ -189,7 +198,13 @@ if __name__ == "__main__":  # the converter's child process: python -m zoo.tflit
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     work = Path(sys.argv[1])
     try:
-        (work / "model.tflite").write_bytes(_convert_saved_model(work, sys.argv[2]))
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(work / "model"))  # kept: its signature uses its variables
+        serving = loaded.signatures["serving_default"]
+        calibration_file = work / "calibration.npy"
+        calibration = np.load(calibration_file, mmap_mode="r") if calibration_file.is_file() else None
+        (work / "model.tflite").write_bytes(_converted(serving, sys.argv[2], calibration))
     except Exception as exc:
         (work / "error.txt").write_text(reason(exc))
         sys.exit(1)
