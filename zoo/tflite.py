@@ -90,16 +90,14 @@ def _export(model, folder: Path) -> None:
 
 def _converted(function, quantize: str, calibration: np.ndarray | None = None) -> bytes:
     """A traced function (one image batch in, one output) as TFLite bytes, quantized as asked,
-    int8 calibrated on `calibration`. Its variables are frozen into constants first: the
-    converter then reads the graph as it is, where from a SavedModel it spends most of its time
-    importing it (conversion_seconds in benchmarks/results/bench_floor.json: 109.9 s for eight
-    backbones that way, at 57911ce)."""
+    int8 calibrated on `calibration`. Given the function alone, the converter freezes its
+    variables into constants and reads the graph as it is (warning that this way is deprecated);
+    from a SavedModel, or given the function's owner, it saves and imports one, which was most
+    of its time (conversion_seconds in benchmarks/results/bench_floor.json: 109.9 s for eight
+    backbones that way, at 57911ce). Frozen apart beforehand, the graph only held more memory."""
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    # Given without the object that owns it, the converter takes the frozen graph as it is (and
-    # warns that this way is deprecated); given its owner, it would save and import a SavedModel.
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([convert_variables_to_constants_v2(function)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
     if quantize != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
