@@ -93,8 +93,8 @@ def _converted(function, quantize: str, calibration: np.ndarray | None = None) -
     int8 calibrated on `calibration`. Given the function alone, the converter freezes its
     variables into constants and reads the graph as it is (warning that this way is deprecated);
     from a SavedModel, or given the function's owner, it saves and imports one, which was most
-    of its time (conversion_seconds in benchmarks/results/bench_floor.json: 109.9 s for eight
-    backbones that way, at 57911ce). Frozen apart beforehand, the graph only held more memory."""
+    of its time (conversion_seconds in benchmarks/results/bench_floor.json, eight backbones:
+    109.8 s that way at 57911ce, 20.6 s this way). Frozen apart beforehand, it held more memory."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
