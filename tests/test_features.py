@@ -113,6 +113,117 @@ def test_a_weights_file_with_new_content_is_a_miss_even_at_the_same_size_and_mti
     assert cache_status(dataset, weights=str(path)) == "miss"
 
 
+def loaded(tmp_path, source: str):
+    """`source` written to a file and imported as a fresh module, as a plugin's code is (a new
+    folder each time, so no bytecode of an earlier version is used)."""
+    import importlib.util
+
+    path = tmp_path / f"version{len(list(tmp_path.glob('version*')))}" / "edited_module.py"
+    path.parent.mkdir()
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("edited_module", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+PREPROCESSING = textwrap.dedent(
+    """
+    import functools
+    import numpy as np
+    import tensorflow as tf
+
+    SCALE = 255.0
+    OFFSET = np.float32(0.5)
+    MEAN = np.array([0.4, 0.5, 0.6])
+
+    def helper(images):
+        return images / SCALE
+
+    def prepare(images):
+        return helper(images) - OFFSET - MEAN
+
+    @tf.function
+    def traced(images):
+        return images * 2.0
+
+    class Scaler:
+        def __init__(self, factor):
+            self.factor = factor
+
+        def __call__(self, images):
+            return images * self.factor
+
+    scaler = Scaler(3.0)
+    partial = functools.partial(np.multiply, 2.0)
+
+    import keras
+    rescaling = keras.layers.Rescaling(1 / 255.0)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "name, old, new",
+    [
+        ("prepare", "SCALE = 255.0", "SCALE = 127.5"),  # a module constant it reads, through a helper
+        ("prepare", "images / SCALE", "images * SCALE"),  # the helper's body
+        ("prepare", "np.float32(0.5)", "np.float32(0.25)"),
+        ("prepare", "[0.4, 0.5, 0.6]", "[0.4, 0.5, 0.7]"),
+        ("traced", "images * 2.0", "images * 4.0"),  # under tf.function
+        ("scaler", "Scaler(3.0)", "Scaler(4.0)"),  # an object's attribute
+        ("scaler", "images * self.factor", "images / self.factor"),  # its class's code
+        ("partial", "(np.multiply, 2.0)", "(np.multiply, 3.0)"),
+        ("rescaling", "1 / 255.0", "1 / 127.5"),  # a Keras layer, by its config
+    ],
+)
+def test_the_preprocessing_is_known_by_what_its_code_reads(tmp_path, name, old, new):
+    before = features.preprocessing_identity(getattr(loaded(tmp_path, PREPROCESSING), name))
+    moved = loaded(tmp_path, "# moved down a line\n" + PREPROCESSING)  # not a change
+    assert features.preprocessing_identity(getattr(moved, name)) == before
+    edited = loaded(tmp_path, PREPROCESSING.replace(old, new))
+    assert features.preprocessing_identity(getattr(edited, name)) != before
+
+
+LAYERS = textwrap.dedent(
+    """
+    import keras
+
+    FACTOR = 2.0
+
+    class Scale(keras.layers.Layer):
+        def call(self, x):
+            return x * FACTOR
+
+    def build():
+        inputs = keras.Input((8, 8, 3))
+        x = Scale()(keras.layers.Conv2D(4, 3)(inputs))
+        x = keras.layers.Lambda(lambda t: t + FACTOR)(x)
+        return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    """
+)
+
+
+@pytest.mark.parametrize("old, new", [("x * FACTOR", "x - FACTOR"), ("t + FACTOR", "t * FACTOR"), ("2.0", "3.0")])
+def test_the_architecture_is_known_by_the_code_of_layers_that_are_not_keras_own(tmp_path, old, new):
+    """A custom layer's config says nothing of its `call`: its code (and what that reads) does."""
+    before = features.architecture_digest(loaded(tmp_path, LAYERS).build())
+    assert features.architecture_digest(loaded(tmp_path, LAYERS).build()) == before
+    assert features.architecture_digest(loaded(tmp_path, LAYERS.replace(old, new)).build()) != before
+
+
+def test_a_savedmodel_folder_is_known_by_its_files_content(tmp_path):
+    folder = tmp_path / "saved_model"
+    (folder / "variables").mkdir(parents=True)
+    variables = folder / "variables/variables.data-00000-of-00001"
+    variables.write_bytes(b"\x01" * 64)
+    (folder / "saved_model.pb").write_bytes(b"graph")
+    before, stamp = features.weights_identity(str(folder), seed=0), variables.stat()
+    variables.write_bytes(b"\x02" * 64)  # retrained: the same size, the same mtime
+    os.utime(variables, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert features.weights_identity(str(folder), seed=0) != before
+
+
 def test_each_image_is_decoded_once_for_every_backbone_of_its_size_and_the_mirror_view(plugin, tmp_path):
     from zoo import data
 

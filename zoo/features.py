@@ -3,20 +3,24 @@
 A frozen base maps the same image to the same features every epoch and every bench, so zoo runs
 it once per split and streams the result, batch by batch, into a `.npy` file under
 `cache_dir("features")`. The key names what the features are, not where they came from: the
-built extractor's architecture, the content of its weights, the preprocessing as it computes,
+built extractor's architecture (and the code of its layers that are not Keras' own), the content
+of its weights, the preprocessing as it computes (a callable by its code and what that reads),
 zoo's and the plugin's versions, the image size and resize method, and each data file's path,
-size and mtime. Editing a builder, a preprocessing callable or a weights file is a miss; nothing
-else is. Each entry records a checksum of its array, so a damaged one is found on load and
-recomputed rather than served. Converted TFLite extractors (zoo.runtime) are kept here too, in
-`tflite/`, under the same identity, and listed and cleared with the features.
+size and mtime. Editing a builder, a custom layer, a preprocessing callable, a constant or helper
+it reads, or a weights file is a miss; nothing else is. Each entry records a checksum of its
+array, so a damaged one is found on load and recomputed rather than served. Converted TFLite
+extractors (zoo.runtime) are kept here too, in `tflite/`, under the same identity, and listed
+and cleared with the features.
 
 Nothing here imports TensorFlow: `zoo cache list|clear` stays instant.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -62,19 +66,23 @@ def _file_sha256(path: str, size: int, mtime_ns: int, ctime_ns: int) -> str:
 
 def weights_identity(path: str | None, seed: int, pinned: tuple[str, str] | None = None) -> str:
     """What the base's weights are, by content: the pinned hash of a verified file (free), else
-    the file's sha256; a SavedModel folder by its files' names and sizes; random init by `seed`."""
+    the file's sha256; a SavedModel folder by its files' names and sha256s (retrained variables
+    keep their sizes); random init by `seed`."""
     if path is None:
         return f"random:seed={seed}"
     if pinned is not None:
         return f"{pinned[0]}:{pinned[1]}"
     target = Path(path)
     if target.is_dir():
-        listing = sorted(
-            f"{item.relative_to(target)}:{item.stat().st_size}" for item in target.rglob("*") if item.is_file()
-        )
+        files = sorted(item for item in target.rglob("*") if item.is_file())
+        listing = [f"{item.relative_to(target)}:{_content_hash(item)}" for item in files]
         return "folder:" + hashlib.sha256("\n".join(listing).encode()).hexdigest()
-    stat = target.stat()
-    return "sha256:" + _file_sha256(str(target.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    return "sha256:" + _content_hash(target)
+
+
+def _content_hash(path: Path) -> str:
+    stat = path.stat()
+    return _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 def _layers(model) -> list:
@@ -89,11 +97,16 @@ def _layers(model) -> list:
 def architecture_digest(model) -> str:
     """A hash of what `model` computes as configured: its (nested) config and its weights'
     shapes, with layer names replaced by their position, so Keras' automatic names
-    (`conv2d_7` on the second build in a process) do not change it."""
-    positions = {layer.name: f"#{index}" for index, layer in enumerate(_layers(model))}
+    (`conv2d_7` on the second build in a process) do not change it; and the code of its layers
+    that are not Keras' own (a plugin's custom layer, zoo's EfficientNet-Lite port, a Lambda's
+    function), whose config says nothing of what their `call` computes."""
+    layers = _layers(model)
+    positions = {layer.name: f"#{index}" for index, layer in enumerate(layers)}
     positions[model.name] = "#model"
 
     def canonical(value: Any) -> Any:
+        if isinstance(value, dict) and value.get("class_name") == "__lambda__":
+            return "lambda"  # marshalled with its file's path and lines; its code is hashed below
         if isinstance(value, dict):
             return {key: canonical(item) for key, item in value.items()}
         if isinstance(value, (list, tuple)):
@@ -105,11 +118,26 @@ def architecture_digest(model) -> str:
     try:
         config: Any = canonical(model.get_config())
     except Exception:  # a model that cannot describe itself: its layers' kinds and order
-        config = [type(layer).__qualname__ for layer in _layers(model)]
+        config = [type(layer).__qualname__ for layer in layers]
     shapes = [[str(weight.dtype), list(weight.shape)] for weight in model.weights]
-    text = json.dumps([config, shapes], sort_keys=True, default=repr)
+    code, seen = hashlib.sha256(), set[int]()
+    for layer in [model, *layers]:
+        _class_digest(type(layer), code, seen)
+        for value in vars(layer).values():
+            if inspect.isfunction(value) and _package(value) not in _LIBRARIES:
+                _function_digest(value, code, seen)
+    text = json.dumps([config, shapes, code.hexdigest()], sort_keys=True, default=repr)
     text = re.sub(r" at 0x[0-9a-fA-F]+", "", text)  # object addresses change from run to run
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+#: Packages whose code is not hashed: it changes only with their version.
+_LIBRARIES = frozenset({"builtins", "keras", "tf_keras", "tensorflow", "tensorflow_hub", "numpy"})
+_PLAIN = (int, float, complex, str, bytes, bool, type(None))
+
+
+def _package(thing: Any) -> str:
+    return (getattr(thing, "__module__", None) or "").partition(".")[0]
 
 
 def _code_digest(code, digest) -> None:
@@ -124,26 +152,100 @@ def _code_digest(code, digest) -> None:
             digest.update(repr(constant).encode())
 
 
+def _global_names(code) -> list[str]:
+    """The names a code object, and the code nested in it, may look up among its globals."""
+    names = list(code.co_names)
+    for constant in code.co_consts:
+        if hasattr(constant, "co_code"):
+            names += _global_names(constant)
+    return names
+
+
+def _function_digest(function, digest, seen: set[int]) -> None:
+    """Feed what a Python function computes into `digest`: its code, defaults and closure, and
+    the globals it reads (a module constant, a helper of its own package, followed the same
+    way), so editing any of them is a change."""
+    if id(function) in seen:
+        return
+    seen.add(id(function))
+    _code_digest(function.__code__, digest)
+    values = [*(function.__defaults__ or ()), *(function.__kwdefaults__ or {}).values()]
+    for cell in function.__closure__ or ():
+        with contextlib.suppress(ValueError):  # a cell not yet filled
+            values.append(cell.cell_contents)
+    scope = function.__globals__
+    values += [(name, scope[name]) for name in dict.fromkeys(_global_names(function.__code__)) if name in scope]
+    for value in values:
+        _value_digest(value, digest, _package(function), seen)
+
+
+def _value_digest(value: Any, digest, package: str, seen: set[int]) -> None:
+    """Feed a value some code reads: plain values and arrays by value, containers item by item,
+    functions and classes of `package` by their code; anything else (a module, a library's
+    function) is left to its version."""
+    if isinstance(value, (*_PLAIN, np.generic)):
+        digest.update(f"{type(value).__name__}:{value!r};".encode())
+    elif isinstance(value, np.ndarray):
+        digest.update(f"array:{value.dtype}:{value.shape};".encode() + np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, (tuple, list, dict)) and id(value) not in seen:
+        seen.add(id(value))  # while inside it only: a container that holds itself ends there
+        items = sorted(value.items(), key=repr) if isinstance(value, dict) else value
+        digest.update(f"{type(value).__name__}:{len(items)}(".encode())
+        for item in items:
+            _value_digest(item, digest, package, seen)
+        digest.update(b")")
+        seen.discard(id(value))
+    elif inspect.isfunction(value) and _package(value) == package:
+        _function_digest(value, digest, seen)
+    elif isinstance(value, type) and _package(value) == package:
+        _class_digest(value, digest, seen)
+
+
+def _class_digest(cls: type, digest, seen: set[int]) -> None:
+    """Feed the methods of `cls` and its bases, those not of a library (_LIBRARIES)."""
+    for klass in cls.__mro__:
+        if id(klass) in seen or _package(klass) in _LIBRARIES:
+            continue
+        seen.add(id(klass))
+        for name, member in sorted(vars(klass).items()):
+            function = getattr(member, "__func__", member)  # a staticmethod's or classmethod's function
+            if inspect.isfunction(function):
+                digest.update(f"{klass.__qualname__}.{name};".encode())
+                _function_digest(function, digest, seen)
+
+
 def preprocessing_identity(preprocessing: Preprocessing) -> str:
     """The preprocessing as it computes: a named kind or a Normalization by its constants, a
-    callable by its code (and the simple values its closure holds), so editing its body is a miss."""
+    callable by its code and what that reads (_function_digest), so editing its body, a constant
+    or a helper of its module is a miss."""
     if isinstance(preprocessing, str):
         preprocessing = PREPROCESSING[preprocessing]
     if isinstance(preprocessing, Normalization):
         return f"normalize:mean={preprocessing.mean!r}:std={preprocessing.std!r}:bgr={preprocessing.bgr}"
-    function = preprocessing
-    digest = hashlib.sha256()
-    while isinstance(function, functools.partial):
-        digest.update(repr((function.args, sorted(function.keywords.items()))).encode())
-        function = function.func
-    code = getattr(function, "__code__", None) or getattr(type(function).__call__, "__code__", None)
-    if code is None:  # a builtin or C function: its name is all there is
-        return f"callable:{getattr(function, '__qualname__', repr(function))}"
-    _code_digest(code, digest)
-    for cell in getattr(function, "__closure__", None) or ():
-        contents = cell.cell_contents
-        if isinstance(contents, (int, float, str, bytes, bool, tuple)):
-            digest.update(repr(contents).encode())
+    function: Any = preprocessing
+    digest, seen, arguments = hashlib.sha256(), set[int](), []
+    while True:  # down to the code: through partials, bound methods and a library's wrapper (tf.function)
+        if isinstance(function, functools.partial):
+            arguments += [function.args, function.keywords]
+            function = function.func
+        elif inspect.ismethod(function):
+            arguments.append(getattr(function.__self__, "__dict__", {}))
+            function = function.__func__
+        elif _package(type(function)) in _LIBRARIES and inspect.isfunction(getattr(function, "__wrapped__", None)):
+            function = function.__wrapped__
+        else:
+            break
+    if inspect.isfunction(function):
+        _function_digest(function, digest, seen)
+    elif _package(type(function)) not in _LIBRARIES:  # an object of a class of one's own, called
+        _class_digest(type(function), digest, seen)
+        arguments.append(getattr(function, "__dict__", {}))
+    else:  # a library's function or object: its name, and a Keras layer's config
+        name = getattr(function, "__qualname__", None) or getattr(function, "__name__", type(function).__qualname__)
+        digest.update(f"{_package(function)}.{name}".encode())
+        if callable(getattr(function, "get_config", None)):
+            arguments.append({key: item for key, item in function.get_config().items() if key != "name"})
+    _value_digest(arguments, digest, _package(function), seen)
     return "callable:" + digest.hexdigest()
 
 
