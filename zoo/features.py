@@ -133,31 +133,25 @@ def architecture_digest(model) -> str:
 
 #: Packages whose code is not hashed: it changes only with their version.
 _LIBRARIES = frozenset({"builtins", "keras", "tf_keras", "tensorflow", "tensorflow_hub", "numpy"})
-_PLAIN = (int, float, complex, str, bytes, bool, type(None))
+_PLAIN = (int, float, complex, str, bytes, type(None))  # bool is an int
 
 
 def _package(thing: Any) -> str:
     return (getattr(thing, "__module__", None) or "").partition(".")[0]
 
 
-def _code_digest(code, digest) -> None:
+def _code_digest(code, digest) -> list[str]:
     """Feed what a code object computes (its bytecode, constants and names, nested code too)
-    into `digest`; file names and line numbers are left out, so moving a function is no change."""
+    into `digest`; file names and line numbers are left out, so moving a function is no change.
+    Returns the names it (and the code nested in it) may look up among its globals."""
     digest.update(code.co_code)
     digest.update(repr(code.co_names).encode())
-    for constant in code.co_consts:
-        if hasattr(constant, "co_code"):
-            _code_digest(constant, digest)
-        else:
-            digest.update(repr(constant).encode())
-
-
-def _global_names(code) -> list[str]:
-    """The names a code object, and the code nested in it, may look up among its globals."""
     names = list(code.co_names)
     for constant in code.co_consts:
         if hasattr(constant, "co_code"):
-            names += _global_names(constant)
+            names += _code_digest(constant, digest)
+        else:
+            digest.update(repr(constant).encode())
     return names
 
 
@@ -168,15 +162,15 @@ def _function_digest(function, digest, seen: set[int]) -> None:
     if id(function) in seen:
         return
     seen.add(id(function))
-    _code_digest(function.__code__, digest)
+    names = _code_digest(function.__code__, digest)
     values = [*(function.__defaults__ or ()), *(function.__kwdefaults__ or {}).values()]
     for cell in function.__closure__ or ():
         with contextlib.suppress(ValueError):  # a cell not yet filled
             values.append(cell.cell_contents)
-    scope = function.__globals__
-    values += [(name, scope[name]) for name in dict.fromkeys(_global_names(function.__code__)) if name in scope]
+    scope, package = function.__globals__, _package(function)
+    values += [(name, scope[name]) for name in dict.fromkeys(names) if name in scope]
     for value in values:
-        _value_digest(value, digest, _package(function), seen)
+        _value_digest(value, digest, package, seen)
 
 
 def _value_digest(value: Any, digest, package: str, seen: set[int]) -> None:
