@@ -100,6 +100,22 @@ def test_version_exit_codes_and_examples_are_in_the_help():
         assert "Examples:" in text and f"zoo {command[0]} " in text.split("Examples:")[1], command
 
 
+@pytest.mark.parametrize("group", [[], ["cache"], ["weights"]])
+def test_each_command_is_summed_up_in_one_line_of_its_group_help(group):
+    """The help's command list shows a docstring's first paragraph with its line breaks kept,
+    so a summary wrapped in the source came out broken mid-sentence."""
+    import typer
+
+    command = typer.main.get_command(app)
+    for name in group:
+        command = command.commands[name]
+    text = runner.invoke(app, [*group, "--help"], env={"COLUMNS": "250"}).stdout
+    for name, sub in command.commands.items():
+        summary = (sub.help or "").split("\n\n")[0]
+        assert "\n" not in summary.strip(), f"{name}: {summary!r}"
+        assert " ".join(summary.split()) in " ".join(text.split()), name
+
+
 @pytest.mark.parametrize("command", [
     ["list"], ["info", "mobilenet_v2"], ["plugins"], ["cache", "list"], ["weights", "list"], ["weights", "verify"],
 ])

@@ -663,8 +663,10 @@ def report_command(
         False, "--html", help="Also write report.html: one self-contained page to open or share."
     ),
 ) -> None:
-    """Re-render the table, results.md/.csv and the plots from a saved results.json (no TensorFlow);
-    with --merge, combine several results folders (say, a sweep's shards) into --out first.
+    """Re-render the table, results.md/.csv and the plots from a saved results.json.
+
+    No TensorFlow is imported. With --merge, several results folders (say, a sweep's shards)
+    are combined into --out first.
 
     \b
     Examples:
@@ -816,8 +818,9 @@ app.add_typer(cache_app, name="cache")
 
 @cache_app.command("list")
 def cache_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Cached features (backbone, split, dataset folder, images, size, date) and converted TFLite
-    extractors (zoo.runtime); half-written files too."""
+    """Cached features and converted TFLite extractors, half-written files too.
+
+    Each feature entry shows its backbone, split, dataset folder, images, size and date."""
     from zoo import features
 
     entries, models, partials = features.entries(), features.models(), features.partials()
@@ -875,8 +878,9 @@ def cache_clear(
     dataset: Path | None = typer.Option(None, help="Only the features of this dataset folder."),
     older_than: str | None = typer.Option(None, help="Only entries older than this, e.g. 30d, 12h, 2w."),
 ) -> None:
-    """Delete cached features and converted TFLite extractors (all, or those the options select);
-    the next bench extracts (and converts) them again."""
+    """Delete cached features and converted TFLite extractors: all, or those the options select.
+
+    The next bench extracts (and converts) them again."""
     from zoo import features
 
     age = parse_age(older_than) if older_than is not None else None
