@@ -102,8 +102,8 @@ def test_version_exit_codes_and_examples_are_in_the_help():
 
 @pytest.mark.parametrize("group", [[], ["cache"], ["weights"]])
 def test_each_command_is_summed_up_in_one_line_of_its_group_help(group):
-    """The help's command list shows a docstring's first paragraph with its line breaks kept,
-    so a summary wrapped in the source came out broken mid-sentence."""
+    """Typer keeps a docstring's line breaks in help (but the first paragraph's in a command's own),
+    so text wrapped in the source came out broken mid-sentence."""
     import typer
 
     command = typer.main.get_command(app)
@@ -111,8 +111,10 @@ def test_each_command_is_summed_up_in_one_line_of_its_group_help(group):
         command = command.commands[name]
     text = runner.invoke(app, [*group, "--help"], env={"COLUMNS": "250"}).stdout
     for name, sub in command.commands.items():
-        summary = (sub.help or "").split("\n\n")[0]
+        summary, *paragraphs = (sub.help or "").split("\n\n")
         assert "\n" not in summary.strip(), f"{name}: {summary!r}"
+        for paragraph in paragraphs:  # those of the command's own help keep their line breaks too
+            assert paragraph.startswith("\b") or "\n" not in paragraph.strip(), f"{name}: {paragraph!r}"
         assert " ".join(summary.split()) in " ".join(text.split()), name
 
 

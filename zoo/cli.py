@@ -665,8 +665,7 @@ def report_command(
 ) -> None:
     """Re-render the table, results.md/.csv and the plots from a saved results.json.
 
-    No TensorFlow is imported. With --merge, several results folders (say, a sweep's shards)
-    are combined into --out first.
+    No TensorFlow is imported. --merge combines results folders (a sweep's shards) first.
 
     \b
     Examples:
