@@ -104,7 +104,7 @@ def floor_seconds(spec, dataset, settings, runtime_name: str) -> float:
     weights = resolve(spec, "none")
     keras.utils.set_random_seed(settings.seed)  # the weights the bench drew, so its converted model fits
     extractor = feature_extractor(spec, weights)
-    identity = features.identity(spec, extractor, weights, settings.seed)
+    identity = features.identity(spec, extractor)
     forward = runtime.Extraction(spec.name, extractor, settings, distributed.make_strategy("default"), identity)
     batches = []
     for split in (dataset.train, dataset.test):
@@ -149,7 +149,7 @@ def runtime_probe(spec, dataset, settings, batches: int = 8) -> dict:
     files = dataset.train.files[: (batches + 1) * settings.batch_size]
     decoded = decoded_batches(files, spec.input_size, settings.batch_size, spec.interpolation)
     images = [batch.astype(np.float32) for batch in decoded]
-    identity = features.identity(spec, extractor, weights, settings.seed)
+    identity = features.identity(spec, extractor)
     extraction = runtime.Extraction(spec.name, extractor, settings, distributed.make_strategy("default"), identity)
     tf_forward = compiled_forward(extractor)
     start = time.perf_counter()

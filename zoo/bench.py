@@ -59,7 +59,7 @@ class _Run:
     @functools.cached_property
     def identity(self) -> dict:
         """What the extractor's features depend on: the key of its cached features and model."""
-        return features.identity(self.spec, self.extractor, self.weights, self.settings.seed)
+        return features.identity(self.spec, self.extractor)
 
     @functools.cached_property
     def extraction(self) -> runtime.Extraction:

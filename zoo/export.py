@@ -15,7 +15,6 @@ whole `classifier.keras` is kept instead. An export is a folder holding the mode
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -27,6 +26,7 @@ import numpy as np
 from zoo import atomic
 from zoo.ensemble import KIND as ENSEMBLE
 from zoo.errors import ZooError
+from zoo.features import weights_digest
 from zoo.spec import BackboneSpec
 from zoo.weights import ResolvedWeights
 
@@ -46,14 +46,6 @@ FORMATS = {"keras": "model.keras", "savedmodel": "saved_model", "tflite": "model
 CALIBRATION_IMAGES = 200
 
 
-def base_fingerprint(model) -> str:
-    """sha256 over every weight of `model`: proves a rebuilt base is the one the head saw."""
-    digest = hashlib.sha256()
-    for variable in model.weights:
-        digest.update(np.ascontiguousarray(np.asarray(variable)).tobytes())
-    return digest.hexdigest()
-
-
 def metadata(spec: BackboneSpec, weights: ResolvedWeights, extractor, class_names, settings: dict, row: dict) -> dict:
     """What a trained classifier is: enough to rebuild it, label its outputs and judge it."""
     pinned = spec.weights.pinned_hash if spec.weights is not None and weights.label == spec.weights.dataset else None
@@ -70,7 +62,7 @@ def metadata(spec: BackboneSpec, weights: ResolvedWeights, extractor, class_name
             "note": weights.note,
             "file": weights.path,
             "pinned_hash": f"{pinned[0]}:{pinned[1]}" if pinned else None,
-            "base_sha256": base_fingerprint(extractor),
+            "base_sha256": weights_digest(extractor),  # a rebuilt base must match it
         },
         "settings": settings,
         "accuracy": {key: row.get(key) for key in ("top1", "top5", "test_images")},
@@ -187,7 +179,7 @@ def load_trained(folder: Path):
         mode = meta["settings"].get("weights", "auto")
         weights = resolve(spec, mode if mode not in ("auto", "none") else "imagenet")
     extractor = feature_extractor(spec, weights)
-    if base_fingerprint(extractor) != recorded["base_sha256"]:
+    if weights_digest(extractor) != recorded["base_sha256"]:
         raise ZooError(
             f"the {spec.name} base built now ({weights.label}: {weights.note or 'random init'}) is not the "
             f"one its head in {folder} was trained on; bench it again"

@@ -3,11 +3,12 @@
 A frozen base maps the same image to the same features every epoch and every bench, so zoo runs
 it once per split and streams the result, batch by batch, into a `.npy` file under
 `cache_dir("features")`. The key names what the features are, not where they came from: the
-built extractor's architecture (and the code of its layers that are not Keras' own), the content
-of its weights, the preprocessing as it computes (a callable by its code and what that reads),
-zoo's and the plugin's versions, the image size and resize method, and each data file's path,
-size and mtime. Editing a builder, a custom layer, a preprocessing callable, a constant or helper
-it reads, or a weights file is a miss; nothing else is. Each entry records a checksum of its
+built extractor's architecture (and the code of its layers that are not Keras' own), the values
+of its weights (whatever file or code put them there), the preprocessing as it computes (a
+callable by its code and what that reads), zoo's and the plugin's versions, the image size and
+resize method, and each data file's path, size and mtime. Editing a builder, a custom layer, a
+preprocessing callable, a constant or helper it reads, or a weights file is a miss; nothing
+else is. Each entry records a checksum of its
 array, so a damaged one is found on load and recomputed rather than served. Converted TFLite
 extractors (zoo.runtime) are kept here too, in `tflite/`, under the same identity, and listed
 and cleared with the features.
@@ -53,36 +54,15 @@ def files_fingerprint(files: Iterable[str]) -> str:
     return digest.hexdigest()
 
 
-@functools.cache
-def _file_sha256(path: str, size: int, mtime_ns: int, ctime_ns: int) -> str:
-    """A file's content hash, computed once per process for each version of the file (any write
-    changes its ctime, which unlike mtime cannot be set back)."""
+def weights_digest(model) -> str:
+    """What a built model's weights are: the sha256 of its variables' values, in order.
+    Whatever filled them (a pinned file, --weights PATH, a SavedModel, a file the builder reads
+    itself, random init from the bench's seed), the features depend on these values alone; a
+    weights file's path, size or dates say nothing of them. 0.1 s for ResNet50V2's 94 MB."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
+    for variable in model.weights:
+        digest.update(np.ascontiguousarray(variable.numpy()).data)
     return digest.hexdigest()
-
-
-def weights_identity(path: str | None, seed: int, pinned: tuple[str, str] | None = None) -> str:
-    """What the base's weights are, by content: the pinned hash of a verified file (free), else
-    the file's sha256; a SavedModel folder by its files' names and sha256s (retrained variables
-    keep their sizes); random init by `seed`."""
-    if path is None:
-        return f"random:seed={seed}"
-    if pinned is not None:
-        return f"{pinned[0]}:{pinned[1]}"
-    target = Path(path)
-    if target.is_dir():
-        files = sorted(item for item in target.rglob("*") if item.is_file())
-        listing = [f"{item.relative_to(target)}:{_content_hash(item)}" for item in files]
-        return "folder:" + hashlib.sha256("\n".join(listing).encode()).hexdigest()
-    return "sha256:" + _content_hash(target)
-
-
-def _content_hash(path: Path) -> str:
-    stat = path.stat()
-    return _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 def _layers(model) -> list:
@@ -243,13 +223,12 @@ def preprocessing_identity(preprocessing: Preprocessing) -> str:
     return "callable:" + digest.hexdigest()
 
 
-def identity(spec, extractor, weights, seed: int) -> dict:
-    """Everything besides the image files that a frozen base's features depend on (see the
-    module docstring); `weights` is the zoo.weights.ResolvedWeights it was built with."""
+def identity(spec, extractor) -> dict:
+    """Everything besides the image files that the features of `extractor`, built from `spec`,
+    depend on (see the module docstring)."""
     from zoo import plugin_manager
 
     versions = {info.name: info.version for info in plugin_manager.plugin_manager()[1]}
-    pinned = spec.weights.pinned_hash if spec.weights is not None and weights.label not in ("file", "hub") else None
     return {
         "backbone": spec.name,
         "source": spec.source,
@@ -257,7 +236,7 @@ def identity(spec, extractor, weights, seed: int) -> dict:
         "plugin": f"{spec.plugin} {versions.get(spec.plugin, '')}",
         "zoo": versions.get("zoo.sources", ""),
         "architecture": architecture_digest(extractor),
-        "weights": weights_identity(weights.path, seed, pinned),
+        "weights": weights_digest(extractor),
         "preprocessing": preprocessing_identity(spec.preprocessing),
         "input_size": spec.input_size,
         "interpolation": spec.interpolation,

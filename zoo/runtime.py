@@ -466,7 +466,7 @@ def _convert_one(name: str, weights_mode: str, seed: int) -> None:
     except _Download:
         return
     extractor = seeded_feature_extractor(spec, weights, seed)
-    key = model_key(features.identity(spec, extractor, weights, seed))
+    key = model_key(features.identity(spec, extractor))
     try:
         cached = features.load_model(name, key)
     except features.DamagedEntry:
