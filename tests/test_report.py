@@ -209,3 +209,21 @@ def test_an_ensemble_row_is_marked_as_such():
     results["backbones"][0]["kind"] = "ensemble"
     assert "efficientnet_v2_b0:hub (ensemble)" in rendered(results_table(results)[0])
     assert "| efficientnet_v2_b0:hub (ensemble) |" in markdown(results)
+
+
+def test_piped_output_keeps_every_cell_whole_however_wide_the_table(tmp_path):
+    """A log or a file gets the table at its full width: a long ensemble name beside all the
+    columns once squeezed the others to `…` at a fixed 250 columns."""
+    from typer.testing import CliRunner
+
+    from zoo.cli import app
+
+    results = _wide_results()
+    long_name = "ensemble(efficientnet_lite0+efficientnet_lite1+efficientnet_lite2+efficientnet_v2_b0:hub)"
+    results["backbones"][0].update(backbone=long_name, kind="ensemble")
+    write_results(tmp_path, results["backbones"], {key: results[key] for key in ("environment", "dataset")})
+    shown = CliRunner().invoke(app, ["report", str(tmp_path)]).stdout
+    assert "…" not in shown
+    header = next(line for line in shown.splitlines() if "Backbone" in line)
+    assert all(f" {name} " in header for name in ("Top-1", "Top-5", "p50 ms", "Params", "Extract s", "Status"))
+    assert f"{long_name} (ensemble)" in shown

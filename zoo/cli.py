@@ -96,8 +96,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-# Piped output is a fixed wide table, never fitted or cut: whole in logs and files.
-PIPE_WIDTH = 250
+# Piped output is never fitted, cut or wrapped: a table at its full width, each line whole, in
+# logs and files (at a fixed 250 columns, a long ensemble name squeezed other cells to `…`).
+PIPE_WIDTH = 100_000
 out = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else PIPE_WIDTH)
 _debug = False
