@@ -179,6 +179,33 @@ PREPROCESSING = textwrap.dedent(
 
     import keras
     rescaling = keras.layers.Rescaling(1 / 255.0)
+
+    import dataclasses, types
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        shift: float
+
+    CONFIG = Config(shift=1.0)
+
+    def configured(images):
+        return images - CONFIG.shift
+
+    constants = types.ModuleType("edited_module.constants")  # as `from . import constants`
+    constants.SPREAD = 2.0
+
+    def spread(images):
+        return images * constants.SPREAD
+
+    CHANNELS = {0, 1, 2}
+
+    def channelled(images):
+        return tf.gather(images, sorted(CHANNELS), axis=-1)
+
+    SHIFT = tf.constant([1.0, 2.0, 3.0])
+
+    def shifted(images):
+        return images - SHIFT
     """
 )
 
@@ -195,6 +222,10 @@ PREPROCESSING = textwrap.dedent(
         ("scaler", "images * self.factor", "images / self.factor"),  # its class's code
         ("partial", "(np.multiply, 2.0)", "(np.multiply, 3.0)"),
         ("rescaling", "1 / 255.0", "1 / 127.5"),  # a Keras layer, by its config
+        ("configured", "Config(shift=1.0)", "Config(shift=2.0)"),  # an object of the module's class
+        ("spread", "SPREAD = 2.0", "SPREAD = 3.0"),  # a constant of a module of its package
+        ("channelled", "{0, 1, 2}", "{0, 2, 1, 3}"),  # a set
+        ("shifted", "[1.0, 2.0, 3.0]", "[1.0, 2.0, 4.0]"),  # a tensor
     ],
 )
 def test_the_preprocessing_is_known_by_what_its_code_reads(tmp_path, name, old, new):

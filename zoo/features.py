@@ -19,6 +19,7 @@ Nothing here imports TensorFlow: `zoo cache list|clear` stays instant.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -107,10 +108,12 @@ def architecture_digest(model) -> str:
             if inspect.isfunction(value) and _package(value) not in _LIBRARIES:
                 _function_digest(value, code, seen)
     text = json.dumps([config, shapes, code.hexdigest()], sort_keys=True, default=repr)
-    text = re.sub(r" at 0x[0-9a-fA-F]+", "", text)  # object addresses change from run to run
+    text = _ADDRESS.sub("", text)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+#: An object's address in its repr: it changes from run to run.
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 #: Packages whose code is not hashed: it changes only with their version.
 _LIBRARIES = frozenset({"builtins", "keras", "tf_keras", "tensorflow", "tensorflow_hub", "numpy"})
 _PLAIN = (int, float, complex, str, bytes, type(None))  # bool is an int
@@ -147,23 +150,33 @@ def _function_digest(function, digest, seen: set[int]) -> None:
     for cell in function.__closure__ or ():
         with contextlib.suppress(ValueError):  # a cell not yet filled
             values.append(cell.cell_contents)
-    scope, package = function.__globals__, _package(function)
-    values += [(name, scope[name]) for name in dict.fromkeys(names) if name in scope]
-    for value in values:
+    scope, package, read = function.__globals__, _package(function), dict.fromkeys(names)
+    found = [(name, scope[name]) for name in read if name in scope]
+    for _, module in [item for item in found if _is_own_module(item[1], package)]:  # constants.MEAN
+        found += [(name, getattr(module, name)) for name in read if hasattr(module, name)]
+    for value in values + found:
         _value_digest(value, digest, package, seen)
 
 
+def _is_own_module(value: Any, package: str) -> bool:
+    return inspect.ismodule(value) and value.__name__.partition(".")[0] == package
+
+
 def _value_digest(value: Any, digest, package: str, seen: set[int]) -> None:
-    """Feed a value some code reads: plain values and arrays by value, containers item by item,
-    functions and classes of `package` by their code; anything else (a module, a library's
-    function) is left to its version."""
+    """Feed a value some code reads: plain values, arrays and tensors by value, containers item
+    by item, functions and classes of `package` by their code, its objects by their class and
+    attributes; anything else (a module, a library's function) is left to its version."""
     if isinstance(value, (*_PLAIN, np.generic)):
         digest.update(f"{type(value).__name__}:{value!r};".encode())
     elif isinstance(value, np.ndarray):
         digest.update(f"array:{value.dtype}:{value.shape};".encode() + np.ascontiguousarray(value).tobytes())
-    elif isinstance(value, (tuple, list, dict)) and id(value) not in seen:
+    elif _package(type(value)) in ("tensorflow", "keras") and callable(getattr(value, "numpy", None)):
+        _value_digest(np.asarray(value.numpy()), digest, package, seen)  # a tf.constant, a Variable
+    elif isinstance(value, (tuple, list, dict, set, frozenset)) and id(value) not in seen:
         seen.add(id(value))  # while inside it only: a container that holds itself ends there
-        items = sorted(value.items(), key=repr) if isinstance(value, dict) else value
+        items = list(value.items() if isinstance(value, dict) else value)
+        if not isinstance(value, (tuple, list)):
+            items.sort(key=lambda item: _ADDRESS.sub("", repr(item)))  # no order of their own
         digest.update(f"{type(value).__name__}:{len(items)}(".encode())
         for item in items:
             _value_digest(item, digest, package, seen)
@@ -173,6 +186,13 @@ def _value_digest(value: Any, digest, package: str, seen: set[int]) -> None:
         _function_digest(value, digest, seen)
     elif isinstance(value, type) and _package(value) == package:
         _class_digest(value, digest, seen)
+    elif _package(type(value)) == package and id(value) not in seen:  # a config object, say
+        seen.add(id(value))
+        _class_digest(type(value), digest, seen)
+        fields = getattr(value, "__dict__", None)
+        if fields is None and dataclasses.is_dataclass(value):  # slots, no __dict__
+            fields = {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+        _value_digest(fields, digest, package, seen)
 
 
 def _class_digest(cls: type, digest, seen: set[int]) -> None:
