@@ -263,6 +263,26 @@ def test_the_architecture_is_known_by_the_code_of_layers_that_are_not_keras_own(
     assert features.architecture_digest(loaded(tmp_path, LAYERS.replace(old, new)).build()) != before
 
 
+def test_a_savedmodel_is_known_by_its_graph_as_well_as_its_variables(tmp_path):
+    """A hub backbone from a local folder, exported again with the same variables but another
+    activation: its config names the folder only, its weights are the same."""
+    import keras
+
+    def exported(activation: str):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((8, 8, 3))
+        outputs = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation=activation)(inputs))
+        keras.Model(inputs, outputs).export(str(tmp_path / "saved"), verbose=False)
+        inputs = keras.Input((8, 8, 3))
+        return keras.Model(inputs, keras.layers.TFSMLayer(str(tmp_path / "saved"), call_endpoint="serve")(inputs))
+
+    relu = exported("relu")
+    architecture, weights = features.architecture_digest(relu), features.weights_digest(relu)
+    tanh = exported("tanh")
+    assert features.weights_digest(tanh) == weights
+    assert features.architecture_digest(tanh) != architecture
+
+
 def test_each_image_is_decoded_once_for_every_backbone_of_its_size_and_the_mirror_view(plugin, tmp_path):
     from zoo import data
 

@@ -80,7 +80,7 @@ def architecture_digest(model) -> str:
     shapes, with layer names replaced by their position, so Keras' automatic names
     (`conv2d_7` on the second build in a process) do not change it; and the code of its layers
     that are not Keras' own (a plugin's custom layer, zoo's EfficientNet-Lite port, a Lambda's
-    function), whose config says nothing of what their `call` computes."""
+    function) and the graph of a SavedModel layer, whose config says nothing of what they compute."""
     layers = _layers(model)
     positions = {layer.name: f"#{index}" for index, layer in enumerate(layers)}
     positions[model.name] = "#model"
@@ -101,15 +101,24 @@ def architecture_digest(model) -> str:
     except Exception:  # a model that cannot describe itself: its layers' kinds and order
         config = [type(layer).__qualname__ for layer in layers]
     shapes = [[str(weight.dtype), list(weight.shape)] for weight in model.weights]
+    graphs = [graph for graph in map(_saved_model_graph, layers) if graph]
     code, seen = hashlib.sha256(), set[int]()
     for layer in [model, *layers]:
         _class_digest(type(layer), code, seen)
         for value in vars(layer).values():
             if inspect.isfunction(value) and _package(value) not in _LIBRARIES:
                 _function_digest(value, code, seen)
-    text = json.dumps([config, shapes, code.hexdigest()], sort_keys=True, default=repr)
+    text = json.dumps([config, shapes, graphs, code.hexdigest()], sort_keys=True, default=repr)
     text = _ADDRESS.sub("", text)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _saved_model_graph(layer) -> str | None:
+    """The sha256 of the graph a layer loaded from a SavedModel folder runs (a TFSMLayer's
+    saved_model.pb), of which its config names only the folder; None for other layers."""
+    folder = getattr(layer, "filepath", None)
+    graph = Path(folder) / "saved_model.pb" if isinstance(folder, str) else None
+    return hashlib.sha256(graph.read_bytes()).hexdigest() if graph is not None and graph.is_file() else None
 
 
 #: An object's address in its repr: it changes from run to run.
