@@ -8,10 +8,9 @@ of its weights (whatever file or code put them there), the preprocessing as it c
 callable by its code and what that reads), zoo's and the plugin's versions, the image size and
 resize method, and each data file's path, size and mtime. Editing a builder, a custom layer, a
 preprocessing callable, a constant or helper it reads, or a weights file is a miss; nothing
-else is. Each entry records a checksum of its
-array, so a damaged one is found on load and recomputed rather than served. Converted TFLite
-extractors (zoo.runtime) are kept here too, in `tflite/`, under the same identity, and listed
-and cleared with the features.
+else is. Each entry records a checksum of its array, so a damaged one is found on load and
+recomputed rather than served. Converted TFLite extractors (zoo.runtime) are kept here too, in
+`tflite/`, under the same identity, and listed and cleared with the features.
 
 Nothing here imports TensorFlow: `zoo cache list|clear` stays instant.
 """
@@ -35,6 +34,7 @@ import numpy as np
 
 from zoo import atomic
 from zoo.cache import cache_dir
+from zoo.hub import SAVED_MODEL_FILE
 from zoo.progress import Progress, no_progress
 from zoo.spec import PREPROCESSING, Normalization, Preprocessing
 
@@ -117,7 +117,7 @@ def _saved_model_graph(layer) -> str | None:
     """The sha256 of the graph a layer loaded from a SavedModel folder runs (a TFSMLayer's
     saved_model.pb), of which its config names only the folder; None for other layers."""
     folder = getattr(layer, "filepath", None)
-    graph = Path(folder) / "saved_model.pb" if isinstance(folder, str) else None
+    graph = Path(folder) / SAVED_MODEL_FILE if isinstance(folder, str) else None
     return hashlib.sha256(graph.read_bytes()).hexdigest() if graph is not None and graph.is_file() else None
 
 
