@@ -241,8 +241,7 @@ def preprocessing_identity(preprocessing: Preprocessing) -> str:
     if inspect.isfunction(function):
         _function_digest(function, digest, seen)
     elif _package(type(function)) not in _LIBRARIES:  # an object of a class of one's own, called
-        _class_digest(type(function), digest, seen)
-        arguments.append(getattr(function, "__dict__", {}))
+        _value_digest(function, digest, _package(type(function)), seen)
     else:  # a library's function or object: its name, and a Keras layer's config
         name = getattr(function, "__qualname__", None) or getattr(function, "__name__", type(function).__qualname__)
         digest.update(f"{_package(function)}.{name}".encode())
