@@ -206,6 +206,17 @@ PREPROCESSING = textwrap.dedent(
 
     def shifted(images):
         return images - SHIFT
+
+    resize = keras.layers.Resizing(8, 8)
+
+    def resized(images):
+        return resize(images)
+
+    adapted = keras.layers.Normalization()
+    adapted.adapt(np.array([[1.0], [3.0]]))
+
+    def normalized(images):
+        return adapted(images)
     """
 )
 
@@ -226,6 +237,9 @@ PREPROCESSING = textwrap.dedent(
         ("spread", "SPREAD = 2.0", "SPREAD = 3.0"),  # a constant of a module of its package
         ("channelled", "{0, 1, 2}", "{0, 2, 1, 3}"),  # a set
         ("shifted", "[1.0, 2.0, 3.0]", "[1.0, 2.0, 4.0]"),  # a tensor
+        ("resized", "Resizing(8, 8)", "Resizing(6, 6)"),  # a Keras layer it calls, by its config
+        ("normalized", "[[1.0], [3.0]]", "[[1.0], [5.0]]"),  # and by its weights (what adapt learnt)
+        ("adapted", "[[1.0], [3.0]]", "[[1.0], [5.0]]"),  # such a layer as the preprocessing itself
     ],
 )
 def test_the_preprocessing_is_known_by_what_its_code_reads(tmp_path, name, old, new):

@@ -125,6 +125,7 @@ def _saved_model_graph(layer) -> str | None:
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 #: Packages whose code is not hashed: it changes only with their version.
 _LIBRARIES = frozenset({"builtins", "keras", "tf_keras", "tensorflow", "tensorflow_hub", "numpy"})
+_KERAS = frozenset({"keras", "tf_keras"})
 _PLAIN = (int, float, complex, str, bytes, type(None))  # bool is an int
 
 
@@ -195,6 +196,11 @@ def _value_digest(value: Any, digest, package: str, seen: set[int]) -> None:
         _function_digest(value, digest, seen)
     elif isinstance(value, type) and _package(value) == package:
         _class_digest(value, digest, seen)
+    elif _package(type(value)) in _KERAS and callable(getattr(value, "get_config", None)) and id(value) not in seen:
+        seen.add(id(value))  # a Keras layer: its kind, its config but the name it was counted to, its weights
+        config = {key: item for key, item in value.get_config().items() if key != "name"}
+        digest.update(f"{type(value).__qualname__};".encode())
+        _value_digest([config, list(getattr(value, "weights", []))], digest, package, seen)
     elif _package(type(value)) == package and id(value) not in seen:  # a config object, say
         seen.add(id(value))
         _class_digest(type(value), digest, seen)
@@ -242,11 +248,11 @@ def preprocessing_identity(preprocessing: Preprocessing) -> str:
         _function_digest(function, digest, seen)
     elif _package(type(function)) not in _LIBRARIES:  # an object of a class of one's own, called
         _value_digest(function, digest, _package(type(function)), seen)
-    else:  # a library's function or object: its name, and a Keras layer's config
+    else:  # a library's function or object by its name; a Keras layer by its config and weights too
         name = getattr(function, "__qualname__", None) or getattr(function, "__name__", type(function).__qualname__)
         digest.update(f"{_package(function)}.{name}".encode())
-        if callable(getattr(function, "get_config", None)):
-            arguments.append({key: item for key, item in function.get_config().items() if key != "name"})
+        if _package(type(function)) in _KERAS:
+            arguments.append(function)
     _value_digest(arguments, digest, _package(function), seen)
     return "callable:" + digest.hexdigest()
 
