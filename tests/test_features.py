@@ -217,6 +217,18 @@ PREPROCESSING = textwrap.dedent(
 
     def normalized(images):
         return adapted(images)
+
+    pipeline = keras.Sequential([keras.layers.Resizing(8, 8), keras.layers.Rescaling(0.5)])
+
+    class Shift(keras.layers.Layer):
+        def __init__(self, shift, **kwargs):
+            super().__init__(**kwargs)
+            self.shift = shift
+
+        def call(self, images):
+            return images - self.shift
+
+    shift = Shift(1.0)
     """
 )
 
@@ -240,6 +252,9 @@ PREPROCESSING = textwrap.dedent(
         ("resized", "Resizing(8, 8)", "Resizing(6, 6)"),  # a Keras layer it calls, by its config
         ("normalized", "[[1.0], [3.0]]", "[[1.0], [5.0]]"),  # and by its weights (what adapt learnt)
         ("adapted", "[[1.0], [3.0]]", "[[1.0], [5.0]]"),  # such a layer as the preprocessing itself
+        ("pipeline", "Rescaling(0.5)", "Rescaling(0.25)"),  # a model, known by its layers' configs
+        ("shift", "Shift(1.0)", "Shift(2.0)"),  # a layer of one's own: its arguments
+        ("shift", "images - self.shift", "images + self.shift"),  # and its code
     ],
 )
 def test_the_preprocessing_is_known_by_what_its_code_reads(tmp_path, name, old, new):

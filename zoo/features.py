@@ -81,6 +81,11 @@ def architecture_digest(model) -> str:
     (`conv2d_7` on the second build in a process) do not change it; and the code of its layers
     that are not Keras' own (a plugin's custom layer, zoo's EfficientNet-Lite port, a Lambda's
     function) and the graph of a SavedModel layer, whose config says nothing of what they compute."""
+    return _architecture_digest(model, set())
+
+
+def _architecture_digest(model, seen: set[int]) -> str:
+    """architecture_digest, not following again what `seen` holds (a layer whose code reads it)."""
     layers = _layers(model)
     positions = {layer.name: f"#{index}" for index, layer in enumerate(layers)}
     positions[model.name] = "#model"
@@ -102,7 +107,7 @@ def architecture_digest(model) -> str:
         config = [type(layer).__qualname__ for layer in layers]
     shapes = [[str(weight.dtype), list(weight.shape)] for weight in model.weights]
     graphs = [graph for graph in map(_saved_model_graph, layers) if graph]
-    code, seen = hashlib.sha256(), set[int]()
+    code = hashlib.sha256()
     for layer in [model, *layers]:
         _class_digest(type(layer), code, seen)
         for value in vars(layer).values():
@@ -168,6 +173,11 @@ def _function_digest(function, digest, seen: set[int]) -> None:
         _value_digest(value, digest, package, seen)
 
 
+def _is_keras_layer(value: Any) -> bool:
+    """A Keras layer or model (found without importing Keras, which may not be loaded)."""
+    return any(_package(klass) in _KERAS for klass in type(value).__mro__) and callable(getattr(value, "get_config", None))
+
+
 def _is_own_module(value: Any, package: str) -> bool:
     return inspect.ismodule(value) and value.__name__.partition(".")[0] == package
 
@@ -196,11 +206,9 @@ def _value_digest(value: Any, digest, package: str, seen: set[int]) -> None:
         _function_digest(value, digest, seen)
     elif isinstance(value, type) and _package(value) == package:
         _class_digest(value, digest, seen)
-    elif _package(type(value)) in _KERAS and callable(getattr(value, "get_config", None)) and id(value) not in seen:
-        seen.add(id(value))  # a Keras layer: its kind, its config but the name it was counted to, its weights
-        config = {key: item for key, item in value.get_config().items() if key != "name"}
-        digest.update(f"{type(value).__qualname__};".encode())
-        _value_digest([config, list(getattr(value, "weights", []))], digest, package, seen)
+    elif _is_keras_layer(value) and id(value) not in seen:  # Keras' own or one's own subclass
+        seen.add(id(value))
+        digest.update(f"{type(value).__qualname__}:{_architecture_digest(value, seen)}:{weights_digest(value)};".encode())
     elif _package(type(value)) == package and id(value) not in seen:  # a config object, say
         seen.add(id(value))
         _class_digest(type(value), digest, seen)
@@ -246,13 +254,11 @@ def preprocessing_identity(preprocessing: Preprocessing) -> str:
             break
     if inspect.isfunction(function):
         _function_digest(function, digest, seen)
-    elif _package(type(function)) not in _LIBRARIES:  # an object of a class of one's own, called
+    elif _package(type(function)) not in _LIBRARIES or _is_keras_layer(function):  # an object, called
         _value_digest(function, digest, _package(type(function)), seen)
-    else:  # a library's function or object by its name; a Keras layer by its config and weights too
+    else:  # a library's function or object, by its name
         name = getattr(function, "__qualname__", None) or getattr(function, "__name__", type(function).__qualname__)
         digest.update(f"{_package(function)}.{name}".encode())
-        if _package(type(function)) in _KERAS:
-            arguments.append(function)
     _value_digest(arguments, digest, _package(function), seen)
     return "callable:" + digest.hexdigest()
 
