@@ -175,7 +175,8 @@ def _function_digest(function, digest, seen: set[int]) -> None:
 
 def _is_keras_layer(value: Any) -> bool:
     """A Keras layer or model (found without importing Keras, which may not be loaded)."""
-    return any(_package(klass) in _KERAS for klass in type(value).__mro__) and callable(getattr(value, "get_config", None))
+    keras = any(_package(klass) in _KERAS for klass in type(value).__mro__)
+    return keras and callable(getattr(value, "get_config", None))
 
 
 def _is_own_module(value: Any, package: str) -> bool:
@@ -208,7 +209,8 @@ def _value_digest(value: Any, digest, package: str, seen: set[int]) -> None:
         _class_digest(value, digest, seen)
     elif _is_keras_layer(value) and id(value) not in seen:  # Keras' own or one's own subclass
         seen.add(id(value))
-        digest.update(f"{type(value).__qualname__}:{_architecture_digest(value, seen)}:{weights_digest(value)};".encode())
+        computes = f"{type(value).__qualname__}:{_architecture_digest(value, seen)}:{weights_digest(value)};"
+        digest.update(computes.encode())
     elif _package(type(value)) == package and id(value) not in seen:  # a config object, say
         seen.add(id(value))
         _class_digest(type(value), digest, seen)
