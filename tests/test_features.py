@@ -158,9 +158,11 @@ PREPROCESSING = textwrap.dedent(
     MEAN = np.array([0.4, 0.5, 0.6])
 
     def helper(images):
+        '''To [0, 1].'''
         return images / SCALE
 
     def prepare(images):
+        '''Scaled, then centred.'''
         return helper(images) - OFFSET - MEAN
 
     @tf.function
@@ -263,6 +265,12 @@ def test_the_preprocessing_is_known_by_what_its_code_reads(tmp_path, name, old, 
     assert features.preprocessing_identity(getattr(moved, name)) == before
     edited = loaded(tmp_path, PREPROCESSING.replace(old, new))
     assert features.preprocessing_identity(getattr(edited, name)) != before
+
+
+def test_rewording_a_docstring_is_no_change(tmp_path):
+    before = features.preprocessing_identity(loaded(tmp_path, PREPROCESSING).prepare)
+    reworded = PREPROCESSING.replace("To [0, 1].", "Divided by SCALE.").replace("Scaled, then", "Scaled and")
+    assert features.preprocessing_identity(loaded(tmp_path, reworded).prepare) == before
 
 
 LAYERS = textwrap.dedent(

@@ -138,14 +138,17 @@ def _package(thing: Any) -> str:
     return (getattr(thing, "__module__", None) or "").partition(".")[0]
 
 
-def _code_digest(code, digest) -> list[str]:
+def _code_digest(code, digest, docstring: str | None = None) -> list[str]:
     """Feed what a code object computes (its bytecode, constants and names, nested code too)
-    into `digest`; file names and line numbers are left out, so moving a function is no change.
+    into `digest`; file names, line numbers and the function's `docstring` (a constant too) are
+    left out, so moving a function or rewording its docstring is no change.
     Returns the names it (and the code nested in it) may look up among its globals."""
     digest.update(code.co_code)
     digest.update(repr(code.co_names).encode())
     names = list(code.co_names)
     for constant in code.co_consts:
+        if docstring is not None and constant is docstring:
+            continue
         if hasattr(constant, "co_code"):
             names += _code_digest(constant, digest)
         else:
@@ -160,7 +163,7 @@ def _function_digest(function, digest, seen: set[int]) -> None:
     if id(function) in seen:
         return
     seen.add(id(function))
-    names = _code_digest(function.__code__, digest)
+    names = _code_digest(function.__code__, digest, function.__doc__)
     values = [*(function.__defaults__ or ()), *(function.__kwdefaults__ or {}).values()]
     for cell in function.__closure__ or ():
         with contextlib.suppress(ValueError):  # a cell not yet filled
