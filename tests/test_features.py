@@ -420,7 +420,11 @@ def test_clear_by_age_and_by_dataset(tmp_path):
     record.write_text(json.dumps({**json.loads(record.read_text()), "created": time.time() - 31 * 86400}))
     assert runner.invoke(app, ["cache", "clear", "--older-than", "30d"]).stdout.startswith("removed 2 files")
     assert [entry["backbone"] for entry in features.entries()] == ["new"]
-    assert runner.invoke(app, ["cache", "clear", "--dataset", str(tmp_path / "a")]).stdout.startswith("removed 0")
+    gone = runner.invoke(app, ["cache", "clear", "--dataset", str(tmp_path / "a")]).stdout
+    assert gone.startswith("removed 0") and f"nothing cached is for --dataset {tmp_path / 'a'}; cached: " in gone
+    assert str(tmp_path / "b") in gone
+    typo = runner.invoke(app, ["cache", "clear", "--backbone", "neww"]).stdout
+    assert "nothing cached is for --backbone neww; cached: new (zoo cache list)" in typo
     assert runner.invoke(app, ["cache", "clear", "--dataset", str(tmp_path / "b")]).stdout.startswith("removed 2")
     bad = runner.invoke(app, ["cache", "clear", "--older-than", "30 days"])
     assert bad.exit_code == 2 and "give a number and a unit" in bad.output
