@@ -231,6 +231,11 @@ PREPROCESSING = textwrap.dedent(
             return images - self.shift
 
     shift = Shift(1.0)
+
+    initializer = keras.initializers.Constant(0.5)  # a Keras object with a config, not a layer
+
+    def initialized(images):
+        return images * initializer.value
     """
 )
 
@@ -257,6 +262,7 @@ PREPROCESSING = textwrap.dedent(
         ("pipeline", "Rescaling(0.5)", "Rescaling(0.25)"),  # a model, known by its layers' configs
         ("shift", "Shift(1.0)", "Shift(2.0)"),  # a layer of one's own: its arguments
         ("shift", "images - self.shift", "images + self.shift"),  # and its code
+        ("initialized", "images * initializer", "images / initializer"),  # another Keras object: no harm
     ],
 )
 def test_the_preprocessing_is_known_by_what_its_code_reads(tmp_path, name, old, new):

@@ -177,9 +177,10 @@ def _function_digest(function, digest, seen: set[int]) -> None:
 
 
 def _is_keras_layer(value: Any) -> bool:
-    """A Keras layer or model (found without importing Keras, which may not be loaded)."""
+    """A Keras layer or model (found without importing Keras, which may not be loaded), not
+    another Keras object with a config (an initializer: no weights, nothing it computes here)."""
     keras = any(_package(klass) in _KERAS for klass in type(value).__mro__)
-    return keras and callable(getattr(value, "get_config", None))
+    return keras and callable(getattr(value, "get_config", None)) and hasattr(value, "weights")
 
 
 def _is_own_module(value: Any, package: str) -> bool:
