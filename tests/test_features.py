@@ -234,6 +234,23 @@ PREPROCESSING = textwrap.dedent(
 
     initializer = keras.initializers.Constant(0.5)  # a Keras object with a config, not a layer
 
+    class Norm:
+        CENTRE = 0.5
+
+    def namespaced(images):
+        return images - Norm.CENTRE
+
+    constants.deeper = types.ModuleType("edited_module.constants.deeper")
+    constants.deeper.DEPTH = 4.0
+
+    def deep(images):
+        return images * constants.deeper.DEPTH
+
+    ACTIVATION = tf.nn.relu
+
+    def activated(images):
+        return ACTIVATION(images)
+
     def initialized(images):
         return images * initializer.value
     """
@@ -263,6 +280,9 @@ PREPROCESSING = textwrap.dedent(
         ("shift", "Shift(1.0)", "Shift(2.0)"),  # a layer of one's own: its arguments
         ("shift", "images - self.shift", "images + self.shift"),  # and its code
         ("initialized", "images * initializer", "images / initializer"),  # another Keras object: no harm
+        ("namespaced", "CENTRE = 0.5", "CENTRE = 0.25"),  # a class attribute
+        ("deep", "DEPTH = 4.0", "DEPTH = 5.0"),  # a constant two modules down
+        ("activated", "= tf.nn.relu", "= tf.nn.relu6"),  # which library function it holds
     ],
 )
 def test_the_preprocessing_is_known_by_what_its_code_reads(tmp_path, name, old, new):
@@ -273,32 +293,63 @@ def test_the_preprocessing_is_known_by_what_its_code_reads(tmp_path, name, old, 
     assert features.preprocessing_identity(getattr(edited, name)) != before
 
 
-def test_rewording_a_docstring_is_no_change(tmp_path):
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("To [0, 1].", "Divided by SCALE."),  # a helper's, reworded
+        ("    '''To [0, 1].'''\n", ""),  # removed (None takes its place among the constants)
+        ("    '''Scaled, then centred.'''\n", ""),  # the function's own, removed
+    ],
+)
+def test_a_docstring_is_no_change(tmp_path, old, new):
     before = features.preprocessing_identity(loaded(tmp_path, PREPROCESSING).prepare)
-    reworded = PREPROCESSING.replace("To [0, 1].", "Divided by SCALE.").replace("Scaled, then", "Scaled and")
-    assert features.preprocessing_identity(loaded(tmp_path, reworded).prepare) == before
+    assert old in PREPROCESSING
+    assert features.preprocessing_identity(loaded(tmp_path, PREPROCESSING.replace(old, new)).prepare) == before
 
 
 LAYERS = textwrap.dedent(
     """
     import keras
 
+    import numpy as np
+
     FACTOR = 2.0
 
     class Scale(keras.layers.Layer):
+        SHIFT = 1.0
+
         def call(self, x):
-            return x * FACTOR
+            return x * FACTOR + self.SHIFT
+
+    class Offset(keras.layers.Layer):  # its get_config fails: an array and a function are no config
+        def __init__(self, offset, activation):
+            super().__init__()
+            self.offset, self.activation = offset, activation
+
+        def call(self, x):
+            return self.activation(x) + self.offset
 
     def build():
         inputs = keras.Input((8, 8, 3))
         x = Scale()(keras.layers.Conv2D(4, 3)(inputs))
         x = keras.layers.Lambda(lambda t: t + FACTOR)(x)
+        x = Offset(np.array([4.0]), keras.ops.relu)(x)
         return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
     """
 )
 
 
-@pytest.mark.parametrize("old, new", [("x * FACTOR", "x - FACTOR"), ("t + FACTOR", "t * FACTOR"), ("2.0", "3.0")])
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("x * FACTOR", "x - FACTOR"),
+        ("t + FACTOR", "t * FACTOR"),
+        ("2.0", "3.0"),
+        ("SHIFT = 1.0", "SHIFT = 2.0"),  # a class attribute its code reads
+        ("np.array([4.0])", "np.array([5.0])"),  # an argument of a layer whose config fails
+        ("keras.ops.relu)", "keras.ops.tanh)"),
+    ],
+)
 def test_the_architecture_is_known_by_the_code_of_layers_that_are_not_keras_own(tmp_path, old, new):
     """A custom layer's config says nothing of its `call`: its code (and what that reads) does."""
     before = features.architecture_digest(loaded(tmp_path, LAYERS).build())

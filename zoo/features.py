@@ -3,7 +3,7 @@
 A frozen base maps the same image to the same features every epoch and every bench, so zoo runs
 it once per split and streams the result, batch by batch, into a `.npy` file under
 `cache_dir("features")`. The key names what the features are, not where they came from: the
-built extractor's architecture (and the code of its layers that are not Keras' own), the values
+built extractor's architecture (and the code and attributes of its layers that are not Keras' own), the values
 of its weights (whatever file or code put them there), the preprocessing as it computes (a
 callable by its code and what that reads), zoo's and the plugin's versions, the image size and
 resize method, and each data file's path, size and mtime. Editing a builder, a custom layer, a
@@ -78,9 +78,10 @@ def _layers(model) -> list:
 def architecture_digest(model) -> str:
     """A hash of what `model` computes as configured: its (nested) config and its weights'
     shapes, with layer names replaced by their position, so Keras' automatic names
-    (`conv2d_7` on the second build in a process) do not change it; and the code of its layers
-    that are not Keras' own (a plugin's custom layer, zoo's EfficientNet-Lite port, a Lambda's
-    function) and the graph of a SavedModel layer, whose config says nothing of what they compute."""
+    (`conv2d_7` on the second build in a process) do not change it; the code, class attributes
+    and instance attributes of its layers that are not Keras' own (a plugin's custom layer, zoo's
+    EfficientNet-Lite port), a Lambda's function and the graph of a SavedModel layer, of which a
+    config says nothing (or nothing at all, when a custom layer's get_config fails)."""
     return _architecture_digest(model, set())
 
 
@@ -113,6 +114,9 @@ def _architecture_digest(model, seen: set[int]) -> str:
         for value in vars(layer).values():
             if inspect.isfunction(value) and _package(value) not in _LIBRARIES:
                 _function_digest(value, code, seen)
+        if _package(type(layer)) not in _LIBRARIES:  # a layer of one's own: what it keeps but its name
+            kept = {key: value for key, value in vars(layer).items() if not key.startswith("_") and key != "name"}
+            _value_digest(kept, code, _package(type(layer)), seen)
     text = json.dumps([config, shapes, graphs, code.hexdigest()], sort_keys=True, default=repr)
     text = _ADDRESS.sub("", text)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -140,15 +144,17 @@ def _package(thing: Any) -> str:
 
 def _code_digest(code, digest, docstring: str | None = None) -> list[str]:
     """Feed what a code object computes (its bytecode, constants and names, nested code too)
-    into `digest`; file names, line numbers and the function's `docstring` (a constant too) are
-    left out, so moving a function or rewording its docstring is no change.
+    into `digest`; file names, line numbers and the function's `docstring` are left out (the
+    first constant is the docstring, or None in its place), so moving a function or adding,
+    rewording or removing its docstring is no change.
     Returns the names it (and the code nested in it) may look up among its globals."""
     digest.update(code.co_code)
     digest.update(repr(code.co_names).encode())
     names = list(code.co_names)
-    for constant in code.co_consts:
-        if docstring is not None and constant is docstring:
-            continue
+    constants = list(code.co_consts)
+    if constants and (constants[0] is None or constants[0] is docstring):
+        constants = constants[1:]
+    for constant in constants:
         if hasattr(constant, "co_code"):
             names += _code_digest(constant, digest)
         else:
@@ -169,9 +175,12 @@ def _function_digest(function, digest, seen: set[int]) -> None:
         with contextlib.suppress(ValueError):  # a cell not yet filled
             values.append(cell.cell_contents)
     scope, package, read = function.__globals__, _package(function), dict.fromkeys(names)
-    found = [(name, scope[name]) for name in read if name in scope]
-    for _, module in [item for item in found if _is_own_module(item[1], package)]:  # constants.MEAN
-        found += [(name, getattr(module, name)) for name in read if hasattr(module, name)]
+    found = [scope[name] for name in read if name in scope]
+    modules = set[int]()
+    for value in found:  # a module of its package: the names read of it too (constants.MEAN, sub.consts.SCALE)
+        if _is_own_module(value, package) and id(value) not in modules:
+            modules.add(id(value))
+            found += [getattr(value, name) for name in read if hasattr(value, name)]
     for value in values + found:
         _value_digest(value, digest, package, seen)
 
@@ -181,6 +190,12 @@ def _is_keras_layer(value: Any) -> bool:
     another Keras object with a config (an initializer: no weights, nothing it computes here)."""
     keras = any(_package(klass) in _KERAS for klass in type(value).__mro__)
     return keras and callable(getattr(value, "get_config", None)) and hasattr(value, "weights")
+
+
+def _named(thing: Any) -> str:
+    """A library's function or object by its module and name: which one it is, not what it computes."""
+    name = getattr(thing, "__qualname__", None) or getattr(thing, "__name__", type(thing).__qualname__)
+    return f"{getattr(thing, '__module__', None) or _package(type(thing))}.{name}"
 
 
 def _is_own_module(value: Any, package: str) -> bool:
@@ -211,6 +226,8 @@ def _value_digest(value: Any, digest, package: str, seen: set[int]) -> None:
         _function_digest(value, digest, seen)
     elif isinstance(value, type) and _package(value) == package:
         _class_digest(value, digest, seen)
+    elif inspect.isroutine(value) or isinstance(value, np.ufunc):  # another's function: which one
+        digest.update(f"{_named(value)};".encode())
     elif _is_keras_layer(value) and id(value) not in seen:  # Keras' own or one's own subclass
         seen.add(id(value))
         computes = f"{type(value).__qualname__}:{_architecture_digest(value, seen)}:{weights_digest(value)};"
@@ -225,16 +242,26 @@ def _value_digest(value: Any, digest, package: str, seen: set[int]) -> None:
 
 
 def _class_digest(cls: type, digest, seen: set[int]) -> None:
-    """Feed the methods of `cls` and its bases, those not of a library (_LIBRARIES)."""
+    """Feed what `cls` and its bases, those not of a library (_LIBRARIES), define: methods and
+    properties by their code, class attributes (`FACTOR = 3.0`) by value; not what Python keeps
+    of a class (`__module__`, `__doc__`, ...)."""
     for klass in cls.__mro__:
         if id(klass) in seen or _package(klass) in _LIBRARIES:
             continue
         seen.add(id(klass))
         for name, member in sorted(vars(klass).items()):
-            function = getattr(member, "__func__", member)  # a staticmethod's or classmethod's function
-            if inspect.isfunction(function):
-                digest.update(f"{klass.__qualname__}.{name};".encode())
-                _function_digest(function, digest, seen)
+            if isinstance(member, property):
+                parts = [member.fget, member.fset, member.fdel]
+            else:
+                parts = [getattr(member, "__func__", member)]  # a staticmethod's or classmethod's function
+            if name.startswith("__") and name.endswith("__") and not inspect.isfunction(parts[0]):
+                continue
+            digest.update(f"{klass.__qualname__}.{name};".encode())
+            for part in parts:
+                if inspect.isfunction(part):
+                    _function_digest(part, digest, seen)
+                else:
+                    _value_digest(part, digest, _package(klass), seen)
 
 
 def preprocessing_identity(preprocessing: Preprocessing) -> str:
@@ -263,8 +290,7 @@ def preprocessing_identity(preprocessing: Preprocessing) -> str:
     elif _package(type(function)) not in _LIBRARIES or _is_keras_layer(function):  # an object, called
         _value_digest(function, digest, _package(type(function)), seen)
     else:  # a library's function or object, by its name
-        name = getattr(function, "__qualname__", None) or getattr(function, "__name__", type(function).__qualname__)
-        digest.update(f"{_package(function)}.{name}".encode())
+        digest.update(_named(function).encode())
     _value_digest(arguments, digest, _package(function), seen)
     return "callable:" + digest.hexdigest()
 
