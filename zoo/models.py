@@ -27,6 +27,7 @@ def feature_extractor(spec: BackboneSpec, weights: ResolvedWeights):
     _try_preprocessing(spec)
     inputs = keras.Input((spec.input_size, spec.input_size, 3), name="image")
     x = inputs if spec.preprocessing == "none" else preprocessing_layer(spec)(inputs)
+    _check_input_size(spec, base)
     features = base(x, training=False)
     if tuple(features.shape[1:]) != (spec.feature_dim,):
         raise ZooError(
@@ -34,6 +35,18 @@ def feature_extractor(spec: BackboneSpec, weights: ResolvedWeights):
             f"says ({spec.feature_dim},); plugin {spec.plugin} must fix feature_dim or its model"
         )
     return keras.Model(inputs, features, name=f"{spec.name.replace(':', '_')}_features")
+
+
+def _check_input_size(spec: BackboneSpec, base) -> None:
+    """A base built for other images than its spec's input_size, said as the plugin's mistake
+    (Keras would say `Input 0 of layer 'functional' is incompatible`, naming neither)."""
+    inputs = getattr(base, "inputs", None) or []
+    size = tuple(inputs[0].shape[1:3]) if inputs and len(inputs[0].shape) == 4 else ()
+    if None not in size and size not in ((), (spec.input_size, spec.input_size)):
+        raise ZooError(
+            f"{spec.name} builds a model for {size[0]}x{size[1]} images, but its spec says input_size="
+            f"{spec.input_size}; plugin {spec.plugin} must build for spec.input_size or fix input_size"
+        )
 
 
 def seeded_feature_extractor(spec: BackboneSpec, weights: ResolvedWeights, seed: int):
