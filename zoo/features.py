@@ -204,8 +204,9 @@ def _is_own_module(value: Any, package: str) -> bool:
 
 def _value_digest(value: Any, digest, package: str, seen: set[int]) -> None:
     """Feed a value some code reads: plain values, arrays and tensors by value, containers item
-    by item, functions and classes of `package` by their code, its objects by their class and
-    attributes; anything else (a module, a library's function) is left to its version."""
+    by item, functions and classes of `package` by their code, another's function by its name,
+    a Keras layer as a backbone is (architecture and weights), objects of `package` by their
+    class and attributes; anything else (a module) is left to its version."""
     if isinstance(value, (*_PLAIN, np.generic)):
         digest.update(f"{type(value).__name__}:{value!r};".encode())
     elif isinstance(value, np.ndarray):
