@@ -131,3 +131,13 @@ def test_converted_models_are_listed_checked_and_cleared_with_the_features(tmp_p
     assert features.models() == []  # the damaged entry is gone, to be converted again
     features.store_model("net", "m1", b"flatbuffer bytes", {})
     assert features.clear()[0] == 2 and features.models() == []
+
+
+def test_a_measurement_or_a_converted_model_the_cache_cannot_take_is_simply_not_kept():
+    """Folders where their files should go: nothing kept, nothing raised; measured or converted again."""
+    features.cache_dir("features", "measures").joinpath(f"flops-{'k' * 24}.json").mkdir(parents=True)
+    features.remember("flops", "k" * 24, 1.5)
+    assert features.recall("flops", "k" * 24) is None
+    features.cache_dir("features", features.MODELS).joinpath("net-m2.json").mkdir(parents=True)
+    features.store_model("net", "m2", b"flatbuffer bytes", {})
+    assert features.load_model("net", "m2") is None

@@ -399,6 +399,8 @@ def test_each_image_is_decoded_once_for_every_backbone_of_its_size_and_the_mirro
 def damage(path, how: str) -> None:
     if how == "truncated":
         path.write_bytes(path.read_bytes()[:-20])
+    elif how == "empty":  # NumPy says EOFError, not ValueError
+        path.write_bytes(b"")
     elif how == "garbled":  # the header intact, the body overwritten
         data = bytearray(path.read_bytes())
         data[-16:] = b"\x7f" * 16
@@ -412,7 +414,7 @@ def cached_entry(split: str):
     return Path(entry["files"][0])
 
 
-@pytest.mark.parametrize("how", ["truncated", "garbled", "wrong shape"])
+@pytest.mark.parametrize("how", ["truncated", "empty", "garbled", "wrong shape"])
 def test_a_damaged_entry_is_not_loaded(how, tmp_path):
     stored = features.store("net", "train", "k", {}, lambda d: features.extract([np.ones((12, 8))], lambda b: b, 12, 8, d))
     damage(cached_entry("train"), how)
@@ -440,6 +442,27 @@ def test_bench_recomputes_damaged_entries_with_one_line_each_and_the_same_result
     assert after["confusion_matrix"] == before["confusion_matrix"]
     for entry in features.entries():  # replaced by sound entries
         assert features.load("edited", entry["split"], entry["key"], (entry["count"], 8)) is not None
+
+
+def test_a_cache_that_cannot_take_an_entry_is_a_note_and_the_features_are_extracted_without_it(
+    plugin, tiny_dataset, tmp_path
+):
+    """A folder where the entry's file should go (as root, the one unwritable place a test can
+    make): the row still runs, on the same features, and says so once."""
+    arguments = ["bench", "edited", "--data", str(tiny_dataset), "--weights", "none", "--epochs", "1",
+                 "--batch-size", "8", "--no-mirror", "--out"]
+    assert runner.invoke(app, [*arguments, str(tmp_path / "first")]).exit_code == 0
+    entry = cached_entry("train")
+    entry.unlink()
+    entry.mkdir()
+    second = runner.invoke(app, [*arguments, str(tmp_path / "second")])
+    assert second.exit_code == 0, second.output
+    [before], [after] = (json.loads((tmp_path / name / "results.json").read_text())["backbones"]
+                         for name in ("first", "second"))
+    assert after["status"] == "ok" and after["feature_cache"] == "hit, off"
+    assert after["feature_cache_note"].count("cannot write the feature cache in ") == 1
+    assert after["feature_cache_note"].endswith("(Is a directory); extracted without it")
+    assert after["confusion_matrix"] == before["confusion_matrix"]
 
 
 @pytest.mark.parametrize("record", ["[]", '{"backbone": "net", "split": "train", "created": "yesterday"}'])

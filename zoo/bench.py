@@ -118,9 +118,12 @@ def _split_features(
             rows = distributed.gather(run.strategy, np.asarray(mine), total)
         return features.extract([rows], np.asarray, total, spec.feature_dim, destination)
 
-    if not settings.cache:
+    def uncached() -> np.ndarray:
         with tempfile.TemporaryDirectory(prefix="zoo-features-") as folder:
-            return np.array(extract(Path(folder) / f"{name}.npy")), "off"
+            return np.array(extract(Path(folder) / f"{name}.npy"))
+
+    if not settings.cache:
+        return uncached(), "off"
     key = features.feature_key(identity, split.files)
     try:
         cached = features.load(spec.name, name, key, (total, spec.feature_dim))
@@ -132,7 +135,11 @@ def _split_features(
         run.progress(f"{name} features (cached)", total, total)
         return cached, "hit"
     meta = {"images": total, "dataset": str(run.dataset.root.resolve())}
-    return features.store(spec.name, name, key, meta, extract), "miss"
+    try:
+        return features.store(spec.name, name, key, meta, extract), "miss"
+    except features.Unwritable as exc:
+        notes.append(str(exc))
+        return uncached(), "off"
 
 
 def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray, CrossValidation | None]:
@@ -151,7 +158,7 @@ def _head_on_cached_features(run: _Run, row: BenchRow) -> tuple[Any, np.ndarray,
         for split, name in ((dataset.train, "train"), (dataset.test, "test"))
     )
     row.feature_cache = ", ".join(sorted({status for _, status in train + test}))
-    row.feature_cache_note = "; ".join(notes)
+    row.feature_cache_note = "; ".join(dict.fromkeys(notes))  # an unwritable cache, said once for every split
     shares = [len(distributed.share(split.files, run.strategy)) for split in (dataset.train, dataset.test)]
     mine = sum(share for share, views_of in zip(shares, (train, test)) for _, status in views_of if status != "hit")
     row.worker_images = distributed.each(run.strategy, mine)

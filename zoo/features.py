@@ -46,6 +46,11 @@ class DamagedEntry(Exception):
     """A cache entry that exists but cannot be trusted; the message says why in a few words."""
 
 
+class Unwritable(Exception):
+    """The cache could not take an entry (a read-only folder, a full disk); the message says
+    why in a few words. The features are still wanted: extract them without the cache."""
+
+
 def files_fingerprint(files: Iterable[str]) -> str:
     """A cheap hash of a list of files: path, size and mtime of each, in order."""
     digest = hashlib.sha256()
@@ -333,8 +338,10 @@ def recall(what: str, key: str, default: Any = None) -> Any:
 
 def remember(what: str, key: str, value: Any) -> None:
     """Keep a measurement that depends only on what `key` names (e.g. a model's FLOPs on its
-    architecture digest) beside the features, as JSON."""
-    atomic.write_text(_measure_path(what, key), json.dumps({"value": value}))
+    architecture digest) beside the features, as JSON; where the cache cannot be written, it is
+    measured again next time."""
+    with contextlib.suppress(OSError):
+        atomic.write_text(_measure_path(what, key), json.dumps({"value": value}))
 
 
 def remembered(what: str, key: str, compute: Callable[[], Any]) -> Any:
@@ -391,13 +398,15 @@ def load_model(backbone: str, key: str) -> bytes | None:
 
 
 def store_model(backbone: str, key: str, content: bytes, meta: dict) -> None:
-    """Keep a converted TFLite extractor under `key`, with its checksum."""
+    """Keep a converted TFLite extractor under `key`, with its checksum; where the cache cannot
+    be written, it is converted again next time."""
     model_path, meta_path = _model_paths(backbone, key)
-    with atomic.atomic_path(model_path) as temporary:
-        temporary.write_bytes(content)
     record = {"backbone": backbone, "kind": "tflite", "key": key, "created": time.time(), **meta}
     record["checksum"] = hashlib.sha256(content).hexdigest()
-    atomic.write_text(meta_path, json.dumps(record, indent=1))
+    with contextlib.suppress(OSError):
+        with atomic.atomic_path(model_path) as temporary:
+            temporary.write_bytes(content)
+        atomic.write_text(meta_path, json.dumps(record, indent=1))
 
 
 def discard_model(backbone: str, key: str) -> None:
@@ -439,7 +448,7 @@ def load(backbone: str, split: str, key: str, shape: tuple[int, int] | None = No
             raise ValueError(f"it holds features of shape {array.shape}, expected {expected}")
         if record.get("checksum") != checksum(array):
             raise ValueError("its checksum does not match: the file was overwritten or garbled")
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
         array_path.unlink(missing_ok=True)
         meta_path.unlink(missing_ok=True)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -527,13 +536,22 @@ def extract(
 
 def store(backbone: str, split: str, key: str, meta: dict, run: Callable[[Path], np.ndarray]) -> np.ndarray:
     """Extract into the cache entry for `key` with `run(destination)`, then record its meta data
-    and checksum. Half-written entries of killed runs are cleared away first."""
-    remove_stale_partials()
+    and checksum. Half-written entries of killed runs are cleared away first. Unwritable where
+    the cache cannot take the entry (an error reading the images is raised as it is)."""
     array_path, meta_path = _paths(backbone, split, key)
-    features = run(array_path)
-    record = {"backbone": backbone, "split": split, "key": key, "created": time.time(), **meta}
-    record.update(count=int(features.shape[0]), dim=int(features.shape[1]), checksum=checksum(features))
-    atomic.write_text(meta_path, json.dumps(record, indent=1))
+    try:
+        remove_stale_partials()
+        features = run(array_path)
+        record = {"backbone": backbone, "split": split, "key": key, "created": time.time(), **meta}
+        record.update(count=int(features.shape[0]), dim=int(features.shape[1]), checksum=checksum(features))
+        atomic.write_text(meta_path, json.dumps(record, indent=1))
+    except OSError as exc:
+        folder = array_path.parent.resolve()
+        names = [name for name in (exc.filename, exc.filename2) if isinstance(name, str)]
+        if not any(Path(name).resolve().is_relative_to(folder) for name in names):
+            raise
+        reason = exc.strerror or type(exc).__name__
+        raise Unwritable(f"cannot write the feature cache in {folder} ({reason}); extracted without it") from None
     return features
 
 
