@@ -401,6 +401,9 @@ def damage(path, how: str) -> None:
         path.write_bytes(path.read_bytes()[:-20])
     elif how == "empty":  # NumPy says EOFError, not ValueError
         path.write_bytes(b"")
+    elif how == "misrecorded":  # the array sound, its record wrong (as `zoo cache list` would show it)
+        record = path.with_suffix(".json")
+        record.write_text(json.dumps({**json.loads(record.read_text()), "count": 10, "dim": 7}))
     elif how == "garbled":  # the header intact, the body overwritten
         data = bytearray(path.read_bytes())
         data[-16:] = b"\x7f" * 16
@@ -414,7 +417,7 @@ def cached_entry(split: str):
     return Path(entry["files"][0])
 
 
-@pytest.mark.parametrize("how", ["truncated", "empty", "garbled", "wrong shape"])
+@pytest.mark.parametrize("how", ["truncated", "empty", "garbled", "wrong shape", "misrecorded"])
 def test_a_damaged_entry_is_not_loaded(how, tmp_path):
     stored = features.store("net", "train", "k", {}, lambda d: features.extract([np.ones((12, 8))], lambda b: b, 12, 8, d))
     damage(cached_entry("train"), how)

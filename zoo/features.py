@@ -446,6 +446,8 @@ def load(backbone: str, split: str, key: str, shape: tuple[int, int] | None = No
         if array.ndim != 2 or (shape is not None and array.shape != tuple(shape)):
             expected = f"({shape[0]}, {shape[1]})" if shape is not None else "2 dimensions"
             raise ValueError(f"it holds features of shape {array.shape}, expected {expected}")
+        if [record.get("count"), record.get("dim")] != list(array.shape):  # what `zoo cache list` shows
+            raise ValueError(f"its record says {record.get('count')}x{record.get('dim')}, the file holds {array.shape}")
         if record.get("checksum") != checksum(array):
             raise ValueError("its checksum does not match: the file was overwritten or garbled")
     except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
