@@ -141,3 +141,14 @@ def test_a_measurement_or_a_converted_model_the_cache_cannot_take_is_simply_not_
     features.cache_dir("features", features.MODELS).joinpath("net-m2.json").mkdir(parents=True)
     features.store_model("net", "m2", b"flatbuffer bytes", {})
     assert features.load_model("net", "m2") is None
+
+
+def test_a_feature_file_whose_record_is_gone_is_listed_as_damaged_and_cleared_with_its_backbone():
+    features.store("net-a", "train-mirrored", "0123abcd", {}, lambda d: features.extract([np.ones((2, 2))], lambda b: b, 2, 2, d))
+    features.store("other", "test", "0123abcd", {}, lambda d: features.extract([np.ones((2, 2))], lambda b: b, 2, 2, d))
+    features.cache_dir("features").joinpath("net-a-train-mirrored-0123abcd.json").unlink()
+    [orphan] = [entry for entry in features.entries() if "damaged" in entry]
+    assert (orphan["backbone"], orphan["split"], orphan["damaged"]) == ("net-a", "train-mirrored", "no record")
+    assert "damaged: no record" in CliRunner().invoke(app, ["cache", "list"], env={"COLUMNS": "200"}).stdout
+    assert features.clear(backbone="net-a")[0] == 1
+    assert [entry["backbone"] for entry in features.entries()] == ["other"]

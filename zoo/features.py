@@ -557,10 +557,15 @@ def store(backbone: str, split: str, key: str, meta: dict, run: Callable[[Path],
     return features
 
 
+#: An entry's file name (_paths, _model_paths): backbone, split (none for a model), key.
+_STEM = re.compile(r"^(?P<backbone>.+?)(?:-(?P<split>(?:train|test)(?:-mirrored)?))?-(?P<key>[0-9a-f]+)$")
+
+
 def _records(folder: Path, suffix: str) -> list[dict]:
     """The meta data of every entry in `folder` (its data file ends in `suffix`) plus its size in
-    bytes and its files, newest first. A record that cannot be read is listed as damaged (so
-    `clear` can remove it); a `created` that is not a time is replaced by the record file's mtime."""
+    bytes and its files, newest first. A record that cannot be read, or a data file without one,
+    is listed as damaged (so `clear` can remove it; the next bench recomputes it); a `created`
+    that is not a time is replaced by the record file's mtime."""
     found = []
     for meta_path in folder.glob("*.json"):
         data_path = meta_path.with_suffix(suffix)
@@ -578,6 +583,14 @@ def _records(folder: Path, suffix: str) -> list[dict]:
         record["bytes"] = data_path.stat().st_size if data_path.is_file() else 0
         record["files"] = [str(data_path), str(meta_path)]
         found.append(record)
+    for data_path in folder.glob(f"*{suffix}"):  # a data file whose record is gone: listed, so clear finds it
+        parts = _STEM.match(data_path.stem)
+        if data_path.with_suffix(".json").exists() or parts is None:
+            continue
+        with contextlib.suppress(OSError):
+            stat = data_path.stat()
+            record = {"backbone": parts["backbone"], "split": parts["split"] or "?", "damaged": "no record"}
+            found.append({**record, "created": stat.st_mtime, "bytes": stat.st_size, "files": [str(data_path)]})
     return sorted(found, key=lambda record: -record["created"])
 
 
