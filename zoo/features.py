@@ -3,14 +3,14 @@
 A frozen base maps the same image to the same features every epoch and every bench, so zoo runs
 it once per split and streams the result, batch by batch, into a `.npy` file under
 `cache_dir("features")`. The key names what the features are, not where they came from: the
-built extractor's architecture (and the code and attributes of its layers that are not Keras' own), the values
-of its weights (whatever file or code put them there), the preprocessing as it computes (a
-callable by its code and what that reads), zoo's and the plugin's versions, the image size and
-resize method, and each data file's path, size and mtime. Editing a builder, a custom layer, a
-preprocessing callable, a constant or helper it reads, or a weights file is a miss; nothing
-else is. Each entry records a checksum of its array, so a damaged one is found on load and
-recomputed rather than served. Converted TFLite extractors (zoo.runtime) are kept here too, in
-`tflite/`, under the same identity, and listed and cleared with the features.
+built extractor's architecture (and the code and attributes of its layers that are not Keras'
+own), the values of its weights (whatever file or code put them there), the preprocessing as it
+computes (a callable by its code and what that reads), zoo's and the plugin's versions, the
+image size and resize method, and each data file's path, size and mtime. Editing a builder, a
+custom layer, a preprocessing callable, a constant or helper it reads, or a weights file is a
+miss; nothing else is. Each entry records a checksum of its array, so a damaged one is found on
+load and recomputed rather than served. Converted TFLite extractors (zoo.runtime) are kept here
+too, in `tflite/`, under the same identity, and listed and cleared with the features.
 
 Nothing here imports TensorFlow: `zoo cache list|clear` stays instant.
 """
