@@ -134,7 +134,7 @@ def _split_features(
     if cached is not None and everywhere:
         run.progress(f"{name} features (cached)", total, total)
         return cached, "hit"
-    meta = {"images": total, "dataset": str(run.dataset.root.resolve())}
+    meta = {"images": total, "dataset": features.dataset_name(run.dataset.root)}
     try:
         return features.store(spec.name, name, key, meta, extract), "miss"
     except features.Unwritable as exc:

@@ -886,13 +886,14 @@ def cache_clear(
     age = parse_age(older_than) if older_than is not None else None
     removed, freed = features.clear(backbone, dataset, age)
     out.print(f"removed {removed} files, {freed / 2**20:.1f} MB")
-    records = features.entries() + features.models()
-    folder = dataset and str(dataset.expanduser().resolve())
-    for option, given, field in (("--backbone", backbone, "backbone"), ("--dataset", folder, "dataset")):
-        cached = sorted({record[field] for record in records if isinstance(record.get(field), str)})
-        if removed == 0 and given and given not in cached:  # a typo, or another spelling of the folder
-            listed = ", ".join(cached) or "none"
-            out.print(f"nothing cached is for {option} {given}; cached: {listed} (zoo cache list)", highlight=False)
+    if removed == 0 and (backbone or dataset):  # a typo, or another spelling of the folder?
+        records = features.entries() + features.models()
+        folder = dataset and features.dataset_name(dataset)
+        for option, given, field in (("--backbone", backbone, "backbone"), ("--dataset", folder, "dataset")):
+            cached = sorted({record[field] for record in records if isinstance(record.get(field), str)})
+            if given and given not in cached:
+                listed = ", ".join(cached) or "none"
+                out.print(f"nothing cached is for {option} {given}; cached: {listed} (zoo cache list)", highlight=False)
 
 
 @app.command("config")

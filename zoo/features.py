@@ -604,6 +604,11 @@ def models() -> list[dict]:
     return _records(cache_dir("features", MODELS, create=False), ".tflite")
 
 
+def dataset_name(folder: str | Path) -> str:
+    """How an entry names the dataset folder it is for (its `dataset`): the folder resolved."""
+    return str(Path(folder).expanduser().resolve())
+
+
 def clear(
     backbone: str | None = None, dataset: str | Path | None = None, older_than: float | None = None
 ) -> tuple[int, int]:
@@ -611,7 +616,7 @@ def clear(
     folder (converted extractors belong to none), or older than `older_than` seconds (the filters
     combine); returns (files removed, bytes freed). Half-written
     files of killed runs go too; those of a run in progress stay."""
-    folder = dataset and str(Path(dataset).expanduser().resolve())
+    folder = dataset and dataset_name(dataset)
     now = time.time()
     doomed = []
     for record in entries() + models():
