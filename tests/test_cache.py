@@ -136,7 +136,7 @@ def test_converted_models_are_listed_checked_and_cleared_with_the_features(tmp_p
 def test_a_measurement_or_a_converted_model_the_cache_cannot_take_is_simply_not_kept():
     """Folders where their files should go: nothing kept, nothing raised; measured or converted again."""
     features.cache_dir("features", "measures").joinpath(f"flops-{'k' * 24}.json").mkdir(parents=True)
-    features.remember("flops", "k" * 24, 1.5)
+    features.remember("flops", "k" * 24, 1.5, "net")
     assert features.recall("flops", "k" * 24) is None
     features.cache_dir("features", features.MODELS).joinpath("net-m2.json").mkdir(parents=True)
     features.store_model("net", "m2", b"flatbuffer bytes", {})

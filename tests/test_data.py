@@ -145,6 +145,38 @@ def test_a_split_over_the_decode_budget_is_shared_through_a_file_on_disk(tmp_pat
     np.testing.assert_array_equal(again, first)
 
 
+def test_decoded_images_a_killed_run_left_on_disk_are_never_read_and_go_with_the_next_bench(tmp_path, monkeypatch):
+    """A file of decoded images is its process's own: one left by a killed run (its atexit never
+    ran), garbled or not, is neither served nor kept."""
+    import subprocess
+    import sys
+
+    from zoo import data, features
+
+    make_images(tmp_path / "train", {"cat": 3, "dog": 2}, size=40, seed=17)  # files no other test decoded
+    files = tuple(str(path) for path in sorted((tmp_path / "train").rglob("*.jpg")))
+    monkeypatch.setenv("ZOO_DECODE_BUDGET_MB", "0.001")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    left = data.cache_dir("decoded") / f"{data._decoded_key(files, 16, 'bilinear')}.{gone.pid}.npy"
+    np.save(left, np.zeros((len(files), 16, 16, 3), np.uint8))  # what a killed run left, or worse
+    before = data.decoded_count
+    decoded = np.concatenate(list(data.decoded_batches(files, 16, 2)))
+    assert data.decoded_count == before + len(files) and decoded.any()  # decoded anew, not the zeros
+    assert [item["running"] for item in features.partials() if item["path"] == str(left)] == [False]
+    features.remove_stale_partials()  # what the next bench's first store does; `zoo cache clear` too
+    assert not left.exists()
+
+
+def test_the_decode_budget_must_be_a_number_of_megabytes(monkeypatch):
+    from zoo import data
+
+    for value in ("inf", "lots"):
+        monkeypatch.setenv("ZOO_DECODE_BUDGET_MB", value)
+        with pytest.raises(ZooError, match="ZOO_DECODE_BUDGET_MB must be a number of megabytes"):
+            data.decode_budget()
+
+
 def test_the_first_batch_decodes_only_its_own_files_until_the_split_is_decoded(tmp_path):
     from zoo import data
 

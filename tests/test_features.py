@@ -253,6 +253,11 @@ PREPROCESSING = textwrap.dedent(
 
     def initialized(images):
         return images * initializer.value
+
+    NS = types.SimpleNamespace(mean=127.0)  # a config object of no package of its own
+
+    def namespace(images):
+        return images - NS.mean
     """
 )
 
@@ -283,6 +288,7 @@ PREPROCESSING = textwrap.dedent(
         ("namespaced", "CENTRE = 0.5", "CENTRE = 0.25"),  # a class attribute
         ("deep", "DEPTH = 4.0", "DEPTH = 5.0"),  # a constant two modules down
         ("activated", "= tf.nn.relu", "= tf.nn.relu6"),  # which library function it holds
+        ("namespace", "mean=127.0", "mean=0.0"),  # a SimpleNamespace's field
     ],
 )
 def test_the_preprocessing_is_known_by_what_its_code_reads(tmp_path, name, old, new):
@@ -329,11 +335,20 @@ LAYERS = textwrap.dedent(
         def call(self, x):
             return self.activation(x) + self.offset
 
+    class Private(keras.layers.Layer):  # what it keeps is private, and no config says it
+        def __init__(self, factor):
+            super().__init__()
+            self._factor = factor
+
+        def call(self, x):
+            return x * self._factor
+
     def build():
         inputs = keras.Input((8, 8, 3))
         x = Scale()(keras.layers.Conv2D(4, 3)(inputs))
         x = keras.layers.Lambda(lambda t: t + FACTOR)(x)
         x = Offset(np.array([4.0]), keras.ops.relu)(x)
+        x = Private(7.0)(x)
         return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
     """
 )
@@ -348,6 +363,7 @@ LAYERS = textwrap.dedent(
         ("SHIFT = 1.0", "SHIFT = 2.0"),  # a class attribute its code reads
         ("np.array([4.0])", "np.array([5.0])"),  # an argument of a layer whose config fails
         ("keras.ops.relu)", "keras.ops.tanh)"),
+        ("Private(7.0)", "Private(8.0)"),  # a private attribute its own code keeps
     ],
 )
 def test_the_architecture_is_known_by_the_code_of_layers_that_are_not_keras_own(tmp_path, old, new):
@@ -355,6 +371,77 @@ def test_the_architecture_is_known_by_the_code_of_layers_that_are_not_keras_own(
     before = features.architecture_digest(loaded(tmp_path, LAYERS).build())
     assert features.architecture_digest(loaded(tmp_path, LAYERS).build()) == before
     assert features.architecture_digest(loaded(tmp_path, LAYERS.replace(old, new)).build()) != before
+
+
+def installed(site, version: str):
+    """A package `helperlib` of `version`, installed into the folder `site` with its metadata,
+    imported from there as a fresh module."""
+    import importlib
+    import sys
+
+    (site / "helperlib").mkdir(parents=True)
+    (site / "helperlib" / "__init__.py").write_text("def normalize(x):\n    return x / 127.5 - 1\n")
+    info = site / f"helperlib-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: helperlib\nVersion: {version}\n")
+    (info / "top_level.txt").write_text("helperlib\n")
+    sys.modules.pop("helperlib", None)
+    sys.path.insert(0, str(site))
+    features._version.cache_clear()  # a new process would read the installed versions afresh
+    return importlib.import_module("helperlib")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import helperlib\ndef prepare(images):\n    return helperlib.normalize(images)\n",  # its module
+        "from helperlib import normalize\ndef prepare(images):\n    return normalize(images)\n",  # its function
+    ],
+)
+def test_a_package_the_preprocessing_calls_is_known_by_its_version(tmp_path, monkeypatch, source):
+    import sys
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setitem(sys.modules, "helperlib", None)  # put back as it was
+    installed(tmp_path / "site1", "1.0.0")
+    before = features.preprocessing_identity(loaded(tmp_path, source).prepare)
+    assert features.preprocessing_identity(loaded(tmp_path, source).prepare) == before
+    sys.path.remove(str(tmp_path / "site1"))
+    installed(tmp_path / "site2", "2.0.0")  # upgraded: its code is another's
+    assert features.preprocessing_identity(loaded(tmp_path, source).prepare) != before
+    features._version.cache_clear()
+
+
+def test_the_identity_names_the_versions_of_zoo_and_of_what_computes(tiny_plugin):
+    from importlib.metadata import version
+
+    from zoo.models import feature_extractor
+    from zoo.plugin_manager import catalog
+    from zoo.weights import resolve
+
+    spec = catalog().get("tiny_cnn")
+    identity = features.identity(spec, feature_extractor(spec, resolve(spec, "none")))
+    assert identity["zoo"] == f"zoo {version('zoo')}"
+    tensorflow, keras, numpy = identity["libraries"]
+    assert tensorflow.startswith("tensorflow") and keras == f"keras {version('keras')}"
+    assert numpy == f"numpy {version('numpy')}"
+
+
+def test_the_data_files_are_known_by_their_real_path(tmp_path, monkeypatch):
+    """The same folder by another path is the same data; the same relative path from another
+    working directory is other data."""
+    for where in ("a", "b"):
+        make_images(tmp_path / where / "ds" / "train", {"cat": 2}, size=16, seed=3)  # the same names
+    (tmp_path / "link").symlink_to(tmp_path / "a" / "ds")
+
+    def fingerprint(folder) -> str:
+        return features.files_fingerprint(sorted(str(path) for path in Path(folder).rglob("*.jpg")))
+
+    monkeypatch.chdir(tmp_path / "a")
+    here = fingerprint("ds")
+    assert fingerprint(tmp_path / "a" / "ds") == here and fingerprint(tmp_path / "link") == here
+    monkeypatch.chdir(tmp_path / "b")
+    assert fingerprint("ds") != here
 
 
 def test_a_savedmodel_is_known_by_its_graph_as_well_as_its_variables(tmp_path):

@@ -198,7 +198,7 @@ def decode_budget() -> int:
     larger than that is kept on disk instead."""
     try:
         return int(float(os.environ.get("ZOO_DECODE_BUDGET_MB", "512")) * 2**20)
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, or inf
         raise ZooError("ZOO_DECODE_BUDGET_MB must be a number of megabytes, e.g. 512") from None
 
 
@@ -207,7 +207,9 @@ def _decoded_key(files: tuple[str, ...], size: int, interpolation: str) -> str:
 
 
 def _on_disk(key: str) -> Path:
-    return cache_dir("decoded") / f"{key}.npy"
+    """This process's own file of decoded images: one left by a killed run is never read, and
+    goes with the next bench or `zoo cache clear` (zoo.features.partials)."""
+    return cache_dir("decoded") / f"{key}.{os.getpid()}.npy"
 
 
 def _read_rows(path: Path, count: int, shape: tuple[int, ...], batch_size: int) -> Iterator[np.ndarray]:
@@ -296,17 +298,16 @@ def _decode_to_disk(
     """Decode a split too large for memory into a .npy file by plain writes (not through a memory
     map, whose dirty pages would count in this process's resident memory until the whole split
     was written), removed when the process ends."""
-    partial = path.with_suffix(f".{os.getpid()}.partial")
     atexit.register(path.unlink, missing_ok=True)
     try:
-        with open(partial, "wb") as handle:
+        with open(path, "wb") as handle:
             header = {"descr": "|u1", "fortran_order": False, "shape": (len(files), size, size, 3)}
             np.lib.format.write_array_header_1_0(handle, header)  # the magic string too
             for rows in _decoding(files, size, batch_size, interpolation, progress):
                 handle.write(rows.tobytes())
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    except BaseException:  # half-written: not to be read by a later pass
+        path.unlink(missing_ok=True)
+        raise
 
 
 def first_batch(files: tuple[str, ...], size: int, batch_size: int, interpolation: str = "bilinear") -> np.ndarray:

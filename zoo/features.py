@@ -5,8 +5,9 @@ it once per split and streams the result, batch by batch, into a `.npy` file und
 `cache_dir("features")`. The key names what the features are, not where they came from: the
 built extractor's architecture (and the code and attributes of its layers that are not Keras'
 own), the values of its weights (whatever file or code put them there), the preprocessing as it
-computes (a callable by its code and what that reads), zoo's and the plugin's versions, the
-image size and resize method, and each data file's path, size and mtime. Editing a builder, a
+computes (a callable by its code and what that reads), the versions of zoo, the plugin and the
+libraries that compute (TensorFlow, Keras, NumPy, a package the code calls), the image size and
+resize method, and each data file's real path, size and mtime. Editing a builder, a
 custom layer, a preprocessing callable, a constant or helper it reads, or a weights file is a
 miss; nothing else is. Each entry records a checksum of its array, so a damaged one is found on
 load and recomputed rather than served. Converted TFLite extractors (zoo.runtime) are kept here
@@ -26,6 +27,7 @@ import json
 import os
 import re
 import time
+import types
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ import numpy as np
 
 from zoo import atomic
 from zoo.cache import cache_dir
+from zoo.errors import ZooError
 from zoo.hub import SAVED_MODEL_FILE
 from zoo.progress import Progress, no_progress
 from zoo.spec import PREPROCESSING, Normalization, Preprocessing
@@ -52,11 +55,13 @@ class Unwritable(Exception):
 
 
 def files_fingerprint(files: Iterable[str]) -> str:
-    """A cheap hash of a list of files: path, size and mtime of each, in order."""
+    """A cheap hash of a list of files: real path, size and mtime of each, in order. The real
+    path: `--data ds` names another folder from another working directory, and the same folder
+    reached by a symlink or an absolute path is the same data."""
     digest = hashlib.sha256()
     for name in files:
         stat = os.stat(name)
-        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        digest.update(f"{os.path.realpath(name)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 
@@ -120,11 +125,44 @@ def _architecture_digest(model, seen: set[int]) -> str:
             if inspect.isfunction(value) and _package(value) not in _LIBRARIES:
                 _function_digest(value, code, seen)
         if _package(type(layer)) not in _LIBRARIES:  # a layer of one's own: what it keeps but its name
-            kept = {key: value for key, value in vars(layer).items() if not key.startswith("_") and key != "name"}
+            own = _names_in_code(type(layer))  # `self._factor`: private, yet its own
+            kept = {
+                key: value
+                for key, value in vars(layer).items()
+                if key != "name" and (not key.startswith("_") or key in own)
+            }
             _value_digest(kept, code, _package(type(layer)), seen)
     text = json.dumps([config, shapes, graphs, code.hexdigest()], sort_keys=True, default=repr)
     text = _ADDRESS.sub("", text)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _parts(member: Any) -> list:
+    """What a class attribute holds: a property's functions, a static or class method's function,
+    or the value itself."""
+    if isinstance(member, property):
+        return [member.fget, member.fset, member.fdel]
+    return [getattr(member, "__func__", member)]
+
+
+def _names_in_code(cls: type) -> set[str]:
+    """The names the code of `cls` and its bases, those not of a library, reads or sets
+    (`self._factor` gives `_factor`): of a layer's private attributes, those its own code keeps
+    rather than Keras'."""
+    codes = [
+        part.__code__
+        for klass in cls.__mro__
+        if _package(klass) not in _LIBRARIES
+        for member in vars(klass).values()
+        for part in _parts(member)
+        if inspect.isfunction(part)
+    ]
+    names: set[str] = set()
+    while codes:
+        code = codes.pop()
+        names.update(code.co_names)
+        codes += [constant for constant in code.co_consts if hasattr(constant, "co_code")]
+    return names
 
 
 def _saved_model_graph(layer) -> str | None:
@@ -197,10 +235,24 @@ def _is_keras_layer(value: Any) -> bool:
     return keras and callable(getattr(value, "get_config", None)) and hasattr(value, "weights")
 
 
+@functools.cache
+def _version(package: str) -> str:
+    """The version of the distribution that installs the top-level `package` ("" if none does:
+    the standard library's modules); a library's code changes with it."""
+    from importlib.metadata import packages_distributions, version
+
+    names = packages_distributions().get(package, [])
+    with contextlib.suppress(Exception):
+        return " ".join(f"{name} {version(name)}" for name in sorted(set(names)))
+    return ""
+
+
 def _named(thing: Any) -> str:
-    """A library's function or object by its module and name: which one it is, not what it computes."""
+    """A library's function or object by its module, name and version: which one it is, not
+    what it computes."""
     name = getattr(thing, "__qualname__", None) or getattr(thing, "__name__", type(thing).__qualname__)
-    return f"{getattr(thing, '__module__', None) or _package(type(thing))}.{name}"
+    module = getattr(thing, "__module__", None) or _package(type(thing))
+    return f"{module}.{name} {_version(module.partition('.')[0])}"
 
 
 def _is_own_module(value: Any, package: str) -> bool:
@@ -211,7 +263,7 @@ def _value_digest(value: Any, digest, package: str, seen: set[int]) -> None:
     """Feed a value some code reads: plain values, arrays and tensors by value, containers item
     by item, functions and classes of `package` by their code, another's function by its name,
     a Keras layer as a backbone is (architecture and weights), objects of `package` by their
-    class and attributes; anything else (a module) is left to its version."""
+    class and attributes, another package's module by its version."""
     if isinstance(value, (*_PLAIN, np.generic)):
         digest.update(f"{type(value).__name__}:{value!r};".encode())
     elif isinstance(value, np.ndarray):
@@ -234,17 +286,26 @@ def _value_digest(value: Any, digest, package: str, seen: set[int]) -> None:
         _class_digest(value, digest, seen)
     elif inspect.isroutine(value) or isinstance(value, np.ufunc):  # another's function: which one
         digest.update(f"{_named(value)};".encode())
+    elif inspect.ismodule(value):  # another package's module (helpers.normalize): by its version
+        digest.update(f"module:{value.__name__} {_version(value.__name__.partition('.')[0])};".encode())
     elif _is_keras_layer(value) and id(value) not in seen:  # Keras' own or one's own subclass
         seen.add(id(value))
         computes = f"{type(value).__qualname__}:{_architecture_digest(value, seen)}:{weights_digest(value)};"
         digest.update(computes.encode())
-    elif _package(type(value)) == package and id(value) not in seen:  # a config object, say
+    elif id(value) not in seen and (_package(type(value)) == package or _is_record(value)):  # a config object
         seen.add(id(value))
         _class_digest(type(value), digest, seen)
         fields = getattr(value, "__dict__", None)
         if fields is None and dataclasses.is_dataclass(value):  # slots, no __dict__
             fields = {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+        digest.update(f"{_named(type(value))}:".encode())
         _value_digest(fields, digest, package, seen)
+
+
+def _is_record(value: Any) -> bool:
+    """An object that only holds values (a SimpleNamespace, a dataclass of another package), read
+    by its fields; another package's other objects are left to its version."""
+    return isinstance(value, types.SimpleNamespace) or (dataclasses.is_dataclass(value) and not isinstance(value, type))
 
 
 def _class_digest(cls: type, digest, seen: set[int]) -> None:
@@ -256,10 +317,7 @@ def _class_digest(cls: type, digest, seen: set[int]) -> None:
             continue
         seen.add(id(klass))
         for name, member in sorted(vars(klass).items()):
-            if isinstance(member, property):
-                parts = [member.fget, member.fset, member.fdel]
-            else:
-                parts = [getattr(member, "__func__", member)]  # a staticmethod's or classmethod's function
+            parts = _parts(member)
             if name.startswith("__") and name.endswith("__") and not inspect.isfunction(parts[0]):
                 continue
             digest.update(f"{klass.__qualname__}.{name};".encode())
@@ -312,7 +370,9 @@ def identity(spec, extractor) -> dict:
         "source": spec.source,
         "reference": spec.reference,
         "plugin": f"{spec.plugin} {versions.get(spec.plugin, '')}",
-        "zoo": versions.get("zoo.sources", ""),
+        "zoo": _version("zoo"),
+        # What decodes, resizes and runs the model: an upgrade may change their numbers.
+        "libraries": [_version(package) for package in ("tensorflow", "keras", "numpy")],
         "architecture": architecture_digest(extractor),
         "weights": weights_digest(extractor),
         "preprocessing": preprocessing_identity(spec.preprocessing),
@@ -336,21 +396,32 @@ def recall(what: str, key: str, default: Any = None) -> Any:
         return default
 
 
-def remember(what: str, key: str, value: Any) -> None:
+def remember(what: str, key: str, value: Any, backbone: str) -> None:
     """Keep a measurement that depends only on what `key` names (e.g. a model's FLOPs on its
-    architecture digest) beside the features, as JSON; where the cache cannot be written, it is
-    measured again next time."""
+    architecture digest) beside the features, as JSON, with the backbone it was made for (`zoo
+    cache clear --backbone` forgets it too); where the cache cannot be written, it is measured
+    again next time."""
     with contextlib.suppress(OSError):
-        atomic.write_text(_measure_path(what, key), json.dumps({"value": value}))
+        atomic.write_text(_measure_path(what, key), json.dumps({"value": value, "backbone": backbone}))
 
 
-def remembered(what: str, key: str, compute: Callable[[], Any]) -> Any:
+def remembered(what: str, key: str, compute: Callable[[], Any], backbone: str) -> Any:
     """The measurement kept under `key`, computed and kept first if there is none."""
     value = recall(what, key, _UNKNOWN)
     if value is _UNKNOWN:
         value = compute()
-        remember(what, key, value)
+        remember(what, key, value, backbone)
     return value
+
+
+def _measures_of(backbone: str) -> list[dict]:
+    """The measurements kept for `backbone` (see `remember`), as records `clear` can filter."""
+    found = []
+    for path in cache_dir("features", "measures", create=False).glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            if json.loads(path.read_text(encoding="utf-8")).get("backbone") == backbone:
+                found.append({"backbone": backbone, "created": path.stat().st_mtime, "files": [str(path)]})
+    return found
 
 
 def key(identity: dict, **parts: Any) -> str:
@@ -473,10 +544,12 @@ def _pid_alive(pid: int) -> bool:
 
 
 def partials() -> list[dict]:
-    """The half-written entries in the cache: path, size, the writing process and whether it
-    still runs (a `.partial` of a process that is gone was left by a killed run)."""
+    """The files in the cache that belong to one process while it runs: half-written entries
+    (`.NAME.PID.partial`) and decoded images too many for memory (`decoded/KEY.PID.npy`, zoo.data).
+    Each with its path, size, process and whether that still runs (one that is gone was killed)."""
     found = []
-    for path in cache_dir("features", create=False).glob(".*.partial"):
+    own = [*cache_dir("features", create=False).glob(".*.partial"), *cache_dir("decoded", create=False).glob("*.npy")]
+    for path in own:
         pid_text = path.name.rsplit(".", 2)[-2]
         pid = int(pid_text) if pid_text.isdigit() else 0
         try:
@@ -496,7 +569,7 @@ def partials() -> list[dict]:
 
 
 def remove_stale_partials() -> int:
-    """Delete the `.partial` files whose process is gone; returns how many."""
+    """Delete the files of `partials()` whose process is gone; returns how many."""
     stale = [Path(item["path"]) for item in partials() if not item["running"]]
     for path in stale:
         path.unlink(missing_ok=True)
@@ -523,6 +596,11 @@ def extract(
         done = 0
         for batch in batches:
             rows = np.asarray(forward(batch), dtype=np.float32)
+            if not np.isfinite(rows).all():  # a head trained on them learns nothing, yet scores
+                raise ZooError(
+                    f"the backbone gives NaN or inf features for images {done + 1}-{done + len(rows)} of "
+                    f"{count}; its model or preprocessing must compute finite numbers (a division by zero?)"
+                )
             array[done : done + len(rows)] = rows
             done += len(rows)
             progress(step, done, count)
@@ -619,7 +697,8 @@ def clear(
     folder = dataset and dataset_name(dataset)
     now = time.time()
     doomed = []
-    for record in entries() + models():
+    measures = _measures_of(backbone) if backbone is not None and not folder else []  # they are of no dataset
+    for record in entries() + models() + measures:
         if backbone is not None and record.get("backbone") != backbone:
             continue
         if folder and record.get("dataset") != folder:
