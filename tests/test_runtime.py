@@ -2,9 +2,12 @@
 and is faster; tf never converts; a backbone TFLite cannot hold falls back with a note; the
 converted model is kept in the cache, reused, and not even loaded when the features are cached."""
 
+import contextlib
+import json
 import os
 import re
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -24,8 +27,13 @@ PLUGIN = textwrap.dedent(
     @hookimpl
     def zoo_backbones():
         base = dict(family="test", source="custom", input_size=32, preprocessing="unit", feature_dim=8)
+        odd = {**base, "feature_dim": 3, "params": 1}
         return [BackboneSpec(name="tiny_net", reference="tiny", params=840, **base),
-                BackboneSpec(name="host_net", reference="host", params=808, **base)]
+                BackboneSpec(name="host_net", reference="host", params=808, **base),
+                BackboneSpec(name="zero_net", reference="zero", **odd),
+                BackboneSpec(name="pixel_net", reference="pixel", **odd),
+                BackboneSpec(name="nan_net", reference="nan", **odd),
+                BackboneSpec(name="half_net", reference="half", params=224, **base)]
 
     @hookimpl
     def zoo_build_backbone(spec, weights):
@@ -40,8 +48,22 @@ PLUGIN = textwrap.dedent(
                 y.set_shape(x.shape)
                 return y
 
+        class Rsqrt(keras.layers.Layer):  # 0 at 0 in TensorFlow (inf, clipped, times 0); NaN in TFLite
+            def call(self, x):
+                return x * tf.clip_by_value(tf.math.rsqrt(x), 0.0, 100.0)
+
+        class Log(keras.layers.Layer):  # NaN everywhere, in both
+            def call(self, x):
+                return tf.math.log(-1.0 - x)
+
         inputs = keras.Input((32, 32, 3))
+        means = keras.layers.GlobalAveragePooling2D()(inputs)  # of the images in [0, 1]: 0 for black
+        if spec.reference in ("zero", "pixel", "nan"):
+            kept = {"zero": keras.layers.ReLU()(-means), "pixel": means, "nan": means}[spec.reference]
+            return keras.Model(inputs, (Log() if spec.reference == "nan" else Rsqrt())(kept))
         x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+        if spec.reference == "half":  # features in float16
+            return keras.Model(inputs, keras.ops.cast(keras.layers.GlobalAveragePooling2D()(x), "float16"))
         x = Host()(x) if spec.reference == "host" else keras.layers.BatchNormalization()(x)
         x = keras.layers.Conv2D(8, 3, activation="relu")(x)
         return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name=f"{spec.reference}_base")
@@ -271,3 +293,87 @@ def test_every_backbone_is_converted_ahead_in_order_and_a_later_bench_converts_n
     steps.clear()
     bench_all(specs, dataset, tmp_path, steps)
     assert not [step for step in steps if "converting" in step]
+
+
+def test_nan_from_tflite_alone_is_no_agreement_tensorflow_extracts_instead(plugin, tiny_dataset):
+    """rsqrt(0) is NaN in TFLite and inf in TensorFlow: a NaN agrees with nothing, and a head
+    trained on NaN would still score."""
+    spec, dataset = catalog().get("zero_net"), load_dataset(tiny_dataset)
+    row = bench_backbone(spec, dataset, settings())
+    assert row.status == "ok", row.error
+    assert (row.runtime, row.runtime_note) == ("tf", runtime.NOT_FINITE)
+    assert all(np.isfinite(features.load("zero_net", e["split"], e["key"])).all() for e in features.entries())
+    forced = bench_backbone(spec, dataset, settings(runtime="tflite", cache=False))
+    assert forced.status == "failed"
+    assert forced.error == f"--runtime tflite: {runtime.NOT_FINITE}; use --runtime tf for this backbone"
+
+
+def test_a_later_batch_that_only_tflite_cannot_compute_goes_through_tensorflow_from_there(plugin):
+    strategy, model = distributed.make_strategy("default"), extractor("pixel_net")
+    extraction = runtime.Extraction("pixel_net", model, settings(), strategy, {"net": 6})
+    extraction(images())  # agrees: no image is black
+    black = np.zeros((4, 32, 32, 3), np.uint8)  # TFLite's NaN, TensorFlow's 0
+    outputs = [extraction(black) for _ in range(4)]  # the trial gives one to TFLite before long
+    assert all(np.isfinite(output).all() for output in outputs)
+    np.testing.assert_allclose(outputs[-1], np.asarray(model(black.astype(np.float32))))
+    assert (extraction.runtime, extraction.note) == ("tf", runtime.NOT_FINITE)
+    again = runtime.Extraction("pixel_net", model, settings(), strategy, {"net": 6})
+    again(images())
+    assert (again.runtime, again.note) == ("tf", f"{runtime.NOT_FINITE} (chosen on an earlier bench)")
+
+
+def test_features_that_are_nan_through_tensorflow_too_fail_the_row_in_one_line(plugin, tiny_dataset):
+    row = bench_backbone(catalog().get("nan_net"), load_dataset(tiny_dataset), settings())
+    assert row.status == "failed"
+    assert row.error == (
+        "the backbone gives NaN or inf features for images 1-4 of 12; its model or preprocessing "
+        "must compute finite numbers (a division by zero?)"
+    )
+    assert features.entries() == [] and features.partials() == []  # nothing half-made is kept
+
+
+def test_float16_features_come_out_of_tflite_as_the_numbers_they_are(plugin, tiny_dataset):
+    strategy, model = distributed.make_strategy("default"), extractor("half_net")
+    extraction = runtime.Extraction("half_net", model, settings(runtime="tflite"), strategy, {"net": 7})
+    got = extraction(images())
+    assert np.abs(got).max() > 0
+    assert runtime.relative_gap(got, np.asarray(model(images()), np.float32)) < 1e-3  # float16's precision
+
+
+def test_a_converter_killed_on_the_way_is_not_a_backbone_that_cannot_convert(plugin):
+    """Killed (the out-of-memory killer, say), the converter leaves TensorFlow for this row, with
+    a note that says so, and nothing recorded: the next bench converts."""
+    import threading
+
+    import psutil
+
+    strategy, model = distributed.make_strategy("default"), extractor()
+    extraction = runtime.Extraction("tiny_net", model, settings(), strategy, {"net": 8})
+    thread = threading.Thread(target=extraction, args=(images(),))
+    thread.start()
+    while thread.is_alive():
+        for child in psutil.Process().children():
+            with contextlib.suppress(psutil.Error):
+                if "zoo.tflite" in child.cmdline():
+                    child.kill()
+        time.sleep(0.02)
+    thread.join()
+    assert extraction.runtime == "tf"
+    assert re.fullmatch(r"the TFLite converter was stopped by signal 9 \(out of memory\?\); .*", extraction.note)
+    again = runtime.Extraction("tiny_net", model, settings(runtime="tflite"), strategy, {"net": 8})
+    assert runtime.relative_gap(again(images()), np.asarray(model(images()))) < runtime.TOLERANCE
+    assert again.runtime == "tflite"
+
+
+def test_clearing_a_backbone_forgets_what_was_measured_of_it(plugin, tiny_dataset):
+    """Its runtime choice, its interpreter's batch, its FLOPs and speed: a recorded failure to
+    convert, say, is no longer served once the backbone is cleared."""
+    dataset = load_dataset(tiny_dataset)
+    for name in ("host_net", "tiny_net"):
+        bench_backbone(catalog().get(name), dataset, settings(mirror=True))
+    measures = features.cache_dir("features", "measures")
+    mine = lambda: {path for path in measures.glob("*.json") if json.loads(path.read_text())["backbone"] == "host_net"}  # noqa: E731
+    kept = set(measures.glob("*.json")) - mine()
+    assert {path.name.split("-")[0] for path in mine()} >= {"runtime", "unconvertible", "flops", "speed"}
+    features.clear(backbone="host_net")
+    assert mine() == set() and set(measures.glob("*.json")) == kept

@@ -257,7 +257,7 @@ def _speed(run: _Run, row: BenchRow, forward: Any, identity: dict) -> None:
             forward, batch[:1], settings.latency_runs, run.progress
         )
     if key:
-        features.remember("speed", key, [row.images_per_sec, row.latency_ms_p50, row.latency_ms_p95])
+        features.remember("speed", key, [row.images_per_sec, row.latency_ms_p50, row.latency_ms_p95], run.spec.name)
 
 
 #: keep(classifier, metadata) → where it was kept (relative to --out), or None.
@@ -319,7 +319,7 @@ def _measure(
     count_flops = lambda: metrics.flops_per_image(model)  # noqa: E731
     # FLOPs depend on the architecture alone: counted once per architecture, kept in the cache.
     digest = features.architecture_digest(model) if settings.cache else ""
-    row.flops_per_image = features.remembered("flops", digest, count_flops) if digest else count_flops()
+    row.flops_per_image = features.remembered("flops", digest, count_flops, spec.name) if digest else count_flops()
     if log_dir is not None:
         board.finish(log_dir, row)
     if keep is not None:

@@ -64,7 +64,10 @@ AHEAD = "converted-ahead"
 
 
 def relative_gap(got: np.ndarray, expected: np.ndarray) -> float:
-    """max |got - expected| / max |expected|: 0 for the same features, 1e-6 for float round-off."""
+    """max |got - expected| / max |expected|: 0 for the same features, 1e-6 for float round-off;
+    inf where either holds a NaN or an inf, which agrees with nothing."""
+    if not (np.isfinite(got).all() and np.isfinite(expected).all()):
+        return float("inf")
     scale = float(np.max(np.abs(expected))) if expected.size else 0.0
     return float(np.max(np.abs(got - expected))) / max(scale, 1e-12) if expected.size else 0.0
 
@@ -76,7 +79,16 @@ def _timed(forward: Callable, batch: np.ndarray) -> tuple[float, np.ndarray]:
 
 
 class _Unfit(Exception):
-    """Why TFLite cannot extract this backbone's features, in a few words."""
+    """Why TFLite cannot extract this backbone's features, in a few words; `lasting` unless it
+    may be otherwise next time (a converter that was killed), so auto records TensorFlow."""
+
+    def __init__(self, why: str, lasting: bool = True):
+        super().__init__(why)
+        self.lasting = lasting
+
+
+#: Why auto leaves TFLite for TensorFlow on a batch whose features only TFLite could not compute.
+NOT_FINITE = "TFLite gave NaN or inf features where TensorFlow's are finite"
 
 
 class _Trial:
@@ -171,6 +183,12 @@ class Extraction:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         self.calls += 1
+        output = self._extract(batch)
+        if self._settings.runtime != "tf" and not np.isfinite(output).all():
+            return self._finite(batch, output)
+        return output
+
+    def _extract(self, batch: np.ndarray) -> np.ndarray:
         if self._trial is not None:
             output = self._trial(batch)
             if self._trial.done:
@@ -201,13 +219,34 @@ class Extraction:
             self(batch)
         self._settle()
 
+    def _finite(self, batch: np.ndarray, output: np.ndarray) -> np.ndarray:
+        """TensorFlow's features of `batch`, whose features through the runtime in use were not all
+        finite: from here on TensorFlow's where only TFLite gave NaN or inf (recorded as auto's
+        choice; a failed row with --runtime tflite), else `output` (the model's own fault:
+        zoo.features.extract fails the row)."""
+        if self._runtime == "tf":
+            return output
+        expected = self._tf_forward(batch)
+        if not np.isfinite(expected).all():
+            return output
+        if self._settings.runtime == "tflite":
+            raise ZooError(f"--runtime tflite: {NOT_FINITE}; use --runtime tf for this backbone")
+        self._trial = None
+        if self._machine_key:
+            features.remember("runtime", self._machine_key, {"runtime": "tf", "note": NOT_FINITE}, self._backbone)
+        self._use("tf", self._tf_forward, NOT_FINITE)
+        self._seconds = []
+        return expected
+
+    @functools.cached_property
+    def _tf_forward(self) -> Callable[[np.ndarray], np.ndarray]:
+        """TensorFlow's traced graph of the extractor (traced on its first call), numpy in and out."""
+        compiled = distributed.split_over_devices(self._strategy, metrics.compiled_forward(self._extractor))
+        return lambda images: np.asarray(compiled(np.asarray(images, np.float32)))
+
     def _first(self, batch: np.ndarray) -> np.ndarray:
         """The first batch's features; the runtime chosen (recorded, or not to try) or its trial begun."""
-        compiled = distributed.split_over_devices(self._strategy, metrics.compiled_forward(self._extractor))
-
-        def tf_forward(images: np.ndarray) -> np.ndarray:
-            return np.asarray(compiled(np.asarray(images, np.float32)))
-
+        tf_forward = self._tf_forward
         why = tensorflow_only(self._settings)
         if why is not None:
             return self._start("tf", tf_forward, why, batch)
@@ -225,8 +264,8 @@ class Extraction:
         except _Unfit as exc:
             if self._settings.runtime == "tflite":
                 raise ZooError(f"--runtime tflite: {exc}; use --runtime tf for this backbone") from None
-            if choice:  # conversion failures too: no use trying again on every bench
-                features.remember("runtime", choice, {"runtime": "tf", "note": str(exc)})
+            if choice and exc.lasting:  # conversion failures too: no use trying again on every bench
+                features.remember("runtime", choice, {"runtime": "tf", "note": str(exc)}, self._backbone)
             return self._start("tf", tf_forward, str(exc), batch)
 
     def _begin_trial(self, batch: np.ndarray, tf_forward: Callable) -> np.ndarray:
@@ -236,7 +275,7 @@ class Extraction:
         try:
             runner = self._runner()
         except ZooError as exc:
-            raise _Unfit(str(exc)) from None
+            raise _Unfit(str(exc), lasting=not isinstance(exc, tflite.ConversionStopped)) from None
         batch_size = self._settings.batch_size
         sizes = sorted({min(piece, batch_size) for piece in (*PIECES, batch_size)})
         runner.batch_size = sizes[0]
@@ -245,6 +284,8 @@ class Extraction:
         except Exception as exc:  # converted, yet the interpreter cannot run it
             raise _Unfit(f"the TFLite model does not run: {tflite.reason(exc)}") from None
         expected = tf_forward(batch)  # the first call traces
+        if not np.isfinite(got).all() and np.isfinite(expected).all():
+            raise _Unfit(NOT_FINITE)
         gap = relative_gap(got, expected)
         if gap > TOLERANCE:
             raise _Unfit(f"TFLite features differ by {gap:.1e} relative")
@@ -262,7 +303,7 @@ class Extraction:
         trial.runner.batch_size = piece  # the interpreter allocates for it on the next batch, if it changed
         key = self._machine_key if trial.done else None
         if key:
-            features.remember("tflite-batch", key, piece)
+            features.remember("tflite-batch", key, piece, self._backbone)
         lite, tf_seconds = trial.best(piece), trial.best("tf")
         if trial.tf is None:
             runtime, note = "tflite", "--runtime tflite"
@@ -272,7 +313,7 @@ class Extraction:
             runtime = "tflite" if tf_seconds >= MARGIN * lite else "tf"
             note = f"TFLite {tf_seconds / lite:.2f}x TensorFlow's speed (in batches of {piece})"
             if key:
-                features.remember("runtime", key, {"runtime": runtime, "note": note})
+                features.remember("runtime", key, {"runtime": runtime, "note": note}, self._backbone)
         forward = trial.runner if runtime == "tflite" else trial.tf
         self._use(runtime, forward, note)  # type: ignore[arg-type]
         self._seconds = list(trial.seconds.get(piece if runtime == "tflite" else "tf", []))
@@ -353,14 +394,17 @@ def model_key(identity: dict) -> str:
 
 def _kept(backbone: str, key: str, convert: Callable[[], bytes]) -> bytes:
     """`convert()`'s TFLite bytes, kept in the cache under `key` with how long it took; a
-    conversion that fails (a ZooError) is recorded there as UNCONVERTIBLE, with why."""
+    conversion that fails (a ZooError, not a converter killed on the way) is recorded there as
+    UNCONVERTIBLE, with why."""
     import tensorflow as tf
 
     start = time.perf_counter()
     try:
         content = convert()
+    except tflite.ConversionStopped:
+        raise
     except ZooError as exc:
-        features.remember(UNCONVERTIBLE, key, str(exc))
+        features.remember(UNCONVERTIBLE, key, str(exc), backbone)
         raise
     meta = {"convert_seconds": round(time.perf_counter() - start, 2), "tensorflow": tf.__version__}
     features.store_model(backbone, key, content, meta)
@@ -477,7 +521,7 @@ def _convert_one(name: str, weights_mode: str, seed: int) -> None:
             _kept(name, key, lambda: tflite.convert_here(extractor))
         except ZooError:
             outcome = "unconvertible"
-    features.remember(AHEAD, _ahead_key(name, weights_mode, seed), outcome)
+    features.remember(AHEAD, _ahead_key(name, weights_mode, seed), outcome, name)
 
 
 if __name__ == "__main__":  # convert_ahead's child: python -m zoo.runtime WEIGHTS SEED NAME...

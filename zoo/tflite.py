@@ -40,6 +40,10 @@ def reason(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:200] + "…"
 
 
+class ConversionStopped(ZooError):
+    """The converter did not fail but was stopped (killed): the model may yet convert."""
+
+
 def convert(model, quantize: str = "none", calibration: Iterable[np.ndarray] | None = None) -> bytes:
     """A Keras model as TFLite bytes, converted from its SavedModel export (in a child process).
 
@@ -60,9 +64,15 @@ def convert(model, quantize: str = "none", calibration: Iterable[np.ndarray] | N
         child = subprocess.run(
             [sys.executable, "-m", "zoo.tflite", folder, quantize], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
+        if child.returncode < 0:  # SIGKILL: the kernel's out-of-memory killer, say
+            raise ConversionStopped(
+                f"the TFLite converter was stopped by signal {-child.returncode} (out of memory?); "
+                "it converts again on the next bench"
+            )
         if child.returncode != 0:
             error = work / "error.txt"
-            why = error.read_text() if error.is_file() else child.stderr.decode(errors="replace").strip()[-300:]
+            lines = child.stderr.decode(errors="replace").strip().splitlines()
+            why = error.read_text() if error.is_file() else (lines[-1][-300:] if lines else f"exit {child.returncode}")
             raise ZooError(f"TFLite conversion failed: {why}")
         return (work / "model.tflite").read_bytes()
 
@@ -177,18 +187,22 @@ class Runner:
 
 
 def _quantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    """`values` as the input tensor takes them: quantized where it has a scale (int8 export),
+    else cast (float32 as is; a model that takes float16 or uint8)."""
     dtype = detail["dtype"]
-    if dtype == np.float32:
-        return values
     scale, zero = detail["quantization"]
+    if not scale:
+        return values if dtype == values.dtype else values.astype(dtype)
     info = np.iinfo(dtype)
     return np.clip(np.round(values / scale + zero), info.min, info.max).astype(dtype)
 
 
 def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
-    if detail["dtype"] == np.float32:
-        return values.copy()
+    """An output tensor as float32: dequantized where it has a scale, else cast (a model whose
+    features are float16 or integers)."""
     scale, zero = detail["quantization"]
+    if not scale:
+        return values.astype(np.float32)  # a copy: the interpreter reuses its buffer
     return ((values.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
