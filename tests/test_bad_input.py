@@ -650,13 +650,17 @@ def _divide_by_zero(images):
 def zoo_backbones():
     return [_spec("returns_none"), _spec("raises"), _spec("bad_preprocessing", preprocessing=_divide_by_zero),
             _spec("wrong_reference", source="keras.applications", reference="ConvNextTiny"),
-            _spec("wrong_input_size")]
+            _spec("wrong_input_size"), _spec("two_outputs")]
 
 @zoo.hookimpl
 def zoo_build_backbone(spec, weights):
     import keras
     if spec.name == "raises":
         raise ValueError("boom")
+    if spec.name == "two_outputs":
+        inputs = keras.Input((32, 32, 3))
+        pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3)(inputs))
+        return keras.Model(inputs, {"features": pooled, "logits": keras.layers.Dense(2)(pooled)})
     if spec.name in ("bad_preprocessing", "wrong_input_size"):
         inputs = keras.Input((48, 48, 3) if spec.name == "wrong_input_size" else (32, 32, 3))
         return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3)(inputs)))
@@ -675,6 +679,8 @@ def zoo_build_backbone(spec, weights):
                             "did you mean 'ConvNeXtTiny'?"),
         ("wrong_input_size", "wrong_input_size builds a model for 48x48 images, but its spec says input_size=32; "
                              "plugin mistakes must build for spec.input_size or fix input_size"),
+        ("two_outputs", "two_outputs outputs a dict of tensors, not one tensor of features; plugin mistakes must "
+                        "build a model with a single (8,) output"),
     ],
 )
 def test_builder_mistakes_name_the_plugin_and_the_real_cause(name, expected, tmp_path, monkeypatch):

@@ -186,6 +186,35 @@ def test_export_refuses_what_it_cannot_do(benched, tmp_path):
     assert result.exit_code == 2 and "neither a SavedModel nor a zoo.json" in result.output
 
 
+def odd_classifier(layer):
+    """A small classifier of 16 px images with `layer` (of a class Keras was not told of) inside."""
+    import keras
+
+    inputs = keras.Input((16, 16, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(layer(pooled)))
+
+
+def test_an_export_that_would_not_predict_is_refused_in_one_line(tmp_path):
+    """A TFLite model whose outputs are NaN where Keras' are numbers (rsqrt(0)), or a .keras file
+    that Keras cannot load back: refused when exported, naming what to do, and nothing is left."""
+    import keras
+    import tensorflow as tf
+
+    class Rsqrt(keras.layers.Layer):  # 0 at 0 in Keras; NaN in TFLite
+        def call(self, x):
+            return x * tf.clip_by_value(tf.math.rsqrt(x), 0.0, 100.0)
+
+    meta = {"backbone": "odd_net", "input_size": 16}
+    with pytest.raises(ZooError, match="^odd_net converted to TFLite gives NaN or inf where the Keras model gives"):
+        export.export(odd_classifier(Rsqrt()), meta, "tflite", tmp_path / "lite")
+    with pytest.raises(ZooError) as caught:
+        export.export(odd_classifier(Rsqrt()), meta, "keras", tmp_path / "keras")
+    assert str(caught.value).startswith("odd_net does not load back from .keras (TypeError: ")
+    assert "register its layers with @keras.saving.register_keras_serializable()" in str(caught.value)
+    assert not (tmp_path / "lite" / "model.tflite").exists() and not (tmp_path / "keras" / "model.keras").exists()
+
+
 def test_a_changed_base_is_refused(benched):
     out, _ = benched
     meta_path = out / "models/tiny_cnn/zoo.json"

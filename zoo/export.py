@@ -25,7 +25,7 @@ import numpy as np
 
 from zoo import atomic
 from zoo.ensemble import KIND as ENSEMBLE
-from zoo.errors import ZooError
+from zoo.errors import ZooError, one_line
 from zoo.features import weights_digest
 from zoo.spec import BackboneSpec
 from zoo.weights import ResolvedWeights
@@ -233,15 +233,50 @@ def export(
     target = out / FORMATS[fmt]
     if fmt == "keras":
         model.save(target)
+        _check_loads(target, meta)
     elif fmt == "savedmodel":
         model.export(str(target), verbose=False)
     else:
         converted = tflite.convert(model, quantize, calibration)
+        _check_converted(model, converted, meta)
         with atomic.atomic_path(target) as temporary:
             temporary.write_bytes(converted)
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) if target.is_dir() else target.stat().st_size
     _write_metadata(out, {**meta, "model": target.name, "format": fmt, "quantize": quantize, "bytes": size})
     return target
+
+
+def _check_loads(target: Path, meta: dict) -> None:
+    """A `.keras` file that Keras cannot load back (a plugin's layer it does not know) is refused
+    here, where the plugin can be named, rather than by `zoo predict`."""
+    from zoo.predict import load_keras
+
+    try:
+        load_keras(target)
+    except ZooError as exc:
+        target.unlink(missing_ok=True)
+        raise ZooError(
+            f"{meta['backbone']} does not load back from .keras ({one_line(exc.__cause__ or exc)}); its plugin "
+            "must register its layers with @keras.saving.register_keras_serializable(), or use --format "
+            "savedmodel or tflite"
+        ) from None
+
+
+def _check_converted(model, converted: bytes, meta: dict) -> None:
+    """A TFLite model whose outputs are not numbers where the Keras model's are (an op that
+    TFLite computes otherwise, rsqrt(0) say) is refused: every prediction would be NaN."""
+    from zoo.tflite import Runner
+
+    size = int(meta["input_size"])
+    images = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
+    images[0] = 0  # a black image: zeros are where NaN comes from
+    expected = np.asarray(model(images, training=False))
+    got = Runner(converted)(images)
+    if np.isfinite(expected).all() and not np.isfinite(got).all():
+        raise ZooError(
+            f"{meta['backbone']} converted to TFLite gives NaN or inf where the Keras model gives numbers; "
+            "export --format keras or savedmodel instead"
+        )
 
 
 def default_out(meta: dict, fmt: str, quantize: str, results: Path | None) -> Path:

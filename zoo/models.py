@@ -29,6 +29,11 @@ def feature_extractor(spec: BackboneSpec, weights: ResolvedWeights):
     x = inputs if spec.preprocessing == "none" else preprocessing_layer(spec)(inputs)
     _check_input_size(spec, base)
     features = base(x, training=False)
+    if not hasattr(features, "shape"):  # several outputs: a list or a dict of them
+        raise ZooError(
+            f"{spec.name} outputs a {type(features).__name__} of tensors, not one tensor of features; "
+            f"plugin {spec.plugin} must build a model with a single ({spec.feature_dim},) output"
+        )
     if tuple(features.shape[1:]) != (spec.feature_dim,):
         raise ZooError(
             f"{spec.name} outputs features of shape {tuple(features.shape[1:])}, but its spec "

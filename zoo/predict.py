@@ -72,7 +72,7 @@ def load(path: str | Path, num_threads: int | None = None) -> Classifier:
         forward, input_size = _keras_forward(model), meta["input_size"]
         kind = "keras"
     elif kind == "keras":
-        model = _load_keras(target)
+        model = load_keras(target)
         forward, input_size = _keras_forward(model), int(model.input_shape[1])
     elif kind == "savedmodel":
         forward, input_size = _saved_model(target)
@@ -92,15 +92,18 @@ def load(path: str | Path, num_threads: int | None = None) -> Classifier:
     return Classifier(target, kind, forward, input_size, names, interpolation, meta, model)
 
 
-def _load_keras(path: Path):
+def load_keras(path: Path):
+    """A `.keras` model, with zoo's layers and those the installed plugins register known."""
     import keras
 
     import zoo.layers  # noqa: F401 - registers zoo's layers for load_model
+    from zoo.plugin_manager import plugin_manager
 
+    plugin_manager()  # importing the plugins runs their @register_keras_serializable
     try:
         return keras.saving.load_model(path)
     except Exception as exc:  # Keras raises many types for a file that is not a model
-        raise ZooError(f"{path} is not a Keras model zoo can load ({type(exc).__name__}); export it again") from None
+        raise ZooError(f"{path} is not a Keras model zoo can load ({type(exc).__name__}); export it again") from exc
 
 
 def _keras_forward(model):
