@@ -765,7 +765,7 @@ def test_paths_with_brackets_nested_images_and_specs_without_weights(tiny_datase
     assert "food [copy]" in result.stdout  # the table's title
     assert f"Results written to {out}/" in result.stderr
     assert "RANDOM weights (their specs declare no pretrained weights): tiny_a." in result.stderr
-    assert "no pretrained file found" not in result.stderr
+    assert "no usable pretrained file" not in result.stderr
     assert "tiny_a: its spec declares params=5, the built model has 224; plugin tiny should set params=224" in result.stderr
     [row] = rows_of(out)
     assert row["status"] == "ok"

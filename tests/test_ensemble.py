@@ -97,6 +97,7 @@ def test_the_ensemble_row_averages_test_probabilities_and_adds_up_the_cost():
     assert row["backbone"] == "ensemble(c+b)" and row["kind"] == "ensemble" and row["members"] == {"c": 0.5, "b": 0.5}
     # Test: (0.75, 0.25) and (0.4, 0.6), both right; c alone gets one of the two.
     assert row["top1"] == 1.0 and row["confusion_matrix"] == [[1, 0], [0, 1]] and row["status"] == "ok"
+    assert row["test_predictions"] == [0, 1]  # for the paired test against the best, as every row
     assert row["val_top1"] == 1.0 and row["val_top1_std"] == 0.0
     assert row["val_log_loss"] == pytest.approx(0.3930, abs=1e-4)
     assert row["params"] == 8e6 and row["flops_per_image"] == 2e9 and row["latency_ms_p50"] == 20.0
@@ -203,6 +204,9 @@ def test_the_bench_validates_on_train_features_only_and_ends_with_an_ensemble_ro
     assert combined["flops_per_image"] == top["flops_per_image"] + bottom["flops_per_image"]
     assert combined["latency_ms_p50"] == top["latency_ms_p50"] + bottom["latency_ms_p50"]
     assert read_results(tmp_path)["backbones"][-1] == combined
+    statistics = read_results(tmp_path)["statistics"]
+    assert statistics["best"] == combined["backbone"]  # tested like every row, not left out
+    assert statistics["rows"][top["backbone"]]["p_vs_best"] is not None
     assert "ensemble" in (tmp_path / "results.csv").read_text().splitlines()[-1]
 
     # --resume keeps both rows, benches only the failed one again, and makes the same ensemble.

@@ -25,6 +25,7 @@ PLUGIN = PLUGIN_HEAD + textwrap.dedent(
                   preprocessing="symmetric", feature_dim=1280),
             _spec("tiny_a"),
             _spec("tiny_b"),
+            _spec("broken_net", source="keras.applications", reference="NoSuchNet"),
         ]
 
     @hookimpl
@@ -104,6 +105,21 @@ def test_merging_shards_of_other_settings_or_data_is_refused(four_backbones, tin
     result = runner.invoke(app, ["report", "--merge", str(tmp_path / "s1"), str(tmp_path / "s2"),
                                  "--out", str(tmp_path / "merged")])
     assert result.exit_code == 2 and "dataset differs" in result.stderr and "test_images 6 vs 7" in result.stderr
+
+
+def test_shards_of_one_command_merge_whatever_weights_each_backbone_got(four_backbones, tiny_dataset, tmp_path):
+    """The --weights mode is the setting; which weights a row got (random, or none: it failed)
+    differs from backbone to backbone."""
+    for shard in (1, 2):  # broken_net in the first, which fails (exit 1) and keeps it as a failed row
+        runner.invoke(app, ["bench", "tiny_a", "broken_net", "--data", str(tiny_dataset), "--weights", "none",
+                            "--epochs", "2", "--batch-size", "4", "--out", str(tmp_path / f"s{shard}"),
+                            "--shard", f"{shard}/2"])
+    result = runner.invoke(app, ["report", "--merge", str(tmp_path / "s1"), str(tmp_path / "s2"),
+                                 "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "merged" / "results.json").read_text())["backbones"]
+    assert {(row["backbone"], row["status"], row["weights_mode"]) for row in rows} == {
+        ("tiny_a", "ok", "none"), ("broken_net", "failed", "none")}
 
 
 def test_a_merge_with_a_shard_missing_says_which(four_backbones, tiny_dataset, tmp_path):

@@ -66,6 +66,8 @@ def test_zoo_weights_dir_is_used_and_checked(tmp_path, monkeypatch):
     assert resolved.path == str(tmp_path / "blob.h5") and resolved.label == "imagenet"
     assert resolved.note.startswith("ZOO_WEIGHTS_DIR")
     assert weights.status(blob_spec()) == "ready (ZOO_WEIGHTS_DIR)"
+    (tmp_path / "blob.h5").write_bytes(BLOB[:-1])  # not the pinned size: verify refuses it, so no "ready"
+    assert weights.status(blob_spec()) == "bad file (ZOO_WEIGHTS_DIR; zoo weights verify)"
 
 
 def test_explicit_path_wins_over_everything(tmp_path, monkeypatch, private_keras_home):

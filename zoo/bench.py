@@ -324,7 +324,12 @@ def _measure(
         board.finish(log_dir, row)
     if keep is not None:
         progress("saving the classifier", 0, 1)
-        scores = {"top1": row.top1, "top5": row.top5, "test_images": row.test_images, "dataset": str(dataset.root)}
+        scores = {
+            "top1": row.top1,
+            "top5": row.top5,
+            "test_images": row.test_images,
+            "dataset": features.dataset_name(dataset.root),
+        }
         meta = export.metadata(spec, weights, extractor, dataset.class_names, asdict(settings), scores)
         row.classifier = keep(model, meta)
 
@@ -434,7 +439,7 @@ def run_bench(
             "workers": distributed.worker(strategy)[1],
         },
         "dataset": {
-            "root": str(dataset.root),
+            "root": features.dataset_name(dataset.root),  # absolute: export --quantize int8 finds it anywhere
             "classes": list(dataset.class_names),
             "train_images": len(dataset.train),
             "test_images": len(dataset.test),

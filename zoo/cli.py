@@ -13,7 +13,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -62,6 +62,8 @@ class _OneLineErrors(TyperGroup):
                 raise
             err.print(f"[red]Error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except BrokenPipeError:  # `zoo ... | head`: the reader has all it wanted
+            _quiet_exit_on_closed_pipe()
         except Exception as exc:
             if _debug:
                 raise
@@ -615,7 +617,7 @@ def _warn_random(rows: list[dict]) -> None:
         elif note == "asked for no weights":
             why = "--weights none"
         else:
-            why = "no pretrained file found; see `zoo weights list` for how to get them"
+            why = "no usable pretrained file: weights_note says why, `zoo weights list` how to get one"
         groups.setdefault(why, []).append(name)
     for why, names in groups.items():
         err.print(
@@ -718,7 +720,7 @@ def export_command(
     ),
 ) -> None:
     """Export a trained classifier: it takes raw 0..255 RGB images; labels.txt and zoo.json go beside."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _import_tensorflow()
     from zoo import export, predict
 
     if fmt not in export.FORMATS:
@@ -740,7 +742,13 @@ def export_command(
     meta = classifier.meta
     calibration = None
     if quantize == "int8":
-        data = data or (Path(meta["dataset"]) if meta.get("dataset") else None)
+        if data is None and meta.get("dataset"):
+            data = Path(meta["dataset"])
+            if not data.is_dir():
+                raise ZooError(
+                    f"--quantize int8 calibrates on the bench's training images, but {data} is not there; "
+                    "give --data DIR"
+                )
         if data is None:
             raise ZooError("--quantize int8 calibrates on training images: give --data DIR")
         with err.status(f"reading calibration images from {data}"):
@@ -765,7 +773,7 @@ def predict_command(
     csv_file: Path | None = typer.Option(None, "--csv", help="Also write the predictions to this CSV file."),
 ) -> None:
     """Classify images with an exported (or bench-saved) classifier."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _import_tensorflow()
     from zoo import predict
 
     if top_k < 1:
@@ -996,10 +1004,19 @@ def weights_verify(as_json: bool = typer.Option(False, "--json", help="Print JSO
         raise typer.Exit(1)
 
 
+def _quiet_exit_on_closed_pipe() -> NoReturn:
+    """End as a Unix tool does when its reader closed the pipe: silently, with 141 (SIGPIPE),
+    and with stdout pointed at /dev/null so that Python's last flush does not complain again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(141)
+
+
 def main() -> None:
     """Console-script entry point (errors are turned into one line by _OneLineErrors)."""
     try:
         app()
+    except BrokenPipeError:  # raised where no command runs: `zoo --help | head`
+        _quiet_exit_on_closed_pipe()
     except KeyboardInterrupt:
         err.print("[yellow]Interrupted.[/]")
         sys.exit(130)

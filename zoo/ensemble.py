@@ -155,6 +155,7 @@ def ensemble_row(
         top1=metrics.top_k_accuracy(test, test_y, 1),
         top5=metrics.top_k_accuracy(test, test_y, 5),
         test_images=len(test_y),
+        test_predictions=test.argmax(axis=1).tolist(),  # in the paired test against the best, as every row
         per_class_accuracy=dict(zip(dataset.class_names, metrics.per_class_accuracy(confusion))),
         confusion_matrix=confusion.tolist(),
         images_per_sec=None if None in rates else 1 / sum(1 / rate for rate in rates),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -229,18 +230,24 @@ def export(
         raise ZooError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
     if quantize != "none" and fmt != "tflite":
         raise ZooError(f"--quantize {quantize} is for --format tflite; {fmt} models stay float32")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     target = out / FORMATS[fmt]
-    if fmt == "keras":
-        model.save(target)
-        _check_loads(target, meta)
-    elif fmt == "savedmodel":
-        model.export(str(target), verbose=False)
-    else:
-        converted = tflite.convert(model, quantize, calibration)
-        _check_converted(model, converted, meta)
-        with atomic.atomic_path(target) as temporary:
-            temporary.write_bytes(converted)
+    try:
+        if fmt == "keras":
+            model.save(target)
+            _check_loads(target, meta)
+        elif fmt == "savedmodel":
+            model.export(str(target), verbose=False)
+        else:
+            converted = tflite.convert(model, quantize, calibration)
+            _check_converted(model, converted, meta)
+            with atomic.atomic_path(target) as temporary:
+                temporary.write_bytes(converted)
+    except BaseException:  # a failed export leaves no folder it made behind
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) if target.is_dir() else target.stat().st_size
     _write_metadata(out, {**meta, "model": target.name, "format": fmt, "quantize": quantize, "bytes": size})
     return target

@@ -89,11 +89,13 @@ class BenchRow:
 
     def to_dict(self) -> dict[str, Any]:
         """The row as results.json stores it: the settings' fields flattened in place of
-        `settings` (its `weights` mode is the row's `weights` until they are resolved)."""
+        `settings`, the --weights mode as `weights_mode` (the row's `weights` says what it got)."""
         row: dict[str, Any] = {}
         for item in fields(self):
             if item.name == "settings":
-                row.update((key, value) for key, value in asdict(self.settings).items() if key != "weights")
+                row.update(
+                    ("weights_mode" if key == "weights" else key, value) for key, value in asdict(self.settings).items()
+                )
             else:
                 row[item.name] = getattr(self, item.name)
         return row

@@ -85,7 +85,9 @@ HOW_NOT_WHAT = ("cache", "runtime")
 
 def result_settings(values: dict[str, Any]) -> dict[str, Any]:
     """The settings that can change a result (every field but HOW_NOT_WHAT), from the fields of a
-    BenchSettings or of a results row, which carries them all."""
+    BenchSettings or of a results row, which carries them all (the --weights mode as
+    `weights_mode`: its `weights` is what the row got, which differs from backbone to backbone)."""
+    values = {**values, "weights": values.get("weights_mode", values.get("weights"))}
     return {field.name: values.get(field.name) for field in fields(BenchSettings) if field.name not in HOW_NOT_WHAT}
 
 

@@ -108,7 +108,12 @@ def file_status(spec: BackboneSpec) -> str:
     if spec.weights is None:
         return "none (random init)"
     path, origin = locate(spec.weights)
-    return origin if path is None else f"ready ({origin})"
+    if path is None:
+        return origin
+    size = spec.weights.size
+    if not path.is_file() or (size and path.stat().st_size != size):  # a stat, not a hash: zoo list stays instant
+        return f"bad file ({origin}; zoo weights verify)"
+    return f"ready ({origin})"
 
 
 def file_digest(path: Path, algorithm: str) -> str:
