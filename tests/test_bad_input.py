@@ -614,6 +614,14 @@ def test_debug_shows_why_a_plugin_is_broken_and_its_backbones_name_it(tmp_path, 
     )
 
 
+def test_a_broken_plugin_is_named_even_when_the_name_is_close_to_another_plugins(tmp_path, monkeypatch):
+    write_plugins(tmp_path, monkeypatch, my_net="import torch_that_is_not_installed\n", tiny=HOLD_PLUGIN)
+    one_line_error(
+        runner.invoke(app, ["info", "tiny_x"]),
+        "unknown backbone 'tiny_x': did you mean tiny_b, tiny_a?; plugin my_net failed to load: ModuleNotFoundError",
+    )
+
+
 # 17.19, 17.22 `zoo list --plugin X`; small parameter counts readable; ZOO_* in `zoo --help`
 
 

@@ -103,7 +103,7 @@ def test_cache_list_and_clear_commands():
     [entry] = json.loads(listed.stdout)["entries"]
     assert entry["backbone"] == "net" and entry["count"] == 4
     table = runner.invoke(app, ["cache", "list"])
-    assert "net" in table.stdout and "1 entries" in table.stdout
+    assert "net" in table.stdout and "1 entry," in table.stdout
     cleared = runner.invoke(app, ["cache", "clear"])
     assert cleared.exit_code == 0 and "removed 2 files" in cleared.stdout
     assert features.entries() == []
@@ -121,7 +121,7 @@ def test_converted_models_are_listed_checked_and_cleared_with_the_features(tmp_p
     listed = json.loads(CliRunner().invoke(app, ["cache", "list", "--json"]).stdout)
     assert len(listed["entries"]) == 1 and listed["models"][0]["key"] == "m1"
     table = CliRunner().invoke(app, ["cache", "list"], env={"COLUMNS": "200"})
-    assert "TFLite model" in table.stdout and "1 entries, 1 converted TFLite models" in table.stdout
+    assert "TFLite model" in table.stdout and "1 entry, 1 converted TFLite model," in table.stdout
     assert features.clear(dataset=tmp_path)[0] == 2  # the features' two files; the model stays
     assert features.entries() == [] and len(features.models()) == 1
     with open(model["files"][0], "ab") as handle:

@@ -184,6 +184,10 @@ def test_export_refuses_what_it_cannot_do(benched, tmp_path):
         assert result.exit_code == 2 and message in result.output, result.output
     result = runner.invoke(app, ["export", str(tmp_path), "--format", "keras"])
     assert result.exit_code == 2 and "neither a SavedModel nor a zoo.json" in result.output
+    result = runner.invoke(app, ["export", str(tmp_path / "nores")])
+    assert result.exit_code == 2 and "no such file or folder; give a bench's --out folder" in result.output
+    result = runner.invoke(app, ["predict", str(out), str(tmp_path)])  # the bench folder, not a classifier
+    assert result.exit_code == 2 and f"give one of its classifiers ({out / 'models'}/BACKBONE)" in result.output
 
 
 def odd_classifier(layer):

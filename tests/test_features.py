@@ -562,7 +562,7 @@ def test_cache_list_and_clear_survive_a_bad_record(record):
     np.save(folder / "net-train-k.npy", np.zeros((2, 2), np.float32))
     listed = runner.invoke(app, ["cache", "list"])
     assert listed.exit_code == 0, listed.output
-    assert "1 entries" in listed.stdout and ("damaged" in listed.stdout) == (record == "[]")
+    assert "1 entry," in listed.stdout and ("damaged" in listed.stdout) == (record == "[]")
     assert json.loads(runner.invoke(app, ["cache", "list", "--json"]).stdout)["entries"][0]["created"] > 0
     cleared = runner.invoke(app, ["cache", "clear", "--older-than", "0s"])
     assert cleared.exit_code == 0 and "removed 2 files" in cleared.stdout, cleared.output

@@ -179,6 +179,8 @@ def test_columns_narrow_the_table_but_keep_the_protected_ones():
     for kept in ("Backbone", "Top-1", "Params", "Img/s", "Weights"):
         assert kept in header
     assert "p50 ms" not in header and note is None
+    with pytest.raises(ZooError, match=r"^--columns bogus,top_1: no such column; use any of backbone, top1, "):
+        results_table(_wide_results(), chosen=["params", "bogus", "top_1"])  # a typo is not silently dropped
 
 
 def test_top5_is_left_out_with_five_classes_or_fewer_and_ties_are_marked():

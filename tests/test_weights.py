@@ -316,3 +316,18 @@ def test_weights_mode_is_a_mode_or_an_existing_file_for_one_backbone(tmp_path):
         weights.validate_weights_mode("imagenett", 1)
     with pytest.raises(ZooError, match="a file path can be given for one backbone only"):
         weights.validate_weights_mode(str(tmp_path), 2)
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v2", "efficientnet_lite0"])
+def test_a_weights_file_of_ones_own_that_does_not_load_is_said_as_such(backbone, tmp_path):
+    """Not Keras' h5 error without a file name, nor the PyPI package's reinstall hint: the file
+    the user gave is what is wrong."""
+    from zoo import create_model
+
+    junk = tmp_path / "notes.h5"
+    junk.write_bytes(b"not weights at all" * 100)
+    with pytest.raises(ZooError) as caught:
+        create_model(backbone, 2, weights=str(junk))
+    message = str(caught.value)
+    assert message.startswith(f"--weights {junk}: {backbone} cannot load it (")
+    assert message.endswith(f"); give weights saved from {backbone}'s architecture") and "\n" not in message

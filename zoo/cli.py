@@ -239,7 +239,13 @@ def info(
 def plugins(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."), plugin: list[Path] = PLUGIN_OPTION
 ) -> None:
-    """Installed plugins: name, version, hooks, and why a broken one failed."""
+    """Installed plugins: name, version, hooks, and why a broken one failed.
+
+    \b
+    Examples:
+      zoo plugins
+      zoo --plugin my_plugin.py plugins --json
+    """
     _add_plugins(plugin)
     infos = plugin_manager.catalog().plugins  # calling the hooks may mark more plugins broken
     if as_json:
@@ -263,7 +269,7 @@ def new_plugin(
 
     \b
     Examples:
-      zoo new-plugin my-net && cd zoo-my-net && pip install -e '.[test]' && pytest
+      zoo new-plugin my-net && cd zoo-my-net && pip install -e '.\\[test]' && pytest
       zoo new-plugin my-net --dir ~/src
     """
     from zoo import scaffold
@@ -719,7 +725,14 @@ def export_command(
         None, "--out", help="Export folder (default: SOURCE/export/BACKBONE-FORMAT[-QUANTIZE])."
     ),
 ) -> None:
-    """Export a trained classifier: it takes raw 0..255 RGB images; labels.txt and zoo.json go beside."""
+    """Export a trained classifier: it takes raw 0..255 RGB images; labels.txt and zoo.json go beside.
+
+    \b
+    Examples:
+      zoo export zoo-results/food --format tflite            # the best row
+      zoo export zoo-results/food mobilenet_v2 --format tflite --quantize int8
+      zoo export zoo-results/food ensemble --format keras --out ship/
+    """
     _import_tensorflow()
     from zoo import export, predict
 
@@ -729,6 +742,11 @@ def export_command(
 
     if quantize not in QUANTIZE:
         raise ZooError(f"--quantize {quantize}: use one of {', '.join(QUANTIZE)}")
+    if not source.exists():
+        raise ZooError(
+            f"{source}: no such file or folder; give a bench's --out folder, one of its models/BACKBONE "
+            "folders, or a .keras file"
+        )
     results = source if (source / "results.json").is_file() else None
     if results is None and backbone is not None:
         raise ZooError(
@@ -772,7 +790,13 @@ def predict_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     csv_file: Path | None = typer.Option(None, "--csv", help="Also write the predictions to this CSV file."),
 ) -> None:
-    """Classify images with an exported (or bench-saved) classifier."""
+    """Classify images with an exported (or bench-saved) classifier.
+
+    \b
+    Examples:
+      zoo predict ship/ photo.jpg
+      zoo predict zoo-results/food/models/efficientnet_lite0 photos/ --top-k 1 --csv out.csv
+    """
     _import_tensorflow()
     from zoo import predict
 
@@ -828,7 +852,13 @@ app.add_typer(cache_app, name="cache")
 def cache_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Cached features and converted TFLite extractors, half-written files too.
 
-    Each feature entry shows its backbone, split, dataset folder, images, size and date."""
+    Each feature entry shows its backbone, split, dataset folder, images, size and date.
+
+    \b
+    Examples:
+      zoo cache list
+      zoo cache list --json | jq '.entries[] | .backbone'
+    """
     from zoo import features
 
     entries, models, partials = features.entries(), features.models(), features.partials()
@@ -855,7 +885,9 @@ def cache_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
         )
     out.print(table)
     size = sum(entry["bytes"] for entry in entries + models) / 2**20
-    out.print(f"{len(entries)} entries, {len(models)} converted TFLite models, {size:.1f} MB")
+    out.print(
+        f"{_count(len(entries), 'entry', 'entries')}, {_count(len(models), 'converted TFLite model')}, {size:.1f} MB"
+    )
     for item in partials:
         state = "being written" if item["running"] else "left by a killed run; the next bench removes it"
         out.print(
@@ -863,6 +895,11 @@ def cache_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")
             highlight=False,
             soft_wrap=True,
         )
+
+
+def _count(number: int, thing: str, things: str = "") -> str:
+    """`1 entry`, `2 entries`."""
+    return f"{number} {thing if number == 1 else things or thing + 's'}"
 
 
 def _date(timestamp: float) -> str:
@@ -888,7 +925,13 @@ def cache_clear(
 ) -> None:
     """Delete cached features and converted TFLite extractors: all, or those the options select.
 
-    The next bench extracts (and converts) them again."""
+    The next bench extracts (and converts) them again.
+
+    \b
+    Examples:
+      zoo cache clear --older-than 30d
+      zoo cache clear --backbone mobilenet_v2 --dataset data/food
+    """
     from zoo import features
 
     age = parse_age(older_than) if older_than is not None else None
@@ -906,7 +949,13 @@ def cache_clear(
 
 @app.command("config")
 def config_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Every user setting: its effective value and where it came from (default, file, env)."""
+    """Every user setting: its effective value and where it came from (default, file, env).
+
+    \b
+    Examples:
+      zoo config
+      ZOO_BENCH_EPOCHS=5 zoo config --json
+    """
     rows = config.effective()
     if as_json:
         out.print_json(json.dumps({"file": str(config.path()), "settings": rows}))

@@ -22,7 +22,16 @@ def feature_extractor(spec: BackboneSpec, weights: ResolvedWeights):
     """0..255 RGB images → pooled features, with the base frozen (BatchNorm in inference mode)."""
     import keras
 
-    base = build_backbone(spec, weights.path)
+    try:
+        base = build_backbone(spec, weights.path)
+    except Exception as exc:
+        if weights.label != "file":
+            raise
+        # The user's own file: what is wrong is the file, whatever the loader said of it.
+        raise ZooError(
+            f"--weights {weights.path}: {spec.name} cannot load it ({one_line(exc)}); give weights saved "
+            f"from {spec.name}'s architecture"
+        ) from exc
     base.trainable = False
     _try_preprocessing(spec)
     inputs = keras.Input((spec.input_size, spec.input_size, 3), name="image")

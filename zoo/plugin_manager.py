@@ -68,9 +68,10 @@ class Catalog:
         close = difflib.get_close_matches(name, self.backbones, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else "see `zoo list`"
         broken = [info for info in self.plugins if info.error]
-        if broken and not close:  # most likely one of theirs
-            hint = "; ".join(f"plugin {info.name} failed to load: {info.error}" for info in broken)
-            hint += " (it may declare this backbone: fix it, or see `zoo --debug list`)"
+        if broken:  # it may be one of theirs, whatever else the name is close to
+            failed = "; ".join(f"plugin {info.name} failed to load: {info.error}" for info in broken)
+            failed += " (it may declare this backbone: fix it, or see `zoo --debug list`)"
+            hint = f"{hint}; {failed}" if close else failed
         raise ZooError(f"unknown backbone {name!r}: {hint}")
 
 

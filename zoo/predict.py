@@ -50,6 +50,11 @@ def _locate(path: Path) -> tuple[Path, str, Path | None]:
             if model in export.KEPT:
                 return path, "bench", path
             return _locate(path / model)
+        if (path / "results.json").is_file():  # a bench's --out: its classifiers are inside
+            raise ZooError(
+                f"{path} is a bench's results folder; give one of its classifiers ({path / 'models'}/BACKBONE), "
+                f"or export the best first: zoo export {path}"
+            )
         raise ZooError(f"{path} is a folder with neither a SavedModel nor a {export.METADATA}: not a zoo model")
     kind = {".keras": "keras", ".tflite": "tflite"}.get(path.suffix.lower())
     if kind is None:

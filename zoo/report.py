@@ -111,6 +111,11 @@ def shown_columns(
     finetuned = any(row.get("mode") == "finetune" for row in rows)
     classes = num_classes(results)
     wanted = {name.strip().lower() for name in chosen or ()}
+    unknown = sorted(wanted - {name.lower() for key, header, _, _ in COLUMNS for name in (key, header)})
+    if unknown:
+        raise ZooError(
+            f"--columns {','.join(unknown)}: no such column; use any of {', '.join(key for key, *_ in COLUMNS)}"
+        )
     shown: list[tuple[str, str, str | None, int]] = []
     for column in COLUMNS:
         key, header, _, priority = column
