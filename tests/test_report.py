@@ -213,6 +213,19 @@ def test_an_ensemble_row_is_marked_as_such():
     assert "| efficientnet_v2_b0:hub (ensemble) |" in markdown(results)
 
 
+def test_a_name_too_long_for_the_terminal_folds_and_the_weights_stay_whole():
+    results = _wide_results()
+    long = "ensemble(efficientnet_lite0+efficientnet_lite1+efficientnet_lite2)"
+    results["backbones"][0].update(backbone=long, kind="ensemble", weights="imagenet")
+    console = Console(record=True, width=60)
+    console.print(results_table(results, width=60)[0])
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 60
+    assert "(ensemble)" not in text  # its name says so already
+    first = next(line for line in text.splitlines() if "ensemble(" in line)
+    assert "imagenet" in first and long.replace("\n", "") not in first  # folded, not cut
+
+
 def test_piped_output_keeps_every_cell_whole_however_wide_the_table(tmp_path):
     """A log or a file gets the table at its full width: a long ensemble name beside all the
     columns once squeezed the others to `…` at a fixed 250 columns."""
@@ -228,4 +241,4 @@ def test_piped_output_keeps_every_cell_whole_however_wide_the_table(tmp_path):
     assert "…" not in shown
     header = next(line for line in shown.splitlines() if "Backbone" in line)
     assert all(f" {name} " in header for name in ("Top-1", "Top-5", "p50 ms", "Params", "Extract s", "Status"))
-    assert f"{long_name} (ensemble)" in shown
+    assert f" {long_name} " in shown

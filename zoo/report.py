@@ -163,8 +163,9 @@ def cell_text(key: str, value) -> str:
 
 def display_name(row: dict) -> str:
     """The backbone's name, marked when the row is not a single backbone (say an ensemble)."""
-    kind = row.get("kind")
-    return f"{row['backbone']} ({kind})" if kind and kind != "backbone" else row["backbone"]
+    kind, name = row.get("kind"), row["backbone"]
+    marked = kind and kind != "backbone" and not name.startswith(f"{kind}(")  # ensemble(a+b) says it already
+    return f"{name} ({kind})" if marked else name
 
 
 def best_values(rows: list[dict], columns) -> dict:

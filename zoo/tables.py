@@ -60,7 +60,10 @@ def fitted_table(
     table = Table(title=title)
     for index in kept:
         column = columns[index]
-        table.add_column(column.header, justify=column.justify, no_wrap=True)  # type: ignore[arg-type]
+        # The first column (a name) folds onto more lines where even the protected ones do not fit:
+        # a long ensemble name then takes two lines rather than cutting the weights to `imagen…`.
+        wrap = {"no_wrap": False, "overflow": "fold"} if index == 0 else {"no_wrap": True}
+        table.add_column(column.header, justify=column.justify, **wrap)  # type: ignore[arg-type]
     for row in rows:
         table.add_row(*(row[index] for index in kept))
     return table, dropped
