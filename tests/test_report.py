@@ -72,6 +72,9 @@ def test_csv_keeps_nested_fields_as_json():
     assert [r["backbone"] for r in parsed] == ["slow_big", "broken", "fast_small"]
     assert json.loads(parsed[0]["confusion_matrix"]) == [[2, 0], [1, 1]]
     assert json.loads(parsed[0]["per_class_accuracy"]) == {"a": 1.0, "b": 0.5}
+    compared = {"slow_big": {"top1_ci95": [0.4, 0.9], "p_vs_best": None, "tied_with_best": True}}
+    with_statistics = list(csv.DictReader(io.StringIO(csv_text(ROWS, compared))))  # as the table shows them
+    assert json.loads(with_statistics[0]["top1_ci95"]) == [0.4, 0.9] and with_statistics[0]["tied_with_best"] == "True"
 
 
 def test_write_then_read_round_trips(tmp_path):

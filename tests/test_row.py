@@ -18,16 +18,18 @@ def test_a_started_row_is_a_failed_row_naming_the_backbone_and_its_settings():
         "weights", "weights_note", "status", "error",
     ]
     assert row["backbone"] == "net" and row["plugin"] == "tests" and row["params"] == 840
-    assert row["status"] == "failed" and row["weights"] == "none" and row["top1"] is None
+    assert row["status"] == "failed" and row["top1"] is None
+    assert row["weights"] == "" and row["weights_mode"] == "none"  # it got none yet; --weights asked for none
     assert row["epochs"] == 3 and row["mirror"] == settings.mirror and row["cache"] is True
     assert row["settings_fingerprint"] == "abc123" and "settings" not in row
 
 
-def test_measurements_land_under_their_keys_and_the_resolved_weights_replace_the_mode():
+def test_measurements_land_under_their_keys_beside_the_weights_mode():
     row = BenchRow.start(SPEC, BenchSettings.from_config(), "f")
     row.weights, row.top1, row.status = "random", 0.5, "ok"
     row.finish(1.5)
     saved = row.to_dict()
     assert saved["weights"] == "random" and saved["top1"] == 0.5 and saved["status"] == "ok"
+    assert saved["weights_mode"] == "auto"
     assert saved["total_seconds"] == 1.5 and saved["finished_at"][:2] == "20"
     assert list(saved)[-2:] == ["total_seconds", "finished_at"]

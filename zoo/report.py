@@ -249,9 +249,12 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def csv_text(rows: list[dict]) -> str:
-    """One line per backbone; nested fields (confusion matrix, per-class accuracy) as JSON."""
+def csv_text(rows: list[dict], compared: dict[str, dict] | None = None) -> str:
+    """One line per backbone; nested fields (confusion matrix, per-class accuracy) as JSON; and
+    each row's statistics (`compared`: the statistics' rows), as the table and results.md show them."""
     buffer = io.StringIO()
+    compared = compared or {}
+    rows = [{**row, **compared.get(row["backbone"], {})} for row in rows]
     fields = list(dict.fromkeys(key for row in rows for key in row))
     writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()
@@ -268,10 +271,11 @@ def write_reports(out_dir: Path, results: dict, drawn: Collection[str] | None = 
     from zoo import plots
 
     try:
-        atomic.write_text(out_dir / "results.csv", csv_text(results["backbones"]))
+        compared = statistics(results)
+        atomic.write_text(out_dir / "results.csv", csv_text(results["backbones"], compared["rows"]))
         atomic.write_text(out_dir / "results.md", markdown(results))
         if plot:
-            plots.accuracy_vs_speed(results, statistics(results), out_dir / PLOT)
+            plots.accuracy_vs_speed(results, compared, out_dir / PLOT)
         classes = results.get("dataset", {}).get("classes") or []
         for row in results["backbones"]:
             if drawn is not None and row.get("backbone") not in drawn:

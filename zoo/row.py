@@ -23,7 +23,7 @@ class BenchRow:
     plugin: str
     input_size: int
     params: int | None  # the spec's, then the built backbone's count
-    weights: str  # the --weights mode, then the label of what was resolved ("random", a file, ...)
+    weights: str  # what the backbone got ("imagenet", "random", "file", ...); "" until resolved
     weights_note: str = ""
     status: str = "failed"
     error: str = ""
@@ -78,7 +78,7 @@ class BenchRow:
             plugin=spec.plugin,
             input_size=spec.input_size,
             params=spec.params,
-            weights=settings.weights,
+            weights="",  # a row that fails before its weights are resolved got none
             settings=settings,
             settings_fingerprint=fingerprint,
         )
