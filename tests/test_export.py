@@ -125,6 +125,7 @@ def test_predict_prints_a_table_json_and_csv_and_skips_unreadable_files(benched,
     )
     assert result.exit_code == 0, result.output
     assert "dark_0.jpg" in result.output and "skipped 2 files" in result.output
+    assert "notes.txt" in result.stderr and "cut.jpg" in result.stderr  # which ones, as the bench says
     lines = (tmp_path / "p.csv").read_text().splitlines()
     assert lines[0] == "file,class1,probability1,class2,probability2" and len(lines) == 4
     result = runner.invoke(app, ["predict", str(tmp_path / "x" / "model.tflite"), str(folder / "dark_1.jpg"), "--json"])

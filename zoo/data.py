@@ -13,7 +13,7 @@ import difflib
 import hashlib
 import os
 from collections import Counter, OrderedDict
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,16 +145,21 @@ def _skip_note(files: list[Path], verdicts: dict[Path, str]) -> str:
     return f" ({', '.join(f'{count} {reason}' for reason, count in reasons.items())})" if reasons else ""
 
 
-def skipped_summary(dataset: Dataset, examples: int = 2) -> str:
-    """One line for the user: how many files were skipped, grouped by reason, with examples."""
+def skipped_summary(dataset: Dataset) -> str:
+    """One line for the user: how many of the dataset's files were skipped, by reason, with examples."""
+    return skipped_line((str(Path(item.path).relative_to(dataset.root)), item.reason) for item in dataset.skipped)
+
+
+def skipped_line(skipped: Iterable[tuple[str, str]], examples: int = 2) -> str:
+    """One line: how many (path, reason) files were skipped, grouped by reason, with examples."""
     by_reason: dict[str, list[str]] = {}
-    for skipped in dataset.skipped:
-        by_reason.setdefault(skipped.reason, []).append(str(Path(skipped.path).relative_to(dataset.root)))
+    for path, reason in skipped:
+        by_reason.setdefault(reason, []).append(path)
     groups = []
     for reason, paths in sorted(by_reason.items(), key=lambda item: -len(item[1])):
         shown = ", ".join(paths[:examples]) + (", ..." if len(paths) > examples else "")
         groups.append(f"{len(paths)} {reason} ({shown})")
-    count = len(dataset.skipped)
+    count = sum(len(paths) for paths in by_reason.values())
     return f"skipped {count} file{'s' * (count != 1)}: {'; '.join(groups)}"
 
 

@@ -203,5 +203,7 @@ def _reasons(skipped: dict[str, str]) -> str:
 
 
 def skipped_line(skipped: dict[str, str]) -> str:
-    """One line: how many files were skipped and why."""
-    return f"skipped {len(skipped)} file{'s' * (len(skipped) != 1)}: {_reasons(skipped)}"
+    """One line: how many files were skipped and why, with examples."""
+    from zoo.data import skipped_line as line
+
+    return line(skipped.items())
