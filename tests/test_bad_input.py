@@ -709,6 +709,9 @@ def test_a_folder_variable_set_to_a_file_is_one_line(variable, tmp_path, monkeyp
     monkeypatch.setenv(variable, str(tmp_path / "a_file"))
     one_line_error(runner.invoke(app, ["weights", "list"]), f"{variable}={tmp_path / 'a_file'} is a file, not a folder",
                    "point it at a folder, or unset it")
+    monkeypatch.setenv(variable, str(tmp_path / "a_file" / "sub"))  # under a file: no folder can be made there
+    one_line_error(runner.invoke(app, ["cache", "list"] if variable == "ZOO_CACHE_DIR" else ["weights", "list"]),
+                   f"{variable}={tmp_path / 'a_file' / 'sub'} is inside {tmp_path / 'a_file'}, a file, not a folder")
 
 
 def test_auto_weights_fall_back_to_random_when_keras_home_is_unusable(tmp_path, monkeypatch):

@@ -15,6 +15,9 @@ def env_folder(variable: str, default: Path) -> Path:
     path = Path(value).expanduser() if value else default
     if value and path.exists() and not path.is_dir():
         raise ZooError(f"{variable}={value} is a file, not a folder; point it at a folder, or unset it")
+    above = next((parent for parent in path.parents if parent.exists()), None)  # a folder can be made there?
+    if value and above is not None and not above.is_dir():
+        raise ZooError(f"{variable}={value} is inside {above}, a file, not a folder; point it at a folder, or unset it")
     return path
 
 
