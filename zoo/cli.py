@@ -799,6 +799,7 @@ def predict_command(
     """
     _import_tensorflow()
     from zoo import predict
+    from zoo.data import skipped_line
 
     if top_k < 1:
         raise ZooError(f"--top-k {top_k}: it must be 1 or more")
@@ -823,7 +824,7 @@ def predict_command(
             table.add_row(escape(prediction.file), *(f"{escape(c)} {p:.1%}" for c, p in prediction.top))
         out.print(table)
     if skipped:
-        err.print(f"[yellow]{escape(predict.skipped_line(skipped))}[/]", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]{escape(skipped_line(skipped.items()))}[/]", highlight=False, soft_wrap=True)
 
 
 def _write_predictions_csv(path: Path, predictions) -> None:

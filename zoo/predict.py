@@ -200,10 +200,3 @@ def _reasons(skipped: dict[str, str]) -> str:
     from collections import Counter
 
     return ", ".join(f"{count} {reason}" for reason, count in Counter(skipped.values()).most_common())
-
-
-def skipped_line(skipped: dict[str, str]) -> str:
-    """One line: how many files were skipped and why, with examples."""
-    from zoo.data import skipped_line as line
-
-    return line(skipped.items())

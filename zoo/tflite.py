@@ -192,7 +192,7 @@ def _quantize(values: np.ndarray, detail: dict) -> np.ndarray:
     dtype = detail["dtype"]
     scale, zero = detail["quantization"]
     if not scale:
-        return values if dtype == values.dtype else values.astype(dtype)
+        return values.astype(dtype, copy=False)
     info = np.iinfo(dtype)
     return np.clip(np.round(values / scale + zero), info.min, info.max).astype(dtype)
 
