@@ -337,3 +337,5 @@ def test_predict_on_the_ensemble_and_no_ensemble_says_why(halves_plugin, halves_
     assert "No ensemble row: --no-ensemble was given." in result.output
     assert [row["kind"] for row in read_results(out)["backbones"]] == ["backbone", "backbone"]
     assert not (out / "models/ensemble").exists() and "Best: ensemble" not in result.output
+    result = CliRunner().invoke(app, ["export", str(out), "ensemble"])
+    assert result.exit_code == 2 and f"{out} has no ensemble row: --no-ensemble was given" in result.output

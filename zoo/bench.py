@@ -495,6 +495,7 @@ def run_bench(
         combined = ensemble.build(benched, out_dir, dataset, settings, ensemble_size)
         if isinstance(combined, str):
             note(f"No ensemble row: {combined}.")
+            meta["no_ensemble"] = combined  # so `zoo export RESULTS ensemble` can say why
         else:
             combined["classifier"] = export.save_ensemble(out_dir, combined, benched)
             rows.append(combined)

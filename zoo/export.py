@@ -133,10 +133,12 @@ def trained_folder(results: Path, backbone: str | None = None) -> Path:
     """The saved classifier of `backbone` in a bench's results folder; without one, the best row's."""
     from zoo import report
 
-    rows = report.read_results(results)["backbones"]
-    ok = [row for row in report.ranked(rows) if row.get("status") == "ok" and row.get("classifier")]
+    saved = report.read_results(results)
+    ok = [row for row in report.ranked(saved["backbones"]) if row.get("status") == "ok" and row.get("classifier")]
     if backbone == ENSEMBLE:  # the ensemble row by its kind, whatever its members
         backbone = next((row["backbone"] for row in ok if row.get("kind") == ENSEMBLE), backbone)
+        if backbone == ENSEMBLE and saved.get("no_ensemble"):
+            raise ZooError(f"{results} has no ensemble row: {saved['no_ensemble']}")
     if backbone is None:
         if not ok:
             raise ZooError(

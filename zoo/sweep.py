@@ -105,7 +105,7 @@ def merge(folders: Sequence[Path]) -> tuple[list[dict], dict]:
                 f"in {reference_folder} ({difference}); bench every shard with the same settings"
             )
         seen[name] = folder
-    meta = {key: value for key, value in first.items() if key not in ("backbones", "shard", "format")}
+    meta = {key: value for key, value in first.items() if key not in ("backbones", "shard", "format", "no_ensemble")}
     meta["merged_from"] = [
         {"folder": str(folder), "shard": results.get("shard"), "environment": results.get("environment")}
         for folder, results in loaded
