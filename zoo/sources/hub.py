@@ -82,7 +82,7 @@ class Hub(Source):
         path, _ = hub.locate(spec.reference)
         return {
             "weights": spec.reference,
-            "check": "SavedModel present",
+            "check": "a saved_model.pb in its folder (no checksum)",
             "status": self.weights_status(spec),
             "path": str(path) if path else "",
             "fetch_from": hub.compressed_url(spec.reference) if path is None else "",
