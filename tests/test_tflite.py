@@ -94,3 +94,14 @@ def test_a_runner_takes_uint8_images_as_the_float32_ones_they_are(lite0_tflite):
     from_float = runner(pixels.astype(np.float32))
     np.testing.assert_array_equal(runner(pixels), from_float)  # the same numbers reach the model
     np.testing.assert_array_equal(runner(pixels[:, :, ::-1])[0], runner(pixels[:1, :, ::-1].astype(np.float32))[0])
+
+
+def test_a_mixed_precision_model_that_does_not_convert_says_float16_is_why():
+    """TFLite has Conv2D, but not on float16: the reason must not read as if the op were missing."""
+    import keras
+
+    inputs = keras.Input((16, 16, 3))
+    halved = keras.layers.Conv2D(4, 3, dtype="mixed_float16")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D(dtype="float32")(halved)
+    with pytest.raises(ZooError, match=r"^TFLite conversion failed: tf\.Conv2D on float16 tensors is not a TFLite op"):
+        tflite.convert(keras.Model(inputs, pooled))

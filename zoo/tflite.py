@@ -36,6 +36,12 @@ def reason(exc: BaseException) -> str:
     text = one_line(exc)
     missing = re.search(r"'(tf\.\w+)' op is neither a custom op nor a flex op", text)
     if missing:
+        # The converter's later lines give the op's operand types: TFLite has Conv2D, but not on float16.
+        operands = re.search(rf'"{re.escape(missing[1])}"\(.*?: \(([^)]*)\)', str(exc))
+        halves = sorted(set(re.findall(r"tensor<(?:[?\d]+x)*(b?f16)>", operands[1] if operands else "")))
+        if halves:
+            kind = "/".join("bfloat16" if half == "bf16" else "float16" for half in halves)
+            return f"{missing[1]} on {kind} tensors is not a TFLite op (mixed precision: build the model in float32)"
         return f"{missing[1]} is not a TFLite op"
     return text if len(text) <= 200 else text[:200] + "…"
 
