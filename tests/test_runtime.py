@@ -208,6 +208,10 @@ def test_a_trial_cut_short_by_the_data_is_not_recorded(plugin):
     again = runtime.Extraction("tiny_net", model, settings(), strategy, {"net": 3})
     again(images())
     assert again.runtime == "tf" and "chosen on an earlier bench" not in again.note
+    longer = runtime.Extraction("tiny_net", model, settings(), strategy, {"net": 4})
+    for count in (4, 4, 2):  # the last, short of a batch, through TFLite untimed: the note must say so
+        longer(images(count))
+    assert longer.runtime == "tf" and longer.note.endswith(" (1 of 3 batches ran through TFLite, agreeing)")
 
 
 def test_tf_never_converts(plugin):

@@ -111,6 +111,7 @@ class _Trial:
         self._schedule = first + [(size, timed) for size in sizes[1:] for timed in (False, *[True] * TIMINGS)]
         self.seconds: dict[str | int, list[float]] = {}
         self.calls = 0
+        self.through_tflite = 0  # batches the interpreter computed
         self.last: str | int = sizes[0]  # the piece size the interpreter is allocated for
 
     @property
@@ -122,6 +123,7 @@ class _Trial:
         candidate, timed = self._schedule[0]
         if candidate != "tf":
             self.runner.batch_size = self.last = int(candidate)
+            self.through_tflite += 1
         seconds, output = _timed(self.tf if candidate == "tf" else self.runner, batch)  # type: ignore[arg-type]
         if len(batch) == self._batch_size:
             self._schedule.pop(0)
@@ -309,6 +311,8 @@ class Extraction:
             runtime, note = "tflite", "--runtime tflite"
         elif lite is None or tf_seconds is None:
             runtime, note = "tf", "too few batches to time TFLite against TensorFlow"
+            if trial.through_tflite:  # the row's runtime is what the rest would run; say what ran
+                note += f" ({trial.through_tflite} of {trial.calls + 1} batches ran through TFLite, agreeing)"
         else:
             runtime = "tflite" if tf_seconds >= MARGIN * lite else "tf"
             note = f"TFLite {tf_seconds / lite:.2f}x TensorFlow's speed (in batches of {piece})"
