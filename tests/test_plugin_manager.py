@@ -104,6 +104,9 @@ BROKEN = {
         "from zoo import hookimpl\n@hookimpl\ndef zoo_backbones():\n    return [{'name': 'x'}]\n",
         "returned dict, not a zoo.BackboneSpec",
     ),
+    "weights_a_string": (plugin_source("w_net", weights="w.h5"), "has weights='w.h5'; give a zoo.Weights(file="),
+    "preprocessing_a_list": (plugin_source("l_net", preprocessing=["unit"]), "unknown preprocessing ['unit']"),
+    "named_ensemble": (plugin_source("ensemble"), "the name of the bench's ensemble row; choose another name"),
     "no_hookimpl": ("def zoo_backbones():\n    return []\n", "implements no hook"),
     "misspelt_hook": (
         "from zoo import hookimpl\n@hookimpl\ndef zoo_backbone():\n    return []\n",
@@ -127,6 +130,21 @@ def test_a_broken_plugin_is_reported_and_the_others_still_work(case, tmp_path, m
     assert f"plugin {case} is broken" in listed.stderr
     shown = runner.invoke(app, ["plugins", "--json"])
     assert reason in {info["name"]: info for info in json.loads(shown.stdout)}[case]["error"]
+
+
+def test_a_package_cannot_take_a_built_in_plugins_name(tmp_path, monkeypatch):
+    """Whatever the install order: the built-in keeps its name and works, the other one is left
+    out, and the advice does not say to disable the name (that would disable both)."""
+    site = fake_distribution(
+        tmp_path / "site", "zoo-usurper", {"mobilenet_v2": "zoo_usurper"}, {"zoo_usurper": plugin_source("u_net")}
+    )
+    monkeypatch.syspath_prepend(str(site))
+    [built_in, usurper] = [info for info in plugin_manager.catalog().plugins if info.name == "mobilenet_v2"]
+    assert built_in.origin == "zoo (entry point)" and not built_in.error
+    assert usurper.error == "its name 'mobilenet_v2' is taken by the plugin from zoo (entry point); rename this one's entry point"
+    assert "mobilenet_v2" in plugin_manager.catalog().backbones and "u_net" not in plugin_manager.catalog().backbones
+    listed = runner.invoke(app, ["list"])
+    assert "plugin mobilenet_v2 is broken: its name" in listed.stderr and "ZOO_DISABLE_PLUGINS" not in listed.stderr
 
 
 def test_a_broken_installed_package_is_reported_by_the_real_cli(tmp_path):

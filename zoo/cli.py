@@ -143,13 +143,15 @@ def _catalog_rows() -> list[dict]:
 
 def _warn_broken() -> None:
     catalog = plugin_manager.catalog()
+    working = {info.name for info in catalog.plugins if not info.error}
     for info in catalog.plugins:
         if info.error:
             if _debug:
                 err.print(info.traceback, markup=False, highlight=False, end="")
+            # ZOO_DISABLE_PLUGINS would disable the working plugin of the same name too
+            fix = "" if info.name in working else f", or set ZOO_DISABLE_PLUGINS={escape(info.name)}"
             err.print(
-                f"[yellow]plugin {escape(info.name)} is broken: {escape(info.error)}; fix or uninstall it, "
-                f"or set ZOO_DISABLE_PLUGINS={escape(info.name)}[/]",
+                f"[yellow]plugin {escape(info.name)} is broken: {escape(info.error)}; fix or uninstall it{fix}[/]",
                 soft_wrap=True,
             )
     for name, claimants in catalog.conflicts.items():

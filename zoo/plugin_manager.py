@@ -102,7 +102,8 @@ _extra_paths: list[str] = []
 def _candidates() -> list[tuple[str, str, str, Callable[[], object]]]:
     """(name, version, origin, loader) of every plugin on offer, before any is imported."""
     found: list[tuple[str, str, str, Callable[[], object]]] = []
-    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+    # zoo's own first: another package cannot take a built-in's name, whatever the install order
+    for entry_point in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=_not_zoo_own):
         dist = entry_point.dist
         version = dist.version if dist else ""
         origin = f"{dist.name} (entry point)" if dist else "entry point"
@@ -112,6 +113,10 @@ def _candidates() -> list[tuple[str, str, str, Callable[[], object]]]:
         path = Path(raw).expanduser()
         found.append((path.stem, "", str(path), functools.partial(_import_file, path)))
     return found
+
+
+def _not_zoo_own(entry_point: metadata.EntryPoint) -> bool:
+    return not (entry_point.dist and entry_point.dist.name == "zoo")
 
 
 def add_plugin_path(path: str) -> None:
@@ -135,15 +140,16 @@ def plugin_manager() -> tuple[pluggy.PluginManager, tuple[PluginInfo, ...]]:
     manager.add_hookspecs(hookspecs)
     allowed = config.get("plugins.load")
     denied = config.get("plugins.disable")
-    infos = []
+    infos: list[PluginInfo] = []
     for name, version, origin, load in _candidates():
         if name in denied or (allowed is not None and name not in allowed):
             continue
         info = PluginInfo(name, version, origin)
+        taken = next((other.origin for other in infos if other.name == name and not other.error), None)
         infos.append(info)
         try:
-            if manager.has_plugin(name):
-                raise ZooError(f"another plugin is already registered as {name!r}")
+            if taken:  # the first keeps its name and works; this one is left out, and says why
+                raise ZooError(f"its name {name!r} is taken by the plugin from {taken}; rename this one's entry point")
             _register(manager, load(), name)
         except KeyboardInterrupt:
             raise
@@ -192,8 +198,8 @@ def catalog() -> Catalog:
             spec = dataclasses.replace(spec, plugin=impl.plugin_name)
             try:
                 spec.validate()
-            except ZooError as exc:
-                info.error = str(exc)
+            except Exception as exc:  # validate's ZooError, or a field of a type it did not foresee
+                info.fail(exc)
                 continue
             claims.setdefault(spec.name, []).append(spec)
     backbones = {name: specs[0] for name, specs in claims.items() if len(specs) == 1}

@@ -80,6 +80,9 @@ def callable_name(fn: Callable) -> str:
     return f"{fn.__module__}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
+#: The bench's ensemble row goes by this name (zoo export RESULTS ensemble); no backbone may.
+RESERVED_NAME = "ensemble"
+
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]*(:[a-z0-9_]+)?$")
 
 
@@ -160,13 +163,20 @@ class BackboneSpec:
 
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise bad("has an invalid name: use lower case letters, digits, '_', '-', '.'")
+        if self.name == RESERVED_NAME:
+            raise bad(f"is named {RESERVED_NAME!r}, the name of the bench's ensemble row; choose another name")
         if self.source not in SOURCES:
             raise bad(f"has unknown source {self.source!r}; use one of {', '.join(SOURCES)}")
+        for name in ("family", "reference", "description"):
+            if not isinstance(getattr(self, name), str):
+                raise bad(f"has {name}={getattr(self, name)!r}; it must be a string")
         if isinstance(self.preprocessing, Normalization):
             norm = self.preprocessing
             if len(norm.mean) != 3 or len(norm.std) != 3 or not all(norm.std):
                 raise bad("has a Normalization that needs three means and three non-zero stds")
-        elif not callable(self.preprocessing) and self.preprocessing not in PREPROCESSING:
+        elif not callable(self.preprocessing) and not (
+            isinstance(self.preprocessing, str) and self.preprocessing in PREPROCESSING
+        ):
             raise bad(
                 f"has unknown preprocessing {self.preprocessing!r}; use one of "
                 f"{', '.join(PREPROCESSING)}, a zoo.Normalization or a callable"
@@ -177,6 +187,11 @@ class BackboneSpec:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise bad(f"has {name}={value!r}; it must be a positive integer")
+        if self.weights is not None and not isinstance(self.weights, Weights):
+            raise bad(
+                f"has weights={self.weights!r}; give a zoo.Weights(file=..., url=... or package=...) "
+                "(in a TOML file, a [NAME.weights] table)"
+            )
         if self.weights is not None and not (self.weights.url or self.weights.package):
             raise bad(
                 f"has weights {self.weights.file!r} with neither a url nor a package; give "

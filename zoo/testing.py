@@ -17,6 +17,7 @@ import dataclasses
 import numpy as np
 
 from zoo import plugin_manager
+from zoo.plugin_manager import PluginInfo
 from zoo.errors import ZooError
 from zoo.sources import source_of
 from zoo.spec import BackboneSpec
@@ -28,7 +29,10 @@ RANGE_TOLERANCE = 1e-3
 def check_plugin(name: str, *, input_size: int | None = None) -> list[BackboneSpec]:
     """Every check, on every backbone of the installed plugin `name`; returns its specs."""
     catalog = plugin_manager.catalog()
-    infos = {info.name: info for info in catalog.plugins}
+    infos: dict[str, PluginInfo] = {}
+    for info in catalog.plugins:  # of two plugins of one name, the one that works
+        if info.name not in infos or infos[info.name].error:
+            infos[info.name] = info
     if name not in infos:
         raise AssertionError(
             f"zoo has no plugin {name!r} (it has {', '.join(infos)}): install your package "
