@@ -1,6 +1,7 @@
 """The bench on real (small) Keras models and real image files: cache, phases, resume, isolation."""
 
 import json
+import textwrap
 
 import numpy as np
 import pytest
@@ -247,3 +248,29 @@ def test_mobilenet_v2_on_the_food_photos_then_from_the_cache(food, tmp_path):
     second = bench_backbone(spec, dataset, settings(batch_size=32, latency_runs=10)).to_dict()
     assert second["feature_cache"] == "hit" and second["extract_seconds"] < first["extract_seconds"] / 10
     assert second["top1"] == first["top1"]
+
+
+def test_names_that_differ_only_by_colon_or_underscore_keep_their_own_files(tmp_path, tiny_dataset, monkeypatch):
+    """`q:v1` and `q_v1` are both valid names: each row keeps its own classifier and plots."""
+    from conftest import PLUGIN_HEAD, write_plugins
+
+    plugin = PLUGIN_HEAD + textwrap.dedent(
+        """
+        @hookimpl
+        def zoo_backbones():
+            return [_spec("q:v1"), _spec("q_v1")]
+
+        @hookimpl
+        def zoo_build_backbone(spec, weights):
+            return _tiny_cnn()
+        """
+    )
+    write_plugins(tmp_path, monkeypatch, names=plugin)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["bench", "q:v1", "q_v1", "--data", str(tiny_dataset), "--out", str(out),
+                                      "--epochs", "1", "--batch-size", "4", "--weights", "none", "--folds", "0"])
+    assert result.exit_code == 0, result.output
+    kept = {row["backbone"]: row["classifier"] for row in read_results(out)["backbones"]}
+    assert kept == {"q:v1": "models/q@v1", "q_v1": "models/q_v1"}
+    assert json.loads((out / "models/q@v1/zoo.json").read_text())["backbone"] == "q:v1"
+    assert (out / "confusion_q@v1.png").is_file() and (out / "confusion_q_v1.png").is_file()

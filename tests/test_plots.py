@@ -116,7 +116,7 @@ def test_confusion_matrix_png_grows_with_the_classes(tmp_path, classes):
                                 for i in range(classes)]}
     names = [f"class_number_{i}" for i in range(classes)]
     path = tmp_path / plots.confusion_file(row["backbone"])
-    assert path.name == "confusion_mobilenet_v2_hub.png"
+    assert path.name == "confusion_mobilenet_v2@hub.png"  # not mobilenet_v2_hub's
     plots.confusion_matrix(row, names, path)
     width, height = Image.open(path).size
     assert width >= 500 and height >= 500

@@ -35,7 +35,7 @@ from zoo.errors import one_line
 from zoo.progress import Progress, no_progress, prefixed
 from zoo.row import BenchRow
 from zoo.settings import BenchSettings, result_settings, settings_fingerprint
-from zoo.spec import BackboneSpec
+from zoo.spec import BackboneSpec, file_stem
 from zoo.sweep import Shard, data_fingerprint
 from zoo.validation import CrossValidation, cross_validate, stratified_folds
 from zoo.weights import ResolvedWeights
@@ -381,7 +381,7 @@ def _keeper(out_dir: Path, spec: BackboneSpec, settings: BenchSettings, classifi
     changed the base; else its head) and hands it to `classifiers`."""
 
     def keep(model: Any, meta: dict) -> str:
-        relative = f"models/{spec.name.replace(':', '_')}"
+        relative = f"models/{file_stem(spec.name)}"
         export.save_trained(out_dir / relative, model, meta, whole=settings.mode == "finetune")
         if classifiers is not None:
             classifiers[spec.name] = model

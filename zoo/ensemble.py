@@ -23,6 +23,7 @@ from zoo.data import Dataset
 from zoo.errors import ZooError
 from zoo.row import BenchRow
 from zoo.settings import BenchSettings
+from zoo.spec import file_stem
 
 KIND = "ensemble"
 #: How many times ensemble selection draws a member: weights come in steps of 1/DRAWS at the finest.
@@ -71,7 +72,7 @@ def validate_ensemble_size(size: int) -> None:
 
 
 def predictions_path(out_dir: Path, name: str) -> Path:
-    return out_dir / "predictions" / f"{name}.npz"
+    return out_dir / "predictions" / f"{file_stem(name)}.npz"
 
 
 def select(candidates: Mapping[str, np.ndarray], labels: Sequence[int], size: int) -> dict[str, float]:

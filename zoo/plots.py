@@ -7,11 +7,11 @@ atomically: a reader never sees half a PNG.
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 from zoo import atomic
+from zoo.spec import file_stem
 
 #: Where a label may sit around its point, in points (dx, dy), nearest first; each is tried at
 #: growing distances until the label overlaps no other label and no marker.
@@ -186,8 +186,8 @@ def accuracy_vs_speed(results: dict, statistics: dict, path: Path) -> None:
 
 
 def confusion_file(backbone: str) -> str:
-    """The confusion PNG's file name for a backbone (a hub name's `:` and the like replaced)."""
-    return f"confusion_{re.sub(r'[^A-Za-z0-9_.-]', '_', backbone)}.png"
+    """The confusion PNG's file name for a backbone."""
+    return f"confusion_{file_stem(backbone)}.png"
 
 
 def confusion_matrix(row: dict, classes: list[str], path: Path) -> None:

@@ -80,6 +80,12 @@ def callable_name(fn: Callable) -> str:
     return f"{fn.__module__}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
+def file_stem(name: str) -> str:
+    """A backbone's (or the ensemble row's) name as a file or folder name: its `:` (not allowed
+    on Windows) as `@`, which no name holds, so two names never share a file (`q:v1`, `q_v1`)."""
+    return name.replace(":", "@")
+
+
 #: The bench's ensemble row goes by this name (zoo export RESULTS ensemble); no backbone may.
 RESERVED_NAME = "ensemble"
 

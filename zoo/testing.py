@@ -17,8 +17,8 @@ import dataclasses
 import numpy as np
 
 from zoo import plugin_manager
-from zoo.plugin_manager import PluginInfo
 from zoo.errors import ZooError
+from zoo.plugin_manager import PluginInfo
 from zoo.sources import source_of
 from zoo.spec import BackboneSpec
 
