@@ -39,3 +39,25 @@ def test_the_layer_does_inside_a_model_what_the_function_does(images):
     spec = get_backbone("mobilenet_v2")
     layer_output = np.asarray(preprocessing_layer(spec)(keras.ops.convert_to_tensor(images)))
     np.testing.assert_allclose(layer_output, images / 127.5 - 1, rtol=1e-5, atol=1e-5)
+
+
+def test_a_saved_preprocessing_callable_comes_back_as_its_own_backbones(tmp_path, monkeypatch):
+    """Two lambdas of one module share their qualified name: the model saved for the second must
+    load with the second, not with whichever spec comes first."""
+    import keras
+    from conftest import PLUGIN_HEAD, write_plugins
+
+    from zoo import get_backbone
+    from zoo.preprocessing import preprocessing_layer
+
+    plugin = PLUGIN_HEAD + (
+        "@hookimpl\ndef zoo_backbones():\n"
+        "    return [_spec('lam_a', preprocessing=lambda x: x / 255.0),"
+        " _spec('lam_b', preprocessing=lambda x: x * 0.0 + 7.0)]\n"
+    )
+    write_plugins(tmp_path, monkeypatch, lambdas=plugin)
+    inputs = keras.Input((4, 4, 3))
+    path = tmp_path / "b.keras"
+    keras.Model(inputs, preprocessing_layer(get_backbone("lam_b"))(inputs)).save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(np.asarray(loaded(np.full((1, 4, 4, 3), 255.0, np.float32))), 7.0)

@@ -23,5 +23,5 @@ def preprocessing_layer(spec: BackboneSpec):
 
     norm = spec.normalization
     if norm is None:
-        return Preprocess(function=spec.preprocessing, name="preprocess")
+        return Preprocess(function=spec.preprocessing, backbone=spec.name, name="preprocess")
     return Preprocess(norm.mean, norm.std, norm.bgr, name="preprocess")
