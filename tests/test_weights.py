@@ -142,6 +142,16 @@ def test_a_mirror_404_falls_back_to_the_pinned_url(monkeypatch, private_keras_ho
     assert resolved.note.startswith(f"downloaded from {server.url}/pinned/blob.h5")
 
 
+def test_a_mirror_serving_another_file_falls_back_to_the_pinned_url(monkeypatch, private_keras_home):
+    with LocalServer() as server:
+        server.files["/stale-mirror/blob.h5"] = BLOB.upper()  # same size, not the pinned hash
+        server.files["/pinned/blob.h5"] = BLOB
+        monkeypatch.setenv("ZOO_MIRROR", server.url + "/stale-mirror")
+        resolved = weights.resolve(blob_spec(server.url + "/pinned/blob.h5"), "imagenet")
+    assert server.requests == ["/stale-mirror/blob.h5", "/pinned/blob.h5"]
+    assert Path(resolved.path).read_bytes() == BLOB
+
+
 def test_a_download_with_the_wrong_hash_is_refused_and_not_kept(private_keras_home):
     with LocalServer() as server:
         server.files["/blob.h5"] = BLOB.upper()

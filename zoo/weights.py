@@ -175,6 +175,8 @@ def _download(spec: BackboneSpec, weights: Weights, progress: Progress) -> tuple
             return path, f"downloaded from {url}"
         except download.DownloadError as exc:
             failures.append(str(exc))
+        except ZooError as exc:  # served, but not the pinned file (a stale mirror, say): try the next URL
+            failures.append(f"{url}: {exc}")
     raise ZooError(
         f"cannot get weights file {weights.file} for {spec.name} from {'; '.join(failures)}; to fix: {HOW_TO_FIX}"
     )
