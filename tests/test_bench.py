@@ -1,6 +1,8 @@
 """The bench on real (small) Keras models and real image files: cache, phases, resume, isolation."""
 
 import json
+import os
+import shutil
 import textwrap
 
 import numpy as np
@@ -12,6 +14,7 @@ from zoo.bench import bench_backbone, run_bench
 from zoo.settings import BenchSettings
 from zoo.cli import app
 from zoo.data import load_dataset
+from zoo.errors import ZooError
 from zoo.plugin_manager import catalog
 from zoo.report import read_results
 
@@ -216,6 +219,16 @@ def test_ctrl_c_loses_only_the_backbone_in_flight_and_resume_skips_finished_ones
     benched.clear()
     run_bench(specs, dataset, settings(epochs=2), tmp_path, resume=True, progress=lambda step, *_: benched.add(step.split(":")[0]))
     assert benched == {"tiny_cnn", "tiny_cnn_b"}  # other settings: nothing to reuse
+
+    # A row kept (its backbone not benched now) must be of this dataset and these settings.
+    with pytest.raises(ZooError, match=r"^--resume: tiny_cnn in .* was benched with other settings \(epochs 2 vs 3\)"):
+        run_bench(specs[1:], dataset, settings(epochs=3), tmp_path, resume=True)
+    fewer = tmp_path.parent / "fewer"
+    shutil.copytree(tiny_dataset, fewer)
+    (fewer / "test/dark" / sorted(os.listdir(fewer / "test/dark"))[0]).unlink()
+    with pytest.raises(ZooError, match=r"^--resume: .* holds results on another dataset \(test_images 6 vs 5, "):
+        run_bench(specs[1:], load_dataset(fewer), settings(epochs=2), tmp_path, resume=True)
+    assert [row["epochs"] for row in read_results(tmp_path)["backbones"]] == [2, 2]  # nothing lost
 
 
 def test_bench_command_writes_every_output(tiny_plugin, tiny_dataset, tmp_path):

@@ -31,12 +31,12 @@ import numpy as np
 
 from zoo import board, distributed, ensemble, export, features, metrics, recipe, runtime
 from zoo.data import Dataset, Split, decoded_batches, first_batch, image_batches, keep_decoded, labeled_batches
-from zoo.errors import one_line
+from zoo.errors import ZooError, one_line
 from zoo.progress import Progress, no_progress, prefixed
 from zoo.row import BenchRow
 from zoo.settings import BenchSettings, result_settings, settings_fingerprint
 from zoo.spec import BackboneSpec, file_stem
-from zoo.sweep import Shard, data_fingerprint
+from zoo.sweep import Shard, data_fingerprint, dataset_difference, settings_difference
 from zoo.validation import CrossValidation, cross_validate, stratified_folds
 from zoo.weights import ResolvedWeights
 
@@ -390,6 +390,25 @@ def _keeper(out_dir: Path, spec: BackboneSpec, settings: BenchSettings, classifi
     return keep
 
 
+def _mixed_table(out_dir: Path, saved: dict, kept: list[dict], dataset: dict, settings: BenchSettings) -> str:
+    """Why `--resume` must not keep the rows `kept` (of backbones not benched now) from the results
+    `saved` in `out_dir`: another dataset, or other settings, would mix in one table; or ''."""
+    if not kept:
+        return ""
+    fix = "bench into another --out, or drop --resume to start over"
+    difference = dataset_difference(saved.get("dataset"), dataset)
+    if difference:
+        return f"--resume: {out_dir} holds results on another dataset ({difference}); {fix}"
+    for row in kept:
+        difference = settings_difference(row, asdict(settings))
+        if difference:
+            return (
+                f"--resume: {row['backbone']} in {out_dir} was benched with other settings ({difference}); "
+                f"name it too, to bench it again, or {fix}"
+            )
+    return ""
+
+
 def run_bench(
     specs: list[BackboneSpec],
     dataset: Dataset,
@@ -452,9 +471,13 @@ def run_bench(
     same_work = [[spec.name for spec in specs], {**meta["dataset"], "root": None}, result_settings(asdict(settings))]
     distributed.agree(strategy, "backbones, data or settings", json.dumps(same_work, sort_keys=True))
     resumed = resume and chief and (out_dir / "results.json").is_file()
-    earlier = report.read_results(out_dir)["backbones"] if resumed else []
+    saved = report.read_results(out_dir) if resumed else {"backbones": []}
+    earlier = saved["backbones"]
     names = {spec.name for spec in specs}
     rows = [row for row in earlier if row.get("backbone") not in names and row.get("kind") != ensemble.KIND]
+    refusal = _mixed_table(out_dir, saved, rows, meta["dataset"], settings)
+    if distributed.chief_says(strategy, [bool(refusal)])[0]:
+        raise ZooError(refusal or "the chief refused --resume; its output says why")
     benched: list[dict] = []
     finished_before = {row["backbone"]: row for row in earlier if row.get("status") == "ok"}
     reusable = [

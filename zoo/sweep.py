@@ -68,9 +68,24 @@ def data_fingerprint(root: Path, files: Iterable[str]) -> str:
 
 
 def _difference(first: dict, second: dict) -> str:
-    """'key A vs B, ...' over the keys both have, or '' when they agree."""
-    keys = [key for key in first if key in second and first[key] != second[key]]
-    return ", ".join(f"{key} {first[key]!r} vs {second[key]!r}" for key in keys)
+    """'key A vs B, ...' over the keys either has (one missing is None), or '' when they agree;
+    long lists (the test labels) said by their lengths, so the line stays one line."""
+
+    def shown(value: Any) -> str:
+        return f"[{len(value)} values]" if isinstance(value, list) and len(repr(value)) > 60 else repr(value)
+
+    keys = [key for key in {**first, **second} if first.get(key) != second.get(key)]
+    return ", ".join(f"{key} {shown(first.get(key))} vs {shown(second.get(key))}" for key in keys)
+
+
+def dataset_difference(first: dict | None, second: dict | None) -> str:
+    """How the datasets two results files were benched on differ (wherever each folder is), or ''."""
+    return _difference(*({k: v for k, v in (d or {}).items() if k != "root"} for d in (first, second)))
+
+
+def settings_difference(first: dict, second: dict) -> str:
+    """How two rows' (or a row's and a BenchSettings') settings that change results differ, or ''."""
+    return _difference(result_settings(first), result_settings(second))
 
 
 def merge(folders: Sequence[Path]) -> tuple[list[dict], dict]:
@@ -83,9 +98,8 @@ def merge(folders: Sequence[Path]) -> tuple[list[dict], dict]:
 
     loaded = [(folder, read_results(folder)) for folder in folders]
     first_folder, first = loaded[0]
-    dataset = {key: value for key, value in first.get("dataset", {}).items() if key != "root"}
     for folder, results in loaded[1:]:
-        difference = _difference(dataset, results.get("dataset", {}))
+        difference = dataset_difference(first.get("dataset"), results.get("dataset"))
         if difference:
             raise ZooError(
                 f"cannot merge {folder}: its dataset differs from {first_folder}'s ({difference}); "
@@ -98,7 +112,7 @@ def merge(folders: Sequence[Path]) -> tuple[list[dict], dict]:
         if name in seen:
             raise ZooError(f"{name} is in both {seen[name]} and {folder}; merge each backbone from one folder only")
         reference_folder, reference = located[0]
-        difference = _difference(result_settings(reference), result_settings(row))
+        difference = settings_difference(reference, row)
         if difference:
             raise ZooError(
                 f"cannot merge {folder}: {name} was benched with other settings than {reference['backbone']} "
