@@ -83,5 +83,16 @@ def test_rows_without_predictions_still_get_an_interval_but_no_test():
     assert result["rows"]["old"]["top1_ci95"] == list(wilson_interval(8, 10))
 
 
+def test_a_best_row_without_predictions_is_not_passed_over_for_a_lower_one():
+    labels = [0, 1] * 10
+    rows = [
+        {"backbone": "old", "status": "ok", "top1": 0.9, "test_images": 20},
+        {"backbone": "new", "status": "ok", "top1": 0.5, "test_predictions": [0] * 20},
+    ]
+    result = compare(rows, labels)
+    assert result["best"] == "old" and result["rows"]["new"]["p_vs_best"] is None
+    assert result["summary"] == "old, the best row, has no per-image test predictions: no row is tested against it."
+
+
 def test_p_values_read_as_people_write_them():
     assert p_text(0.6234) == "p = 0.62" and p_text(0.0004) == "p < 0.001" and p_text(0.012) == "p = 0.012"

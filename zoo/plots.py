@@ -117,7 +117,9 @@ def accuracy_vs_speed(results: dict, statistics: dict, path: Path) -> None:
                 random = row.get("weights") == "random"
                 ensemble = row.get("kind") == "ensemble"
                 low, high = statistics.get("rows", {}).get(row["backbone"], {}).get("top1_ci95", (y / 100, y / 100))
-                axes.errorbar(x, y, yerr=[[y - low * 100], [high * 100 - y]], fmt="none", ecolor="0.4", capsize=3, lw=1)
+                # max(0, ...): a hand-edited top1 may lie outside the interval of its predictions
+                below, above = max(0.0, y - low * 100), max(0.0, high * 100 - y)
+                axes.errorbar(x, y, yerr=[[below], [above]], fmt="none", ecolor="0.4", capsize=3, lw=1)
                 axes.scatter(
                     x,
                     y,

@@ -10,6 +10,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import re
 import shlex
@@ -17,6 +18,7 @@ import shutil
 import sys
 import time
 from collections.abc import Collection
+from dataclasses import fields
 from pathlib import Path
 
 from rich.markup import escape
@@ -24,6 +26,7 @@ from rich.table import Table
 
 from zoo import atomic, stats
 from zoo.errors import ZooError
+from zoo.row import BenchRow
 from zoo.tables import Column, dropped_note, fitted_table
 
 FORMAT = "zoo-bench-results/1"
@@ -367,13 +370,23 @@ def read_results(out_dir: Path) -> dict:
         or not isinstance(results.get("backbones"), list)
     ):
         raise ZooError(f"{path} is not a zoo bench results file ({FORMAT}); rerun the bench")
+    if not isinstance(results.get("dataset", {}), dict):
+        raise ZooError(f"{path} has a dataset that is not an object; rerun the bench")
+    seen: set[str] = set()
     for number, row in enumerate(results["backbones"], 1):
-        problem = _row_problem(row)
+        problem = _row_problem(row) or (f"repeats backbone {row['backbone']}" if row["backbone"] in seen else "")
         if problem:
             raise ZooError(
                 f"{path}: backbone row {number} {problem}; delete that row, or rerun the bench into a new --out"
             )
+        seen.add(row["backbone"])
     return results
+
+
+#: A row's fields by the type BenchRow gives them: what a hand-edited or damaged file must still hold.
+_TEXTS = {item.name for item in fields(BenchRow) if item.type in ("str", "str | None")}
+_NUMBERS = {item.name for item in fields(BenchRow) if item.type in ("int", "int | None", "float | None")}
+_FRACTIONS = ("top1", "top5", "top1_frozen", "val_top1")
 
 
 def _row_problem(row) -> str:
@@ -383,11 +396,35 @@ def _row_problem(row) -> str:
     for key in ("backbone", "status"):
         if not isinstance(row.get(key), str):
             return f"has no {key!r} text"
-    for key in ("top1", "top5", "images_per_sec", "params"):
+    if row["status"] not in ("ok", "failed"):
+        return f"has status {row['status']!r}; a row is 'ok' or 'failed'"
+    if row["status"] == "failed" and not (isinstance(row.get("error"), str) and row["error"].strip()):
+        return "failed without saying why (no 'error' text)"
+    for key in _TEXTS:
+        if row.get(key) is not None and not isinstance(row[key], str):
+            return f"has {key}={row[key]!r}, not text"
+    for key in _NUMBERS:
         value = row.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return f"has {key}={value!r}, not a number"
+        if key in _FRACTIONS and not 0 <= value <= 1:
+            return f"has {key}={value!r}, not a fraction from 0 to 1"
+    if not _all_counts(row.get("test_predictions") or []):
+        return "has test_predictions that are not a list of class numbers"
+    matrix = row.get("confusion_matrix") or []
+    if not (isinstance(matrix, list) and all(isinstance(line, list) and len(line) == len(matrix) for line in matrix)):
+        return "has a confusion_matrix that is not a square table"
+    if not all(_all_counts(line) for line in matrix):
+        return "has a confusion_matrix that does not hold counts"
+    if not isinstance(row.get("per_class_accuracy") or {}, dict):
+        return "has a per_class_accuracy that is not a table of classes"
     return ""
+
+
+def _all_counts(values) -> bool:
+    return isinstance(values, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
 
 
 @contextlib.contextmanager

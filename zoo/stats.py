@@ -77,10 +77,13 @@ def compare(rows: list[dict], labels: list[int] | None) -> dict:
         hits = sum(paired[row["backbone"]]) if row["backbone"] in paired else round(row["top1"] * total)
         low, high = wilson_interval(hits, total)
         per_row[row["backbone"]] = {"top1_ci95": [low, high], "p_vs_best": None, "tied_with_best": False}
-    best = max((row for row in finished if row["backbone"] in paired), key=lambda r: r["top1"], default=None)
+    best = max(finished, key=lambda r: r["top1"], default=None) if paired else None
     if best is None:
         return {"test_images": len(labels), "best": None, "summary": "", "rows": per_row}
     per_row[best["backbone"]]["tied_with_best"] = True
+    if best["backbone"] not in paired:  # an old row, say: no other row can be tested against it
+        unpaired = f"{best['backbone']}, the best row, has no per-image test predictions: no row is tested against it."
+        return {"test_images": len(labels), "best": best["backbone"], "summary": unpaired, "rows": per_row}
     for name, hits in paired.items():
         if name != best["backbone"]:
             p = mcnemar_exact(*discordant(paired[best["backbone"]], hits))
