@@ -23,9 +23,7 @@ class Preprocess(keras.layers.Layer):
     one module, or the functions one factory makes, share theirs.
     """
 
-    def __init__(
-        self, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), bgr=False, function=None, backbone="", **kwargs
-    ):
+    def __init__(self, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), bgr=False, function=None, backbone="", **kwargs):
         super().__init__(**kwargs)
         self.mean, self.std, self.bgr = [float(v) for v in mean], [float(v) for v in std], bool(bgr)
         self.backbone = backbone
