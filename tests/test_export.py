@@ -259,3 +259,27 @@ def test_a_real_lite0_tflite_export_classifies_the_food_photos_as_the_bench_scor
     correct = [p["top"][0]["class"] == Path(p["file"]).parent.name for p in predictions]
     assert len(predictions) == row["test_images"]
     assert np.mean(correct) == pytest.approx(row["top1"], abs=0.0021) and row["top1"] > 0.8
+
+
+def test_a_classifier_benched_with_a_relative_weights_file_loads_from_any_folder(tmp_path, monkeypatch, tiny_dataset):
+    """`--weights w.weights.h5` given relative to where the bench ran: its saved classifier must
+    still rebuild its base after a `cd`."""
+    from conftest import PLUGIN_HEAD
+
+    plugin = PLUGIN_HEAD + (
+        "@hookimpl\ndef zoo_backbones():\n    return [_spec('weighted_cnn')]\n\n"
+        "@hookimpl\ndef zoo_build_backbone(spec, weights):\n"
+        "    model = _tiny_cnn()\n    if weights:\n        model.load_weights(weights)\n    return model\n"
+    )
+    write_plugins(tmp_path, monkeypatch, weighted=plugin)
+    namespace: dict = {}
+    exec(PLUGIN_HEAD, namespace)  # the builder's _tiny_cnn, to save the weights file from
+    (tmp_path / "wdir").mkdir()
+    namespace["_tiny_cnn"]().save_weights(tmp_path / "wdir/w.weights.h5")
+    monkeypatch.chdir(tmp_path / "wdir")
+    result = runner.invoke(app, ["bench", "weighted_cnn", "--data", str(tiny_dataset), "--out", "../out",
+                                 "--weights", "w.weights.h5", "--epochs", "1", "--batch-size", "4", "--folds", "0"])
+    assert result.exit_code == 0, result.output
+    monkeypatch.chdir(tmp_path)
+    model, meta = export.load_trained(tmp_path / "out/models/weighted_cnn")
+    assert meta["weights"]["file"] == str(tmp_path / "wdir/w.weights.h5") and model.output_shape == (None, 2)

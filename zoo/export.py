@@ -29,7 +29,7 @@ from zoo.ensemble import KIND as ENSEMBLE
 from zoo.errors import ZooError, one_line
 from zoo.features import weights_digest
 from zoo.spec import BackboneSpec
-from zoo.weights import ResolvedWeights
+from zoo.weights import MODES, ResolvedWeights
 
 METADATA = "zoo.json"
 LABELS = "labels.txt"
@@ -178,9 +178,15 @@ def load_trained(folder: Path):
     if recorded["label"] == "random":
         keras.utils.set_random_seed(meta["settings"]["seed"])  # as the bench did before building it
         weights = ResolvedWeights(None, "random")
-    else:
-        mode = meta["settings"].get("weights", "auto")
-        weights = resolve(spec, mode if mode not in ("auto", "none") else "imagenet")
+    else:  # what the base was built from: the path given (--weights PATH, kept absolute), else the pinned weights
+        given = meta["settings"].get("weights", "auto")
+        mode = "imagenet" if given in MODES else recorded["file"] or given
+        try:
+            weights = resolve(spec, mode)
+        except ZooError as exc:
+            raise ZooError(
+                f"the {spec.name} base of {folder} cannot be rebuilt with the weights it was trained on: {exc}"
+            ) from None
     extractor = feature_extractor(spec, weights)
     if weights_digest(extractor) != recorded["base_sha256"]:
         raise ZooError(

@@ -222,7 +222,9 @@ def resolve_file(spec: BackboneSpec, mode: str, progress: Progress = no_progress
             None, "random", "asked for no weights" if mode == "none" else f"{spec.name} declares no pretrained weights"
         )
     if mode not in MODES:
-        given = Path(mode).expanduser()
+        given = Path(mode).expanduser().resolve()  # absolute: a saved classifier rebuilds its base from anywhere
+        if given.is_dir():
+            raise ZooError(f"--weights {mode} is a folder; give a weights file, auto, imagenet or none")
         if not given.is_file():
             raise ZooError(f"--weights {mode}: no such file; give a weights file, auto, imagenet or none")
         return ResolvedWeights(str(given), "file", f"--weights {given}")

@@ -69,7 +69,7 @@ class Hub(Source):
                 f"initialisation; bench {variant_name(spec.name, 'keras')} for that"
             )
         if mode not in MODES:
-            path = hub.check_saved_model(Path(mode).expanduser(), f"--weights {mode}:")
+            path = hub.check_saved_model(Path(mode).expanduser().resolve(), f"--weights {mode}:")
             return ResolvedWeights(str(path), "hub", f"SavedModel {path}")
         path, origin = hub.resolve(spec.reference, progress)
         return ResolvedWeights(str(path), "hub", f"{origin}: {path}")
