@@ -328,6 +328,10 @@ def test_predict_on_the_ensemble_and_no_ensemble_says_why(halves_plugin, halves_
     predictions = json.loads(result.stdout)["predictions"]
     right = [p["top"][0]["class"] == Path(p["file"]).parent.name for p in predictions]
     assert len(predictions) == 8 and np.mean(right) >= read_results(out)["backbones"][-1]["top1"] - 0.25
+    with pytest.MonkeyPatch.context() as patch:  # named relative to where the user is
+        patch.chdir(out / "models")
+        relative = CliRunner().invoke(app, ["predict", "ensemble", str(halves / "test"), "--json"])
+    assert relative.exit_code == 0 and json.loads(relative.stdout)["predictions"] == predictions, relative.output
 
     # --no-ensemble (rows reused by --resume): one line says there is none and why; the kept one goes.
     bench = ["bench", "top", "bottom", "--data", str(halves), "--out", str(out), "--resume", "--epochs", "10",

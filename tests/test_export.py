@@ -283,3 +283,49 @@ def test_a_classifier_benched_with_a_relative_weights_file_loads_from_any_folder
     monkeypatch.chdir(tmp_path)
     model, meta = export.load_trained(tmp_path / "out/models/weighted_cnn")
     assert meta["weights"]["file"] == str(tmp_path / "wdir/w.weights.h5") and model.output_shape == (None, 2)
+
+
+def test_a_tampered_or_damaged_classifier_is_one_line(benched, tiny_dataset, tmp_path):
+    """A head or model file swapped for another, a damaged zoo.json, a missing head, a head given
+    alone, an --out that is a file: each one line saying what is wrong; a labels.txt names the
+    classes of a model without zoo.json."""
+    out, _ = benched
+    photo = str(tiny_dataset / "test" / "dark" / "dark_0.jpg")
+
+    def fails(args, message):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+
+    assert runner.invoke(app, ["export", str(out), "--format", "tflite", "--out", str(tmp_path / "t")]).exit_code == 0
+    (tmp_path / "a_file").write_text("")
+    fails(["export", str(out), "--format", "keras", "--out", str(tmp_path / "a_file")], "cannot make that folder")
+    first, second = out / "models/tiny_cnn", out / "models/tiny_cnn_b"
+    shutil.copy(second / "head.keras", first / "head.keras")  # the same shapes: only the hash tells
+    fails(["predict", str(first), photo], "head.keras is not the model its zoo.json was written for")
+    (second / "head.keras").unlink()
+    fails(["predict", str(second), photo], "head.keras: no such file")
+    fails(["predict", str(out / "models/tiny_cnn_b/zoo.json").replace("zoo.json", "head.keras"), photo], "no such file")
+
+    meta = json.loads((tmp_path / "t/zoo.json").read_text())
+    (tmp_path / "t/zoo.json").write_text(json.dumps({**meta, "class_names": [1, 2]}))
+    fails(["predict", str(tmp_path / "t"), photo], "zoo.json is damaged (its class_names are not all text)")
+    (tmp_path / "t/zoo.json").unlink()
+    (tmp_path / "t/labels.txt").write_text("dusk\ndawn\n")
+    result = runner.invoke(app, ["predict", str(tmp_path / "t/model.tflite"), photo, "--json"])
+    assert {entry["class"] for entry in json.loads(result.stdout)["predictions"][0]["top"]} <= {"dusk", "dawn"}
+    assert "classes are named by the labels.txt beside it" in result.stderr
+
+
+def test_a_head_given_alone_and_a_model_of_nan_are_one_line(tmp_path, tiny_dataset):
+    import keras
+
+    photo = str(tiny_dataset / "test" / "dark" / "dark_0.jpg")
+    features = keras.Input((8,))
+    keras.Model(features, keras.layers.Dense(2)(features)).save(tmp_path / "head.keras")
+    result = runner.invoke(app, ["predict", str(tmp_path / "head.keras"), photo])
+    assert result.exit_code == 2 and "not (batch, size, size, 3) images (a bench's head: give its folder" in result.output
+    images = keras.Input((16, 16, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(float("nan"))(images))
+    keras.Model(images, keras.layers.Dense(2, activation="softmax")(pooled)).save(tmp_path / "nan.keras")
+    result = runner.invoke(app, ["predict", str(tmp_path / "nan.keras"), photo, "--json"])
+    assert result.exit_code == 2 and "gives NaN or inf, not probabilities" in result.output

@@ -808,7 +808,9 @@ def predict_command(
     with err.status(f"loading {model}"):
         classifier = predict.load(model)
     if classifier.meta is None:
-        err.print(f"[yellow]{escape(str(model))} has no zoo.json beside it: classes are shown by index.[/]")
+        indexes = [str(index) for index in range(len(classifier.class_names))]
+        named = "shown by index" if classifier.class_names == indexes else "named by the labels.txt beside it"
+        err.print(f"[yellow]{escape(str(model))} has no zoo.json beside it: classes are {named}.[/]")
     with _progress() as progress:
         task = progress.add_task("checking images", total=None)
         predictions, skipped = predict.predict(classifier, list(images), top_k, _bar(progress, task))

@@ -29,7 +29,7 @@ from zoo.ensemble import KIND as ENSEMBLE
 from zoo.errors import ZooError, one_line
 from zoo.features import weights_digest
 from zoo.spec import BackboneSpec
-from zoo.weights import MODES, ResolvedWeights
+from zoo.weights import MODES, ResolvedWeights, file_digest
 
 METADATA = "zoo.json"
 LABELS = "labels.txt"
@@ -72,6 +72,10 @@ def metadata(spec: BackboneSpec, weights: ResolvedWeights, extractor, class_name
 
 
 def _write_metadata(folder: Path, meta: dict) -> None:
+    model = folder / str(meta.get("model"))
+    meta = {key: value for key, value in meta.items() if key != "sha256"}  # a bench's head's, say
+    if model.is_file():  # so a model file swapped in later is caught (check_model_file)
+        meta["sha256"] = file_digest(model, "sha256")
     atomic.write_text(folder / METADATA, json.dumps(meta, indent=2, default=str) + "\n")
     atomic.write_text(folder / LABELS, "".join(f"{name}\n" for name in meta["class_names"]))
 
@@ -87,7 +91,26 @@ def read_metadata(folder: Path) -> dict:
         raise ZooError(f"{path} is damaged ({type(exc).__name__}); bench or export again") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("class_names"), list):
         raise ZooError(f"{path} is damaged (it names no class_names); bench or export again")
+    problems = {
+        "its class_names are not all text": not all(isinstance(name, str) for name in meta["class_names"]),
+        "its model is not a file name": not isinstance(meta.get("model", ""), str),
+        "its input_size is not a whole number": not isinstance(meta.get("input_size", 0), int),
+    }
+    problem = next((problem for problem, found in problems.items() if found), "")
+    if problem:
+        raise ZooError(f"{path} is damaged ({problem}); bench or export again")
     return meta
+
+
+def check_model_file(path: Path, meta: dict) -> None:
+    """Refuse a model file that is not the one its zoo.json was written for (another export's,
+    or another backbone's head, copied over it): its labels and accuracy would describe another model."""
+    recorded = meta.get("sha256")
+    if recorded and path.is_file() and file_digest(path, "sha256") != recorded:
+        raise ZooError(
+            f"{path} is not the model its {METADATA} was written for (its sha256 differs); "
+            "export or bench it again, or delete that zoo.json"
+        )
 
 
 def save_trained(folder: Path, model, meta: dict, whole: bool) -> None:
@@ -163,12 +186,18 @@ def load_trained(folder: Path):
     import zoo.layers  # noqa: F401 - registers zoo's layers for load_model
     from zoo.models import classifier, feature_extractor
     from zoo.plugin_manager import catalog
+    from zoo.predict import load_keras
     from zoo.weights import resolve
 
     meta = read_metadata(folder)
     saved = folder / meta.get("model", HEAD)
+    needed = ("members",) if saved.name == MEMBERS else ("backbone", "input_size", "weights", "settings")
+    missing = [key for key in needed if key not in meta]
+    if missing:
+        raise ZooError(f"{folder / METADATA} is damaged (it has no {', '.join(missing)}); bench again")
+    check_model_file(saved, meta)
     if saved.name == CLASSIFIER:
-        return keras.saving.load_model(saved), meta
+        return load_keras(saved), meta
     if saved.name == MEMBERS:
         return _load_ensemble(folder, meta), meta
     spec = catalog().get(meta["backbone"])
@@ -193,7 +222,7 @@ def load_trained(folder: Path):
             f"the {spec.name} base built now ({weights.label}: {weights.note or 'random init'}) is not the "
             f"one its head in {folder} was trained on; bench it again"
         )
-    return classifier(spec, extractor, keras.saving.load_model(folder / HEAD)), meta
+    return classifier(spec, extractor, load_keras(saved)), meta
 
 
 def _load_ensemble(folder: Path, meta: dict):
@@ -201,7 +230,7 @@ def _load_ensemble(folder: Path, meta: dict):
     rebuilt from where the bench kept them."""
     from zoo.models import ensemble_classifier
 
-    results = folder.parents[1]
+    results = folder.resolve().parents[1]  # `zoo predict .` from inside it, say
     members = meta["members"].values()
     classifiers = [load_trained(results / member["kept"])[0] for member in members]
     return ensemble_classifier(
@@ -239,7 +268,10 @@ def export(
     if quantize != "none" and fmt != "tflite":
         raise ZooError(f"--quantize {quantize} is for --format tflite; {fmt} models stay float32")
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ZooError(f"--out {out}: cannot make that folder ({exc.strerror or exc}); choose another --out") from None
     target = out / FORMATS[fmt]
     try:
         if fmt == "keras":

@@ -34,7 +34,10 @@ class Classifier:
     model: Any = None  # the Keras model, for .keras files and bench folders
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        return np.asarray(self.forward(np.asarray(images, np.float32)))
+        probabilities = np.asarray(self.forward(np.asarray(images, np.float32)))
+        if not np.isfinite(probabilities).all():
+            raise ZooError(f"{self.path} gives NaN or inf, not probabilities; export it again from a working bench")
+        return probabilities
 
 
 def _locate(path: Path) -> tuple[Path, str, Path | None]:
@@ -71,6 +74,8 @@ def load(path: str | Path, num_threads: int | None = None) -> Classifier:
     `num_threads` is for TFLite."""
     target, kind, meta_folder = _locate(Path(path).expanduser())
     meta = export.read_metadata(meta_folder) if meta_folder is not None else None
+    if meta is not None and kind != "bench":
+        export.check_model_file(target, meta)
     model = None
     if kind == "bench":
         model, meta = export.load_trained(target)
@@ -78,7 +83,11 @@ def load(path: str | Path, num_threads: int | None = None) -> Classifier:
         kind = "keras"
     elif kind == "keras":
         model = load_keras(target)
-        forward, input_size = _keras_forward(model), int(model.input_shape[1])
+        shape = model.input_shape
+        if not (isinstance(shape, tuple) and len(shape) == 4 and shape[-1] == 3 and shape[1] and shape[1] == shape[2]):
+            hint = " (a bench's head: give its folder, models/BACKBONE)" if target.name == export.HEAD else ""
+            raise ZooError(f"{target} takes input of shape {shape}, not (batch, size, size, 3) images{hint}")
+        forward, input_size = _keras_forward(model), int(shape[1])
     elif kind == "savedmodel":
         forward, input_size = _saved_model(target)
     else:
@@ -90,11 +99,21 @@ def load(path: str | Path, num_threads: int | None = None) -> Classifier:
         raise ZooError(f"{target} takes {input_size} px images but its {export.METADATA} says {meta['input_size']}")
     probe = forward(np.zeros((1, input_size, input_size, 3), np.float32))
     count = int(np.asarray(probe).shape[-1])
-    names = list(meta["class_names"]) if meta else [str(i) for i in range(count)]
+    names = list(meta["class_names"]) if meta else _labels_beside(target) or [str(i) for i in range(count)]
     if len(names) != count:
-        raise ZooError(f"{target} has {count} outputs but its {export.METADATA} names {len(names)} classes")
+        named_by = export.METADATA if meta else export.LABELS
+        raise ZooError(f"{target} has {count} outputs but its {named_by} names {len(names)} classes")
     interpolation = (meta or {}).get("interpolation", "bilinear")
     return Classifier(target, kind, forward, input_size, names, interpolation, meta, model)
+
+
+def _labels_beside(target: Path) -> list[str]:
+    """The class names of a labels.txt beside a model that has no zoo.json (one line each), or []."""
+    labels = (target if target.is_dir() else target.parent) / export.LABELS
+    try:
+        return [line for line in labels.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError):
+        return []
 
 
 def load_keras(path: Path):
@@ -104,11 +123,26 @@ def load_keras(path: Path):
     import zoo.layers  # noqa: F401 - registers zoo's layers for load_model
     from zoo.plugin_manager import plugin_manager
 
+    if not path.is_file():
+        raise ZooError(f"{path}: no such file; bench or export it again")
     plugin_manager()  # importing the plugins runs their @register_keras_serializable
     try:
         return keras.saving.load_model(path)
     except Exception as exc:  # Keras raises many types for a file that is not a model
+        cause = _zoo_error_in(exc)  # zoo's own reason, raised inside Keras' loading (a plugin missing)
+        if cause is not None:
+            raise ZooError(f"{path} cannot be loaded: {cause}") from exc
         raise ZooError(f"{path} is not a Keras model zoo can load ({type(exc).__name__}); export it again") from exc
+
+
+def _zoo_error_in(exc: BaseException) -> ZooError | None:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, ZooError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return None
 
 
 def _keras_forward(model):
