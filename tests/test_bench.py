@@ -1,5 +1,6 @@
 """The bench on real (small) Keras models and real image files: cache, phases, resume, isolation."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -249,6 +250,24 @@ def test_bench_command_writes_every_output(tiny_plugin, tiny_dataset, tmp_path):
     assert list((out / "tensorboard" / "tiny_cnn").rglob("events.out.tfevents.*"))
     assert "tiny_cnn" in result.stdout and "Frozen" in result.stdout
     assert features.entries() == []
+
+
+def test_a_new_bench_into_an_earlier_ones_out_leaves_none_of_its_rows_files(tiny_plugin, tiny_dataset, tmp_path):
+    """Not --resume: the earlier rows' classifiers, plots and logs go; the user's own files stay;
+    and a row that fails now keeps no classifier of its earlier success."""
+    out = tmp_path / "out"
+    fast = ["--data", str(tiny_dataset), "--weights", "none", "--epochs", "1", "--batch-size", "4", "--out", str(out)]
+    assert CliRunner().invoke(app, ["bench", "tiny_cnn", "tiny_cnn_b", *fast]).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    assert (out / "models/tiny_cnn_b").is_dir() and (out / "confusion_tiny_cnn_b.png").is_file()
+    assert CliRunner().invoke(app, ["bench", "tiny_cnn", *fast]).exit_code == 0
+    assert sorted(path.name for path in (out / "models").iterdir()) == ["tiny_cnn"]
+    assert not (out / "confusion_tiny_cnn_b.png").exists() and not (out / "tensorboard/tiny_cnn_b").exists()
+    assert (out / "notes.txt").read_text() == "mine"
+
+    failing = dataclasses.replace(catalog().get("tiny_cnn"), source="keras.applications", reference="NoSuchNet")
+    [row] = run_bench([failing], load_dataset(tiny_dataset), settings(), out, resume=True)
+    assert row["status"] == "failed" and not (out / "models/tiny_cnn").exists()
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo import board, distributed, ensemble, export, features, metrics, recipe, runtime
+from zoo import board, distributed, ensemble, export, features, metrics, plots, recipe, runtime
 from zoo.data import Dataset, Split, decoded_batches, first_batch, image_batches, keep_decoded, labeled_batches
 from zoo.errors import ZooError, one_line
 from zoo.progress import Progress, no_progress, prefixed
@@ -390,6 +390,26 @@ def _keeper(out_dir: Path, spec: BackboneSpec, settings: BenchSettings, classifi
     return keep
 
 
+def _clear_earlier_bench(out_dir: Path) -> None:
+    """Remove what an earlier bench's rows left in `out_dir` (results, classifiers, predictions,
+    plots, TensorBoard logs), so a new bench there shows none of them; only what those rows name."""
+    from zoo import report
+
+    try:
+        earlier = report.read_results(out_dir)["backbones"]
+    except ZooError:  # none, or not zoo's: nothing of zoo's to remove
+        return
+    for row in earlier:
+        name = row["backbone"]
+        for folder in (out_dir / "models" / file_stem(name), out_dir / "tensorboard" / name):
+            shutil.rmtree(folder, ignore_errors=True)
+        for path in (ensemble.predictions_path(out_dir, name), out_dir / plots.confusion_file(name)):
+            path.unlink(missing_ok=True)
+    shutil.rmtree(out_dir / export.ENSEMBLE_FOLDER, ignore_errors=True)
+    for written in ("results.json", "results.csv", "results.md", "report.html", report.PLOT):
+        (out_dir / written).unlink(missing_ok=True)
+
+
 def _mixed_table(out_dir: Path, saved: dict, kept: list[dict], dataset: dict, settings: BenchSettings) -> str:
     """Why `--resume` must not keep the rows `kept` (of backbones not benched now) from the results
     `saved` in `out_dir`: another dataset, or other settings, would mix in one table; or ''."""
@@ -471,6 +491,8 @@ def run_bench(
     same_work = [[spec.name for spec in specs], {**meta["dataset"], "root": None}, result_settings(asdict(settings))]
     distributed.agree(strategy, "backbones, data or settings", json.dumps(same_work, sort_keys=True))
     resumed = resume and chief and (out_dir / "results.json").is_file()
+    if chief and not resumed:
+        _clear_earlier_bench(out_dir)
     saved = report.read_results(out_dir) if resumed else {"backbones": []}
     earlier = saved["backbones"]
     names = {spec.name for spec in specs}
@@ -498,8 +520,10 @@ def run_bench(
             log_dir = out_dir / "tensorboard" / spec.name if chief else None
             keep = _keeper(out_dir, spec, settings, classifiers) if chief else None
             predictions = ensemble.predictions_path(out_dir, spec.name) if chief else None
-            if predictions is not None:
-                predictions.unlink(missing_ok=True)  # a row's predictions are its own or none
+            if chief:  # a row's predictions, classifier and plot are its own or none
+                ensemble.predictions_path(out_dir, spec.name).unlink(missing_ok=True)
+                shutil.rmtree(out_dir / "models" / file_stem(spec.name), ignore_errors=True)
+                (out_dir / plots.confusion_file(spec.name)).unlink(missing_ok=True)
             step = prefixed(progress, spec.name)
             row = bench_backbone(spec, dataset, settings, step, strategy, log_dir, keep, predictions).to_dict()
             benched.append(row)
