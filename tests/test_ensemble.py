@@ -343,3 +343,26 @@ def test_predict_on_the_ensemble_and_no_ensemble_says_why(halves_plugin, halves_
     assert not (out / "models/ensemble").exists() and "Best: ensemble" not in result.output
     result = CliRunner().invoke(app, ["export", str(out), "ensemble"])
     assert result.exit_code == 2 and f"{out} has no ensemble row: --no-ensemble was given" in result.output
+
+
+def test_a_merge_of_shards_makes_the_ensemble_one_bench_would(halves_plugin, halves_bench, halves, tmp_path):
+    """Each shard holds one member: the merge chooses the ensemble of them all, as the single
+    bench did, and keeps it (its members in their shards' folders) for export."""
+    single_out, _ = halves_bench
+    options = ["--epochs", "10", "--learning-rate", "0.05", "--batch-size", "4", "--weights", "none"]
+    for index in (1, 2):
+        result = CliRunner().invoke(app, ["bench", "top", "bottom", "--data", str(halves), "--shard", f"{index}/2",
+                                          "--out", str(tmp_path / f"s{index}"), *options])
+        assert result.exit_code == 0, result.output
+        assert read_results(tmp_path / f"s{index}")["backbones"][-1]["kind"] == "backbone"  # one member each
+    merged = CliRunner().invoke(app, ["report", "--merge", str(tmp_path / "s1"), str(tmp_path / "s2"),
+                                      "--out", str(tmp_path / "all")])
+    assert merged.exit_code == 0, merged.output
+    single, combined = (read_results(out)["backbones"][-1] for out in (single_out, tmp_path / "all"))
+    assert combined["kind"] == "ensemble" and combined["members"] == single["members"]  # in the shards' order
+    assert combined["top1"] == single["top1"] and combined["val_top1"] == single["val_top1"]
+    photos = str(halves / "test")
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "all/models/ensemble"), photos, "--json"])
+    expected = CliRunner().invoke(app, ["predict", str(single_out / "models/ensemble"), photos, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["predictions"] == json.loads(expected.stdout)["predictions"]

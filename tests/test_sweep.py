@@ -71,16 +71,20 @@ def test_shards_cover_every_backbone_once_and_merge_into_a_single_runs_rows(
                                  "--out", str(tmp_path / "merged")])
     assert result.exit_code == 0, result.output
     merged = json.loads((tmp_path / "merged" / "results.json").read_text())
-    assert sorted(row["backbone"] for row in merged["backbones"]) == NAMES
+    assert sorted(row["backbone"] for row in merged["backbones"] if row["kind"] == "backbone") == NAMES
     assert merged["missing_shards"] == [] and len(merged["merged_from"]) == 3
     assert (tmp_path / "merged" / "accuracy_vs_speed.png").stat().st_size > 0
     assert "| tiny_a |" in (tmp_path / "merged" / "results.md").read_text()
 
     monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "fresh-cache"))  # extract again, as the shards did
     single = bench(tiny_dataset, tmp_path / "single")
-    expected = {row["backbone"]: untimed(row) for row in single["backbones"]}
-    assert {row["backbone"]: untimed(row) for row in merged["backbones"]} == expected
+    # the same rows, the ensemble of them all included; each classifier stays in its shard's folder
+    expected = {row["backbone"]: {**untimed(row), "classifier": None} for row in single["backbones"]}
+    assert {row["backbone"]: {**untimed(row), "classifier": None} for row in merged["backbones"]} == expected
     assert merged["dataset"] == single["dataset"]
+    assert merged["no_ensemble"].split(" beat ")[1] == single["no_ensemble"].split(" beat ")[1]  # chosen of all
+    exported = runner.invoke(app, ["export", str(tmp_path / "merged"), "--out", str(tmp_path / "best")])
+    assert exported.exit_code == 0, exported.output
 
     # --resume works per shard: a rerun of shard 1 keeps both of its rows without benching them
     rerun = runner.invoke(app, ["bench", *NAMES, "--data", str(tiny_dataset), "--weights", "none", "--epochs", "2",

@@ -484,6 +484,7 @@ def run_bench(
             "test_images": len(dataset.test),
             "fingerprint": data_fingerprint(dataset.root, dataset.train.files + dataset.test.files),
             "test_labels": [int(label) for label in dataset.test.labels],
+            "train_labels": [int(label) for label in dataset.train.labels],  # a merge's ensemble is chosen on them
         },
     }
     if shard is not None:

@@ -684,6 +684,7 @@ def report_command(
       zoo report zoo-results/food --json | jq .statistics.summary
       zoo report --merge sweep/shard-* --out sweep/all
     """
+    from zoo import ensemble
     from zoo.report import read_results, results_lock, write_html, write_reports, write_results
     from zoo.sweep import merge as merge_folders
 
@@ -694,9 +695,15 @@ def report_command(
             raise ZooError(f"--out {merged_dir} is one of the folders to merge; give a new folder")
         rows, meta = merge_folders(folders)
         with results_lock(merged_dir):
+            rows, no_ensemble = ensemble.merged(rows, meta, merged_dir, folders)
+            if no_ensemble:
+                meta["no_ensemble"] = no_ensemble
+                err.print(f"No ensemble row: {escape(no_ensemble)}.")
             write_results(merged_dir, rows, meta)
         if meta["missing_shards"]:
-            err.print(f"[yellow]Shards {', '.join(meta['missing_shards'])} are missing from the merge[/]")
+            missing = meta["missing_shards"]
+            shards = f"Shards {', '.join(missing)} are" if len(missing) > 1 else f"Shard {missing[0]} is"
+            err.print(f"[yellow]{shards} missing from the merge[/]")
         out_dir = merged_dir
     elif len(folders) != 1 or merged_dir is not None:
         raise ZooError("give one results folder, or combine several with --merge DIR... --out MERGED")

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from zoo import atomic, metrics
-from zoo.data import Dataset
+from zoo.data import Dataset, Split
 from zoo.errors import ZooError
 from zoo.row import BenchRow
 from zoo.settings import BenchSettings
@@ -200,3 +201,39 @@ def _too_few(usable: Mapping[str, Predictions], settings: BenchSettings) -> str:
         return "rows of --mode finetune or --augment are not cross-validated, and members are chosen on validation"
     have = f"only {', '.join(usable)}" if usable else "none"
     return f"it needs two finished, cross-validated rows or more; {have} here"
+
+
+def merged(
+    rows: list[dict], meta: dict, out_dir: Path, folders: Sequence[Path], size: int = 3
+) -> tuple[list[dict], str]:
+    """The merged `rows` of a sweep's shards (`folders`) with the ensemble of them all, chosen on
+    validation as one bench's would be (each shard's own was chosen among its rows only); or the
+    rows and why there is none. The shards' saved predictions are copied into `out_dir`."""
+    from zoo import export
+
+    (out_dir / "predictions").mkdir(parents=True, exist_ok=True)
+    for folder in folders:
+        for saved in (folder / "predictions").glob("*.npz"):
+            shutil.copy2(saved, out_dir / "predictions" / saved.name)
+    data = meta.get("dataset") or {}
+    if "train_labels" not in data:
+        return rows, "the shards' results name no train labels (benched by an older zoo)"
+    train, test = data["train_labels"], data["test_labels"]
+    dataset = Dataset(
+        Path(data.get("root", "")),
+        tuple(data["classes"]),
+        Split(("",) * len(train), tuple(train)),
+        Split(("",) * len(test), tuple(test)),
+    )
+    first = next((row for row in rows if row.get("status") == "ok"), None)
+    if first is None:
+        return rows, "no row finished"
+    known = {item.name for item in fields(BenchSettings)} - {"weights"}
+    settings = BenchSettings.from_config(
+        weights=first.get("weights_mode", "auto"), **{key: first[key] for key in known if key in first}
+    )
+    combined = build(rows, out_dir, dataset, settings, size)
+    if isinstance(combined, str):
+        return rows, combined
+    combined["classifier"] = export.save_ensemble(out_dir, combined, rows)
+    return [*rows, combined], ""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from zoo.ensemble import KIND
 from zoo.errors import ZooError
 from zoo.settings import result_settings
 
@@ -105,7 +106,8 @@ def merge(folders: Sequence[Path]) -> tuple[list[dict], dict]:
                 f"cannot merge {folder}: its dataset differs from {first_folder}'s ({difference}); "
                 "merge results of one dataset only"
             )
-    located = [(folder, row) for folder, results in loaded for row in results["backbones"]]
+    # Each shard's ensemble was chosen among its own rows only: the merge makes one of all (zoo.ensemble.merged).
+    located = [(folder, row) for folder, results in loaded for row in results["backbones"] if row.get("kind") != KIND]
     seen: dict[str, Path] = {}
     for folder, row in located:
         name = row["backbone"]
@@ -125,7 +127,12 @@ def merge(folders: Sequence[Path]) -> tuple[list[dict], dict]:
         for folder, results in loaded
     ]
     meta["missing_shards"] = missing_shards([results.get("shard") for _, results in loaded])
-    return [row for _, row in located], meta
+    # A row's classifier stays in its shard's folder: named absolutely, the merged results find it.
+    rows = [
+        {**row, "classifier": str((folder / row["classifier"]).resolve())} if row.get("classifier") else row
+        for folder, row in located
+    ]
+    return rows, meta
 
 
 def missing_shards(shards: list[Any]) -> list[str]:
