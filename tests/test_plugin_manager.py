@@ -108,6 +108,10 @@ BROKEN = {
     "preprocessing_a_list": (plugin_source("l_net", preprocessing=["unit"]), "unknown preprocessing ['unit']"),
     "named_ensemble": (plugin_source("ensemble"), "the name of the bench's ensemble row; choose another name"),
     "no_hookimpl": ("def zoo_backbones():\n    return []\n", "implements no hook"),
+    "hook_argument": (
+        "from zoo import hookimpl\n@hookimpl\ndef zoo_build_backbone(spec, weights_path):\n    pass\n",
+        "Argument(s) {'weights_path'} are declared in the hookimpl but can not be found in the hookspec",
+    ),
     "misspelt_hook": (
         "from zoo import hookimpl\n@hookimpl\ndef zoo_backbone():\n    return []\n",
         "has unknown hook zoo_backbone",

@@ -164,7 +164,11 @@ def plugin_manager() -> tuple[pluggy.PluginManager, tuple[PluginInfo, ...]]:
 
 def _register(manager: pluggy.PluginManager, plugin: object, name: str) -> None:
     """Register `plugin`, refusing the two silent mistakes: no hook at all, or a misspelt one."""
-    manager.register(plugin, name=name)
+    try:
+        manager.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:  # its first line names the hook, its last says what is wrong
+        lines = str(exc).splitlines()
+        raise ZooError(f"{lines[0]}: {lines[-1]}" if len(lines) > 1 else str(exc)) from exc
     callers = manager.get_hookcallers(plugin) or []
     unknown = sorted(caller.name for caller in callers if caller.spec is None)
     if unknown or not callers:
