@@ -877,3 +877,11 @@ def test_a_failed_row_keeps_its_traceback_and_debug_shows_it(tiny_dataset, tmp_p
     assert row["error"] == "plugin mistakes's zoo_build_backbone failed for raises: ValueError: boom"
     assert row["traceback"].startswith("Traceback (most recent call last)") and "ValueError: boom" in row["traceback"]
     assert "Traceback (most recent call last)" in result.stderr and 'raise ValueError("boom")' in result.stderr
+
+
+def test_a_columns_typo_and_a_results_file_path_are_one_line_before_any_work(tiny_dataset, tmp_path):
+    one_line_error(bench(tiny_dataset, tmp_path / "out", "--columns", "top1,bogus"), "--columns bogus: no such column")
+    assert not (Path(os.environ["ZOO_CACHE_DIR"]) / "scans").exists()  # refused before any work
+    (tmp_path / "results.json").write_text("{}")
+    one_line_error(runner.invoke(app, ["report", str(tmp_path / "results.json")]),
+                   "results.json is a file, not a results folder; give the folder results.json is in")

@@ -402,7 +402,7 @@ def bench(
     from zoo.bench import BenchSettings
     from zoo.data import load_dataset, skipped_summary
     from zoo.ensemble import validate_ensemble_size
-    from zoo.report import ranked, read_results, results_lock
+    from zoo.report import checked_columns, ranked, read_results, results_lock
     from zoo.sample_data import sample_dataset
     from zoo.sweep import Shard
 
@@ -427,6 +427,7 @@ def bench(
     )
     settings.validate()
     validate_ensemble_size(ensemble_size)
+    checked_columns(_chosen_columns(columns))  # a typo is said now, not after the bench
     ensemble_size = ensemble_size if make_ensemble else 0
     if not worker_timeout > 0:
         raise ZooError(f"--worker-timeout {worker_timeout}: it must be above 0 seconds")
@@ -634,6 +635,10 @@ def _warn_random(rows: list[dict]) -> None:
         )
 
 
+def _chosen_columns(columns: str | None) -> list[str] | None:
+    return [name for name in columns.split(",") if name.strip()] if columns else None
+
+
 def _print_results(results: dict, title: str, as_json: bool, columns: str | None) -> None:
     """The comparison table fitted to the terminal (or the results.json document), the
     statistics in words, then one line per failed backbone."""
@@ -643,7 +648,7 @@ def _print_results(results: dict, title: str, as_json: bool, columns: str | None
     if as_json:
         out.file.write(to_json(results) + "\n")
     else:
-        chosen = [name for name in columns.split(",") if name.strip()] if columns else None
+        chosen = _chosen_columns(columns)
         table, note = results_table(
             results, title=escape(title), width=out.width if out.is_terminal else None, chosen=chosen
         )

@@ -105,6 +105,17 @@ def _versus_best(row_stats: dict) -> str | None:
     return f"{'tied' if row_stats['tied_with_best'] else 'worse'} {stats.p_text(p).replace(' ', '')}"
 
 
+def checked_columns(chosen: list[str] | None) -> set[str]:
+    """The --columns asked for, in lower case; a ZooError naming any that no column is called."""
+    wanted = {name.strip().lower() for name in chosen or ()}
+    unknown = sorted(wanted - {name.lower() for key, header, _, _ in COLUMNS for name in (key, header)})
+    if unknown:
+        raise ZooError(
+            f"--columns {','.join(unknown)}: no such column; use any of {', '.join(key for key, *_ in COLUMNS)}"
+        )
+    return wanted
+
+
 def shown_columns(
     results: dict, rows: list[dict], chosen: list[str] | None = None
 ) -> list[tuple[str, str, str | None, int]]:
@@ -113,12 +124,7 @@ def shown_columns(
     (keys or headers) narrows them; the protected ones always stay."""
     finetuned = any(row.get("mode") == "finetune" for row in rows)
     classes = num_classes(results)
-    wanted = {name.strip().lower() for name in chosen or ()}
-    unknown = sorted(wanted - {name.lower() for key, header, _, _ in COLUMNS for name in (key, header)})
-    if unknown:
-        raise ZooError(
-            f"--columns {','.join(unknown)}: no such column; use any of {', '.join(key for key, *_ in COLUMNS)}"
-        )
+    wanted = checked_columns(chosen)
     shown: list[tuple[str, str, str | None, int]] = []
     for column in COLUMNS:
         key, header, _, priority = column
@@ -364,6 +370,8 @@ def read_results(out_dir: Path) -> dict:
         raise ZooError(f"{path} is not valid JSON ({exc}); rerun the bench") from None
     except IsADirectoryError:
         raise ZooError(f"{path} is a folder, not a results file; move it away or choose another --out") from None
+    except NotADirectoryError:
+        raise ZooError(f"{out_dir} is a file, not a results folder; give the folder results.json is in") from None
     if (
         not isinstance(results, dict)
         or results.get("format") != FORMAT
