@@ -271,3 +271,11 @@ def test_custom_backbone_without_a_builder_says_who_must_build_it(tmp_path, monk
     spec = plugin_manager.catalog().get("lazy_net")
     with pytest.raises(ZooError, match="plugin lazy must implement zoo_build_backbone"):
         plugin_manager.build_backbone(spec, None)
+
+
+def test_weights_commands_take_plugin_after_them_and_say_a_plugin_is_broken(tmp_path):
+    good = write(tmp_path / "mine.py", plugin_source("my_net"))
+    broken = write(tmp_path / "raises.py", BROKEN["hook_raises"][0])
+    for command in (["weights", "list", "--json"], ["weights", "verify", "--json"]):
+        result = runner.invoke(app, [*command, "--plugin", str(good), "--plugin", str(broken)])
+        assert "my_net" in result.stdout and "plugin raises is broken: RuntimeError: no specs today" in result.stderr

@@ -997,8 +997,12 @@ app.add_typer(weights_app, name="weights")
 
 
 @weights_app.command("list")
-def weights_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def weights_list(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."), plugin: list[Path] = PLUGIN_OPTION
+) -> None:
     """Every backbone's weights: file or hub handle, pinned check, and where they would come from."""
+    _add_plugins(plugin)
+    _warn_broken()  # its backbones are missing from the list: say why
     rows = [weights.describe(spec) for spec in plugin_manager.catalog().backbones.values()]
     if as_json:
         out.print_json(json.dumps(rows))
@@ -1027,8 +1031,11 @@ def _download_progress() -> Progress:
 def weights_fetch(
     names: list[str] = typer.Argument(None, help="Backbones whose weights to download."),
     all_backbones: bool = typer.Option(False, "--all", help="Every backbone, hub variants too."),
+    plugin: list[Path] = PLUGIN_OPTION,
 ) -> None:
     """Download weights ahead (e.g. on a connected machine, then copy the caches over)."""
+    _add_plugins(plugin)
+    _warn_broken()
     catalog = plugin_manager.catalog()
     if all_backbones:
         specs = list(catalog.backbones.values())
@@ -1054,8 +1061,12 @@ def weights_fetch(
 
 
 @weights_app.command("verify")
-def weights_verify(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def weights_verify(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."), plugin: list[Path] = PLUGIN_OPTION
+) -> None:
     """Re-check every weights file on disk against its pinned size and hash (exit 1 if one is bad)."""
+    _add_plugins(plugin)
+    _warn_broken()
     checks: list[dict[str, Any]] = []
     for spec in plugin_manager.catalog().backbones.values():
         ok, detail = weights.verify_local(spec)
