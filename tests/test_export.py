@@ -329,3 +329,19 @@ def test_a_head_given_alone_and_a_model_of_nan_are_one_line(tmp_path, tiny_datas
     keras.Model(images, keras.layers.Dense(2, activation="softmax")(pooled)).save(tmp_path / "nan.keras")
     result = runner.invoke(app, ["predict", str(tmp_path / "nan.keras"), photo, "--json"])
     assert result.exit_code == 2 and "gives NaN or inf, not probabilities" in result.output
+
+
+def test_with_mirror_the_kept_classifier_scores_what_top1_one_view_says(tiny_plugin, tiny_dataset, tmp_path):
+    """--mirror scores each test image as the mean over it and its mirror image; the classifier
+    kept sees the image alone, and `top1_one_view` (in the row and its zoo.json) is what it scores."""
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["bench", "tiny_cnn", "--data", str(tiny_dataset), "--out", str(out), "--mirror",
+                                 "--epochs", "2", "--batch-size", "4", "--weights", "none", "--folds", "0"])
+    assert result.exit_code == 0, result.output
+    [row] = json.loads((out / "results.json").read_text())["backbones"]
+    predictions, _ = predict(zoo.load(out / "models/tiny_cnn"), [tiny_dataset / "test"], top_k=1)
+    correct = [p.top[0][0] == ("dark" if "dark_" in p.file else "light") for p in predictions]
+    assert np.mean(correct) == pytest.approx(row["top1_one_view"])
+    assert export.read_metadata(out / "models/tiny_cnn")["accuracy"]["top1_one_view"] == row["top1_one_view"]
+    if row["top1_one_view"] != row["top1"]:
+        assert f"; {row['top1_one_view']:.1%} as exported, seeing each image alone" in result.stderr

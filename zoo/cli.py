@@ -500,7 +500,7 @@ def bench(
     best = next((row for row in ranked(rows) if row["status"] == "ok" and row.get("classifier")), None)
     if best is not None:
         err.print(
-            f"Best: {best['backbone']} ({best['top1']:.1%} top-1). Export it with: "
+            f"Best: {best['backbone']} ({best['top1']:.1%} top-1{_as_exported(best)}). Export it with: "
             f"zoo export {_quote(out_dir)} {_quote(best['backbone'])} --format tflite",
             markup=False,
             highlight=False,
@@ -508,6 +508,12 @@ def bench(
         )
     if any(row["status"] != "ok" for row in rows):
         raise typer.Exit(1)
+
+
+def _as_exported(row: dict) -> str:
+    """What the exported classifier scores, where that is not the row's top-1 (scored with --mirror)."""
+    alone = row.get("top1_one_view")
+    return "" if alone is None or alone == row["top1"] else f"; {alone:.1%} as exported, seeing each image alone"
 
 
 def _quote(word: Path | str) -> str:

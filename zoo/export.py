@@ -66,7 +66,7 @@ def metadata(spec: BackboneSpec, weights: ResolvedWeights, extractor, class_name
             "base_sha256": weights_digest(extractor),  # a rebuilt base must match it
         },
         "settings": settings,
-        "accuracy": {key: row.get(key) for key in ("top1", "top5", "test_images")},
+        "accuracy": {key: row.get(key) for key in ("top1", "top1_one_view", "top5", "test_images")},
         "dataset": row.get("dataset"),
     }
 

@@ -394,7 +394,7 @@ def read_results(out_dir: Path) -> dict:
 #: A row's fields by the type BenchRow gives them: what a hand-edited or damaged file must still hold.
 _TEXTS = {item.name for item in fields(BenchRow) if item.type in ("str", "str | None")}
 _NUMBERS = {item.name for item in fields(BenchRow) if item.type in ("int", "int | None", "float | None")}
-_FRACTIONS = ("top1", "top5", "top1_frozen", "val_top1")
+_FRACTIONS = ("top1", "top1_one_view", "top5", "top1_frozen", "val_top1")
 
 
 def _row_problem(row) -> str:

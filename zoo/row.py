@@ -49,6 +49,9 @@ class BenchRow:
     finetune_seconds: float | None = None
     train_seconds: float | None = None
     top1: float | None = None
+    # the kept (and exported) classifier's top-1: it sees each test image alone, where with
+    # --mirror `top1` is of the mean over the image and its mirror image; None for an ensemble
+    top1_one_view: float | None = None
     top5: float | None = None
     test_images: int | None = None
     test_predictions: list[int] | None = None  # each test image's class, for the paired test
