@@ -1,6 +1,7 @@
 """Plugins loaded for real: local files and folders, entry points, broken ones, conflicts, env lists."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -279,3 +280,32 @@ def test_weights_commands_take_plugin_after_them_and_say_a_plugin_is_broken(tmp_
     for command in (["weights", "list", "--json"], ["weights", "verify", "--json"]):
         result = runner.invoke(app, [*command, "--plugin", str(good), "--plugin", str(broken)])
         assert "my_net" in result.stdout and "plugin raises is broken: RuntimeError: no specs today" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("built", "message"),
+    [
+        ("'not a model'", "plugin odd's zoo_build_backbone returned a str for odd_net, not a Keras model"),
+        ("gray()", "odd_net builds a model for images of 1 channels; zoo feeds RGB images (3)"),
+    ],
+    ids=["not_a_model", "one_channel"],
+)
+def test_a_builder_that_returns_no_rgb_model_is_named(built, message, tmp_path, monkeypatch):
+    from zoo.models import feature_extractor
+    from zoo.weights import ResolvedWeights
+
+    source = plugin_source("odd_net") + textwrap.dedent(
+        f"""
+        def gray():
+            import keras
+            inputs = keras.Input((32, 32, 1))
+            return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3)(inputs)))
+
+        @hookimpl
+        def zoo_build_backbone(spec, weights):
+            return {built}
+        """
+    )
+    monkeypatch.setenv("ZOO_PLUGINS", str(write(tmp_path / "odd.py", source)))
+    with pytest.raises(ZooError, match=re.escape(message)):
+        feature_extractor(plugin_manager.catalog().get("odd_net"), ResolvedWeights(None, "random"))

@@ -85,8 +85,11 @@ def test_a_model_that_does_not_survive_saving_is_caught(tmp_path, monkeypatch):
         ({"preprocess": "images * float('inf')"}, "finite numbers"),
         ({"preprocess": "images.no_such_method()"}, "preprocess raised AttributeError"),
         ({"params": 5}, "kit_net: the spec declares params=5, the built model has 224; set params=224"),
+        ({"preprocess": "__import__('numpy').asarray(images) / 255.0"}, "traced, as the bench runs it, it failed"),
+        ({"preprocess": "None"}, "must map a batch of 0..255 images to finite numbers"),
     ],
-    ids=["wrong_feature_dim", "nan_features", "infinite_preprocessing", "preprocessing_raises", "wrong_params"],
+    ids=["wrong_feature_dim", "nan_features", "infinite_preprocessing", "preprocessing_raises", "wrong_params",
+         "numpy_preprocessing", "preprocessing_gives_none"],
 )
 def test_each_mistake_is_caught(changes, message, tmp_path, monkeypatch):
     load_plugin(tmp_path, monkeypatch, **changes)

@@ -32,6 +32,11 @@ def feature_extractor(spec: BackboneSpec, weights: ResolvedWeights):
             f"--weights {weights.path}: {spec.name} cannot load it ({one_line(exc)}); give weights saved "
             f"from {spec.name}'s architecture"
         ) from exc
+    if not isinstance(base, keras.layers.Layer):  # a keras.Model is one
+        raise ZooError(
+            f"plugin {spec.plugin}'s zoo_build_backbone returned a {type(base).__name__} for {spec.name}, "
+            "not a Keras model"
+        )
     base.trainable = False
     _try_preprocessing(spec)
     inputs = keras.Input((spec.input_size, spec.input_size, 3), name="image")
@@ -52,7 +57,7 @@ def feature_extractor(spec: BackboneSpec, weights: ResolvedWeights):
 
 
 def _check_input_size(spec: BackboneSpec, base) -> None:
-    """A base built for other images than its spec's input_size, said as the plugin's mistake
+    """A base built for other images than its spec's input_size (or RGB), said as the plugin's mistake
     (Keras would say `Input 0 of layer 'functional' is incompatible`, naming neither)."""
     inputs = getattr(base, "inputs", None) or []
     size = tuple(inputs[0].shape[1:3]) if inputs and len(inputs[0].shape) == 4 else ()
@@ -60,6 +65,12 @@ def _check_input_size(spec: BackboneSpec, base) -> None:
         raise ZooError(
             f"{spec.name} builds a model for {size[0]}x{size[1]} images, but its spec says input_size="
             f"{spec.input_size}; plugin {spec.plugin} must build for spec.input_size or fix input_size"
+        )
+    channels = inputs[0].shape[-1] if inputs and len(inputs[0].shape) == 4 else None
+    if channels not in (None, 3):
+        raise ZooError(
+            f"{spec.name} builds a model for images of {channels} channels; zoo feeds RGB images (3): "
+            f"plugin {spec.plugin} must build its model for 3"
         )
 
 

@@ -17,7 +17,7 @@ import dataclasses
 import numpy as np
 
 from zoo import plugin_manager
-from zoo.errors import ZooError
+from zoo.errors import ZooError, one_line
 from zoo.plugin_manager import PluginInfo
 from zoo.sources import source_of
 from zoo.spec import BackboneSpec
@@ -149,7 +149,7 @@ def check_preprocessing(spec: BackboneSpec) -> None:
         raise AssertionError(
             f"{spec.name}: preprocessing {spec.preprocessing_name} raised {type(exc).__name__}: {exc}"
         ) from exc
-    if output.shape[0] != 2 or not np.all(np.isfinite(output)):
+    if output.ndim == 0 or output.shape[0] != 2 or not np.all(np.isfinite(output)):
         raise AssertionError(
             f"{spec.name}: preprocessing {spec.preprocessing_name} must map a batch of 0..255 "
             f"images to finite numbers, one per image; it gave shape {output.shape}"
@@ -170,6 +170,7 @@ def check_model(spec: BackboneSpec, *, input_size: int | None = None, saved_mode
 
     `input_size` builds it at another (smaller, faster) size where the architecture allows.
     """
+    from zoo.metrics import compiled_forward
     from zoo.models import feature_extractor
     from zoo.weights import ResolvedWeights
 
@@ -178,9 +179,12 @@ def check_model(spec: BackboneSpec, *, input_size: int | None = None, saved_mode
     try:
         weights = ResolvedWeights(saved_model, "hub") if saved_model else ResolvedWeights(None, "random")
         extractor = feature_extractor(spec, weights)
-        features = np.asarray(extractor(_test_images(spec.input_size), training=False))
     except Exception as exc:
         raise AssertionError(f"{spec.name}: building it with weights=None failed: {exc}") from exc
+    try:  # traced, as the bench runs it: NumPy in a preprocessing callable works eagerly only
+        features = np.asarray(compiled_forward(extractor)(_test_images(spec.input_size)))
+    except Exception as exc:
+        raise AssertionError(f"{spec.name}: traced, as the bench runs it, it failed: {one_line(exc)}") from exc
     if features.shape != (2, spec.feature_dim):
         raise AssertionError(
             f"{spec.name}: two images gave features of shape {features.shape}, "
