@@ -345,3 +345,17 @@ def test_with_mirror_the_kept_classifier_scores_what_top1_one_view_says(tiny_plu
     assert export.read_metadata(out / "models/tiny_cnn")["accuracy"]["top1_one_view"] == row["top1_one_view"]
     if row["top1_one_view"] != row["top1"]:
         assert f"; {row['top1_one_view']:.1%} as exported, seeing each image alone" in result.stderr
+
+
+def test_predict_walks_a_folder_as_the_bench_walks_a_class(benched, tiny_dataset, tmp_path):
+    """Hidden subfolders (.ipynb_checkpoints) are left out; a broken link is skipped and said."""
+    out, _ = benched
+    folder = tmp_path / "photos"
+    shutil.copytree(tiny_dataset / "test" / "dark", folder)
+    shutil.copytree(tiny_dataset / "test" / "light", folder / ".ipynb_checkpoints")
+    (folder / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    result = runner.invoke(app, ["predict", str(out / "models/tiny_cnn"), str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    files = {Path(p["file"]).name for p in json.loads(result.stdout)["predictions"]}
+    assert files == {path.name for path in (tiny_dataset / "test" / "dark").iterdir()}
+    assert "gone.jpg" in result.stderr

@@ -99,8 +99,8 @@ def _check_layout(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     return train, test
 
 
-def _class_files(folder: Path) -> list[Path]:
-    """Every file in a class folder and its subfolders, as Keras reads them: symlinked subfolders
+def folder_files(folder: Path) -> list[Path]:
+    """Every file in a (class) folder and its subfolders, as Keras reads them: symlinked subfolders
     not followed (a link to a parent would never end), hidden subfolders left out."""
 
     def fail(exc: OSError):
@@ -119,7 +119,7 @@ def load_dataset(root: str | Path, progress: Progress = no_progress) -> Dataset:
     train_folders, test_folders = _check_layout(root)
     class_names = tuple(sorted(train_folders))
     listing = {
-        folders[name]: _class_files(folders[name]) for folders in (train_folders, test_folders) for name in class_names
+        folders[name]: folder_files(folders[name]) for folders in (train_folders, test_folders) for name in class_names
     }
     verdicts = check_files(root, [path for files in listing.values() for path in files], progress)
     splits, nested = [], 0

@@ -177,11 +177,14 @@ class Prediction:
 
 
 def image_files(inputs: list[str | Path]) -> list[Path]:
-    """The files named, and every file inside the folders named (recursively), sorted."""
+    """The files named, and every file inside the folders named, found as the bench finds a
+    class's images (zoo.data.folder_files): broken links listed (and said), hidden subfolders not."""
+    from zoo.data import folder_files
+
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.is_file())
+            files += folder_files(item)
         elif item.exists() or item.is_symlink():
             files.append(item)
         else:
