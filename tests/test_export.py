@@ -359,3 +359,17 @@ def test_predict_walks_a_folder_as_the_bench_walks_a_class(benched, tiny_dataset
     files = {Path(p["file"]).name for p in json.loads(result.stdout)["predictions"]}
     assert files == {path.name for path in (tiny_dataset / "test" / "dark").iterdir()}
     assert "gone.jpg" in result.stderr
+
+
+def test_int8_calibrates_on_any_folder_of_images(benched, tiny_dataset, tmp_path):
+    out, _ = benched
+    flat = tmp_path / "calibration"
+    shutil.copytree(tiny_dataset / "train" / "dark", flat)  # no train/ or test/: just images
+    result = runner.invoke(app, ["export", str(out), "--format", "tflite", "--quantize", "int8", "--data", str(flat),
+                                 "--out", str(tmp_path / "q")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "q/zoo.json").read_text())["quantize"] == "int8"
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["export", str(out), "--format", "tflite", "--quantize", "int8", "--data",
+                                 str(tmp_path / "empty"), "--out", str(tmp_path / "q2")])
+    assert result.exit_code == 2 and "holds no readable images to calibrate on" in result.output

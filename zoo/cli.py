@@ -740,9 +740,16 @@ def export_command(
     backbone: str | None = typer.Argument(None, help="Which row of the bench to export (default: the best)."),
     fmt: str = typer.Option("keras", "--format", help="keras, savedmodel or tflite."),
     quantize: str = typer.Option("none", "--quantize", help="TFLite only: none, float16 or int8 (full-integer)."),
-    data: Path | None = typer.Option(None, help="Training images for int8 calibration (default: the bench's dataset)."),
+    data: Path | None = typer.Option(
+        None,
+        help="Images for int8 calibration: a dataset (its train/) or any folder of images "
+        "(default: the bench's dataset).",
+    ),
     out: Path | None = typer.Option(
-        None, "--out", help="Export folder (default: SOURCE/export/BACKBONE-FORMAT[-QUANTIZE])."
+        None,
+        "--out",
+        help="Export folder (default: SOURCE/export/BACKBONE-FORMAT[-QUANTIZE] for a bench's folder, "
+        "else ./zoo-export/BACKBONE-FORMAT[-QUANTIZE]).",
     ),
 ) -> None:
     """Export a trained classifier: it takes raw 0..255 RGB images; labels.txt and zoo.json go beside.

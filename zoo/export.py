@@ -242,10 +242,18 @@ def _load_ensemble(folder: Path, meta: dict):
 
 
 def calibration_batches(data: str | Path, meta: dict, count: int = CALIBRATION_IMAGES) -> Iterable[np.ndarray]:
-    """Up to `count` training images of `data`, resized as the model wants, for int8 calibration."""
-    from zoo.data import image_batches, load_dataset
+    """Up to `count` images of `data` (a dataset's train/, or any folder of images), resized as the
+    model wants, for int8 calibration."""
+    from zoo.data import folder_files, image_batches
+    from zoo.images import IMAGE_EXTENSIONS, problem
 
-    files = load_dataset(data).train.files
+    root = Path(data).expanduser()
+    if not root.is_dir():
+        raise ZooError(f"--data {data}: no such folder; give a folder of training images")
+    found = folder_files(root / "train" if (root / "train").is_dir() else root)
+    files = [str(p) for p in found if p.suffix.lower() in IMAGE_EXTENSIONS and not problem(p)]
+    if not files:
+        raise ZooError(f"--data {data} holds no readable images to calibrate on; give a folder of training images")
     chosen = np.random.default_rng(0).permutation(len(files))[:count]
     size = meta["input_size"]
     batches = image_batches(tuple(files[i] for i in chosen), size, 16, meta.get("interpolation", "bilinear"))
