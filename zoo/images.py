@@ -116,7 +116,11 @@ def _jpeg_damage(contents: bytes) -> str:
 
 def problem(path: Path) -> str:
     """Why `path` cannot be trained on ("" when it can), as a short reason that groups well."""
-    return _problem(path, _decode_problem_alone)
+    from PIL import Image
+
+    with warnings.catch_warnings():  # a large image is judged here, not warned of on the terminal
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return _problem(path, _decode_problem_alone)
 
 
 def _decode_problem(contents: bytes) -> str:

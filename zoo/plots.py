@@ -169,7 +169,8 @@ def accuracy_vs_speed(results: dict, statistics: dict, path: Path) -> None:
                 axes.axhline(
                     100 / classes, ls=":", color="0.4", label=f"chance ({100 / classes:.0f} %, {classes} classes)"
                 )
-            axes.legend(loc="lower left", fontsize=8, framealpha=0.8)
+            if axes.get_legend_handles_labels()[0]:  # none without classes, ensemble or front
+                axes.legend(loc="lower left", fontsize=8, framealpha=0.8)
             place_labels(axes, points, labels, sizes)
         else:
             axes.text(0.5, 0.5, "no finished backbones", ha="center", va="center", transform=axes.transAxes)
