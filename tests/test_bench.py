@@ -306,3 +306,10 @@ def test_names_that_differ_only_by_colon_or_underscore_keep_their_own_files(tmp_
     assert kept == {"q:v1": "models/q@v1", "q_v1": "models/q_v1"}
     assert json.loads((out / "models/q@v1/zoo.json").read_text())["backbone"] == "q:v1"
     assert (out / "confusion_q@v1.png").is_file() and (out / "confusion_q_v1.png").is_file()
+
+
+def test_a_backbone_named_twice_is_benched_once(tiny_plugin, tiny_dataset, tmp_path):
+    result = CliRunner().invoke(app, ["bench", "tiny_cnn", "tiny_cnn", "--data", str(tiny_dataset), "--out",
+                                      str(tmp_path), "--weights", "none", "--epochs", "1", "--batch-size", "4"])
+    assert result.exit_code == 0, result.output
+    assert [row["backbone"] for row in read_results(tmp_path)["backbones"]] == ["tiny_cnn"]

@@ -437,7 +437,8 @@ def bench(
     if all_backbones:
         specs = hub_variants.select(list(catalog.backbones.values()), source)
     elif names:
-        specs = [catalog.get(hub_variants.variant_name(name, source)) for name in names]
+        named = [catalog.get(hub_variants.variant_name(name, source)) for name in names]
+        specs = list({spec.name: spec for spec in named}.values())  # a name given twice is benched once
     else:
         raise ZooError("name the backbones to bench (see `zoo list`) or use --all")
     shard = Shard.parse(shard_text) if shard_text is not None else None
