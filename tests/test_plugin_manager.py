@@ -210,6 +210,13 @@ def test_zoo_disable_plugins_is_a_deny_list(monkeypatch):
     assert not any(name.startswith(("mobilenet_v2", "resnet50_v2")) for name in names)
     assert "efficientnet_b0" in names
     assert "mobilenet_v2" not in infos()
+    with pytest.raises(ZooError, match=r"plugins mobilenet_v2, resnet_v2 are not loaded .*: it may be one of theirs"):
+        plugin_manager.catalog().get("mobilenet_v2")
+
+
+def test_a_plugin_setting_naming_no_plugin_is_said(monkeypatch):
+    monkeypatch.setenv("ZOO_DISABLE_PLUGINS", "mobilenet_v3")  # a typo of mobilenet_v2
+    assert "ZOO_DISABLE_PLUGINS names no installed plugin mobilenet_v3" in runner.invoke(app, ["list"]).stderr
 
 
 CUSTOM = """

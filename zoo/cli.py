@@ -154,6 +154,11 @@ def _warn_broken() -> None:
                 f"[yellow]plugin {escape(info.name)} is broken: {escape(info.error)}; fix or uninstall it{fix}[/]",
                 soft_wrap=True,
             )
+    for variable, names in catalog.unmatched.items():
+        err.print(
+            f"[yellow]{variable} names no installed plugin {escape(', '.join(names))}; `zoo plugins` lists them[/]",
+            soft_wrap=True,
+        )
     for name, claimants in catalog.conflicts.items():
         err.print(
             f"[yellow]backbone {name} is declared by {' and '.join(claimants)}; left out until you "

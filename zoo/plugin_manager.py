@@ -55,6 +55,10 @@ class Catalog:
     backbones: dict[str, BackboneSpec]
     plugins: list[PluginInfo]
     conflicts: dict[str, list[str]]
+    #: Installed plugins the settings leave out (plugins.load, plugins.disable).
+    left_out: list[str] = field(default_factory=list)
+    #: Names those settings give that no installed plugin has (a typo, say), by environment variable.
+    unmatched: dict[str, list[str]] = field(default_factory=dict)
 
     def get(self, name: str) -> BackboneSpec:
         """The backbone called `name`, or a ZooError that says what to type instead."""
@@ -72,6 +76,11 @@ class Catalog:
             failed = "; ".join(f"plugin {info.name} failed to load: {info.error}" for info in broken)
             failed += " (it may declare this backbone: fix it, or see `zoo --debug list`)"
             hint = f"{hint}; {failed}" if close else failed
+        if self.left_out:
+            hint += (
+                f"; plugins {', '.join(self.left_out)} are not loaded (ZOO_LOAD_PLUGINS, ZOO_DISABLE_PLUGINS): "
+                "it may be one of theirs"
+            )
         raise ZooError(f"unknown backbone {name!r}: {hint}")
 
 
@@ -208,7 +217,13 @@ def catalog() -> Catalog:
             claims.setdefault(spec.name, []).append(spec)
     backbones = {name: specs[0] for name, specs in claims.items() if len(specs) == 1}
     conflicts = {name: [spec.plugin for spec in specs] for name, specs in claims.items() if len(specs) > 1}
-    return Catalog(backbones, list(infos), conflicts)
+    installed = {name for name, *_ in _candidates()}
+    allowed, denied = config.get("plugins.load"), config.get("plugins.disable")
+    left_out = sorted(name for name in installed if name in denied or (allowed is not None and name not in allowed))
+    given = {"ZOO_LOAD_PLUGINS": allowed or [], "ZOO_DISABLE_PLUGINS": denied}
+    unmatched = {variable: sorted(set(names) - installed) for variable, names in given.items()}
+    unmatched = {variable: names for variable, names in unmatched.items() if names}
+    return Catalog(backbones, list(infos), conflicts, left_out, unmatched)
 
 
 def build_backbone(spec: BackboneSpec, weights: str | None):
