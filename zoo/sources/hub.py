@@ -64,9 +64,10 @@ class Hub(Source):
     def resolve_weights(self, spec: BackboneSpec, mode: str, progress: Progress = no_progress) -> ResolvedWeights:
         """The SavedModel given with --weights PATH, or the handle's (downloaded if needed)."""
         if mode == "none":
+            other = variant_name(spec.name, "keras")
+            instead = f"bench {other} for that" if other != spec.name else "use --weights auto or imagenet"
             raise ZooError(
-                f"{spec.name} is a TF Hub SavedModel with its own weights, it has no random "
-                f"initialisation; bench {variant_name(spec.name, 'keras')} for that"
+                f"{spec.name} is a TF Hub SavedModel with its own weights, it has no random initialisation; {instead}"
             )
         if mode not in MODES:
             path = hub.check_saved_model(Path(mode).expanduser().resolve(), f"--weights {mode}:")
