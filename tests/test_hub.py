@@ -150,8 +150,10 @@ def test_the_flops_of_a_hub_layer_are_counted_inside_its_saved_model(keras_model
 
 def test_weights_modes_for_hub_backbones(module_saved_model):
     spec = spec_for("/nowhere/saved_model")
-    with pytest.raises(ZooError, match="no random initialisation"):
+    with pytest.raises(ZooError, match="no random initialisation; bench module for that"):
         weights.resolve(spec, "none")
+    with pytest.raises(ZooError, match="no random initialisation; use --weights auto or imagenet"):
+        weights.resolve(spec_for("/nowhere/saved_model", name="own_hub"), "none")  # no keras variant to bench
     assert weights.resolve(spec, str(module_saved_model)).path == str(module_saved_model)
     with pytest.raises(ZooError, match="neither a URL .* nor a SavedModel folder"):
         weights.resolve(spec, "auto")
