@@ -294,6 +294,8 @@ def test_the_ensemble_row_exports_as_one_model_that_averages_its_members(halves_
     # The summary names the ensemble as the best row, with an export command that works as printed.
     [suggested] = [line.split("Export it with: ")[1] for line in output.splitlines() if "Export it with" in line]
     assert output.count("Best: ensemble(top+bottom)") == 1 and "'ensemble(top+bottom)'" in suggested
+    [random] = [line for line in output.splitlines() if "RANDOM weights" in line]
+    assert random.startswith("RANDOM weights (--weights none): top, bottom.")  # not the ensemble, for no reason
     images = np.random.default_rng(0).integers(0, 256, (4, 40, 40, 3)).astype(np.float32)
     expected = members_average(out, images)
     kept = zoo.load(out / "models/ensemble")  # as the bench kept it, rebuilt from its members

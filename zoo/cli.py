@@ -631,7 +631,7 @@ def _warn_random(rows: list[dict]) -> None:
     from zoo.report import random_weights
 
     groups: dict[str, list[str]] = {}
-    for name in random_weights(rows):
+    for name in random_weights([row for row in rows if row.get("kind") != "ensemble"]):  # its members are named
         note = next(row.get("weights_note", "") for row in rows if row["backbone"] == name)
         if note.endswith("declares no pretrained weights"):
             why = "their specs declare no pretrained weights"
