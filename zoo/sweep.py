@@ -95,7 +95,7 @@ def merge(folders: Sequence[Path]) -> tuple[list[dict], dict]:
     Raises a ZooError naming the difference when a folder's dataset or a row's settings differ
     from the first folder's, or when two folders hold the same backbone.
     """
-    from zoo.report import read_results
+    from zoo.report import provenance, read_results
 
     loaded = [(folder, read_results(folder)) for folder in folders]
     first_folder, first = loaded[0]
@@ -122,8 +122,14 @@ def merge(folders: Sequence[Path]) -> tuple[list[dict], dict]:
             )
         seen[name] = folder
     meta = {key: value for key, value in first.items() if key not in ("backbones", "shard", "format", "no_ensemble")}
+    meta.update(provenance())  # the merge's own command, zoo and plugins: each shard's are under merged_from
     meta["merged_from"] = [
-        {"folder": str(folder), "shard": results.get("shard"), "environment": results.get("environment")}
+        {
+            "folder": str(folder),
+            "shard": results.get("shard"),
+            "environment": results.get("environment"),
+            **{key: results.get(key) for key in ("zoo_version", "plugins", "command", "started_at", "finished_at")},
+        }
         for folder, results in loaded
     ]
     meta["missing_shards"] = missing_shards([results.get("shard") for _, results in loaded])
