@@ -23,7 +23,7 @@ def _row(name, wrong, speed, **extra):
         "backbone": name, "status": "ok", "error": "", "mode": "features", "top1": 1 - wrong / 30, "top5": 1.0,
         "images_per_sec": speed, "params": 3_000_000, "weights": "imagenet", "test_images": 30,
         "test_predictions": predictions, "confusion_matrix": matrix, "epochs": 20, "batch_size": 32,
-        "learning_rate": 0.001, "seed": 42, "mirror": True, "augment": False,
+        "learning_rate": 0.001, "seed": 42, "mirror": True, "augment": False, "folds": 5, "weights_mode": "auto",
         "per_class_accuracy": {c: matrix[i][i] / 10 for i, c in enumerate(("cat <b>", "dog & co", "eel"))},
         **extra,
     }
@@ -61,7 +61,7 @@ def test_report_html_is_strict_html5_with_the_table_plots_and_settings(out_dir):
     per_class = document.find(".//table[@id='per-class']")
     assert [row.find("td").text for row in per_class.find("tbody")] == ["cat <b>", "dog & co", "eel"]
     body = "".join(document.find("body").itertext())
-    for expected in ("epochs", "learning_rate", "tensorflow", "2.21", "zoo bench --all",
+    for expected in ("epochs", "learning_rate", "folds", "weights_mode", "tensorflow", "2.21", "zoo bench --all",
                      "are tied at", "on 30 test images", "Random weights"):
         assert expected in body, expected
     assert "http" not in re.sub(r"data:image/png;base64,[^\"]+", "", text)  # nothing fetched: it opens offline

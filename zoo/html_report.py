@@ -16,6 +16,7 @@ from zoo import plots, report
 #: The settings every row carries (see zoo.bench.BenchSettings); `weights` is left out, since a
 #: row's `weights` says what it ran with.
 SETTINGS = (
+    "weights_mode",
     "mode",
     "epochs",
     "finetune_epochs",
@@ -25,6 +26,7 @@ SETTINGS = (
     "seed",
     "mirror",
     "augment",
+    "folds",
     "strategy",
     "cache",
 )
