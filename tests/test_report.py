@@ -189,6 +189,7 @@ def test_columns_narrow_the_table_but_keep_the_protected_ones():
 def test_top5_is_left_out_with_five_classes_or_fewer_and_ties_are_marked():
     text = rendered(results_table(_wide_results(classes=5))[0])
     assert "Top-5" not in text
+    assert "Top-5" in rendered(results_table(_wide_results(classes=5), chosen=["top5"])[0])  # asked for: shown
     text = rendered(results_table(_wide_results(classes=10))[0])
     assert "Top-5" in text and "95% CI" in text
     assert "best" in next(line for line in text.splitlines() if "efficientnet_v2_b0:hub" in line)

@@ -120,8 +120,8 @@ def shown_columns(
     results: dict, rows: list[dict], chosen: list[str] | None = None
 ) -> list[tuple[str, str, str | None, int]]:
     """The columns worth showing: those with a value somewhere; top-1 frozen only when fine-tuning;
-    top-5 only with more than five classes (with five or fewer it is always 100 %). `chosen`
-    (keys or headers) narrows them; the protected ones always stay."""
+    top-5 only with more than five classes (with five or fewer it is always 100 %), unless
+    `chosen` (keys or headers) names them; `chosen` narrows them; the protected ones always stay."""
     finetuned = any(row.get("mode") == "finetune" for row in rows)
     classes = num_classes(results)
     wanted = checked_columns(chosen)
@@ -130,9 +130,11 @@ def shown_columns(
         key, header, _, priority = column
         if key not in ("backbone", "status") and not any(row.get(key) is not None for row in rows):
             continue
+        asked = key.lower() in wanted or header.lower() in wanted  # shown even where it says little
         if (key == "top1_frozen" and not finetuned) or (key == "top5" and classes is not None and classes <= 5):
-            continue
-        if wanted and priority != 0 and key.lower() not in wanted and header.lower() not in wanted:
+            if not asked:
+                continue
+        if wanted and priority != 0 and not asked:
             continue
         shown.append(column)
     return shown
