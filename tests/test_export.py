@@ -373,3 +373,14 @@ def test_int8_calibrates_on_any_folder_of_images(benched, tiny_dataset, tmp_path
     result = runner.invoke(app, ["export", str(out), "--format", "tflite", "--quantize", "int8", "--data",
                                  str(tmp_path / "empty"), "--out", str(tmp_path / "q2")])
     assert result.exit_code == 2 and "holds no readable images to calibrate on" in result.output
+
+
+def test_predict_says_a_missing_image_or_unwritable_csv_before_loading_the_model(tmp_path):
+    """Before loading: the model given here is no model at all, so any later check would fail on it first."""
+    (tmp_path / "m.keras").write_bytes(b"PK not a model")
+    result = runner.invoke(app, ["predict", str(tmp_path / "m.keras"), str(tmp_path / "nowhere.jpg")])
+    assert result.exit_code == 2 and "nowhere.jpg: no such file or folder" in result.output
+    (tmp_path / "a.jpg").write_bytes(b"")
+    result = runner.invoke(app, ["predict", str(tmp_path / "m.keras"), str(tmp_path / "a.jpg"),
+                                 "--csv", str(tmp_path / "no/such/dir/p.csv")])
+    assert result.exit_code == 2 and "its folder does not exist or is not writable" in result.output

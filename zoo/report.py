@@ -131,9 +131,11 @@ def shown_columns(
         if key not in ("backbone", "status") and not any(row.get(key) is not None for row in rows):
             continue
         asked = key.lower() in wanted or header.lower() in wanted  # shown even where it says little
-        if (key == "top1_frozen" and not finetuned) or (key == "top5" and classes is not None and classes <= 5):
-            if not asked:
-                continue
+        says_little = (key == "top1_frozen" and not finetuned) or (
+            key == "top5" and classes is not None and classes <= 5
+        )
+        if says_little and not asked:
+            continue
         if wanted and priority != 0 and not asked:
             continue
         shown.append(column)
