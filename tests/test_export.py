@@ -384,3 +384,14 @@ def test_predict_says_a_missing_image_or_unwritable_csv_before_loading_the_model
     result = runner.invoke(app, ["predict", str(tmp_path / "m.keras"), str(tmp_path / "a.jpg"),
                                  "--csv", str(tmp_path / "no/such/dir/p.csv")])
     assert result.exit_code == 2 and "its folder does not exist or is not writable" in result.output
+
+
+def test_a_classifier_that_cannot_be_saved_fails_its_row_in_one_line(tiny_plugin, tiny_dataset, tmp_path):
+    out = tmp_path / "out"
+    (out / "models").mkdir(parents=True)
+    (out / "models/tiny_cnn").write_text("a file where the classifier's folder goes")
+    result = runner.invoke(app, ["bench", "tiny_cnn", "--data", str(tiny_dataset), "--out", str(out), *FAST])
+    [row] = json.loads((out / "results.json").read_text())["backbones"]
+    assert row["status"] == "failed" and row["top1"] is not None  # what was measured is kept
+    assert row["error"].startswith(f"cannot save its classifier in {out / 'models/tiny_cnn'} (")
+    assert "Traceback" not in result.output

@@ -115,9 +115,14 @@ def check_model_file(path: Path, meta: dict) -> None:
 
 def save_trained(folder: Path, model, meta: dict, whole: bool) -> None:
     """Keep a bench row's classifier: its head (or, `whole`, all of it) and its metadata."""
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / (CLASSIFIER if whole else HEAD)
-    (model if whole else model.get_layer("head")).save(target)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (model if whole else model.get_layer("head")).save(target)
+    except OSError as exc:
+        raise ZooError(
+            f"cannot save its classifier in {folder} ({exc.strerror or exc}); free that path or choose another --out"
+        ) from None
     for stale in {folder / HEAD, folder / CLASSIFIER} - {target}:
         stale.unlink(missing_ok=True)
     _write_metadata(folder, {**meta, "model": target.name})
