@@ -228,6 +228,8 @@ def test_a_name_too_long_for_the_terminal_folds_and_the_weights_stay_whole():
     assert "(ensemble)" not in text  # its name says so already
     first = next(line for line in text.splitlines() if "ensemble(" in line)
     assert "imagenet" in first and long.replace("\n", "") not in first  # folded, not cut
+    # a member a line, so the columns beside it keep the room its whole name would have taken
+    assert first.split("│")[1].strip() == "ensemble(efficientnet_lite0+"
 
 
 def test_piped_output_keeps_every_cell_whole_however_wide_the_table(tmp_path):

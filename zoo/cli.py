@@ -666,7 +666,7 @@ def _print_results(results: dict, title: str, as_json: bool, columns: str | None
         )
         out.print(table)
         if note:
-            err.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
+            err.print(f"[dim]{escape(note)}[/]", soft_wrap=True, highlight=False)
         if results["statistics"]["summary"]:
             out.print(escape(results["statistics"]["summary"]), soft_wrap=True, highlight=False)
     for row in results["backbones"]:

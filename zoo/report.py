@@ -199,11 +199,17 @@ def results_table(
     rows = table_rows(results)
     columns = shown_columns(results, rows, chosen)
     best = best_values(rows, columns)
+    single = max((len(row["backbone"]) for row in rows if row.get("kind") != "ensemble"), default=0)
     cells = []
     for row in rows:
         line = []
         for key, _, _, _ in columns:
-            text = escape(display_name(row)) if key == "backbone" else escape(cell_text(key, row.get(key)))
+            text = escape(cell_text(key, row.get(key)))
+            if key == "backbone":
+                name = display_name(row)
+                if width is not None and row.get("kind") == "ensemble" and len(name) > single:
+                    name = name.replace("+", "+\n")  # a member a line: the columns beside it keep their room
+                text = escape(name)
             if row["status"] == "ok" and key in best and row.get(key) == best[key]:
                 text = f"[bold green]{text}[/]"
             elif key == "weights" and text == "RANDOM":
