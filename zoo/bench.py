@@ -527,8 +527,8 @@ def run_bench(
             log_dir = out_dir / "tensorboard" / spec.name if chief else None
             keep = _keeper(out_dir, spec, settings, classifiers) if chief else None
             predictions = ensemble.predictions_path(out_dir, spec.name) if chief else None
-            if chief:  # a row's predictions, classifier and plot are its own or none
-                ensemble.predictions_path(out_dir, spec.name).unlink(missing_ok=True)
+            if predictions is not None:  # a row's predictions, classifier and plot are its own or none
+                predictions.unlink(missing_ok=True)
                 shutil.rmtree(out_dir / "models" / file_stem(spec.name), ignore_errors=True)
                 (out_dir / plots.confusion_file(spec.name)).unlink(missing_ok=True)
             step = prefixed(progress, spec.name)
