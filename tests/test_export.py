@@ -143,6 +143,9 @@ def test_a_tflite_without_zoo_metadata_predicts_by_index(benched, tiny_dataset, 
     assert result.exit_code == 0, result.output
     classes = {entry["class"] for p in json.loads(result.stdout)["predictions"] for entry in p["top"]}
     assert classes == {"0", "1"} and "classes are shown by index" in result.stderr
+    shutil.copy(tmp_path / "x" / "model.tflite", tmp_path / "x" / "old.tflite")  # beside another export's zoo.json
+    result = runner.invoke(app, ["predict", str(tmp_path / "x" / "old.tflite"), str(tiny_dataset / "test" / "dark")])
+    assert "has a zoo.json beside it for another model: classes are shown by index" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -831,7 +831,7 @@ def predict_command(
       zoo predict zoo-results/food/models/efficientnet_lite0 photos/ --top-k 1 --csv out.csv
     """
     _import_tensorflow()
-    from zoo import predict
+    from zoo import export, predict
     from zoo.data import skipped_line
 
     if top_k < 1:
@@ -844,7 +844,9 @@ def predict_command(
     if classifier.meta is None:
         indexes = [str(index) for index in range(len(classifier.class_names))]
         named = "shown by index" if classifier.class_names == indexes else "named by the labels.txt beside it"
-        err.print(f"[yellow]{escape(str(model))} has no zoo.json beside it: classes are {named}.[/]")
+        beside = classifier.path.parent / export.METADATA
+        has = "a zoo.json beside it for another model" if beside.is_file() else "no zoo.json beside it"
+        err.print(f"[yellow]{escape(str(model))} has {has}: classes are {named}.[/]")
     with _progress() as progress:
         task = progress.add_task("checking images", total=None)
         predictions, skipped = predict.predict(classifier, list(images), top_k, _bar(progress, task))

@@ -109,7 +109,10 @@ def load(path: str | Path, num_threads: int | None = None) -> Classifier:
 
 def _labels_beside(target: Path) -> list[str]:
     """The class names of a labels.txt beside a model that has no zoo.json (one line each), or []."""
-    labels = (target if target.is_dir() else target.parent) / export.LABELS
+    folder = target if target.is_dir() else target.parent
+    if (folder / export.METADATA).is_file():  # that labels.txt is the other model's, as its zoo.json is
+        return []
+    labels = folder / export.LABELS
     try:
         return [line for line in labels.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError):
