@@ -310,8 +310,17 @@ def test_a_tampered_or_damaged_classifier_is_one_line(benched, tiny_dataset, tmp
     fails(["predict", str(out / "models/tiny_cnn_b/zoo.json").replace("zoo.json", "head.keras"), photo], "no such file")
 
     meta = json.loads((tmp_path / "t/zoo.json").read_text())
-    (tmp_path / "t/zoo.json").write_text(json.dumps({**meta, "class_names": [1, 2]}))
-    fails(["predict", str(tmp_path / "t"), photo], "zoo.json is damaged (its class_names are not all text)")
+    for damage, problem in (({"class_names": [1, 2]}, "its class_names are not all text"),
+                            ({"interpolation": 4}, "its interpolation is not one zoo knows"),
+                            ({"input_size": True}, "its input_size is not a positive whole number")):
+        (tmp_path / "t/zoo.json").write_text(json.dumps({**meta, **damage}))
+        fails(["predict", str(tmp_path / "t"), photo], f"zoo.json is damaged ({problem})")
+    kept = json.loads((second / "zoo.json").read_text())
+    for damage, problem in (({"backbone": 7}, "its backbone is not a name"),
+                            ({"settings": []}, "its weights or settings are not objects")):
+        (second / "zoo.json").write_text(json.dumps({**kept, **damage}))
+        fails(["predict", str(second), photo], f"zoo.json is damaged ({problem})")
+    (second / "zoo.json").write_text(json.dumps(kept))
     (tmp_path / "t/zoo.json").unlink()
     (tmp_path / "t/labels.txt").write_text("dusk\ndawn\n")
     result = runner.invoke(app, ["predict", str(tmp_path / "t/model.tflite"), photo, "--json"])
@@ -386,7 +395,12 @@ def test_predict_says_a_missing_image_or_unwritable_csv_before_loading_the_model
     (tmp_path / "a.jpg").write_bytes(b"")
     result = runner.invoke(app, ["predict", str(tmp_path / "m.keras"), str(tmp_path / "a.jpg"),
                                  "--csv", str(tmp_path / "no/such/dir/p.csv")])
-    assert result.exit_code == 2 and "its folder does not exist or is not writable" in result.output
+    assert result.exit_code == 2 and "in a folder that does not exist or is not writable" in result.output
+    result = runner.invoke(app, ["predict", str(tmp_path / "m.keras"), str(tmp_path / "a.jpg"), "--csv", str(tmp_path)])
+    assert result.exit_code == 2 and "a folder, or in a folder" in result.output
+    (tmp_path / "results.json").write_text("{}")
+    result = runner.invoke(app, ["export", str(tmp_path / "results.json")])
+    assert result.exit_code == 2 and f"is a bench's results file; give the folder it is in ({tmp_path})" in result.output
 
 
 def test_a_classifier_that_cannot_be_saved_fails_its_row_in_one_line(tiny_plugin, tiny_dataset, tmp_path):

@@ -75,6 +75,7 @@ def test_shards_cover_every_backbone_once_and_merge_into_a_single_runs_rows(
     assert merged["missing_shards"] == [] and len(merged["merged_from"]) == 3
     assert [source["command"] for source in merged["merged_from"]] == [shard["command"] for shard in shards]
     assert merged["started_at"] >= shards[2]["finished_at"]  # the merge's, not shard 1's
+    assert merged.get("finished_at") != shards[0]["finished_at"]
     assert (tmp_path / "merged" / "accuracy_vs_speed.png").stat().st_size > 0
     assert "| tiny_a |" in (tmp_path / "merged" / "results.md").read_text()
 

@@ -837,8 +837,10 @@ def predict_command(
     if top_k < 1:
         raise ZooError(f"--top-k {top_k}: it must be 1 or more")
     predict.image_files(list(images))  # a path that does not exist is said before the model loads
-    if csv_file is not None and not (csv_file.parent.is_dir() and os.access(csv_file.parent, os.W_OK)):
-        raise ZooError(f"--csv {csv_file}: its folder does not exist or is not writable; give a writable path")
+    if csv_file is not None and (csv_file.is_dir() or not os.access(csv_file.parent, os.W_OK)):
+        raise ZooError(
+            f"--csv {csv_file}: a folder, or in a folder that does not exist or is not writable; give a file path"
+        )
     with err.status(f"loading {model}"):
         classifier = predict.load(model)
     if classifier.meta is None:

@@ -28,7 +28,7 @@ from zoo import atomic
 from zoo.ensemble import KIND as ENSEMBLE
 from zoo.errors import ZooError, one_line
 from zoo.features import weights_digest
-from zoo.spec import BackboneSpec
+from zoo.spec import INTERPOLATIONS, BackboneSpec
 from zoo.weights import MODES, ResolvedWeights, file_digest
 
 METADATA = "zoo.json"
@@ -91,10 +91,18 @@ def read_metadata(folder: Path) -> dict:
         raise ZooError(f"{path} is damaged ({type(exc).__name__}); bench or export again") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("class_names"), list):
         raise ZooError(f"{path} is damaged (it names no class_names); bench or export again")
+    size = meta.get("input_size", 1)
     problems = {
         "its class_names are not all text": not all(isinstance(name, str) for name in meta["class_names"]),
         "its model is not a file name": not isinstance(meta.get("model", ""), str),
-        "its input_size is not a whole number": not isinstance(meta.get("input_size", 0), int),
+        "its input_size is not a positive whole number": isinstance(size, bool)
+        or not isinstance(size, int)
+        or size < 1,
+        "its backbone is not a name": not isinstance(meta.get("backbone", ""), str),
+        "its interpolation is not one zoo knows": meta.get("interpolation", "bilinear") not in INTERPOLATIONS,
+        "its weights or settings are not objects": not all(
+            isinstance(meta.get(key, {}), dict) for key in ("weights", "settings")
+        ),
     }
     problem = next((problem for problem, found in problems.items() if found), "")
     if problem:

@@ -60,6 +60,8 @@ def _locate(path: Path) -> tuple[Path, str, Path | None]:
             )
         raise ZooError(f"{path} is a folder with neither a SavedModel nor a {export.METADATA}: not a zoo model")
     kind = {".keras": "keras", ".tflite": "tflite"}.get(path.suffix.lower())
+    if path.name == "results.json":
+        raise ZooError(f"{path} is a bench's results file; give the folder it is in ({path.parent})")
     if kind is None:
         raise ZooError(f"{path}: not a model zoo reads; give a .keras file, a .tflite file or a SavedModel folder")
     meta = path.parent if (path.parent / export.METADATA).is_file() else None

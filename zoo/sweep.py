@@ -121,7 +121,11 @@ def merge(folders: Sequence[Path]) -> tuple[list[dict], dict]:
                 f"in {reference_folder} ({difference}); bench every shard with the same settings"
             )
         seen[name] = folder
-    meta = {key: value for key, value in first.items() if key not in ("backbones", "shard", "format", "no_ensemble")}
+    meta = {
+        key: value
+        for key, value in first.items()
+        if key not in ("backbones", "shard", "format", "no_ensemble", "finished_at")
+    }
     meta.update(provenance())  # the merge's own command, zoo and plugins: each shard's are under merged_from
     meta["merged_from"] = [
         {
