@@ -396,6 +396,14 @@ def _keeper(out_dir: Path, spec: BackboneSpec, settings: BenchSettings, classifi
     return keep
 
 
+def _remove_row_files(out_dir: Path, name: str) -> None:
+    """What a bench wrote into `out_dir` for the row of `name`: classifier, log, predictions, plot."""
+    for folder in (out_dir / "models" / file_stem(name), out_dir / "tensorboard" / name):
+        shutil.rmtree(folder, ignore_errors=True)
+    for path in (ensemble.predictions_path(out_dir, name), out_dir / plots.confusion_file(name)):
+        path.unlink(missing_ok=True)
+
+
 def _clear_earlier_bench(out_dir: Path) -> None:
     """Remove what an earlier bench's rows left in `out_dir` (results, classifiers, predictions,
     plots, TensorBoard logs), so a new bench there shows none of them; only what those rows name."""
@@ -406,11 +414,7 @@ def _clear_earlier_bench(out_dir: Path) -> None:
     except ZooError:  # none, or not zoo's: nothing of zoo's to remove
         return
     for row in earlier:
-        name = row["backbone"]
-        for folder in (out_dir / "models" / file_stem(name), out_dir / "tensorboard" / name):
-            shutil.rmtree(folder, ignore_errors=True)
-        for path in (ensemble.predictions_path(out_dir, name), out_dir / plots.confusion_file(name)):
-            path.unlink(missing_ok=True)
+        _remove_row_files(out_dir, row["backbone"])
     shutil.rmtree(out_dir / export.ENSEMBLE_FOLDER, ignore_errors=True)
     for written in ("results.json", "results.csv", "results.md", "report.html", report.PLOT):
         (out_dir / written).unlink(missing_ok=True)
@@ -527,10 +531,8 @@ def run_bench(
             log_dir = out_dir / "tensorboard" / spec.name if chief else None
             keep = _keeper(out_dir, spec, settings, classifiers) if chief else None
             predictions = ensemble.predictions_path(out_dir, spec.name) if chief else None
-            if predictions is not None:  # a row's predictions, classifier and plot are its own or none
-                predictions.unlink(missing_ok=True)
-                shutil.rmtree(out_dir / "models" / file_stem(spec.name), ignore_errors=True)
-                (out_dir / plots.confusion_file(spec.name)).unlink(missing_ok=True)
+            if chief:  # a row's files are its own or none
+                _remove_row_files(out_dir, spec.name)
             step = prefixed(progress, spec.name)
             row = bench_backbone(spec, dataset, settings, step, strategy, log_dir, keep, predictions).to_dict()
             benched.append(row)

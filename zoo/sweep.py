@@ -126,13 +126,14 @@ def merge(folders: Sequence[Path]) -> tuple[list[dict], dict]:
         for key, value in first.items()
         if key not in ("backbones", "shard", "format", "no_ensemble", "finished_at")
     }
-    meta.update(provenance())  # the merge's own command, zoo and plugins: each shard's are under merged_from
+    own = provenance()
+    meta.update(own)  # the merge's own command, zoo and plugins: each shard's are under merged_from
     meta["merged_from"] = [
         {
             "folder": str(folder),
             "shard": results.get("shard"),
             "environment": results.get("environment"),
-            **{key: results.get(key) for key in ("zoo_version", "plugins", "command", "started_at", "finished_at")},
+            **{key: results.get(key) for key in (*own, "finished_at")},
         }
         for folder, results in loaded
     ]
