@@ -341,3 +341,10 @@ def test_a_weights_file_of_ones_own_that_does_not_load_is_said_as_such(backbone,
     message = str(caught.value)
     assert message.startswith(f"--weights {junk}: {backbone} cannot load it (")
     assert message.endswith(f"); give weights saved from {backbone}'s architecture") and "\n" not in message
+
+
+def test_fetch_says_a_backbone_has_no_weights_to_fetch(tiny_plugin):
+    """Named or in --all, a backbone without pretrained weights is said, not passed over in silence."""
+    fetched = runner.invoke(app, ["weights", "fetch", "tiny_cnn"])
+    assert fetched.exit_code == 0, fetched.output
+    assert fetched.stderr.strip() == "tiny_cnn: no pretrained weights to fetch"

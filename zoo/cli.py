@@ -1072,7 +1072,8 @@ def weights_fetch(
     failed = 0
     with _download_progress() as progress:
         for spec in specs:
-            if not source_of(spec).has_pretrained(spec):
+            if not source_of(spec).has_pretrained(spec):  # named or not, say so: silence reads as done
+                err.print(f"[dim]{spec.name}[/]: no pretrained weights to fetch", highlight=False, soft_wrap=True)
                 continue
             task = progress.add_task(spec.name, total=None)
             try:
