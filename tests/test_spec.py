@@ -34,6 +34,9 @@ def test_a_good_spec_validates_and_is_plain_data():
         ({"name": "Bad Name"}, "invalid name"),
         ({"interpolation": "cubic"}, "unknown interpolation 'cubic'"),
         ({"weights": Weights("w.h5")}, "neither a url nor a package"),
+        ({"imagenet_top1": 77.1}, "imagenet_top1=77.1; give a fraction from 0 to 1"),
+        ({"imagenet_top1": "high"}, "imagenet_top1='high'"),
+        ({"build_args": [1.0, 1.1]}, "build_args=[1.0, 1.1]; give a table of settings by name"),
     ],
 )
 def test_invalid_specs_are_rejected_naming_the_plugin(changes, words):

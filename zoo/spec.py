@@ -193,6 +193,11 @@ class BackboneSpec:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise bad(f"has {name}={value!r}; it must be a positive integer")
+        top1 = self.imagenet_top1
+        if top1 is not None and (isinstance(top1, bool) or not isinstance(top1, (int, float)) or not 0 <= top1 <= 1):
+            raise bad(f"has imagenet_top1={top1!r}; give a fraction from 0 to 1 (0.771 for 77.1 %), or leave it out")
+        if not isinstance(self.build_args, Mapping) or not all(isinstance(key, str) for key in self.build_args):
+            raise bad(f"has build_args={self.build_args!r}; give a table of settings by name, e.g. {{'width': 1.0}}")
         if self.weights is not None and not isinstance(self.weights, Weights):
             raise bad(
                 f"has weights={self.weights!r}; give a zoo.Weights(file=..., url=... or package=...) "
