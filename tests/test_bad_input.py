@@ -760,6 +760,21 @@ def test_results_json_with_a_bad_row_is_one_line_for_report_and_resume(row, prob
     assert not (Path(os.environ["ZOO_CACHE_DIR"]) / "scans").exists()  # refused before any work
 
 
+@pytest.mark.parametrize(
+    "labels, problem",
+    [
+        ([0, 1, "2"], "has dataset test_labels that are not a list of class numbers"),
+        ([0, 1], "backbone row 1 has 3 test_predictions for the dataset's 2 test_labels"),
+    ],
+)
+def test_results_json_whose_test_labels_do_not_fit_is_one_line(labels, problem, tmp_path):
+    """Labels that do not pair with the predictions would leave every p-value out, unsaid."""
+    row = {"backbone": "tiny_a", "status": "ok", "top1": 1.0, "test_predictions": [0, 1, 2]}
+    results = {"format": "zoo-bench-results/1", "dataset": {"test_labels": labels}, "backbones": [row]}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    one_line_error(runner.invoke(app, ["report", str(tmp_path)]), problem, "rerun the bench")
+
+
 def test_results_json_that_is_a_folder_is_refused_before_any_work(tiny_dataset, tmp_path):
     (tmp_path / "out/results.json").mkdir(parents=True)
     one_line_error(bench(tiny_dataset, tmp_path / "out"), "results.json is a folder", "move it away")

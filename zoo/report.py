@@ -390,9 +390,15 @@ def read_results(out_dir: Path) -> dict:
         raise ZooError(f"{path} is not a zoo bench results file ({FORMAT}); rerun the bench")
     if not isinstance(results.get("dataset", {}), dict):
         raise ZooError(f"{path} has a dataset that is not an object; rerun the bench")
+    labels = results.get("dataset", {}).get("test_labels")
+    if labels is not None and not _all_counts(labels):
+        raise ZooError(f"{path} has dataset test_labels that are not a list of class numbers; rerun the bench")
     seen: set[str] = set()
     for number, row in enumerate(results["backbones"], 1):
         problem = _row_problem(row) or (f"repeats backbone {row['backbone']}" if row["backbone"] in seen else "")
+        predicted = isinstance(row, dict) and row.get("test_predictions")
+        if not problem and predicted and labels is not None and len(predicted) != len(labels):
+            problem = f"has {len(predicted)} test_predictions for the dataset's {len(labels)} test_labels"
         if problem:
             raise ZooError(
                 f"{path}: backbone row {number} {problem}; delete that row, or rerun the bench into a new --out"
