@@ -18,6 +18,7 @@ from zoo import export
 from zoo.cli import app
 from zoo.errors import ZooError
 from zoo.predict import predict
+from zoo.report import read_results
 
 runner = CliRunner()
 FAST = ["--epochs", "2", "--batch-size", "4", "--weights", "none", "--no-mirror"]
@@ -286,6 +287,14 @@ def test_a_classifier_benched_with_a_relative_weights_file_loads_from_any_folder
     monkeypatch.chdir(tmp_path)
     model, meta = export.load_trained(tmp_path / "out/models/weighted_cnn")
     assert meta["weights"]["file"] == str(tmp_path / "wdir/w.weights.h5") and model.output_shape == (None, 2)
+
+    # The same file spelled from here: --resume keeps the row, benched with these very settings.
+    [before] = read_results(tmp_path / "out")["backbones"]
+    resumed = runner.invoke(app, ["bench", "weighted_cnn", "--data", str(tiny_dataset), "--out", "out", "--resume",
+                                  "--weights", "./wdir/../wdir/w.weights.h5", "--epochs", "1", "--batch-size", "4",
+                                  "--folds", "0"])
+    assert resumed.exit_code == 0, resumed.output
+    assert read_results(tmp_path / "out")["backbones"] == [before]
 
 
 def test_a_tampered_or_damaged_classifier_is_one_line(benched, tiny_dataset, tmp_path):

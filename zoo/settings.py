@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from zoo import config, features
 from zoo.data import Dataset
 from zoo.errors import ZooError
 from zoo.spec import BackboneSpec
+from zoo.weights import MODES as WEIGHTS_MODES
 
 MODES = ("features", "finetune")
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -46,6 +48,14 @@ class BenchSettings:
     cache: bool = True
     folds: int = 5  # k of the cross-validation on train/ behind val_top1 and the ensemble; 0: none
     runtime: str = "auto"  # what extracts features: tf, tflite or auto (zoo.runtime)
+
+    def __post_init__(self) -> None:
+        # A weights file by its absolute path, however it was spelled: --resume knows it for the
+        # same file, and a saved classifier finds it from anywhere. A missing one stays as typed,
+        # for the error that says so (zoo.weights.validate_weights_mode).
+        given = Path(self.weights).expanduser()
+        if self.weights not in WEIGHTS_MODES and given.exists():
+            object.__setattr__(self, "weights", str(given.resolve()))
 
     @classmethod
     def from_config(cls, **overrides: Any) -> BenchSettings:
