@@ -80,6 +80,24 @@ def test_a_very_large_image_is_resized_not_refused(tmp_path):
     assert np.abs(batch.numpy()[0] - RED).max() <= 3
 
 
+def test_a_large_gif_decodes_without_pillows_warning(tmp_path, monkeypatch):
+    """Pillow decodes GIF and BMP in the bench's and predict's pipeline: its warning on a large
+    image (over 89 megapixels) printed over the progress there, after the check had passed it."""
+    import warnings
+
+    from zoo.data import image_batches
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # so a small file stands in for a large one
+    path = tmp_path / "large.gif"
+    red(size=(40, 30)).save(path)  # 1200 pixels: warned of, not refused
+    assert images.problem(path) == ""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        [batch] = list(image_batches((str(path),), 8, 1))
+    assert np.abs(batch.numpy()[0] - RED).max() <= 3
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
 def encoded(image_format: str) -> bytes:
     """A noisy 64×64 image's file contents (noise, so cutting it anywhere cuts image data)."""
     buffer = io.BytesIO()
