@@ -462,7 +462,7 @@ def test_ctrl_c_while_checking_images_stops_at_once_and_keeps_the_verdicts(tmp_p
         check_files(tmp_path / "many", files, ctrl_c_at_the_fifth)
     kept = json.loads(_cache_file(tmp_path / "many").read_text())
     assert 5 <= len(kept) < len(files)  # the rest were cancelled, not checked on the way out
-    assert all(len(entry) == 3 for entry in kept.values())
+    assert all(len(entry) == 4 for entry in kept.values())  # size, mtime, readable, verdict
     seen = []
     check_files(tmp_path / "many", files, lambda step, done, total: seen.append(total))
     assert seen[-1] == len(files) - len(kept)  # a rerun checks only what is left

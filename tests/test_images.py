@@ -1,7 +1,10 @@
 """zoo.images: every format decodes to the right RGB pixels, and every bad file gets its reason."""
 
 import io
+import os
+import shutil
 import struct
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -184,6 +187,27 @@ def test_verdicts_are_cached_until_a_file_changes(tmp_path, monkeypatch):
     red().save(bad)  # fixed: new size and mtime
     assert images.check_files(tmp_path, [good, bad]) == {good: "", bad: ""}
     assert checked == ["bad.jpg"]
+
+
+def test_a_verdict_is_renewed_when_a_file_is_made_readable_or_unreadable():
+    """chmod changes no mtime: the cached verdict was kept, so a file made readable stayed
+    skipped as unreadable, and one made unreadable failed the bench's decoding mid-row."""
+    root = Path(tempfile.mkdtemp(prefix="zoo-chmod-"))  # outside pytest's root-only folder
+    try:
+        red().save(root / "photo.jpg")
+        code = (
+            "import os, sys\nfrom pathlib import Path\nimport tensorflow\nfrom zoo import images\n"
+            "if os.geteuid() == 0:  # root reads any file: be nobody, after the imports\n"
+            "    for path in (sys.argv[1], sys.argv[1] + '/photo.jpg'):\n        os.chown(path, 65534, 65534)\n"
+            "    os.setgid(65534); os.setuid(65534)\n"
+            "root = Path(sys.argv[1]); photo = root / 'photo.jpg'\n"
+            "for mode in (0o644, 0, 0o644):\n"
+            "    photo.chmod(mode)\n    print(images.check_files(root, [photo])[photo] or 'ok')\n"
+        )
+        said = python_output(code, str(root), env={**os.environ, "ZOO_CACHE_DIR": str(root / "cache")})
+    finally:
+        shutil.rmtree(root)
+    assert said.split() == ["ok", "unreadable", "ok"]
 
 
 def test_check_files_reports_progress(tmp_path):

@@ -17,7 +17,8 @@ that made libjpeg complain is skipped too, and nothing reaches the terminal.
 
 The check reads a file's header before the file: a huge file that is no image, or an image
 file over MAX_FILE_BYTES, is refused without being read. Verdicts are cached under the zoo
-cache, keyed by each file's path, size and mtime, so a rerun decodes only new or changed files.
+cache, keyed by each file's path, size, mtime and whether it can be read, so a rerun decodes only
+new or changed files.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ IMAGE_SIGNATURES = (*TF_SIGNATURES, b"GIF8", b"BM")
 #: Larger files are refused unread: no photo is this big, and decoding reads the whole file.
 MAX_FILE_BYTES = 256 * 2**20
 #: Bump when the check changes, so cached verdicts are not trusted.
-CHECK_VERSION = 4
+CHECK_VERSION = 5
 #: Files the check decodes at once, in threads, between two looks at what libjpeg printed: a
 #: complaint costs at most this many files decoded again, one at a time, to find whose it was.
 BATCH = 256
@@ -187,11 +188,13 @@ def _cache_file(root: Path) -> Path:
 
 
 def _stamp(path: Path) -> list[int]:
+    """What a cached verdict holds for: the file's size, mtime and whether it can be read (chmod
+    changes no mtime, and a file made readable, or unreadable, since needs a new verdict)."""
     try:
         stat = path.stat()
     except OSError:  # a broken link: stamp the link itself
         stat = path.lstat()
-    return [stat.st_size, stat.st_mtime_ns]
+    return [stat.st_size, stat.st_mtime_ns, int(os.access(path, os.R_OK))]
 
 
 def _read_cache(cache: Path) -> dict:
@@ -216,12 +219,12 @@ def check_files(root: Path, files: list[Path], progress: Progress = no_progress)
     cache = _cache_file(root)
     cached = _read_cache(cache)
     keys = {path: path.relative_to(root).as_posix() for path in files}
-    entries = {}  # relative path → [size, mtime_ns, reason]
+    entries = {}  # relative path → [*stamp, reason]
     todo = []
     for path, key in keys.items():
         stamp = _stamp(path)
         entry = cached.get(key)
-        if isinstance(entry, list) and len(entry) == 3 and entry[:2] == stamp and isinstance(entry[2], str):
+        if isinstance(entry, list) and entry[:-1] == stamp and isinstance(entry[-1], str):
             entries[key] = cached[key]
         else:
             entries[key] = stamp
@@ -232,8 +235,8 @@ def check_files(root: Path, files: list[Path], progress: Progress = no_progress)
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 _check(todo, progress, lambda path, reason: entries[keys[path]].append(reason))
         finally:  # on Ctrl-C too: keep the verdicts reached so far
-            _write_cache(cache, {key: entry for key, entry in entries.items() if len(entry) == 3})
-    return {path: entries[key][2] for path, key in keys.items()}
+            _write_cache(cache, {key: entry for key, entry in entries.items() if isinstance(entry[-1], str)})
+    return {path: entries[key][-1] for path, key in keys.items()}
 
 
 def _check(files: list[Path], progress: Progress, verdict: Callable[[Path, str], None]) -> None:
