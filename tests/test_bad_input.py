@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,21 @@ def test_an_extra_test_class_with_a_likely_typo(tmp_path):
     make_images(tmp_path / "data/train", {"cat": 1, "Doggo": 1})
     make_images(tmp_path / "data/test", {"cat": 1, "Doggo": 1, "doggo": 1})
     one_line_error(bench(tmp_path / "data", tmp_path / "out"), "train/ has no 'doggo' (is it 'Doggo'?)")
+
+
+def test_a_class_name_in_another_unicode_normalization_is_said_so(tmp_path):
+    """macOS writes 'é' as 'e' and an accent (NFD): both print alike, so 'is it X?' named a class
+    that looked the same as the one said to be missing."""
+    make_images(tmp_path / "data/train", {"cat": 1, unicodedata.normalize("NFC", "café"): 1})
+    make_images(tmp_path / "data/test", {"cat": 1, unicodedata.normalize("NFD", "café"): 1})
+    one_line_error(bench(tmp_path / "data", tmp_path / "out"), "accents encoded differently", "rename one")
+
+
+def test_a_dataset_of_one_class_is_refused(tmp_path):
+    """A one-class softmax always says that class: the bench reported 100 % top-1."""
+    make_images(tmp_path / "data/train", {"cat": 6})
+    make_images(tmp_path / "data/test", {"cat": 2})
+    one_line_error(bench(tmp_path / "data", tmp_path / "out", "--folds", "2"), "has one class, 'cat'", "two or more")
 
 
 # 4–7. junk files, every image format, odd names, a symlinked class, one image of a class and a
@@ -342,6 +358,7 @@ def test_a_write_that_fails_midway_leaves_the_previous_results_whole(tmp_path):
 HOLD_PLUGIN = """
 import os
 import time
+import unicodedata
 from pathlib import Path
 
 from zoo import BackboneSpec, hookimpl

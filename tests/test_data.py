@@ -67,16 +67,16 @@ def test_symlinked_class_folders_and_unusual_file_names_are_read(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     make_images(elsewhere, {"chat noir": 2}, size=32)
     root = tmp_path / "data"
-    make_images(root / "test", {"chat noir": 1}, size=32)
-    (root / "train").mkdir()
+    make_images(root / "test", {"chat noir": 1, "dog": 1}, size=32)
+    make_images(root / "train", {"dog": 1}, size=32)
     (root / "train/chat noir").symlink_to(elsewhere / "chat noir", target_is_directory=True)
     Image.new("RGB", (32, 32), (255, 0, 0)).save(root / "test/chat noir/crème brûlée 猫 (1).jpg")
     dataset = load_dataset(root)
-    assert dataset.class_names == ("chat noir",)
-    assert len(dataset.train) == 2 and len(dataset.test) == 2 and not dataset.skipped
+    assert dataset.class_names == ("chat noir", "dog")
+    assert len(dataset.train) == 3 and len(dataset.test) == 3 and not dataset.skipped
     assert any("crème brûlée 猫 (1).jpg" in f for f in dataset.test.files)
-    batches = list(image_batches(dataset.test.files + dataset.train.files, 16, 3))
-    assert [len(b) for b in batches] == [3, 1]
+    batches = list(image_batches(dataset.test.files + dataset.train.files, 16, 4))
+    assert [len(b) for b in batches] == [4, 2]
 
 
 def test_image_batches_keep_file_order_and_size(tmp_path):

@@ -12,6 +12,7 @@ import atexit
 import difflib
 import hashlib
 import os
+import unicodedata
 from collections import Counter, OrderedDict
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
@@ -90,13 +91,28 @@ def _check_layout(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     if set(train) != set(test):
         problems = [f"test/ has no {name!r}" for name in sorted(set(train) - set(test))]
         for name in sorted(set(test) - set(train)):
-            close = difflib.get_close_matches(name, train, n=1)
-            problems.append(f"train/ has no {name!r}" + (f" (is it {close[0]!r}?)" if close else ""))
+            problems.append(f"train/ has no {name!r}" + _close_name(name, train))
         raise ZooError(
             f"--data {root}: train/ and test/ have different classes: {'; '.join(problems)}; "
             "give both the same class folders"
         )
+    if len(train) < 2:
+        raise ZooError(
+            f"--data {root} has one class, {next(iter(train))!r}; a classifier needs two or more "
+            "(it would score 100 %): add class folders to train/ and test/"
+        )
     return train, test
+
+
+def _close_name(name: str, names: Iterable[str]) -> str:
+    """A hint at the class in `names` that `name` may have been meant as. A name that differs only in
+    its Unicode normalization (é as one code point or as e and an accent, as macOS writes it) looks
+    the same when printed, so that is said."""
+    same = [other for other in names if unicodedata.normalize("NFC", other) == unicodedata.normalize("NFC", name)]
+    if same:
+        return f" (it is {same[0]!r} with its accents encoded differently, NFC and NFD: rename one of the two)"
+    close = difflib.get_close_matches(name, names, n=1)
+    return f" (is it {close[0]!r}?)" if close else ""
 
 
 def folder_files(folder: Path) -> list[Path]:
