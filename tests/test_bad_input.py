@@ -122,6 +122,14 @@ def test_a_dataset_of_one_class_is_refused(tmp_path):
     one_line_error(bench(tmp_path / "data", tmp_path / "out", "--folds", "2"), "has one class, 'cat'", "two or more")
 
 
+def test_a_class_name_with_a_line_break_is_refused(tmp_path):
+    """labels.txt holds one class a line: an export of such a class split it in two, and predict
+    then refused the model (2 outputs, 3 classes named)."""
+    make_images(tmp_path / "data/train", {"cat": 1, "hot\ndog": 1})
+    make_images(tmp_path / "data/test", {"cat": 1, "hot\ndog": 1})
+    one_line_error(bench(tmp_path / "data", tmp_path / "out"), "'hot\\ndog' has a line break", "rename it")
+
+
 # 4–7. junk files, every image format, odd names, a symlinked class, one image of a class and a
 # 100:1 imbalance: one bench run, checked several ways
 

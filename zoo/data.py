@@ -96,6 +96,11 @@ def _check_layout(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
             f"--data {root}: train/ and test/ have different classes: {'; '.join(problems)}; "
             "give both the same class folders"
         )
+    for name in sorted(train):
+        if name.splitlines() != [name]:  # labels.txt, which an export writes, holds a class a line
+            raise ZooError(
+                f"--data {root}: class folder {name!r} has a line break in its name; rename it in train/ and test/"
+            )
     if len(train) < 2:
         raise ZooError(
             f"--data {root} has one class, {next(iter(train))!r}; a classifier needs two or more "
