@@ -348,3 +348,18 @@ def test_fetch_says_a_backbone_has_no_weights_to_fetch(tiny_plugin):
     fetched = runner.invoke(app, ["weights", "fetch", "tiny_cnn"])
     assert fetched.exit_code == 0, fetched.output
     assert fetched.stderr.strip() == "tiny_cnn: no pretrained weights to fetch"
+
+
+def test_a_found_weights_file_that_passes_its_pins_but_does_not_load_is_named(tmp_path, monkeypatch):
+    """mobilenet_v2 pins only a size: a damaged file of that size reaches Keras' loader, whose h5
+    error names no file; the error names it and says what to do."""
+    from zoo import create_model, get_backbone
+
+    junk = tmp_path / KERAS_NAME
+    junk.write_bytes(b"\0" * get_backbone("mobilenet_v2").weights.size)
+    monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(ZooError) as caught:
+        create_model("mobilenet_v2", 2, weights="imagenet")
+    message = str(caught.value)
+    assert message.startswith(f"weights file {junk} for mobilenet_v2 does not load (") and "\n" not in message
+    assert message.endswith("it is corrupt or not the right file; replace it, or use --weights none")

@@ -25,13 +25,19 @@ def feature_extractor(spec: BackboneSpec, weights: ResolvedWeights):
     try:
         base = build_backbone(spec, weights.path)
     except Exception as exc:
-        if weights.label != "file":
-            raise
-        # The user's own file: what is wrong is the file, whatever the loader said of it.
-        raise ZooError(
-            f"--weights {weights.path}: {spec.name} cannot load it ({one_line(exc)}); give weights saved "
-            f"from {spec.name}'s architecture"
-        ) from exc
+        if weights.label == "file":
+            # The user's own file: what is wrong is the file, whatever the loader said of it.
+            raise ZooError(
+                f"--weights {weights.path}: {spec.name} cannot load it ({one_line(exc)}); give weights saved "
+                f"from {spec.name}'s architecture"
+            ) from exc
+        if weights.path is not None and spec.source == "keras.applications" and not isinstance(exc, ZooError):
+            # A file zoo found, past its pins (some pin only a size), that Keras' loader still refuses.
+            raise ZooError(
+                f"weights file {weights.path} for {spec.name} does not load ({one_line(exc)}): it is corrupt "
+                "or not the right file; replace it, or use --weights none"
+            ) from exc
+        raise
     if not isinstance(base, keras.layers.Layer):  # a keras.Model is one
         raise ZooError(
             f"plugin {spec.plugin}'s zoo_build_backbone returned a {type(base).__name__} for {spec.name}, "
