@@ -122,6 +122,16 @@ def test_a_dataset_of_one_class_is_refused(tmp_path):
     one_line_error(bench(tmp_path / "data", tmp_path / "out", "--folds", "2"), "has one class, 'cat'", "two or more")
 
 
+def test_a_class_folder_that_is_a_broken_link_is_refused(tmp_path):
+    """A class folder linked to a drive that is gone was no class at all: linked so in both splits
+    the class dropped out unsaid, in one split the message said 'train/ has no ...' beside it."""
+    make_images(tmp_path / "data/train", {"cat": 1, "dog": 1})
+    make_images(tmp_path / "data/test", {"cat": 1, "dog": 1})
+    for split in ("train", "test"):
+        (tmp_path / "data" / split / "fox").symlink_to(tmp_path / "unmounted/fox", target_is_directory=True)
+    one_line_error(bench(tmp_path / "data", tmp_path / "out"), "train/fox is a broken link", "unmounted/fox")
+
+
 def test_a_class_name_with_a_line_break_is_refused(tmp_path):
     """labels.txt holds one class a line: an export of such a class split it in two, and predict
     then refused the model (2 outputs, 3 classes named)."""

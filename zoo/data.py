@@ -69,11 +69,17 @@ def _unreadable(exc: OSError) -> ZooError:
 
 
 def _class_folders(split_dir: Path) -> dict[str, Path]:
-    """Class name → folder (symlinks followed); hidden folders such as .ipynb_checkpoints are not classes."""
+    """Class name → folder (symlinks followed); hidden folders such as .ipynb_checkpoints are not classes.
+    A broken link is refused: it is most likely a class folder whose target is gone (an unmounted
+    drive), which would otherwise drop out of the classes unsaid."""
     try:
-        folders = {p.name: p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+        entries = [p for p in split_dir.iterdir() if not p.name.startswith(".")]
+        folders = {p.name: p for p in entries if p.is_dir()}
     except OSError as exc:
         raise _unreadable(exc) from None
+    for path in entries:
+        if path.is_symlink() and not path.exists():
+            raise ZooError(f"{path} is a broken link (to {os.readlink(path)}); fix it, or remove it from the dataset")
     if not folders:
         raise ZooError(f"{split_dir} has no class folders; put images in {split_dir}/<class>/")
     return folders
