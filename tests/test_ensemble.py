@@ -368,3 +368,25 @@ def test_a_merge_of_shards_makes_the_ensemble_one_bench_would(halves_plugin, hal
     expected = CliRunner().invoke(app, ["predict", str(single_out / "models/ensemble"), photos, "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["predictions"] == json.loads(expected.stdout)["predictions"]
+
+
+def test_a_merge_of_no_ensemble_shards_makes_no_ensemble_and_mixed_sizes_are_refused(halves_plugin, halves, tmp_path):
+    """Shards benched with --no-ensemble merge into the table one such bench gives: no ensemble
+    row (it was once added anyway, and became the best); shards of other sizes are refused."""
+    options = ["--epochs", "10", "--learning-rate", "0.05", "--batch-size", "4", "--weights", "none"]
+    for index, size in ((1, ["--no-ensemble"]), (2, ["--no-ensemble"]), (3, [])):
+        shard = "2/2" if index == 3 else f"{index}/2"
+        result = CliRunner().invoke(app, ["bench", "top", "bottom", "--data", str(halves), "--shard", shard,
+                                          "--out", str(tmp_path / f"s{index}"), *options, *size])
+        assert result.exit_code == 0, result.output
+    merged = CliRunner().invoke(app, ["report", "--merge", str(tmp_path / "s1"), str(tmp_path / "s2"),
+                                      "--out", str(tmp_path / "all")])
+    assert merged.exit_code == 0, merged.output
+    assert "No ensemble row: --no-ensemble was given." in merged.output
+    results = read_results(tmp_path / "all")
+    assert [row["kind"] for row in results["backbones"]] == ["backbone", "backbone"]
+    mixed = CliRunner().invoke(app, ["report", "--merge", str(tmp_path / "s1"), str(tmp_path / "s3"),
+                                     "--out", str(tmp_path / "mixed")])
+    assert mixed.exit_code == 2
+    [line] = mixed.stderr.strip().splitlines()
+    assert "--ensemble-size 3" in line and "with 0" in line and "same settings" in line

@@ -499,6 +499,7 @@ def run_bench(
     }
     if shard is not None:
         meta["shard"] = asdict(shard)
+    meta["ensemble_size"] = ensemble_size  # a merge of shards makes the ensemble this bench would
     same_work = [[spec.name for spec in specs], {**meta["dataset"], "root": None}, result_settings(asdict(settings))]
     distributed.agree(strategy, "backbones, data or settings", json.dumps(same_work, sort_keys=True))
     resumed = resume and chief and (out_dir / "results.json").is_file()

@@ -27,6 +27,8 @@ from zoo.settings import BenchSettings
 from zoo.spec import file_stem
 
 KIND = "ensemble"
+#: --ensemble-size by default; what a merge assumes of shards benched before it was recorded.
+DEFAULT_SIZE = 3
 #: How many times ensemble selection draws a member: weights come in steps of 1/DRAWS at the finest.
 DRAWS = 20
 #: Cost fields an ensemble pays for every member: it runs them all, one after another.
@@ -203,12 +205,11 @@ def _too_few(usable: Mapping[str, Predictions], settings: BenchSettings) -> str:
     return f"it needs two finished, cross-validated rows or more; {have} here"
 
 
-def merged(
-    rows: list[dict], meta: dict, out_dir: Path, folders: Sequence[Path], size: int = 3
-) -> tuple[list[dict], str]:
+def merged(rows: list[dict], meta: dict, out_dir: Path, folders: Sequence[Path]) -> tuple[list[dict], str]:
     """The merged `rows` of a sweep's shards (`folders`) with the ensemble of them all, chosen on
-    validation as one bench's would be (each shard's own was chosen among its rows only); or the
-    rows and why there is none. The shards' saved predictions are copied into `out_dir`."""
+    validation as one bench's would be (each shard's own was chosen among its rows only), of at
+    most the shards' --ensemble-size members (0: --no-ensemble); or the rows and why there is
+    none. The shards' saved predictions are copied into `out_dir`."""
     from zoo import export
 
     (out_dir / "predictions").mkdir(parents=True, exist_ok=True)
@@ -232,7 +233,7 @@ def merged(
     settings = BenchSettings.from_config(
         weights=first.get("weights_mode", "auto"), **{key: first[key] for key in known if key in first}
     )
-    combined = build(rows, out_dir, dataset, settings, size)
+    combined = build(rows, out_dir, dataset, settings, meta.get("ensemble_size", DEFAULT_SIZE))
     if isinstance(combined, str):
         return rows, combined
     combined["classifier"] = export.save_ensemble(out_dir, combined, rows)

@@ -393,6 +393,9 @@ def read_results(out_dir: Path) -> dict:
     labels = results.get("dataset", {}).get("test_labels")
     if labels is not None and not _all_counts(labels):
         raise ZooError(f"{path} has dataset test_labels that are not a list of class numbers; rerun the bench")
+    size = results.get("ensemble_size", 0)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0 or size == 1:
+        raise ZooError(f"{path} has ensemble_size {size!r}, not 0 (none) or 2 or more; rerun the bench")
     seen: set[str] = set()
     for number, row in enumerate(results["backbones"], 1):
         problem = _row_problem(row) or (f"repeats backbone {row['backbone']}" if row["backbone"] in seen else "")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from zoo.ensemble import KIND
+from zoo.ensemble import DEFAULT_SIZE, KIND
 from zoo.errors import ZooError
 from zoo.settings import result_settings
 
@@ -105,6 +105,13 @@ def merge(folders: Sequence[Path]) -> tuple[list[dict], dict]:
             raise ZooError(
                 f"cannot merge {folder}: its dataset differs from {first_folder}'s ({difference}); "
                 "merge results of one dataset only"
+            )
+    sizes = {folder: results.get("ensemble_size", DEFAULT_SIZE) for folder, results in loaded}
+    for folder, size in sizes.items():
+        if size != sizes[first_folder]:
+            raise ZooError(
+                f"cannot merge {folder}: it was benched with --ensemble-size {size}, {first_folder} with "
+                f"{sizes[first_folder]} (0: --no-ensemble); bench every shard with the same settings"
             )
     # Each shard's ensemble was chosen among its own rows only: the merge makes one of all (zoo.ensemble.merged).
     located = [(folder, row) for folder, results in loaded for row in results["backbones"] if row.get("kind") != KIND]
