@@ -155,3 +155,16 @@ def test_report_takes_one_folder_unless_merging(tmp_path):
     assert result.exit_code == 2 and "--merge DIR... --out MERGED" in result.stderr
     result = runner.invoke(app, ["report", "--merge", str(tmp_path)])
     assert result.exit_code == 2 and "--merge needs --out" in result.stderr
+
+
+@pytest.mark.parametrize("shard", ["2/3", {"index": 2}, {"index": 4, "count": 3}, [2, 3]])
+def test_a_shard_field_hand_edited_or_damaged_is_one_line_not_a_crash(four_backbones, tiny_dataset, tmp_path, shard):
+    bench(tiny_dataset, tmp_path / "s1", "--shard", "1/2", names=["tiny_a", "tiny_b"])
+    bench(tiny_dataset, tmp_path / "s2", "--shard", "2/2", names=["tiny_a", "tiny_b"])
+    edited = json.loads((tmp_path / "s2" / "results.json").read_text())
+    (tmp_path / "s2" / "results.json").write_text(json.dumps({**edited, "shard": shard}))
+    result = runner.invoke(app, ["report", "--merge", str(tmp_path / "s1"), str(tmp_path / "s2"),
+                                 "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert "results.json has shard" in line and "rerun the bench" in line

@@ -393,6 +393,9 @@ def read_results(out_dir: Path) -> dict:
     labels = results.get("dataset", {}).get("test_labels")
     if labels is not None and not _all_counts(labels):
         raise ZooError(f"{path} has dataset test_labels that are not a list of class numbers; rerun the bench")
+    shard = results.get("shard")
+    if shard is not None and not _is_shard(shard):  # a merge counts the shards of a sweep by it
+        raise ZooError(f"{path} has shard {shard!r}, not {{'index': I, 'count': N}} with 1 <= I <= N; rerun the bench")
     size = results.get("ensemble_size", 0)
     if isinstance(size, bool) or not isinstance(size, int) or size < 0 or size == 1:
         raise ZooError(f"{path} has ensemble_size {size!r}, not 0 (none) or 2 or more; rerun the bench")
@@ -414,6 +417,14 @@ def read_results(out_dir: Path) -> dict:
 _TEXTS = {item.name for item in fields(BenchRow) if item.type in ("str", "str | None")}
 _NUMBERS = {item.name for item in fields(BenchRow) if item.type in ("int", "int | None", "float | None")}
 _FRACTIONS = ("top1", "top1_one_view", "top5", "top1_frozen", "val_top1")
+
+
+def _is_shard(shard) -> bool:
+    if not isinstance(shard, dict):
+        return False
+    index, count = shard.get("index"), shard.get("count")
+    whole = all(isinstance(n, int) and not isinstance(n, bool) for n in (index, count))
+    return whole and 1 <= index <= count
 
 
 def _row_problem(row) -> str:
