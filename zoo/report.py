@@ -420,11 +420,13 @@ _FRACTIONS = ("top1", "top1_one_view", "top5", "top1_frozen", "val_top1")
 
 
 def _is_shard(shard) -> bool:
+    """Whether a results file's shard field is what `--shard I/N` writes."""
     if not isinstance(shard, dict):
         return False
     index, count = shard.get("index"), shard.get("count")
-    whole = all(isinstance(n, int) and not isinstance(n, bool) for n in (index, count))
-    return whole and 1 <= index <= count
+    if type(index) is not int or type(count) is not int:  # a bool is an int to isinstance
+        return False
+    return 1 <= index <= count
 
 
 def _row_problem(row) -> str:
