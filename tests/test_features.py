@@ -95,6 +95,26 @@ def test_editing_the_builder_or_the_preprocessing_is_a_miss_and_nothing_else_is(
     assert cache_status(dataset) == "miss"
 
 
+@pytest.mark.parametrize("preprocessing", ["functools.partial(scale, factor=1 / 255.0)", "Scale(1 / 255.0)"])
+def test_a_partial_or_a_callable_object_is_known_by_what_it_computes_not_where_it_lives(
+    plugin, tiny_dataset, preprocessing
+):
+    """Its repr holds its address, which a module loaded again (a new process) changes: no miss."""
+    plugin("preprocessing=prepare", f"preprocessing={preprocessing}")
+    plugin(
+        "def prepare(images):",
+        "import functools\n\ndef scale(images, factor):\n    return images * factor\n\n"
+        "class Scale:\n    def __init__(self, factor):\n        self.factor = factor\n\n"
+        "    def __call__(self, images):\n        return images * self.factor\n\ndef prepare(images):",
+    )
+    dataset = load_dataset(tiny_dataset)
+    assert cache_status(dataset) == "miss"
+    plugin("1 / 255.0)", "1 / 255.0)")  # loaded again, unchanged
+    assert cache_status(dataset) == "hit"
+    plugin("1 / 255.0)", "2 / 255.0)")
+    assert cache_status(dataset) == "miss"
+
+
 def test_a_weights_file_with_new_content_is_a_miss_even_at_the_same_size_and_mtime(plugin, tiny_dataset, tmp_path):
     """Weights are known by the values the built extractor holds, not by the file's path or dates."""
     import keras
@@ -258,6 +278,44 @@ PREPROCESSING = textwrap.dedent(
 
     def namespace(images):
         return images - NS.mean
+
+    def scaled(factor):
+        def decorate(function):
+            @functools.wraps(function)
+            def wrapper(images):
+                return function(images) * factor
+            return wrapper
+        return decorate
+
+    @scaled(2.0)
+    def decorated(images):
+        return images
+
+    @functools.cache
+    def unit():
+        return 255.0
+
+    def cached(images):
+        return images / unit()
+
+    class Method:
+        FACTOR = 2.0
+
+        def run(self, images):
+            return images * self.FACTOR
+
+    method = Method().run
+
+    class Slotted:
+        __slots__ = ("factor",)
+
+        def __init__(self, factor):
+            self.factor = factor
+
+        def __call__(self, images):
+            return images * self.factor
+
+    slotted = Slotted(2.0)
     """
 )
 
@@ -289,6 +347,10 @@ PREPROCESSING = textwrap.dedent(
         ("deep", "DEPTH = 4.0", "DEPTH = 5.0"),  # a constant two modules down
         ("activated", "= tf.nn.relu", "= tf.nn.relu6"),  # which library function it holds
         ("namespace", "mean=127.0", "mean=0.0"),  # a SimpleNamespace's field
+        ("decorated", "@scaled(2.0)", "@scaled(3.0)"),  # one's own decorator: what it adds
+        ("cached", "return 255.0", "return 127.5"),  # a helper under functools.cache
+        ("method", "FACTOR = 2.0", "FACTOR = 3.0"),  # a bound method's class attribute
+        ("slotted", "Slotted(2.0)", "Slotted(3.0)"),  # an object's __slots__
     ],
 )
 def test_the_preprocessing_is_known_by_what_its_code_reads(tmp_path, name, old, new):
@@ -371,6 +433,33 @@ def test_the_architecture_is_known_by_the_code_of_layers_that_are_not_keras_own(
     before = features.architecture_digest(loaded(tmp_path, LAYERS).build())
     assert features.architecture_digest(loaded(tmp_path, LAYERS).build()) == before
     assert features.architecture_digest(loaded(tmp_path, LAYERS.replace(old, new)).build()) != before
+
+
+def test_a_module_beside_the_plugin_is_known_by_its_code(tmp_path, monkeypatch):
+    """A helper module that no distribution installs (next to a single-file plugin, on sys.path)
+    has no version to be known by: its code is read as the plugin's own."""
+    import sys
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setitem(sys.modules, "edited_helpers", None)  # put back as it was
+    source = (
+        "import edited_helpers\nfrom edited_helpers import scale\n"
+        "def prepare(images):\n    return scale(images) - edited_helpers.SHIFT\n"
+    )
+
+    def identity(helpers: str) -> str:
+        folder = tmp_path / f"helpers{len(list(tmp_path.glob('helpers*')))}"  # no stale bytecode
+        folder.mkdir()
+        (folder / "edited_helpers.py").write_text(helpers)
+        sys.path.insert(0, str(folder))
+        del sys.modules["edited_helpers"]
+        return features.preprocessing_identity(loaded(tmp_path, source).prepare)
+
+    helpers = "SHIFT = 1.0\ndef scale(images):\n    return images / 255.0\n"
+    before = identity(helpers)
+    assert identity(helpers) == before
+    assert identity(helpers.replace("/ 255.0", "/ 127.5")) != before  # its function's body
+    assert identity(helpers.replace("SHIFT = 1.0", "SHIFT = 2.0")) != before  # its constant
 
 
 def installed(site, version: str):

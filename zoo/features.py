@@ -26,6 +26,7 @@ import inspect
 import json
 import os
 import re
+import sys
 import time
 import types
 from collections.abc import Callable, Iterable
@@ -256,7 +257,20 @@ def _named(thing: Any) -> str:
 
 
 def _is_own_module(value: Any, package: str) -> bool:
-    return inspect.ismodule(value) and value.__name__.partition(".")[0] == package
+    return inspect.ismodule(value) and _own(value.__name__.partition(".")[0], package)
+
+
+@functools.cache
+def _own(other: str, package: str) -> bool:
+    """Whether the code of the top-level package `other` is known by its code when `package`'s
+    reads it: it is `package`, or a module of the same distribution (a plugin's second module)
+    or of none that is not the standard library's (a helper module beside it on sys.path), of
+    which no version says anything; else its version does."""
+    if other == package:
+        return True
+    if not other or other in _LIBRARIES or other in sys.stdlib_module_names:
+        return False
+    return _version(other) in ("", _version(package))
 
 
 def _value_digest(value: Any, digest, package: str, seen: set[int]) -> None:
@@ -280,10 +294,12 @@ def _value_digest(value: Any, digest, package: str, seen: set[int]) -> None:
             _value_digest(item, digest, package, seen)
         digest.update(b")")
         seen.discard(id(value))
-    elif inspect.isfunction(value) and _package(value) == package:
+    elif inspect.isfunction(value) and _own(_package(value), package):
         _function_digest(value, digest, seen)
-    elif isinstance(value, type) and _package(value) == package:
+    elif isinstance(value, type) and _own(_package(value), package):
         _class_digest(value, digest, seen)
+    elif _wrapped(value) is not None and _own(_package(_wrapped(value)), package):  # @functools.cache
+        _function_digest(_wrapped(value), digest, seen)
     elif inspect.isroutine(value) or isinstance(value, np.ufunc):  # another's function: which one
         digest.update(f"{_named(value)};".encode())
     elif inspect.ismodule(value):  # another package's module (helpers.normalize): by its version
@@ -292,14 +308,33 @@ def _value_digest(value: Any, digest, package: str, seen: set[int]) -> None:
         seen.add(id(value))
         computes = f"{type(value).__qualname__}:{_architecture_digest(value, seen)}:{weights_digest(value)};"
         digest.update(computes.encode())
-    elif id(value) not in seen and (_package(type(value)) == package or _is_record(value)):  # a config object
+    elif id(value) not in seen and (_own(_package(type(value)), package) or _is_record(value)):  # a config object
         seen.add(id(value))
         _class_digest(type(value), digest, seen)
-        fields = getattr(value, "__dict__", None)
-        if fields is None and dataclasses.is_dataclass(value):  # slots, no __dict__
-            fields = {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+        fields = {**getattr(value, "__dict__", {}), **_slotted(value)}
         digest.update(f"{_named(type(value))}:".encode())
         _value_digest(fields, digest, package, seen)
+
+
+def _slotted(value: Any) -> dict:
+    """The attributes an object keeps in `__slots__` (a dataclass(slots=True), a class that
+    declares them), which have no `__dict__`."""
+    names = []
+    for klass in type(value).__mro__:
+        slots = vars(klass).get("__slots__", ())
+        names += [slots] if isinstance(slots, str) else list(slots)
+    kept = [name for name in names if name not in ("__dict__", "__weakref__") and hasattr(value, name)]
+    return {name: getattr(value, name) for name in kept}
+
+
+def _wrapped(value: Any) -> Any:
+    """The function under another package's wrapper object (tf.function, functools.cache), which
+    adds nothing to what it computes; None for anything else. A decorator's plain function is not
+    one: its own code and closure (what it wraps, its arguments) say what it computes."""
+    inner = getattr(value, "__wrapped__", None)
+    if inspect.isfunction(value) or not inspect.isfunction(inner) or _package(type(value)) == _package(inner):
+        return None
+    return inner
 
 
 def _is_record(value: Any) -> bool:
@@ -337,16 +372,16 @@ def preprocessing_identity(preprocessing: Preprocessing) -> str:
     if isinstance(preprocessing, Normalization):
         return f"normalize:mean={preprocessing.mean!r}:std={preprocessing.std!r}:bgr={preprocessing.bgr}"
     function: Any = preprocessing
-    digest, seen, arguments = hashlib.sha256(), set[int](), []
+    digest, seen, arguments = hashlib.sha256(), set[int](), list[Any]()
     while True:  # down to the code: through partials, bound methods and a library's wrapper (tf.function)
         if isinstance(function, functools.partial):
             arguments += [function.args, function.keywords]
             function = function.func
         elif inspect.ismethod(function):
-            arguments.append(getattr(function.__self__, "__dict__", {}))
+            arguments.append(function.__self__)  # its object: the class attributes `self.X` reads, and its own
             function = function.__func__
-        elif _package(type(function)) in _LIBRARIES and inspect.isfunction(getattr(function, "__wrapped__", None)):
-            function = function.__wrapped__
+        elif _wrapped(function) is not None:
+            function = _wrapped(function)
         else:
             break
     if inspect.isfunction(function):

@@ -76,8 +76,11 @@ INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area", "lanczos3", "lanczos
 
 
 def callable_name(fn: Callable) -> str:
-    """A function's qualified name, `module.qualname`, as specs and saved models name it."""
-    return f"{fn.__module__}.{getattr(fn, '__qualname__', repr(fn))}"
+    """A function's qualified name, `module.qualname`, as specs and saved models name it; a
+    callable object (a partial, an instance with `__call__`) by its class, not its repr, whose
+    address changes from run to run (and with it the feature cache's key)."""
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{getattr(fn, '__module__', None) or type(fn).__module__}.{name}"
 
 
 def file_stem(name: str) -> str:
