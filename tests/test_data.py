@@ -52,6 +52,19 @@ def test_the_skip_summary_counts_by_reason_with_examples(messy):
     assert "\n" not in summary
 
 
+def test_a_file_beside_the_class_folders_is_said_as_not_in_a_class_folder(messy):
+    """It was left out unsaid: a photo meant for a class that never reached it. Hidden files
+    there (the .DS_Store macOS leaves) stay unsaid."""
+    Image.new("RGB", (32, 32)).save(messy / "train/photo.jpg")
+    (messy / "test/notes.txt").write_text("where these came from")
+    (messy / "train/.DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    dataset = load_dataset(messy)
+    loose = [Path(s.path).relative_to(messy).as_posix() for s in dataset.skipped if s.reason == "not in a class folder"]
+    assert loose == ["train/photo.jpg", "test/notes.txt"]
+    assert "2 not in a class folder (train/photo.jpg, test/notes.txt)" in skipped_summary(dataset)
+    assert len(dataset.train) == 5 and len(dataset.test) == 2
+
+
 def test_a_class_whose_every_file_is_bad_is_an_error_that_counts_why(messy):
     for path in (messy / "test/dog").iterdir():
         path.write_bytes(b"")

@@ -27,6 +27,8 @@ from zoo.images import check_files, decode
 from zoo.progress import Progress, no_progress
 
 SPLITS = ("train", "test")
+#: Why a file lying in train/ or test/ beside the class folders is left out: it has no class.
+NOT_IN_A_CLASS = "not in a class folder"
 
 
 @dataclass(frozen=True)
@@ -68,12 +70,13 @@ def _unreadable(exc: OSError) -> ZooError:
     )
 
 
-def _class_folders(split_dir: Path) -> dict[str, Path]:
-    """Class name → folder (symlinks followed); hidden folders such as .ipynb_checkpoints are not classes.
+def _class_folders(split_dir: Path) -> tuple[dict[str, Path], list[Path]]:
+    """Class name → folder (symlinks followed), and the files lying loose beside them, which belong
+    to no class; hidden folders and files (.ipynb_checkpoints, .DS_Store) are neither.
     A broken link is refused: it is most likely a class folder whose target is gone (an unmounted
     drive), which would otherwise drop out of the classes unsaid."""
     try:
-        entries = [p for p in split_dir.iterdir() if not p.name.startswith(".")]
+        entries = sorted(p for p in split_dir.iterdir() if not p.name.startswith("."))
         folders = {p.name: p for p in entries if p.is_dir()}
     except OSError as exc:
         raise _unreadable(exc) from None
@@ -82,10 +85,11 @@ def _class_folders(split_dir: Path) -> dict[str, Path]:
             raise ZooError(f"{path} is a broken link (to {os.readlink(path)}); fix it, or remove it from the dataset")
     if not folders:
         raise ZooError(f"{split_dir} has no class folders; put images in {split_dir}/<class>/")
-    return folders
+    return folders, [path for path in entries if path.name not in folders]
 
 
-def _check_layout(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+def _check_layout(root: Path) -> tuple[dict[str, Path], dict[str, Path], list[Path]]:
+    """The class folders of train/ and test/, and the files lying loose beside them."""
     if not root.exists():
         raise ZooError(f"--data {root}: no such folder; give a folder with train/ and test/ inside")
     if not root.is_dir():
@@ -93,7 +97,7 @@ def _check_layout(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     for name in SPLITS:
         if not (root / name).is_dir():
             raise ZooError(f"--data {root} has no {name}/ folder; lay it out as {name}/<class>/<image>")
-    train, test = (_class_folders(root / name) for name in SPLITS)
+    (train, loose_train), (test, loose_test) = (_class_folders(root / name) for name in SPLITS)
     if set(train) != set(test):
         problems = [f"test/ has no {name!r}" for name in sorted(set(train) - set(test))]
         for name in sorted(set(test) - set(train)):
@@ -112,7 +116,7 @@ def _check_layout(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
             f"--data {root} has one class, {next(iter(train))!r}; a classifier needs two or more "
             "(it would score 100 %): add class folders to train/ and test/"
         )
-    return train, test
+    return train, test, loose_train + loose_test
 
 
 def _close_name(name: str, names: Iterable[str]) -> str:
@@ -143,7 +147,7 @@ def folder_files(folder: Path) -> list[Path]:
 def load_dataset(root: str | Path, progress: Progress = no_progress) -> Dataset:
     """List and check a dataset folder, or raise a ZooError that says what is wrong with it."""
     root = Path(root).expanduser()
-    train_folders, test_folders = _check_layout(root)
+    train_folders, test_folders, loose = _check_layout(root)
     class_names = tuple(sorted(train_folders))
     listing = {
         folders[name]: folder_files(folders[name]) for folders in (train_folders, test_folders) for name in class_names
@@ -163,7 +167,9 @@ def load_dataset(root: str | Path, progress: Progress = no_progress) -> Dataset:
             nested += sum(Path(image).parent != folders[name] for image in images)
             labels += [label] * len(images)
         splits.append(Split(tuple(files), tuple(labels)))
-    skipped = tuple(SkippedFile(str(path), reason) for path, reason in verdicts.items() if reason)
+    skipped = tuple(SkippedFile(str(path), NOT_IN_A_CLASS) for path in loose) + tuple(
+        SkippedFile(str(path), reason) for path, reason in verdicts.items() if reason
+    )
     return Dataset(root, class_names, splits[0], splits[1], skipped, nested)
 
 
