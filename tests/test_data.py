@@ -228,6 +228,21 @@ def test_images_in_subfolders_of_a_class_are_included_as_keras_does_and_counted(
     assert dataset.nested == 2 and not dataset.skipped
 
 
+def test_a_linked_folder_inside_a_class_is_said_as_not_followed(tmp_path):
+    """Its images went unsaid; a link to a folder above (a loop) must not be walked forever."""
+    make_images(tmp_path / "train", {"cat": 1, "dog": 1}, size=16)
+    make_images(tmp_path / "test", {"cat": 1, "dog": 1}, size=16, seed=1)
+    make_images(tmp_path / "elsewhere", {"kittens": 2}, size=16)
+    (tmp_path / "train/cat/kittens").symlink_to(tmp_path / "elsewhere/kittens", target_is_directory=True)
+    (tmp_path / "train/dog/loop").symlink_to(tmp_path / "train", target_is_directory=True)
+    dataset = load_dataset(tmp_path)
+    assert len(dataset.train) == 2 and dataset.nested == 0
+    assert {Path(s.path).relative_to(tmp_path).as_posix(): s.reason for s in dataset.skipped} == {
+        "train/cat/kittens": "linked folder (not followed)",
+        "train/dog/loop": "linked folder (not followed)",
+    }
+
+
 def load_error_as_a_user(root: Path) -> str:
     """The ZooError of load_dataset(root), run as user nobody when we are root (root reads any folder)."""
     if os.geteuid() != 0:

@@ -131,8 +131,9 @@ def _close_name(name: str, names: Iterable[str]) -> str:
 
 
 def folder_files(folder: Path) -> list[Path]:
-    """Every file in a (class) folder and its subfolders, as Keras reads them: symlinked subfolders
-    not followed (a link to a parent would never end), hidden subfolders left out."""
+    """Every file in a (class) folder and its subfolders, as Keras reads them, hidden subfolders left
+    out; and its symlinked subfolders, not followed (a link to a parent would never end) but listed,
+    so the image check says them (zoo.images.LINKED_FOLDER) rather than their images going unsaid."""
 
     def fail(exc: OSError):
         raise _unreadable(exc)
@@ -141,6 +142,7 @@ def folder_files(folder: Path) -> list[Path]:
     for parent, subfolders, files in os.walk(folder, onerror=fail):
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
         found += [Path(parent) / name for name in files]
+        found += [Path(parent) / name for name in subfolders if (Path(parent) / name).is_symlink()]
     return sorted(found)
 
 

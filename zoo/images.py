@@ -57,6 +57,9 @@ BATCH = 256
 #: Why a JPEG that decodes, but makes libjpeg complain, is skipped: damage inside its compressed
 #: data (`Corrupt JPEG data: premature end of data segment`, `... extraneous bytes before marker 0xd9`).
 CORRUPT_DATA = "damaged JPEG (corrupt compressed data)"
+#: Why a symlinked folder inside a class folder (or a folder given to `zoo predict`) is left out:
+#: it is not followed, as in Keras, and a link to a folder above it would never end.
+LINKED_FOLDER = "linked folder (not followed)"
 #: How TensorFlow's own log lines start (`W0000 00:00:1795580808.736466   17851 file.cc:412] `);
 #: the other lines native code prints while images decode are the decoders' complaints.
 _TF_LOG_LINE = re.compile(rb"[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\] ")
@@ -154,6 +157,8 @@ def _problem(path: Path, decode_problem: Callable[[bytes], str] = _decode_proble
 
     if path.name.startswith("."):
         return "hidden file"
+    if path.is_symlink() and path.is_dir():
+        return LINKED_FOLDER
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         return "not an image file type"
     if not path.is_file():

@@ -183,7 +183,8 @@ class Prediction:
 
 def image_files(inputs: list[str | Path]) -> list[Path]:
     """The files named, and every file inside the folders named, found as the bench finds a
-    class's images (zoo.data.folder_files): broken links listed (and said), hidden subfolders not."""
+    class's images (zoo.data.folder_files): broken links and linked subfolders listed (and said), hidden
+    subfolders not."""
     from zoo.data import folder_files
 
     files: list[Path] = []
@@ -214,7 +215,7 @@ def predict(
     skipped: dict[str, str] = {}
     good: list[str] = []
     for index, path in enumerate(files):
-        reason = problem(path) if path.suffix.lower() in IMAGE_EXTENSIONS else "not an image file type"
+        reason = problem(path)
         if reason:
             skipped[str(path)] = reason
         else:
