@@ -243,6 +243,18 @@ def test_a_linked_folder_inside_a_class_is_said_as_not_followed(tmp_path):
     }
 
 
+def test_class_folders_that_differ_only_in_spaces_at_their_ends_are_refused(tmp_path):
+    """'cat' and 'cat ' were two classes that print alike in every table."""
+    for split in ("train", "test"):
+        make_images(tmp_path / split, {"cat": 1, "cat ": 1, "dog": 1}, size=16)
+    with pytest.raises(ZooError) as error:
+        load_dataset(tmp_path)
+    assert str(error.value) == (
+        f"--data {tmp_path}: class folders 'cat' and 'cat ' differ only in spaces at the start or end of their "
+        "names; rename one of them in train/ and test/"
+    )
+
+
 def load_error_as_a_user(root: Path) -> str:
     """The ZooError of load_dataset(root), run as user nobody when we are root (root reads any folder)."""
     if os.geteuid() != 0:

@@ -111,6 +111,15 @@ def _check_layout(root: Path) -> tuple[dict[str, Path], dict[str, Path], list[Pa
             raise ZooError(
                 f"--data {root}: class folder {name!r} has a line break in its name; rename it in train/ and test/"
             )
+    by_trimmed: dict[str, list[str]] = {}
+    for name in sorted(train):  # they print alike in every table, their classes told apart by nothing seen
+        by_trimmed.setdefault(name.strip(), []).append(name)
+    for alike in by_trimmed.values():
+        if len(alike) > 1:
+            raise ZooError(
+                f"--data {root}: class folders {alike[0]!r} and {alike[1]!r} differ only in spaces at the start "
+                "or end of their names; rename one of them in train/ and test/"
+            )
     if len(train) < 2:
         raise ZooError(
             f"--data {root} has one class, {next(iter(train))!r}; a classifier needs two or more "
