@@ -116,6 +116,7 @@ JPEG, PNG = encoded("JPEG"), encoded("PNG")
 DQT = JPEG.index(b"\xff\xdb")
 
 CORRUPT_DATA = "damaged JPEG (corrupt compressed data)"
+CONVERT = "file zoo cannot decode: convert it to JPEG or PNG"
 BAD = {
     ".DS_Store": (b"\0\0\0\1Bud1", "hidden file"),
     "._photo.jpg": (b"\0\5\26\7", "hidden file"),  # a macOS resource fork beside a copied photo
@@ -129,6 +130,11 @@ BAD = {
     "stray_bytes.jpg": (JPEG[:DQT] + b"abc" + JPEG[DQT:], "damaged JPEG (stray bytes between its segments)"),
     "cut_in_iend.png": (PNG[:-3], "truncated or corrupt"),  # what Pillow's decoder lets through
     **{name: (contents, CORRUPT_DATA) for name, contents in damaged_inside(JPEG).items()},
+    # other formats renamed .jpg, named for what they are (they were "not an image")
+    "iphone.jpg": (b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(64), f"HEIC {CONVERT}"),
+    "heif.jpg": (b"\0\0\0\x10ftypmif1\0\0\0\0" + bytes(64), f"HEIF {CONVERT}"),
+    "scan.jpg": (encoded("PDF"), f"PDF {CONVERT}"),
+    "jxl.png": (b"\xff\x0a\xfa\x7f" + bytes(64), f"JPEG XL {CONVERT}"),
 }
 
 

@@ -47,10 +47,18 @@ JPEG_SIGNATURE = b"\xff\xd8\xff"
 TF_SIGNATURES = (JPEG_SIGNATURE, b"\x89PNG")
 #: How a file that is meant to be an image starts, even one cut short.
 IMAGE_SIGNATURES = (*TF_SIGNATURES, b"GIF8", b"BM")
+#: Bytes of a file's header read to tell what it holds.
+HEADER_BYTES = 40
+#: The brands in an ISO media file's `ftyp` box (named at bytes 4..8, its brands after) that name an image format.
+_FTYP_BRANDS = {
+    "AVIF": (b"avif", b"avis"),  # first: an AVIF lists the HEIF brand mif1 too
+    "HEIC": (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"),
+    "HEIF": (b"mif1", b"msf1"),
+}
 #: Larger files are refused unread: no photo is this big, and decoding reads the whole file.
 MAX_FILE_BYTES = 256 * 2**20
 #: Bump when the check changes, so cached verdicts are not trusted.
-CHECK_VERSION = 5
+CHECK_VERSION = 6
 #: Files the check decodes at once, in threads, between two looks at what libjpeg printed: a
 #: complaint costs at most this many files decoded again, one at a time, to find whose it was.
 BATCH = 256
@@ -122,6 +130,25 @@ def _jpeg_damage(contents: bytes) -> str:
     return "truncated or corrupt"
 
 
+def _other_format(start: bytes) -> str:
+    """The image or document format a file's header shows that is none of JPEG, PNG, GIF and BMP
+    ("" when it shows none): a photo saved as HEIC by a phone and renamed .jpg is not "not an image"."""
+    if start[4:8] == b"ftyp":
+        brands = start[8:HEADER_BYTES]  # the major brand, a version, the compatible brands
+        for name, known in _FTYP_BRANDS.items():
+            if any(brand in brands for brand in known):
+                return name
+    if start.startswith(b"RIFF") and start[8:12] == b"WEBP":
+        return "WebP"
+    if start.startswith((b"II*\0", b"MM\0*")):
+        return "TIFF"
+    if start.startswith((b"\xff\x0a", b"\0\0\0\x0cJXL ")):
+        return "JPEG XL"
+    if start.startswith(b"%PDF"):
+        return "PDF"
+    return ""
+
+
 def problem(path: Path) -> str:
     """Why `path` cannot be trained on ("" when it can), as a short reason that groups well."""
     from PIL import Image
@@ -165,7 +192,7 @@ def _problem(path: Path, decode_problem: Callable[[bytes], str] = _decode_proble
         return "broken link" if path.is_symlink() else "not a file"
     try:
         with open(path, "rb") as handle:
-            start = handle.read(len(max(IMAGE_SIGNATURES, key=len)))
+            start = handle.read(HEADER_BYTES)
             if not start:
                 return "empty file"
             handle.seek(0)
@@ -175,7 +202,10 @@ def _problem(path: Path, decode_problem: Callable[[bytes], str] = _decode_proble
             except Image.DecompressionBombError:
                 return "too large"
             except Exception:  # Pillow raises several types; a file cut inside its header still starts like an image
-                return "truncated or corrupt" if start.startswith(IMAGE_SIGNATURES) else "not an image"
+                if start.startswith(IMAGE_SIGNATURES):
+                    return "truncated or corrupt"
+                other = _other_format(start)
+                return f"{other} file zoo cannot decode: convert it to JPEG or PNG" if other else "not an image"
             if os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES:
                 return "too large"
             handle.seek(0)
