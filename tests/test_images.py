@@ -129,6 +129,9 @@ BAD = {
     "no_end_marker.jpg": (JPEG[:-2], "truncated or corrupt"),  # what verify() lets through
     "stray_bytes.jpg": (JPEG[:DQT] + b"abc" + JPEG[DQT:], "damaged JPEG (stray bytes between its segments)"),
     "cut_in_iend.png": (PNG[:-3], "truncated or corrupt"),  # what Pillow's decoder lets through
+    "cut_in_header.bmp": (encoded("BMP")[:30], "truncated or corrupt"),
+    "bm_text.bmp": (b"BMW owners' club: minutes of the meeting", "not an image"),  # was called a corrupt BMP
+    "bm_text.jpg": (b"BM,2024-01-05,reading 17,reading 18", "not an image"),
     **{name: (contents, CORRUPT_DATA) for name, contents in damaged_inside(JPEG).items()},
     # other formats renamed .jpg, named for what they are (they were "not an image")
     "iphone.jpg": (b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(64), f"HEIC {CONVERT}"),

@@ -45,8 +45,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 JPEG_SIGNATURE = b"\xff\xd8\xff"
 #: File signatures TensorFlow's own decoder gets right.
 TF_SIGNATURES = (JPEG_SIGNATURE, b"\x89PNG")
-#: How a file that is meant to be an image starts, even one cut short.
-IMAGE_SIGNATURES = (*TF_SIGNATURES, b"GIF8", b"BM")
+#: How a file that is meant to be an image starts, even one cut short (a BMP: see `_starts_like_an_image`).
+IMAGE_SIGNATURES = (*TF_SIGNATURES, b"GIF8")
+#: The sizes a BMP's second header (its size at bytes 14..18) comes in, by version.
+BMP_HEADER_SIZES = (12, 16, 40, 52, 56, 64, 108, 124)
 #: Bytes of a file's header read to tell what it holds.
 HEADER_BYTES = 40
 #: The brands in an ISO media file's `ftyp` box (named at bytes 4..8, its brands after) that name an image format.
@@ -58,7 +60,7 @@ _FTYP_BRANDS = {
 #: Larger files are refused unread: no photo is this big, and decoding reads the whole file.
 MAX_FILE_BYTES = 256 * 2**20
 #: Bump when the check changes, so cached verdicts are not trusted.
-CHECK_VERSION = 6
+CHECK_VERSION = 7
 #: Files the check decodes at once, in threads, between two looks at what libjpeg printed: a
 #: complaint costs at most this many files decoded again, one at a time, to find whose it was.
 BATCH = 256
@@ -128,6 +130,16 @@ def _jpeg_damage(contents: bytes) -> str:
             end = _MARKER_AFTER_DATA.search(contents, at)
             at = end.start() if end else len(contents)
     return "truncated or corrupt"
+
+
+def _starts_like_an_image(start: bytes) -> bool:
+    """Whether a file Pillow cannot open starts as a JPEG, PNG, GIF or BMP does, so is one cut short
+    or damaged. A BMP's signature is two letters, `BM`, that a text file may start with too: a BMP's
+    second header must also have a size one of its versions has, where the file reaches it."""
+    if start.startswith(b"BM"):
+        size = start[14:18]
+        return len(size) < 4 or int.from_bytes(size, "little") in BMP_HEADER_SIZES
+    return start.startswith(IMAGE_SIGNATURES)
 
 
 def _other_format(start: bytes) -> str:
@@ -202,7 +214,7 @@ def _problem(path: Path, decode_problem: Callable[[bytes], str] = _decode_proble
             except Image.DecompressionBombError:
                 return "too large"
             except Exception:  # Pillow raises several types; a file cut inside its header still starts like an image
-                if start.startswith(IMAGE_SIGNATURES):
+                if _starts_like_an_image(start):
                     return "truncated or corrupt"
                 other = _other_format(start)
                 return f"{other} file zoo cannot decode: convert it to JPEG or PNG" if other else "not an image"
