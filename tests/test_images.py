@@ -57,6 +57,8 @@ FORMATS = {
     "palette.bmp": (lambda p: red("P").save(p), RED),  # TensorFlow alone decodes this as grey
     "one_bit.bmp": (lambda p: Image.new("1", (20, 20), 1).save(p), (255, 255, 255)),
     "animated.gif": (save_animated_gif, RED),  # the first frame
+    "lossless.webp": (lambda p: red().save(p, lossless=True), RED),
+    "animated.webp": (save_animated_gif, RED),  # the first frame
     "tiff_named.jpg": (lambda p: red().save(p, format="TIFF"), RED),
 }
 
@@ -130,6 +132,8 @@ BAD = {
     "stray_bytes.jpg": (JPEG[:DQT] + b"abc" + JPEG[DQT:], "damaged JPEG (stray bytes between its segments)"),
     "cut_in_iend.png": (PNG[:-3], "truncated or corrupt"),  # what Pillow's decoder lets through
     "cut_in_header.bmp": (encoded("BMP")[:30], "truncated or corrupt"),
+    "cut_in_header.webp": (encoded("WEBP")[:20], "truncated or corrupt"),
+    "half.webp": (encoded("WEBP")[: len(encoded("WEBP")) // 2], "truncated or corrupt"),
     "bm_text.bmp": (b"BMW owners' club: minutes of the meeting", "not an image"),  # was called a corrupt BMP
     "bm_text.jpg": (b"BM,2024-01-05,reading 17,reading 18", "not an image"),
     **{name: (contents, CORRUPT_DATA) for name, contents in damaged_inside(JPEG).items()},

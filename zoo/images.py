@@ -2,9 +2,9 @@
 
 Training and the check share one decoder, `decode`, so a file that passes the check cannot
 crash an epoch. TensorFlow decodes JPEG and PNG (16-bit too, scaled to 8-bit); every other
-format Pillow reads goes through Pillow: GIF (Pillow decodes only the first frame, where
+format Pillow reads goes through Pillow: GIF and WebP (Pillow decodes only the first frame, where
 TensorFlow would hold every frame of an animation in memory), BMP (whose palette files
-TensorFlow decodes into the wrong colours), a WebP or TIFF named .jpg. Why decode in the check rather
+TensorFlow decodes into the wrong colours), a TIFF named .jpg. Why decode in the check rather
 than something cheaper: Pillow's `verify()` passes truncated JPEGs, and Pillow's decoder passes
 PNGs cut inside their last chunk; TensorFlow rejects both mid-epoch.
 
@@ -41,7 +41,7 @@ from zoo import atomic, quiet
 from zoo.cache import cache_dir
 from zoo.progress import Progress, no_progress
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 JPEG_SIGNATURE = b"\xff\xd8\xff"
 #: File signatures TensorFlow's own decoder gets right.
 TF_SIGNATURES = (JPEG_SIGNATURE, b"\x89PNG")
@@ -60,7 +60,7 @@ _FTYP_BRANDS = {
 #: Larger files are refused unread: no photo is this big, and decoding reads the whole file.
 MAX_FILE_BYTES = 256 * 2**20
 #: Bump when the check changes, so cached verdicts are not trusted.
-CHECK_VERSION = 7
+CHECK_VERSION = 8
 #: Files the check decodes at once, in threads, between two looks at what libjpeg printed: a
 #: complaint costs at most this many files decoded again, one at a time, to find whose it was.
 BATCH = 256
@@ -133,13 +133,21 @@ def _jpeg_damage(contents: bytes) -> str:
 
 
 def _starts_like_an_image(start: bytes) -> bool:
-    """Whether a file Pillow cannot open starts as a JPEG, PNG, GIF or BMP does, so is one cut short
+    """Whether a file Pillow cannot open starts as a JPEG, PNG, GIF, BMP or WebP does, so is one cut short
     or damaged. A BMP's signature is two letters, `BM`, that a text file may start with too: a BMP's
     second header must also have a size one of its versions has, where the file reaches it."""
     if start.startswith(b"BM"):
         size = start[14:18]
         return len(size) < 4 or int.from_bytes(size, "little") in BMP_HEADER_SIZES
+    if _is_webp(start):
+        from PIL import features
+
+        return bool(features.check("webp"))  # else it is a format this Pillow cannot decode
     return start.startswith(IMAGE_SIGNATURES)
+
+
+def _is_webp(start: bytes) -> bool:
+    return start.startswith(b"RIFF") and start[8:12] == b"WEBP"
 
 
 def _other_format(start: bytes) -> str:
@@ -150,7 +158,7 @@ def _other_format(start: bytes) -> str:
         for name, known in _FTYP_BRANDS.items():
             if any(brand in brands for brand in known):
                 return name
-    if start.startswith(b"RIFF") and start[8:12] == b"WEBP":
+    if _is_webp(start):
         return "WebP"
     if start.startswith((b"II*\0", b"MM\0*")):
         return "TIFF"
