@@ -65,6 +65,14 @@ def test_a_file_beside_the_class_folders_is_said_as_not_in_a_class_folder(messy)
     assert len(dataset.train) == 5 and len(dataset.test) == 2
 
 
+def test_a_skipped_name_with_a_line_break_or_tab_is_shown_escaped_on_the_one_line(messy):
+    (messy / "train/cat/notes\nfrom the web.txt").write_text("")
+    (messy / "train/dog/tab\there.jpg").write_bytes(b"")
+    summary = skipped_summary(load_dataset(messy))
+    assert "\n" not in summary and "\t" not in summary
+    assert "'train/cat/notes\\nfrom the web.txt'" in summary and "'train/dog/tab\\there.jpg'" in summary
+
+
 def test_a_class_whose_every_file_is_bad_is_an_error_that_counts_why(messy):
     for path in (messy / "test/dog").iterdir():
         path.write_bytes(b"")

@@ -1,5 +1,6 @@
 """zoo.predict: which files `zoo predict` reads, and how they and its classes are named."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,19 @@ def test_a_linked_folder_inside_a_folder_given_is_said_not_followed(model, tmp_p
         str(tmp_path / "photos/mine/loop"): "linked folder (not followed)",
         str(tmp_path / "photos/mine/theirs"): "linked folder (not followed)",
     }
+
+
+def test_a_name_with_a_line_break_is_shown_escaped_in_the_table_and_the_skipped_note(model, tmp_path, monkeypatch):
+    """It broke the table's row and the one-line note in two; --json and --csv keep the name as it is."""
+    make_images(tmp_path / "photos", {"cat": 1}, size=16)
+    (tmp_path / "photos/cat/cat_0.jpg").rename(tmp_path / "photos/cat/a\nb.jpg")
+    (tmp_path / "photos/cat/c\td.jpg").write_text("not a picture")
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["predict", str(model), "photos"])
+    assert result.exit_code == 0, result.output
+    [row] = [line for line in result.stdout.splitlines() if "photos/" in line]
+    assert "'photos/cat/a\\nb.jpg'" in row
+    [note] = [line for line in result.stderr.splitlines() if "skipped" in line]
+    assert note == "skipped 1 file: 1 not an image ('photos/cat/c\\td.jpg')"
+    result = runner.invoke(app, ["predict", str(model), "photos", "--json"])
+    assert [p["file"] for p in json.loads(result.stdout)["predictions"]] == ["photos/cat/a\nb.jpg"]

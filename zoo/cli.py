@@ -832,7 +832,7 @@ def predict_command(
     """
     _import_tensorflow()
     from zoo import export, predict
-    from zoo.data import skipped_line
+    from zoo.data import shown_path, skipped_line
 
     if top_k < 1:
         raise ZooError(f"--top-k {top_k}: it must be 1 or more")
@@ -863,7 +863,7 @@ def predict_command(
         for rank in range(1, len(predictions[0].top) + 1):
             table.add_column(f"#{rank}")
         for prediction in predictions:
-            table.add_row(escape(prediction.file), *(f"{escape(c)} {p:.1%}" for c, p in prediction.top))
+            table.add_row(escape(shown_path(prediction.file)), *(f"{escape(c)} {p:.1%}" for c, p in prediction.top))
         out.print(table)
     if skipped:
         err.print(f"[yellow]{escape(skipped_line(skipped.items()))}[/]", highlight=False, soft_wrap=True)

@@ -194,11 +194,18 @@ def skipped_summary(dataset: Dataset) -> str:
     return skipped_line((str(Path(item.path).relative_to(dataset.root)), item.reason) for item in dataset.skipped)
 
 
+def shown_path(path: str) -> str:
+    """A file's path as the one-line skipped note and `zoo predict`'s table show it: as it is, or
+    escaped as Python writes a string ('a\\nb.jpg') when it holds a line break, a tab or another
+    control character, which would break the line or hide what the name is."""
+    return repr(path) if any(unicodedata.category(char) == "Cc" for char in path) else path
+
+
 def skipped_line(skipped: Iterable[tuple[str, str]], examples: int = 2) -> str:
     """One line: how many (path, reason) files were skipped, grouped by reason, with examples."""
     by_reason: dict[str, list[str]] = {}
     for path, reason in skipped:
-        by_reason.setdefault(reason, []).append(path)
+        by_reason.setdefault(reason, []).append(shown_path(path))
     groups = []
     for reason, paths in sorted(by_reason.items(), key=lambda item: -len(item[1])):
         shown = ", ".join(paths[:examples]) + (", ..." if len(paths) > examples else "")
