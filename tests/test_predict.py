@@ -52,3 +52,13 @@ def test_a_name_with_a_line_break_is_shown_escaped_in_the_table_and_the_skipped_
     assert note == "skipped 1 file: 1 not an image ('photos/cat/c\\td.jpg')"
     result = runner.invoke(app, ["predict", str(model), "photos", "--json"])
     assert [p["file"] for p in json.loads(result.stdout)["predictions"]] == ["photos/cat/a\nb.jpg"]
+
+
+def test_a_file_named_twice_or_with_its_folder_is_predicted_once_where_it_first_comes(model, tmp_path):
+    make_images(tmp_path / "photos", {"cat": 3}, size=16)
+    folder = tmp_path / "photos/cat"
+    (tmp_path / "link.jpg").symlink_to(folder / "cat_0.jpg")
+    given = [folder / "cat_2.jpg", folder, folder / "cat_2.jpg", f"{folder}/../cat/cat_1.jpg", tmp_path / "link.jpg"]
+    predictions, skipped = predict(load(model), given)
+    assert [p.file for p in predictions] == [str(folder / name) for name in ("cat_2.jpg", "cat_0.jpg", "cat_1.jpg")]
+    assert skipped == {}

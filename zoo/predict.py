@@ -184,18 +184,21 @@ class Prediction:
 def image_files(inputs: list[str | Path]) -> list[Path]:
     """The files named, and every file inside the folders named, found as the bench finds a
     class's images (zoo.data.folder_files): broken links and linked subfolders listed (and said), hidden
-    subfolders not."""
+    subfolders not. Each file once, where it first comes, however often it is named (a file and the
+    folder it is in, or a link to it)."""
     from zoo.data import folder_files
 
-    files: list[Path] = []
+    files: dict[Path, Path] = {}  # the file itself → the path it was first given by
     for item in map(Path, inputs):
         if item.is_dir():
-            files += folder_files(item)
+            found = folder_files(item)
         elif item.exists() or item.is_symlink():
-            files.append(item)
+            found = [item]
         else:
             raise ZooError(f"{item}: no such file or folder")
-    return files
+        for path in found:
+            files.setdefault(path.resolve(), path)
+    return list(files.values())
 
 
 def predict(
