@@ -1,6 +1,7 @@
 """zoo.predict: which files `zoo predict` reads, and how they and its classes are named."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,10 @@ def test_a_file_named_twice_or_with_its_folder_is_predicted_once_where_it_first_
     predictions, skipped = predict(load(model), given)
     assert [p.file for p in predictions] == [str(folder / name) for name in ("cat_2.jpg", "cat_0.jpg", "cat_1.jpg")]
     assert skipped == {}
+
+
+def test_a_line_of_spaces_in_labels_txt_keeps_its_place(model, tmp_path):
+    """It was dropped, so every later class took the name of the one before it."""
+    shutil.copy(model, tmp_path / "tiny.keras")
+    (tmp_path / "labels.txt").write_text("  \ndog\n\n\n")  # as an export writes a class folder named '  '
+    assert load(tmp_path / "tiny.keras").class_names == ["  ", "dog"]
