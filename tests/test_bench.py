@@ -270,6 +270,24 @@ def test_a_new_bench_into_an_earlier_ones_out_leaves_none_of_its_rows_files(tiny
     assert row["status"] == "failed" and not (out / "models/tiny_cnn").exists()
 
 
+def test_a_row_of_an_earlier_bench_named_like_a_path_removes_nothing_outside_out(tiny_plugin, tiny_dataset, tmp_path):
+    """A hand-edited or damaged results.json: a new bench removes no file its row names outside --out."""
+    out = tmp_path / "sweep" / "out"
+    [row] = run_bench([catalog().get("tiny_cnn")], load_dataset(tiny_dataset), settings(folds=0), out)
+    assert row["status"] == "ok", row["error"]
+    outside = tmp_path / "sweep" / "precious"  # out/models/../../precious, and tensorboard/'s
+    outside.mkdir()
+    (outside / "thesis.txt").write_text("mine")
+    (tmp_path / "sweep" / "precious.npz").write_text("mine")  # predictions/../../precious.npz
+    saved = json.loads((out / "results.json").read_text())
+    saved["backbones"][0]["backbone"] = "../../precious"
+    (out / "results.json").write_text(json.dumps(saved))
+    [again] = run_bench([catalog().get("tiny_cnn_b")], load_dataset(tiny_dataset), settings(folds=0), out)
+    assert again["status"] == "ok", again["error"]
+    assert (outside / "thesis.txt").read_text() == "mine"
+    assert (tmp_path / "sweep" / "precious.npz").read_text() == "mine"
+
+
 @pytest.mark.slow
 def test_mobilenet_v2_on_the_food_photos_then_from_the_cache(food, tmp_path):
     spec, dataset = catalog().get("mobilenet_v2"), load_dataset(food)

@@ -119,6 +119,21 @@ def test_unreadable_results_are_one_line_errors(tmp_path, content, message):
         read_results(tmp_path)
 
 
+@pytest.mark.parametrize("name", ["../../x", "/home", "..", "a\\b", ""])
+def test_a_row_named_like_a_path_is_refused_in_one_line(tmp_path, name):
+    """A later bench removes the files of each earlier row by its name: none may lead outside."""
+    write_results(tmp_path, ROWS, META)
+    written = json.loads((tmp_path / "results.json").read_text())
+    written["backbones"][0]["backbone"] = name
+    (tmp_path / "results.json").write_text(json.dumps(written))
+    with pytest.raises(ZooError) as refused:
+        read_results(tmp_path)
+    assert str(refused.value) == (
+        f"{tmp_path / 'results.json'}: backbone row 1 has backbone {name!r}, which is a path, not a name: "
+        "its files would lie outside the results folder; delete that row, or rerun the bench into a new --out"
+    )
+
+
 def test_zoo_report_rerenders_everything_without_importing_tensorflow(tmp_path):
     write_results(tmp_path, ROWS, META)
     for name in ("results.md", "results.csv", "accuracy_vs_speed.png", "confusion_slow_big.png"):

@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 
 from zoo.errors import ZooError
-from zoo.spec import PREPROCESSING, BackboneSpec, Weights
+from zoo.spec import PREPROCESSING, BackboneSpec, Weights, file_stem
 
 
 def make_spec(**changes) -> BackboneSpec:
@@ -61,3 +61,11 @@ def test_output_ranges_of_the_named_kinds():
     assert PREPROCESSING["symmetric"].output_range() == (-1, 1)
     low, high = PREPROCESSING["torch"].output_range()
     assert -2.2 < low < -2.0 and 2.6 < high < 2.7
+
+
+@pytest.mark.parametrize("name", ["../../x", "/home", "..", ".", "a\\b", "", "a\0b"])
+def test_a_name_that_is_a_path_names_no_file(name):
+    """Every file and folder of a row (written, and removed by a later bench) is named by file_stem."""
+    with pytest.raises(ZooError, match=r"^backbone .* is a path, not a name: its files would lie outside"):
+        file_stem(name)
+    assert file_stem("efficientnet_b0:hub") == "efficientnet_b0@hub"

@@ -397,7 +397,8 @@ def _keeper(out_dir: Path, spec: BackboneSpec, settings: BenchSettings, classifi
 
 
 def _remove_row_files(out_dir: Path, name: str) -> None:
-    """What a bench wrote into `out_dir` for the row of `name`: classifier, log, predictions, plot."""
+    """What a bench wrote into `out_dir` for the row of `name`: classifier, log, predictions, plot.
+    A name that is a path (`../../x`) is refused (file_stem) before anything is removed."""
     for folder in (out_dir / "models" / file_stem(name), out_dir / "tensorboard" / name):
         shutil.rmtree(folder, ignore_errors=True)
     for path in (ensemble.predictions_path(out_dir, name), out_dir / plots.confusion_file(name)):

@@ -27,6 +27,7 @@ from rich.table import Table
 from zoo import atomic, stats
 from zoo.errors import ZooError
 from zoo.row import BenchRow
+from zoo.spec import path_problem
 from zoo.tables import Column, dropped_note, fitted_table
 
 FORMAT = "zoo-bench-results/1"
@@ -436,6 +437,9 @@ def _row_problem(row) -> str:
     for key in ("backbone", "status"):
         if not isinstance(row.get(key), str):
             return f"has no {key!r} text"
+    unsafe = path_problem(row["backbone"])
+    if unsafe:
+        return f"has backbone {row['backbone']!r}, which {unsafe}"
     if row["status"] not in ("ok", "failed"):
         return f"has status {row['status']!r}; a row is 'ok' or 'failed'"
     if row["status"] == "failed" and not (isinstance(row.get("error"), str) and row["error"].strip()):

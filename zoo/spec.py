@@ -83,9 +83,22 @@ def callable_name(fn: Callable) -> str:
     return f"{getattr(fn, '__module__', None) or type(fn).__module__}.{name}"
 
 
+def path_problem(name: str) -> str:
+    """Why `name` cannot name a row's files inside the results folder ('' when it can): a row of
+    a hand-edited or damaged results.json named `../../x` or `/home` would have a later bench,
+    which removes the files of an earlier one's rows, remove what lies outside the folder."""
+    if name in ("", ".", "..") or any(char in name for char in "/\\\0"):
+        return "is a path, not a name: its files would lie outside the results folder"
+    return ""
+
+
 def file_stem(name: str) -> str:
     """A backbone's (or the ensemble row's) name as a file or folder name: its `:` (not allowed
-    on Windows) as `@`, which no name holds, so two names never share a file (`q:v1`, `q_v1`)."""
+    on Windows) as `@`, which no name holds, so two names never share a file (`q:v1`, `q_v1`).
+    A name that is a path is refused (path_problem): no file of a row is ever outside --out."""
+    problem = path_problem(name)
+    if problem:
+        raise ZooError(f"backbone {name!r} {problem}; rename it")
     return name.replace(":", "@")
 
 
