@@ -301,7 +301,7 @@ def test_mobilenet_v2_on_the_food_photos_then_from_the_cache(food, tmp_path):
 
 
 def test_names_that_differ_only_by_colon_or_underscore_keep_their_own_files(tmp_path, tiny_dataset, monkeypatch):
-    """`q:v1` and `q_v1` are both valid names: each row keeps its own classifier and plots."""
+    """`q:v1` and `q_v1` are both valid names: each row keeps its own classifier, plots and logs."""
     from conftest import PLUGIN_HEAD, write_plugins
 
     plugin = PLUGIN_HEAD + textwrap.dedent(
@@ -317,6 +317,7 @@ def test_names_that_differ_only_by_colon_or_underscore_keep_their_own_files(tmp_
     )
     write_plugins(tmp_path, monkeypatch, names=plugin)
     out = tmp_path / "out"
+    (out / "tensorboard/q:v1").mkdir(parents=True)  # as an older zoo named its logs
     result = CliRunner().invoke(app, ["bench", "q:v1", "q_v1", "--data", str(tiny_dataset), "--out", str(out),
                                       "--epochs", "1", "--batch-size", "4", "--weights", "none", "--folds", "0"])
     assert result.exit_code == 0, result.output
@@ -324,6 +325,9 @@ def test_names_that_differ_only_by_colon_or_underscore_keep_their_own_files(tmp_
     assert kept == {"q:v1": "models/q@v1", "q_v1": "models/q_v1"}
     assert json.loads((out / "models/q@v1/zoo.json").read_text())["backbone"] == "q:v1"
     assert (out / "confusion_q@v1.png").is_file() and (out / "confusion_q_v1.png").is_file()
+    # The logs too: a folder name with `:` does not work on Windows.
+    assert sorted(path.name for path in (out / "tensorboard").iterdir()) == ["q@v1", "q_v1"]
+    assert list((out / "tensorboard/q@v1").rglob("events.out.tfevents.*"))
 
 
 def test_a_backbone_named_twice_is_benched_once(tiny_plugin, tiny_dataset, tmp_path):

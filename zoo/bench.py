@@ -399,7 +399,11 @@ def _keeper(out_dir: Path, spec: BackboneSpec, settings: BenchSettings, classifi
 def _remove_row_files(out_dir: Path, name: str) -> None:
     """What a bench wrote into `out_dir` for the row of `name`: classifier, log, predictions, plot.
     A name that is a path (`../../x`) is refused (file_stem) before anything is removed."""
-    for folder in (out_dir / "models" / file_stem(name), out_dir / "tensorboard" / name):
+    for folder in (
+        out_dir / "models" / file_stem(name),
+        board.log_folder(out_dir, name),
+        out_dir / "tensorboard" / name,  # a `:` name's log folder as zoo named it before board.log_folder
+    ):
         shutil.rmtree(folder, ignore_errors=True)
     for path in (ensemble.predictions_path(out_dir, name), out_dir / plots.confusion_file(name)):
         path.unlink(missing_ok=True)
@@ -530,7 +534,7 @@ def run_bench(
                     benched.append(finished_before[spec.name])
                     finished(finished_before[spec.name], True)
                 continue
-            log_dir = out_dir / "tensorboard" / spec.name if chief else None
+            log_dir = board.log_folder(out_dir, spec.name) if chief else None
             keep = _keeper(out_dir, spec, settings, classifiers) if chief else None
             predictions = ensemble.predictions_path(out_dir, spec.name) if chief else None
             if chief:  # a row's files are its own or none

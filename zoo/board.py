@@ -10,9 +10,16 @@ import shutil
 from pathlib import Path
 
 from zoo.row import BenchRow
+from zoo.spec import file_stem
 
 #: The final metrics the HParams dashboard shows for each backbone.
 METRICS = ("top1", "top5", "top1_frozen", "images_per_sec", "latency_ms_p50", "train_seconds")
+
+
+def log_folder(out_dir: Path, name: str) -> Path:
+    """A row's run folder under `out_dir`: named as the row's other files are (file_stem), so a
+    `:` name works on Windows too."""
+    return out_dir / "tensorboard" / file_stem(name)
 
 
 def hparams(row: BenchRow) -> dict:
