@@ -122,3 +122,37 @@ def test_confusion_matrix_png_grows_with_the_classes(tmp_path, classes):
     assert width >= 500 and height >= 500
     if classes == 50:
         assert height >= 1500  # about 30 px per class: 50 names stay legible
+
+
+def _texts_when_saved(monkeypatch) -> list:
+    """Every text of each figure saved from now on, as matplotlib holds it when it draws them."""
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+
+    texts = []
+    save = Figure.savefig
+
+    def spy(figure, *args, **kwargs):
+        texts.extend(text for text in figure.findobj(Text) if text.get_text())
+        return save(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    return texts
+
+
+def test_names_with_dollar_signs_are_shown_as_they_are_not_as_math(tmp_path, monkeypatch):
+    """`$\\foo$` would stop the plot (an unknown symbol); `$x^2$` would be drawn as x²."""
+    texts = _texts_when_saved(monkeypatch)
+    results = _rows()
+    results["dataset"]["root"] = "/data/$x^2$ $\\foo$"
+    results["backbones"][0]["backbone"] = "net$\\foo$"
+    plots.accuracy_vs_speed(results, compare(results["backbones"], results["dataset"]["test_labels"]),
+                            tmp_path / "plot.png")
+    row = {"backbone": "net$\\foo$", "top1": 0.5, "confusion_matrix": [[1, 0], [0, 1]]}
+    plots.confusion_matrix(row, ["$x^2$", "$\\foo$"], tmp_path / "confusion.png")
+    assert (tmp_path / "plot.png").read_bytes()[:8] == PNG and (tmp_path / "confusion.png").read_bytes()[:8] == PNG
+    shown = [text for text in texts if "$" in text.get_text()]
+    assert {text.get_text() for text in shown} >= {"$x^2$", "$\\foo$"}
+    assert any(text.get_text().startswith("net$\\foo$ (") for text in shown)  # the plot's label of the row
+    assert any(text.get_text().startswith("$x^2$ $\\foo$, 60 test images") for text in shown)  # its title
+    assert not any(text.get_parse_math() for text in shown)

@@ -6,7 +6,9 @@ atomically: a reader never sees half a PNG.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +20,21 @@ from zoo.spec import file_stem
 _OFFSETS = ((8, 6), (8, -14), (-8, 6), (-8, -14), (0, 12), (0, -20))
 
 
-def _pyplot():
+@contextlib.contextmanager
+def _figure(size: tuple[float, float], dpi: int) -> Iterator[tuple[Any, Any]]:
+    """A new figure and its axes, closed when done, in which text is shown as it is: names come
+    from users (a class folder `$5 $off`), and matplotlib would set text between `$`s as math."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    return pyplot
+    with matplotlib.rc_context({"text.parse_math": False}):  # read as each text, tick label too, is made
+        figure, axes = pyplot.subplots(figsize=size, dpi=dpi)
+        try:
+            yield figure, axes
+        finally:
+            pyplot.close(figure)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -99,15 +109,13 @@ def accuracy_vs_speed(results: dict, statistics: dict, path: Path) -> None:
     """Top-1 (with its 95 % interval) against images/s: marker area by parameters, the Pareto
     front dashed, random-weight rows hollow and labelled, an ensemble a diamond (in the legend),
     chance level dotted."""
-    pyplot = _pyplot()
     rows = [
         r for r in results["backbones"] if r["status"] == "ok" and r.get("top1") is not None and r.get("images_per_sec")
     ]
     dataset = results.get("dataset", {})
     classes = len(dataset.get("classes") or ()) or None
     test_images = statistics.get("test_images") or dataset.get("test_images")
-    figure, axes = pyplot.subplots(figsize=(9, 6), dpi=120)
-    try:
+    with _figure((9, 6), 120) as (figure, axes):
         if rows:
             largest = max(r.get("params") or 1 for r in rows)
             points = [(r["images_per_sec"], r["top1"] * 100) for r in rows]
@@ -184,8 +192,6 @@ def accuracy_vs_speed(results: dict, statistics: dict, path: Path) -> None:
         axes.grid(True, which="both", alpha=0.3)
         figure.tight_layout()
         _save(figure, path)
-    finally:
-        pyplot.close(figure)
 
 
 def confusion_file(backbone: str) -> str:
@@ -198,7 +204,6 @@ def confusion_matrix(row: dict, classes: list[str], path: Path) -> None:
     both axes; sized and lettered to stay readable up to 50 classes."""
     import numpy as np
 
-    pyplot = _pyplot()
     counts = np.asarray(row["confusion_matrix"], dtype=float)
     n = len(counts)
     given = classes if len(classes) == n else [str(index) for index in range(n)]  # e.g. a matrix of another run
@@ -207,8 +212,7 @@ def confusion_matrix(row: dict, classes: list[str], path: Path) -> None:
     shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
     side = min(max(5.0, 0.3 * n + 3), 19.0)
     font = max(7.0, min(10.0, 350 / max(n, 1)))
-    figure, axes = pyplot.subplots(figsize=(side + 1, side), dpi=100)
-    try:
+    with _figure((side + 1, side), 100) as (figure, axes):
         image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
         figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the true class")
         axes.set_xticks(range(n), names, rotation=90, fontsize=font)
@@ -232,8 +236,6 @@ def confusion_matrix(row: dict, classes: list[str], path: Path) -> None:
         axes.set_title(f"{row['backbone']}{top1}: confusion matrix, normalised by true class", fontsize=10)
         figure.tight_layout()
         _save(figure, path)
-    finally:
-        pyplot.close(figure)
 
 
 def _save(figure, path: Path) -> None:
