@@ -1,5 +1,7 @@
 """The pictures, read back: PNGs of the expected size, labels that do not overlap, the front."""
 
+import warnings
+
 import pytest
 
 from zoo import plots
@@ -156,3 +158,71 @@ def test_names_with_dollar_signs_are_shown_as_they_are_not_as_math(tmp_path, mon
     assert any(text.get_text().startswith("net$\\foo$ (") for text in shown)  # the plot's label of the row
     assert any(text.get_text().startswith("$x^2$ $\\foo$, 60 test images") for text in shown)  # its title
     assert not any(text.get_parse_math() for text in shown)
+
+
+CJK = ["寿司", "ラーメン"]
+
+
+def _font_with(characters: str, path) -> str:
+    """A TrueType font file whose only glyphs, squares, are `characters`; its family name."""
+    from fontTools.fontBuilder import FontBuilder
+    from fontTools.pens.ttGlyphPen import TTGlyphPen
+
+    names = {ord(char): f"uni{ord(char):04X}" for char in characters}
+    pen = TTGlyphPen(None)
+    for x, y in ((100, 0), (100, 800), (900, 800), (900, 0)):
+        (pen.lineTo if x != 100 or y else pen.moveTo)((x, y))
+    pen.closePath()
+    builder = FontBuilder(1000, isTTF=True)
+    builder.setupGlyphOrder([".notdef", *names.values()])
+    builder.setupCharacterMap(names)
+    builder.setupGlyf({name: pen.glyph() for name in [".notdef", *names.values()]})
+    builder.setupHorizontalMetrics({name: (1000, 100) for name in [".notdef", *names.values()]})
+    builder.setupHorizontalHeader(ascent=800, descent=-200)
+    builder.setupNameTable({"familyName": "Zoo Test Glyphs", "styleName": "Regular"})
+    builder.setupOS2()
+    builder.setupPost()
+    builder.save(str(path))
+    return "Zoo Test Glyphs"
+
+
+@pytest.fixture
+def cjk_font(tmp_path):
+    """A font with the glyphs of CJK, installed for matplotlib while the test runs."""
+    from matplotlib import font_manager
+
+    family = _font_with("".join(CJK), tmp_path / "glyphs.ttf")
+    before = list(font_manager.fontManager.ttflist)
+    font_manager.fontManager.addfont(tmp_path / "glyphs.ttf")
+    yield family
+    font_manager.fontManager.ttflist[:] = before
+    font_manager.fontManager._findfont_cached.cache_clear()
+
+
+def _both_plots(tmp_path, classes):
+    results = _rows()
+    results["dataset"].update(root=f"/data/{classes[0]}", classes=classes + ["c", "d"])
+    plots.accuracy_vs_speed(results, compare(results["backbones"], results["dataset"]["test_labels"]),
+                            tmp_path / "plot.png")
+    row = {"backbone": "net", "top1": 0.5, "confusion_matrix": [[1, 0], [0, 1]]}
+    plots.confusion_matrix(row, classes, tmp_path / "confusion.png")
+
+
+def test_cjk_names_are_drawn_in_an_installed_font_that_has_them(tmp_path, monkeypatch, cjk_font, caplog):
+    texts = _texts_when_saved(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a glyph missing from every font of the text would warn
+        _both_plots(tmp_path, CJK)
+    named = [text for text in texts if any(name in text.get_text() for name in CJK)]
+    assert {text.get_text() for text in named} >= {*CJK, "寿司, 60 test images: accuracy vs speed (marker area = "
+                                                       "parameters; hollow = random weights)"}
+    assert all(cjk_font in text.get_fontfamily() for text in named)
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]
+
+
+def test_cjk_names_without_a_font_for_them_print_no_warnings(tmp_path, capfd, caplog):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _both_plots(tmp_path, CJK)
+    assert (tmp_path / "confusion.png").read_bytes()[:8] == PNG
+    assert capfd.readouterr() == ("", "") and not caplog.records

@@ -7,8 +7,10 @@ atomically: a reader never sees half a PNG.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +22,52 @@ from zoo.spec import file_stem
 _OFFSETS = ((8, 6), (8, -14), (-8, 6), (-8, -14), (0, 12), (0, -20))
 
 
+@functools.cache
+def _characters(font_file: str) -> frozenset[str]:
+    """The characters a font file has glyphs for (none when FreeType cannot read it)."""
+    from matplotlib.ft2font import FT2Font
+
+    try:
+        return frozenset(map(chr, FT2Font(font_file).get_charmap()))
+    except (OSError, RuntimeError, ValueError):
+        return frozenset()
+
+
+def _fallback_fonts(texts: Iterable[str]) -> list[str]:
+    """Installed font families that have the characters of `texts` the default font lacks
+    (class folders named 寿司 or ラーメン: boxes in DejaVu Sans), few, in font_manager's order."""
+    from matplotlib import font_manager
+
+    default = _characters(font_manager.findfont(font_manager.FontProperties()))
+    missing = {char for text in texts for char in text if char.isprintable()} - default - {" "}
+    families: list[str] = []
+    for font in font_manager.fontManager.ttflist:
+        if not missing:
+            break
+        if font.name.replace(" ", "").startswith("LastResort"):  # it has every character: each a box
+            continue
+        found = missing & _characters(font.fname)
+        if found and font.name not in families:
+            families.append(font.name)
+            missing -= found
+    return families
+
+
 @contextlib.contextmanager
-def _figure(size: tuple[float, float], dpi: int) -> Iterator[tuple[Any, Any]]:
-    """A new figure and its axes, closed when done, in which text is shown as it is: names come
-    from users (a class folder `$5 $off`), and matplotlib would set text between `$`s as math."""
+def _figure(size: tuple[float, float], dpi: int, texts: Iterable[str]) -> Iterator[tuple[Any, Any]]:
+    """A new figure and its axes, closed when done, in which `texts` (names from users) are shown
+    as they are: not set as math between `$`s (a class folder `$5 $off`), and in a font that has
+    their characters where one is installed (_fallback_fonts); else as boxes, with no warning
+    for each missing glyph."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    with matplotlib.rc_context({"text.parse_math": False}):  # read as each text, tick label too, is made
+    fonts = [*matplotlib.rcParams["font.family"], *_fallback_fonts(texts)]
+    style = matplotlib.rc_context({"text.parse_math": False, "font.family": fonts})
+    with style, warnings.catch_warnings():  # read as each text, tick label too, is made
+        warnings.filterwarnings("ignore", "Glyph .* missing from font", UserWarning)
         figure, axes = pyplot.subplots(figsize=size, dpi=dpi)
         try:
             yield figure, axes
@@ -115,7 +153,8 @@ def accuracy_vs_speed(results: dict, statistics: dict, path: Path) -> None:
     dataset = results.get("dataset", {})
     classes = len(dataset.get("classes") or ()) or None
     test_images = statistics.get("test_images") or dataset.get("test_images")
-    with _figure((9, 6), 120) as (figure, axes):
+    name = Path(dataset.get("root", "")).name or "results"
+    with _figure((9, 6), 120, [name, *(row["backbone"] for row in rows)]) as (figure, axes):
         if rows:
             largest = max(r.get("params") or 1 for r in rows)
             points = [(r["images_per_sec"], r["top1"] * 100) for r in rows]
@@ -184,7 +223,6 @@ def accuracy_vs_speed(results: dict, statistics: dict, path: Path) -> None:
             axes.text(0.5, 0.5, "no finished backbones", ha="center", va="center", transform=axes.transAxes)
         axes.set_xlabel("inference throughput (images/s, log scale)")
         axes.set_ylabel("top-1 accuracy (%), bars: 95 % interval")
-        name = Path(dataset.get("root", "")).name or "results"
         on = f", {test_images} test images" if test_images else ""
         axes.set_title(
             f"{name}{on}: accuracy vs speed (marker area = parameters; hollow = random weights)", fontsize=10
@@ -212,7 +250,7 @@ def confusion_matrix(row: dict, classes: list[str], path: Path) -> None:
     shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
     side = min(max(5.0, 0.3 * n + 3), 19.0)
     font = max(7.0, min(10.0, 350 / max(n, 1)))
-    with _figure((side + 1, side), 100) as (figure, axes):
+    with _figure((side + 1, side), 100, [row["backbone"], *names]) as (figure, axes):
         image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
         figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the true class")
         axes.set_xticks(range(n), names, rotation=90, fontsize=font)
