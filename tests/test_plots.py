@@ -135,7 +135,7 @@ def _texts_when_saved(monkeypatch) -> list:
     save = Figure.savefig
 
     def spy(figure, *args, **kwargs):
-        texts.extend(text for text in figure.findobj(Text) if text.get_text())
+        texts.extend(text for text in figure.findobj(Text) if text.get_text() and text.get_visible())
         return save(figure, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", spy)
@@ -226,3 +226,26 @@ def test_cjk_names_without_a_font_for_them_print_no_warnings(tmp_path, capfd, ca
         _both_plots(tmp_path, CJK)
     assert (tmp_path / "confusion.png").read_bytes()[:8] == PNG
     assert capfd.readouterr() == ("", "") and not caplog.records
+
+
+def test_long_class_names_are_cut_in_the_middle_so_names_that_begin_alike_stay_apart(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    ticks = []
+    save = Figure.savefig
+
+    def spy(figure, *args, **kwargs):
+        axes = figure.axes[0]
+        ticks.append(([label.get_text() for label in axes.get_xticklabels()],
+                      [label.get_text() for label in axes.get_yticklabels()]))
+        return save(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    names = ["pizza_margherita_small_portion", "pizza_margherita_large_portion", "soup",
+             "class_aaaaaaaaaa_1_bbbbbbbbbb", "class_aaaaaaaaaa_2_bbbbbbbbbb"]
+    row = {"backbone": "net", "top1": 0.5, "confusion_matrix": [[int(i == j) for j in range(5)] for i in range(5)]}
+    plots.confusion_matrix(row, names, tmp_path / "confusion.png")
+    shown = ["pizza_mar…ll_portion", "pizza_mar…ge_portion", "soup",
+             # alike at both ends: whole, rather than two labels that read the same
+             "class_aaaaaaaaaa_1_bbbbbbbbbb", "class_aaaaaaaaaa_2_bbbbbbbbbb"]
+    assert ticks == [(shown, shown)]

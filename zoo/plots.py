@@ -237,6 +237,15 @@ def confusion_file(backbone: str) -> str:
     return f"confusion_{file_stem(backbone)}.png"
 
 
+def _tick_labels(names: list[str], width: int = 20) -> list[str]:
+    """Class names cut to `width` characters in the middle, their start and end kept: names that
+    begin alike (`pizza_margherita_small`, `pizza_margherita_large`) stay apart. Names that
+    would still read alike are kept whole."""
+    head = (width - 1) // 2
+    cut = [name if len(name) <= width else f"{name[:head]}…{name[head + 1 - width :]}" for name in names]
+    return [short if cut.count(short) == 1 else name for short, name in zip(cut, names)]
+
+
 def confusion_matrix(row: dict, classes: list[str], path: Path) -> None:
     """The backbone's confusion matrix, each true class's row normalised to 1, class names on
     both axes; sized and lettered to stay readable up to 50 classes."""
@@ -245,7 +254,7 @@ def confusion_matrix(row: dict, classes: list[str], path: Path) -> None:
     counts = np.asarray(row["confusion_matrix"], dtype=float)
     n = len(counts)
     given = classes if len(classes) == n else [str(index) for index in range(n)]  # e.g. a matrix of another run
-    names = [name if len(name) <= 20 else name[:19] + "…" for name in given]
+    names = _tick_labels(given)
     totals = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
     side = min(max(5.0, 0.3 * n + 3), 19.0)
