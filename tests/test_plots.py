@@ -249,3 +249,35 @@ def test_long_class_names_are_cut_in_the_middle_so_names_that_begin_alike_stay_a
              # alike at both ends: whole, rather than two labels that read the same
              "class_aaaaaaaaaa_1_bbbbbbbbbb", "class_aaaaaaaaaa_2_bbbbbbbbbb"]
     assert ticks == [(shown, shown)]
+
+
+def test_a_long_title_is_wrapped_within_the_figure_above_the_plot(tmp_path, monkeypatch):
+    """A long dataset folder (or ensemble) name ran off both sides of the figure."""
+    from matplotlib.figure import Figure
+
+    placed = []
+    save = Figure.savefig
+
+    def spy(figure, *args, **kwargs):
+        axes, renderer = figure.axes[0], figure.canvas.get_renderer()
+        placed.append((axes.title.get_text(), axes.title.get_window_extent(renderer), figure.bbox,
+                       axes.get_window_extent(renderer)))
+        return save(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    results = _rows()
+    long_name = "food_photos_from_the_2021_summer_collection_of_the_market_in_the_old_town_square_v2"
+    results["dataset"]["root"] = f"/data/{long_name}"
+    plots.accuracy_vs_speed(results, compare(results["backbones"], results["dataset"]["test_labels"]),
+                            tmp_path / "plot.png")
+    row = {"backbone": "ensemble(efficientnet_lite0+efficientnet_lite1+mobilenet_v2_100_224:hub)", "top1": 0.5,
+           "confusion_matrix": [[1, 0], [0, 1]]}
+    plots.confusion_matrix(row, ["a", "b"], tmp_path / "confusion.png")
+    results["dataset"]["root"] = "/data/food"
+    plots.accuracy_vs_speed(results, {}, tmp_path / "short.png")
+    (plot, title, figure, frame), (confusion, *_), (short, *_) = placed
+    assert plot.splitlines()[0] == f"{long_name}, 60 test images:"
+    assert plot.splitlines()[1] == "accuracy vs speed (marker area = parameters; hollow = random weights)"
+    assert figure.x0 <= title.x0 and title.x1 <= figure.x1 and title.y1 <= figure.y1 and title.y0 >= frame.y1
+    assert confusion.splitlines()[-1] == "confusion matrix, normalised by true class"
+    assert "\n" not in short  # one that fits stays on one line

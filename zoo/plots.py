@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import textwrap
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -224,9 +225,7 @@ def accuracy_vs_speed(results: dict, statistics: dict, path: Path) -> None:
         axes.set_xlabel("inference throughput (images/s, log scale)")
         axes.set_ylabel("top-1 accuracy (%), bars: 95 % interval")
         on = f", {test_images} test images" if test_images else ""
-        axes.set_title(
-            f"{name}{on}: accuracy vs speed (marker area = parameters; hollow = random weights)", fontsize=10
-        )
+        _set_title(axes, f"{name}{on}", "accuracy vs speed (marker area = parameters; hollow = random weights)")
         axes.grid(True, which="both", alpha=0.3)
         figure.tight_layout()
         _save(figure, path)
@@ -280,9 +279,22 @@ def confusion_matrix(row: dict, classes: list[str], path: Path) -> None:
                             color="white" if shares[i, j] > 0.5 else "black",
                         )
         top1 = f", top-1 {row['top1']:.1%}" if row.get("top1") is not None else ""
-        axes.set_title(f"{row['backbone']}{top1}: confusion matrix, normalised by true class", fontsize=10)
+        _set_title(axes, f"{row['backbone']}{top1}", "confusion matrix, normalised by true class")
         figure.tight_layout()
         _save(figure, path)
+
+
+def _set_title(axes, subject: str, about: str) -> None:
+    """`subject: about` as the title, on one line where it fits the figure's width; else the
+    subject (a long dataset folder, an ensemble's members) wrapped on lines of its own, above
+    `about`: a title wider than the figure ran off both its sides."""
+    title = axes.set_title(f"{subject}: {about}", fontsize=10)
+    figure = axes.figure
+    renderer, room = figure.canvas.get_renderer(), 0.9 * figure.bbox.width  # centred over the axes, not the figure
+    characters = len(title.get_text())
+    while title.get_window_extent(renderer).width > room and characters > 10:
+        characters = int(characters * 0.9)
+        title.set_text("\n".join(textwrap.wrap(f"{subject}:", characters) + textwrap.wrap(about, characters)))
 
 
 def _save(figure, path: Path) -> None:
