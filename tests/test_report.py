@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -65,6 +66,27 @@ def test_markdown_has_every_row_best_values_bold_and_the_environment():
     assert "failed: ValueError: no \\| good" in table[3]
     assert "**Random weights**" in text and "fast_small" in text.split("**Random weights**")[1]
     assert "tensorflow 2.x" in text
+
+
+def test_markdown_shows_names_paths_and_errors_as_they_are_one_table_row_each():
+    """`|`, backticks, `*`, `_`, `<` and line breaks are markup, or end a table row."""
+    from html import unescape
+
+    from markdown_it import MarkdownIt
+
+    error = "ValueError: bad `x | *y* _z_ <b>[link](u) &amp; p < 1 ~~no~~\nnext line"
+    rows = [row("_net_a*", 0.9, 30.0, 1000), {"backbone": "broken", "status": "failed", "error": error}]
+    root = "/data/my `food` <x>"
+    html = MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(  # as GitHub reads it
+        markdown({**META, "dataset": {**META["dataset"], "root": root}, "backbones": rows})
+    )
+    assert re.search(r"<h1>(.*)</h1>", html)[1] == "zoo bench: my `food` &lt;x&gt;"
+    assert re.search(r"<code>(.*)</code>", html)[1] == "/data/my `food` &lt;x&gt;"
+    table = [[unescape(cell.replace("<br>", "\n")) for cell in re.findall(r"<td>(.*?)</td>", line, re.S)]
+             for line in re.findall(r"<tr>(.*?)</tr>", html.split("<tbody>")[1], re.S)]
+    assert [line[0] for line in table] == ["_net_a*", "broken"]
+    assert table[1][-1] == f"failed: {error}"
+    assert table[0][1] == "<strong>90.0%</strong>"  # zoo's own markup stays markup
 
 
 def test_csv_keeps_nested_fields_as_json():

@@ -229,43 +229,62 @@ def results_table(
     return table, dropped_note(dropped, SEE_ALL) if dropped else None
 
 
+#: What Markdown reads as markup in text: `_` only where it can start or end emphasis, `<` a
+#: tag, `&` an entity, so names and numbers stay readable (`efficientnet_b0`, `p < 0.001`).
+_MARKUP = re.compile(r"[\\`*\[\]|~]|(?<![^\W_])_|_(?![^\W_])|<(?=[A-Za-z/!?])|&(?=[#A-Za-z])")
+
+
+def _markdown_text(text: str) -> str:
+    """User text (a name, a path, an error) as Markdown that shows it as it is: each character
+    Markdown reads as markup escaped, each line break a `<br>`, so a table row stays one row."""
+    return re.sub(r"\r\n|\r|\n", "<br>", _MARKUP.sub(lambda found: "\\" + found[0], text))
+
+
+def _code(text: str) -> str:
+    """`text` (a path) as a Markdown code span, fenced by more backticks than it holds in a row."""
+    text = " ".join(text.splitlines())
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}" if "`" in text else f"`{text}`"
+
+
 def markdown(results: dict) -> str:
     """The comparison as Markdown, every column, best values in bold, ready to paste into a README."""
     rows = table_rows(results)
     columns = shown_columns(results, rows)
     best = best_values(rows, columns)
     dataset = results.get("dataset", {})
-    lines = [f"# zoo bench: {Path(dataset.get('root', '')).name or 'results'}", ""]
+    lines = [f"# zoo bench: {_markdown_text(Path(dataset.get('root', '')).name or 'results')}", ""]
     if dataset:
         lines += [
             f"{len(dataset.get('classes', []))} classes, {dataset.get('train_images')} train and "
-            f"{dataset.get('test_images')} test images from `{dataset.get('root')}`.",
+            f"{dataset.get('test_images')} test images from {_code(str(dataset.get('root')))}.",
             "",
         ]
     lines += ["| " + " | ".join(header for _, header, _, _ in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = []
         for key, _, _, _ in columns:
-            text = display_name(row) if key == "backbone" else cell_text(key, row.get(key))
+            text = _markdown_text(display_name(row) if key == "backbone" else cell_text(key, row.get(key)))
             if key == "status" and row["status"] != "ok":
-                text = f"failed: {row['error']}"
+                text = f"failed: {_markdown_text(row['error'])}"
             elif row["status"] == "ok" and key in best and row.get(key) == best[key]:
                 text = f"**{text}**"
-            cells.append(text.replace("|", "\\|"))
+            cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     verdict = statistics(results)["summary"]
     if verdict:
-        lines += ["", verdict + " 95% CI: Wilson interval of top-1."]
+        lines += ["", _markdown_text(verdict) + " 95% CI: Wilson interval of top-1."]
     untrained = random_weights(rows)
     if untrained:
         lines += [
             "",
-            f"**Random weights** (no pretrained file): {', '.join(untrained)}; "
+            f"**Random weights** (no pretrained file): {_markdown_text(', '.join(untrained))}; "
             "their accuracy says nothing about transfer learning.",
         ]
     environment = results.get("environment", {})
     if environment:
-        lines += ["", "Measured on: " + ", ".join(f"{key} {value}" for key, value in environment.items()) + "."]
+        measured = ", ".join(f"{key} {value}" for key, value in environment.items())
+        lines += ["", f"Measured on: {_markdown_text(measured)}."]
     return "\n".join(lines) + "\n"
 
 
