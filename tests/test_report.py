@@ -99,6 +99,18 @@ def test_csv_keeps_nested_fields_as_json():
     assert json.loads(with_statistics[0]["top1_ci95"]) == [0.4, 0.9] and with_statistics[0]["tied_with_best"] == "True"
 
 
+def test_csv_keeps_text_a_spreadsheet_would_run_as_a_formula_text_and_names_readable():
+    hostile = row("=cmd", 0.5, 10.0, 5, error="@SUM(A1)", weights_note="+1 -2", runtime_note="-x",
+                  feature_cache="\tmiss", speed_from="\rruns", per_class_accuracy={"寿司": 1.0, "=a": -0.0})
+    text = csv_text([hostile])
+    [parsed] = list(csv.DictReader(io.StringIO(text)))
+    assert [parsed[key] for key in ("backbone", "error", "weights_note", "runtime_note", "feature_cache")] == [
+        "'=cmd", "'@SUM(A1)", "'+1 -2", "'-x", "'\tmiss"]
+    assert parsed["speed_from"] == "'\rruns"
+    assert parsed["top1"] == "0.5" and parsed["params"] == "5"  # numbers as they are
+    assert parsed["per_class_accuracy"] == '{"寿司": 1.0, "=a": -0.0}' and "\\u" not in text
+
+
 def test_write_then_read_round_trips(tmp_path):
     written = write_results(tmp_path, ROWS, META)
     assert read_results(tmp_path) == written

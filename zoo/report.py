@@ -298,8 +298,19 @@ def csv_text(rows: list[dict], compared: dict[str, dict] | None = None) -> str:
     writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()})
+        writer.writerow({key: csv_cell(value) for key, value in row.items()})
     return buffer.getvalue()
+
+
+def csv_cell(value):
+    """A value as a CSV cell: a table or list as JSON (non-ASCII names as they are, not \\u5bff);
+    text that a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, a tab or CR first) kept
+    text by a leading `'`; numbers as they are."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str) and value.startswith(("=", "+", "-", "@", "\t", "\r")):
+        return "'" + value
+    return value
 
 
 def write_reports(out_dir: Path, results: dict, drawn: Collection[str] | None = None, plot: bool = True) -> None:
