@@ -152,3 +152,16 @@ def test_a_feature_file_whose_record_is_gone_is_listed_as_damaged_and_cleared_wi
     assert "damaged: no record" in CliRunner().invoke(app, ["cache", "list"], env={"COLUMNS": "200"}).stdout
     assert features.clear(backbone="net-a")[0] == 1
     assert [entry["backbone"] for entry in features.entries()] == ["other"]
+
+
+def test_cache_clear_names_datasets_with_square_brackets_as_they_are(tmp_path):
+    """Rich read `[/x]` in a folder's name as a closing tag matching nothing: `Unexpected error`."""
+    cached, other = tmp_path / "food[bold]", tmp_path / "a[" / "x]"  # a path that holds `[/x]`
+    chunks, _ = batches(4, 2)
+    meta = {"dataset": features.dataset_name(cached)}
+    features.store("net", "train", "abc", meta, lambda d: features.extract(chunks, lambda b: b, 4, 2, d))
+    cleared = CliRunner().invoke(app, ["cache", "clear", "--dataset", str(other)])
+    assert cleared.exit_code == 0, cleared.output
+    assert f"nothing cached is for --dataset {other}; cached: {cached} (zoo cache list)" in cleared.stdout
+    listed = CliRunner().invoke(app, ["cache", "list"])
+    assert str(cached) in listed.stdout

@@ -213,3 +213,36 @@ def test_list_fits_80_columns_without_cutting_a_name(monkeypatch):
     for name in BUILT_INS | {"efficientnet_v2_b0:hub", "efficientnet_lite2"}:
         assert any(f"│ {name} " in line for line in lines), name
     assert "Weights" in lines[2]
+
+
+def test_paths_and_names_with_square_brackets_are_printed_as_they_are(tmp_path, monkeypatch):
+    """Rich reads `[bold]` as a style (gone from the line) and `[/x]` as a closing tag that
+    matches nothing (a MarkupError: `Unexpected error`, exit 1)."""
+    folder = tmp_path / "cfg[bold]x[/x]"
+    monkeypatch.setenv("ZOO_CONFIG", str(folder / "config.toml"))
+    monkeypatch.setenv("ZOO_MIRROR", "http://mirror.example/[/x]/")
+    configured = runner.invoke(app, ["config"])
+    assert configured.exit_code == 0, configured.output
+    assert f"config file: {folder / 'config.toml'} (not created yet)" in configured.stdout
+    assert '"http://mirror.example/[/x]/"' in configured.stdout
+    listed = runner.invoke(app, ["weights", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "http://mirror.example/[/x]/" in listed.stdout
+    photos = tmp_path / "a[" / "x]"  # a path that holds `[/x]`
+    photos.mkdir(parents=True)
+    (photos / "photo.jpg").write_bytes(b"")
+    missing = runner.invoke(app, ["predict", str(photos / "model.keras"), str(photos / "photo.jpg")])
+    assert missing.exit_code == 2 and "Unexpected" not in missing.output, missing.output
+
+
+def test_a_progress_step_with_square_brackets_is_shown_as_it_is():
+    """A step names files, e.g. `downloading weights[v2].h5` while weights download."""
+    from rich.console import Console
+
+    from zoo.cli import _bar, _progress
+
+    with _progress() as progress:
+        _bar(progress, progress.add_task("checking images", total=None))("downloading w[/x][bold].h5", 1, 2)
+        console = Console(record=True, width=200)
+        console.print(progress.get_renderable())
+    assert "downloading w[/x][bold].h5" in console.export_text()

@@ -161,7 +161,7 @@ def _warn_broken() -> None:
         )
     for name, claimants in catalog.conflicts.items():
         err.print(
-            f"[yellow]backbone {name} is declared by {' and '.join(claimants)}; left out until you "
+            f"[yellow]backbone {escape(name)} is declared by {escape(' and '.join(claimants))}; left out until you "
             "disable one with ZOO_DISABLE_PLUGINS=<plugin>[/]",
             soft_wrap=True,
         )
@@ -263,7 +263,9 @@ def plugins(
         table.add_column(header)
     for info in infos:
         status = f"[red]broken: {escape(info.error)}[/]" if info.error else "ok"
-        table.add_row(escape(info.name), escape(info.version), escape(info.origin), ", ".join(info.hooks), status)
+        table.add_row(
+            escape(info.name), escape(info.version), escape(info.origin), escape(", ".join(info.hooks)), status
+        )
     out.print(table)
 
 
@@ -307,7 +309,8 @@ def _bar(progress: Progress, task: TaskID) -> StepProgress:
     """zoo's progress callback, drawn as the bar `task`: its step as the description."""
 
     def report(step: str, done: int, total: int) -> None:
-        progress.update(task, description=step, completed=done, total=total or None)
+        # The bar reads its description as markup: a step names files (`downloading w[v2].h5`).
+        progress.update(task, description=escape(step), completed=done, total=total or None)
 
     return report
 
@@ -548,7 +551,7 @@ def bench_with_progress(
 
         def report(step: str, done: int, total: int) -> None:
             if not in_flight:
-                in_flight.append(progress.add_task(step, total=None))
+                in_flight.append(progress.add_task(escape(step), total=None))
             _bar(progress, in_flight[0])(step, done, total)
 
         def finished(row: dict, reused: bool) -> None:
@@ -557,7 +560,7 @@ def bench_with_progress(
             progress.advance(overall)
             if row.get("feature_cache_note"):
                 err.print(
-                    f"[yellow]{row['backbone']}: {escape(row['feature_cache_note'])}[/]",
+                    f"[yellow]{escape(row['backbone'])}: {escape(row['feature_cache_note'])}[/]",
                     highlight=False,
                     soft_wrap=True,
                 )
@@ -802,14 +805,17 @@ def export_command(
                 )
         if data is None:
             raise ZooError("--quantize int8 calibrates on training images: give --data DIR")
-        with err.status(f"reading calibration images from {data}"):
+        with err.status(escape(f"reading calibration images from {data}")):
             calibration = export.calibration_batches(data, meta)
     target = out or export.default_out(meta, fmt, quantize, results)
-    with err.status(f"exporting {meta['backbone']} as {fmt}" + (f" ({quantize})" if quantize != "none" else "")):
+    with err.status(
+        escape(f"exporting {meta['backbone']} as {fmt}" + (f" ({quantize})" if quantize != "none" else ""))
+    ):
         path = export.export(classifier.model, meta, fmt, target, quantize, calibration)
     err.print(
         f"Exported {meta['backbone']} to {path} (+ {export.LABELS}, {export.METADATA}). "
         f"Try it: zoo predict {_quote(path)} IMAGE",
+        markup=False,
         highlight=False,
         soft_wrap=True,
     )
@@ -841,7 +847,7 @@ def predict_command(
         raise ZooError(
             f"--csv {csv_file}: a folder, or in a folder that does not exist or is not writable; give a file path"
         )
-    with err.status(f"loading {model}"):
+    with err.status(escape(f"loading {model}")):
         classifier = predict.load(model)
     if classifier.meta is None:
         indexes = [str(index) for index in range(len(classifier.class_names))]
@@ -858,7 +864,7 @@ def predict_command(
         rows = [{"file": p.file, "top": [{"class": c, "probability": pr} for c, pr in p.top]} for p in predictions]
         out.print_json(json.dumps({"predictions": rows, "skipped": skipped}))
     else:
-        table = Table(title=f"zoo predict: {model.name}")
+        table = Table(title=escape(f"zoo predict: {model.name}"))
         table.add_column("file", overflow="fold")
         for rank in range(1, len(predictions[0].top) + 1):
             table.add_column(f"#{rank}")
@@ -987,7 +993,11 @@ def cache_clear(
             cached = sorted({record[field] for record in records if isinstance(record.get(field), str)})
             if given and given not in cached:
                 listed = ", ".join(cached) or "none"
-                out.print(f"nothing cached is for {option} {given}; cached: {listed} (zoo cache list)", highlight=False)
+                out.print(
+                    f"nothing cached is for {option} {given}; cached: {listed} (zoo cache list)",
+                    markup=False,
+                    highlight=False,
+                )
 
 
 @app.command("config")
@@ -1004,12 +1014,14 @@ def config_command(as_json: bool = typer.Option(False, "--json", help="Print JSO
         out.print_json(json.dumps({"file": str(config.path()), "settings": rows}))
         return
     file = config.path()
-    out.print(f"config file: {file}{'' if file.is_file() else ' (not created yet)'}", highlight=False)
+    out.print(f"config file: {file}{'' if file.is_file() else ' (not created yet)'}", markup=False, highlight=False)
     table = Table(title="zoo settings")
     for header in ("Setting", "Value", "Origin", "Variable", "What it does"):
         table.add_column(header, overflow="fold")
     for row in rows:
-        table.add_row(row["name"], json.dumps(row["value"]), row["origin"], row["env"], row["doc"])
+        table.add_row(
+            *(escape(text) for text in (row["name"], json.dumps(row["value"]), row["origin"], row["env"], row["doc"]))
+        )
     out.print(table)
 
 
@@ -1037,7 +1049,8 @@ def weights_list(
     for header in ("Backbone", "Weights", "Check", "Status", "Path or URL"):
         table.add_column(header, overflow="fold")
     for row in rows:
-        table.add_row(row["backbone"], row["weights"], row["check"], row["status"], row["path"] or row["fetch_from"])
+        cells = (row["backbone"], row["weights"], row["check"], row["status"], row["path"] or row["fetch_from"])
+        table.add_row(*(escape(str(cell)) for cell in cells))
     out.print(table)
 
 
@@ -1073,15 +1086,17 @@ def weights_fetch(
     with _download_progress() as progress:
         for spec in specs:
             if not source_of(spec).has_pretrained(spec):  # named or not, say so: silence reads as done
-                err.print(f"[dim]{spec.name}[/]: no pretrained weights to fetch", highlight=False, soft_wrap=True)
+                err.print(
+                    f"[dim]{escape(spec.name)}[/]: no pretrained weights to fetch", highlight=False, soft_wrap=True
+                )
                 continue
-            task = progress.add_task(spec.name, total=None)
+            task = progress.add_task(escape(spec.name), total=None)
             try:
                 resolved = weights.resolve(spec, "imagenet", prefixed(_bar(progress, task), spec.name))
-                err.print(f"[green]{spec.name}[/]: {escape(resolved.note)}", highlight=False, soft_wrap=True)
+                err.print(f"[green]{escape(spec.name)}[/]: {escape(resolved.note)}", highlight=False, soft_wrap=True)
             except ZooError as exc:
                 failed += 1
-                err.print(f"[red]{spec.name}[/]: {escape(str(exc))}", highlight=False, soft_wrap=True)
+                err.print(f"[red]{escape(spec.name)}[/]: {escape(str(exc))}", highlight=False, soft_wrap=True)
             progress.remove_task(task)
     if failed:
         raise typer.Exit(1)
@@ -1103,7 +1118,7 @@ def weights_verify(
     else:
         for check in checks:
             mark = {True: "[green]ok[/]", False: "[red]BAD[/]", None: "[dim]-[/]"}[check["ok"]]
-            out.print(f"{mark} {check['backbone']}: {escape(check['detail'])}", highlight=False, soft_wrap=True)
+            out.print(f"{mark} {escape(check['backbone'])}: {escape(check['detail'])}", highlight=False, soft_wrap=True)
     if any(check["ok"] is False for check in checks):
         raise typer.Exit(1)
 
