@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 import shutil
@@ -421,3 +423,14 @@ def test_a_classifier_that_cannot_be_saved_fails_its_row_in_one_line(tiny_plugin
     assert row["status"] == "failed" and row["top1"] is not None  # what was measured is kept
     assert row["error"].startswith(f"cannot save its classifier in {out / 'models/tiny_cnn'} (")
     assert "Traceback" not in result.output
+
+
+def test_predict_csv_keeps_a_file_name_a_spreadsheet_would_run_as_a_formula_text(benched, tiny_dataset, tmp_path,
+                                                                                  monkeypatch):
+    out, _ = benched
+    shutil.copy(tiny_dataset / "test" / "dark" / "dark_0.jpg", tmp_path / "=1+1.jpg")
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["predict", str(out / "models" / "tiny_cnn"), "=1+1.jpg", "--csv", "p.csv"])
+    assert result.exit_code == 0, result.output
+    [row] = list(csv.reader(io.StringIO((tmp_path / "p.csv").read_text())))[1:]
+    assert row[0] == "'=1+1.jpg" and row[1] in ("dark", "light") and 0 <= float(row[2]) <= 1

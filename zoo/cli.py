@@ -880,13 +880,14 @@ def _write_predictions_csv(path: Path, predictions) -> None:
     import io
 
     from zoo import atomic
+    from zoo.report import csv_cell
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     k = len(predictions[0].top)
     writer.writerow(["file", *(f"{field}{rank}" for rank in range(1, k + 1) for field in ("class", "probability"))])
-    for prediction in predictions:
-        writer.writerow([prediction.file, *(value for pair in prediction.top for value in pair)])
+    for prediction in predictions:  # a file `=x.jpg` or a class `+1` must not run as a spreadsheet formula
+        writer.writerow(map(csv_cell, [prediction.file, *(value for pair in prediction.top for value in pair)]))
     try:
         atomic.write_text(path, buffer.getvalue())
     except OSError as exc:
