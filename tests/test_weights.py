@@ -152,6 +152,17 @@ def test_a_mirror_serving_another_file_falls_back_to_the_pinned_url(monkeypatch,
     assert Path(resolved.path).read_bytes() == BLOB
 
 
+@pytest.mark.parametrize("given", ["{home}/share", "~/share"])
+def test_a_mirror_given_as_a_folder_path_is_read_from_that_folder(given, tmp_path, monkeypatch, private_keras_home):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "share").mkdir()
+    (tmp_path / "share" / "blob.h5").write_bytes(BLOB)
+    monkeypatch.setenv("ZOO_MIRROR", given.format(home=tmp_path))
+    resolved = weights.resolve(blob_spec(), "imagenet")
+    assert resolved.note.startswith(f"downloaded from {(tmp_path / 'share').as_uri()}/blob.h5")
+    assert Path(resolved.path).read_bytes() == BLOB
+
+
 def test_a_download_with_the_wrong_hash_is_refused_and_not_kept(private_keras_home):
     with LocalServer() as server:
         server.files["/blob.h5"] = BLOB.upper()

@@ -112,9 +112,9 @@ SETTINGS: dict[str, Setting] = {
             "",
             "ZOO_MIRROR",
             "Base URL of a mirror serving weight files under their Keras names, tried before the "
-            "pinned URLs (file:// works too); empty: no mirror.",
+            "pinned URLs (file:// or a folder path works too); empty: no mirror.",
             _text,
-            'a URL, or "" for none',
+            'a URL or a folder, or "" for none',
         ),
         Setting(
             "weights.timeout_seconds",

@@ -75,8 +75,15 @@ def keras_cache() -> Path:
 
 
 def mirror() -> str:
-    """The base URL of a weights mirror (setting weights.mirror: $ZOO_MIRROR or the config file), or ''."""
-    return config.get("weights.mirror")
+    """The base URL of a weights mirror (setting weights.mirror: $ZOO_MIRROR or the config file), or ''.
+
+    A plain folder path (a shared drive, say) is its file:// URL: urllib knows no other way to read it.
+    """
+    value = config.get("weights.mirror")
+    folder = Path(value).expanduser()
+    if value and "://" not in value and folder.is_dir():
+        return folder.resolve().as_uri()
+    return value
 
 
 def download_urls(weights: Weights) -> list[str]:
