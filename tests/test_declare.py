@@ -10,8 +10,8 @@ from zoo.errors import ZooError
 SHIPPED = """
 [tiny_net]
 family = "tiny"
-source = "keras.applications"
-reference = "MobileNetV2"
+source = "custom"
+reference = "MobileNetV2 in code"
 input_size = 32
 preprocessing = "symmetric"
 feature_dim = 1280
@@ -31,13 +31,15 @@ def test_a_toml_file_declares_specs_with_weights_and_a_hub_variant(tmp_path):
     path.write_text(SHIPPED)
     spec, variant = specs_from_toml(path)
     assert spec == BackboneSpec(
-        name="tiny_net", family="tiny", source="keras.applications", reference="MobileNetV2",
+        name="tiny_net", family="tiny", source="custom", reference="MobileNetV2 in code",
         input_size=32, preprocessing="symmetric", feature_dim=1280, params=2257984,
         weights=Weights("tiny.h5", url="https://example.org/tiny.h5", md5="00112233445566778899aabbccddeeff"),
         build_args={"alpha": 1.0},
     )
-    assert (variant.name, variant.source, variant.preprocessing, variant.weights) == (
-        "tiny_net:hub", "hub", "unit", None)
+    # the custom builder's settings stay with it: the hub variant validates without them
+    assert (variant.name, variant.source, variant.preprocessing, variant.weights, variant.build_args) == (
+        "tiny_net:hub", "hub", "unit", None, {})
+    variant.validate()
     assert variant.reference.startswith("https://tfhub.dev/")
 
 

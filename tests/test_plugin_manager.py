@@ -108,6 +108,10 @@ BROKEN = {
     "weights_a_string": (plugin_source("w_net", weights="w.h5"), "has weights='w.h5'; give a zoo.Weights(file="),
     "preprocessing_a_list": (plugin_source("l_net", preprocessing=["unit"]), "unknown preprocessing ['unit']"),
     "named_ensemble": (plugin_source("ensemble"), "the name of the bench's ensemble row; choose another name"),
+    "build_args_zoo_ignores": (
+        plugin_source("k_net", source="keras.applications", reference="MobileNetV2", build_args={"alpha": 0.5}),
+        "has build_args, but zoo builds keras.applications backbones itself and reads none",
+    ),
     "no_hookimpl": ("def zoo_backbones():\n    return []\n", "implements no hook"),
     "hook_argument": (
         "from zoo import hookimpl\n@hookimpl\ndef zoo_build_backbone(spec, weights_path):\n    pass\n",

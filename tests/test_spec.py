@@ -37,6 +37,8 @@ def test_a_good_spec_validates_and_is_plain_data():
         ({"imagenet_top1": 77.1}, "imagenet_top1=77.1; give a fraction from 0 to 1"),
         ({"imagenet_top1": "high"}, "imagenet_top1='high'"),
         ({"build_args": [1.0, 1.1]}, "build_args=[1.0, 1.1]; give a table of settings by name"),
+        ({"build_args": {"alpha": 0.5}}, "has build_args, but zoo builds keras.applications backbones itself"),
+        ({"source": "hub", "build_args": {"alpha": 0.5}}, "has build_args, but zoo builds hub backbones itself"),
     ],
 )
 def test_invalid_specs_are_rejected_naming_the_plugin(changes, words):

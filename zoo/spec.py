@@ -214,6 +214,11 @@ class BackboneSpec:
             raise bad(f"has imagenet_top1={top1!r}; give a fraction from 0 to 1 (0.771 for 77.1 %), or leave it out")
         if not isinstance(self.build_args, Mapping) or not all(isinstance(key, str) for key in self.build_args):
             raise bad(f"has build_args={self.build_args!r}; give a table of settings by name, e.g. {{'width': 1.0}}")
+        if self.build_args and self.source != "custom":  # zoo's own builders would drop them unsaid
+            raise bad(
+                f"has build_args, but zoo builds {self.source} backbones itself and reads none; drop "
+                "build_args, or use source='custom' with a zoo_build_backbone that reads them"
+            )
         if self.weights is not None and not isinstance(self.weights, Weights):
             raise bad(
                 f"has weights={self.weights!r}; give a zoo.Weights(file=..., url=... or package=...) "

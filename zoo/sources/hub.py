@@ -34,6 +34,7 @@ def hub_variant(spec: BackboneSpec, handle: str) -> BackboneSpec:
         preprocessing="unit",
         weights=None,
         description=f"{spec.name} from TF Hub: {handle}",
+        build_args={},  # a custom builder's settings: the SavedModel has no use for them
     )
 
 
