@@ -137,8 +137,22 @@ def test_a_broken_plugin_is_reported_and_the_others_still_work(case, tmp_path, m
     listed = runner.invoke(app, ["list"])
     assert listed.exit_code == 0
     assert f"plugin {case} is broken" in listed.stderr
+    assert f"fix {broken}, or take it out of ZOO_PLUGINS" in listed.stderr.replace("\n", "")
     shown = runner.invoke(app, ["plugins", "--json"])
     assert reason in {info["name"]: info for info in json.loads(shown.stdout)}[case]["error"]
+
+
+def test_a_broken_plugin_file_is_named_by_its_path_and_the_fix_is_to_it_or_to_plugin(tmp_path):
+    # not ZOO_DISABLE_PLUGINS, which is for installed plugins, nor the module name zoo imported it under
+    broken = write(tmp_path / "half_done.py", "import sys\nsys.modules[__name__].not_written_yet\n")
+    listed = runner.invoke(app, ["list", "--plugin", str(broken)])
+    assert listed.exit_code == 0
+    line = listed.stderr.replace("\n", "")
+    assert (
+        f"plugin half_done is broken: AttributeError: module '{broken}' has no attribute 'not_written_yet'; "
+        f"fix {broken}, or drop --plugin {broken}"
+    ) in line
+    assert "ZOO_DISABLE_PLUGINS" not in line and "zoo_local_plugin" not in line
 
 
 def test_a_package_cannot_take_a_built_in_plugins_name(tmp_path, monkeypatch):

@@ -151,10 +151,9 @@ def _warn_broken() -> None:
         if info.error:
             if _debug:
                 err.print(info.traceback, markup=False, highlight=False, end="")
-            # ZOO_DISABLE_PLUGINS would disable the working plugin of the same name too
-            fix = "" if info.name in working else f", or set ZOO_DISABLE_PLUGINS={escape(info.name)}"
             err.print(
-                f"[yellow]plugin {escape(info.name)} is broken: {escape(info.error)}; fix or uninstall it{fix}[/]",
+                f"[yellow]plugin {escape(info.name)} is broken: {escape(info.error)}; "
+                f"{escape(info.how_to_fix(info.name in working))}[/]",
                 soft_wrap=True,
             )
     for variable, names in catalog.unmatched.items():

@@ -41,11 +41,25 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     error: str = ""
     traceback: str = ""  # of the error, for --debug
+    #: How a plugin file or folder was given ("--plugin" or "ZOO_PLUGINS"); "" for an entry point.
+    given_by: str = ""
 
     def fail(self, exc: BaseException) -> None:
-        """Mark this plugin broken by `exc`: a one-line reason, and the traceback for --debug."""
+        """Mark this plugin broken by `exc`: a one-line reason, and the traceback for --debug.
+        A file's module is named by its path: the name it was imported under is zoo's own."""
         self.error = one_line(exc)
+        if self.given_by:
+            self.error = self.error.replace(_module_name(Path(self.origin)), self.origin)
         self.traceback = "".join(traceback.format_exception(exc))
+
+    def how_to_fix(self, name_works: bool) -> str:
+        """What to do about this plugin being broken, for where it came from; `name_works` when
+        another plugin of its name works (disabling the name would disable that one too)."""
+        if self.given_by == "--plugin":
+            return f"fix {self.origin}, or drop --plugin {self.origin}"
+        if self.given_by:
+            return f"fix {self.origin}, or take it out of {self.given_by}"
+        return "fix or uninstall it" + ("" if name_works else f", or set ZOO_DISABLE_PLUGINS={self.name}")
 
 
 @dataclass
@@ -84,12 +98,17 @@ class Catalog:
         raise ZooError(f"unknown backbone {name!r}: {hint}")
 
 
+def _module_name(path: Path) -> str:
+    """The name a plugin file or folder is imported under: one of its own, clashing with no module."""
+    return f"zoo_local_plugin_{path.stem}"
+
+
 def _import_file(path: Path) -> ModuleType:
     """Import a plugin from a .py file or a package folder, under a name of its own."""
     target = path / "__init__.py" if path.is_dir() else path
     if not target.is_file():
         raise ZooError(f"plugin path {path} is neither a .py file nor a package folder")
-    module_name = f"zoo_local_plugin_{path.stem}"
+    module_name = _module_name(path)
     package_path = [str(path)] if path.is_dir() else None  # so a folder's relative imports work
     spec = importlib.util.spec_from_file_location(module_name, target, submodule_search_locations=package_path)
     if spec is None or spec.loader is None:
@@ -108,19 +127,21 @@ def _import_file(path: Path) -> ModuleType:
 _extra_paths: list[str] = []
 
 
-def _candidates() -> list[tuple[str, str, str, Callable[[], object]]]:
-    """(name, version, origin, loader) of every plugin on offer, before any is imported."""
-    found: list[tuple[str, str, str, Callable[[], object]]] = []
+def _candidates() -> list[tuple[str, str, str, str, Callable[[], object]]]:
+    """(name, version, origin, given by, loader) of every plugin on offer, before any is imported
+    (PluginInfo says what the fields are)."""
+    found: list[tuple[str, str, str, str, Callable[[], object]]] = []
     # zoo's own first: another package cannot take a built-in's name, whatever the install order
     for entry_point in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=_not_zoo_own):
         dist = entry_point.dist
         version = dist.version if dist else ""
         origin = f"{dist.name} (entry point)" if dist else "entry point"
-        found.append((entry_point.name, version, origin, entry_point.load))
-    paths = os.environ.get("ZOO_PLUGINS", "").split(os.pathsep) + list(_extra_paths)
-    for raw in filter(None, paths):
-        path = Path(raw).expanduser()
-        found.append((path.stem, "", str(path), functools.partial(_import_file, path)))
+        found.append((entry_point.name, version, origin, "", entry_point.load))
+    given = [(raw, "ZOO_PLUGINS") for raw in os.environ.get("ZOO_PLUGINS", "").split(os.pathsep)]
+    for raw, given_by in given + [(raw, "--plugin") for raw in _extra_paths]:
+        if raw:
+            path = Path(raw).expanduser()
+            found.append((path.stem, "", str(path), given_by, functools.partial(_import_file, path)))
     return found
 
 
@@ -150,10 +171,10 @@ def plugin_manager() -> tuple[pluggy.PluginManager, tuple[PluginInfo, ...]]:
     allowed = config.get("plugins.load")
     denied = config.get("plugins.disable")
     infos: list[PluginInfo] = []
-    for name, version, origin, load in _candidates():
+    for name, version, origin, given_by, load in _candidates():
         if name in denied or (allowed is not None and name not in allowed):
             continue
-        info = PluginInfo(name, version, origin)
+        info = PluginInfo(name, version, origin, given_by=given_by)
         taken = next((other.origin for other in infos if other.name == name and not other.error), None)
         infos.append(info)
         try:
