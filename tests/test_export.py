@@ -116,6 +116,36 @@ def test_every_format_predicts_the_same(benched, tiny_dataset, tmp_path):
             np.testing.assert_allclose(loaded(images), expected, atol=tolerance, err_msg=f"{fmt} {quantize}")
 
 
+def test_a_row_of_a_plugin_file_not_loaded_now_names_that_file(benched, benched_once, tiny_dataset, monkeypatch):
+    out, _ = benched
+    plugin = benched_once[0] / "tiny_plugin.py"
+    monkeypatch.delenv("ZOO_PLUGINS")
+    _fresh_catalog()
+    expected = (
+        f"{out / 'models/tiny_cnn'} was benched with backbone tiny_cnn of plugin tiny_plugin ({plugin}), "
+        f"which is not loaded now: pass --plugin {plugin}"
+    )
+    for command in (["export", str(out), "tiny_cnn"], ["predict", str(out / "models/tiny_cnn"), str(tiny_dataset)]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2 and expected in result.output.replace("\n", ""), result.output
+
+
+def test_a_row_of_an_installed_distribution_not_loaded_now_says_what_to_pip_install(benched, monkeypatch):
+    out, _ = benched
+    meta_path = out / "models/tiny_cnn/zoo.json"
+    meta = json.loads(meta_path.read_text())
+    meta.update(plugin="tiny_dist", plugin_from={"distribution": "zoo-tiny"})
+    meta_path.write_text(json.dumps(meta))
+    monkeypatch.delenv("ZOO_PLUGINS")
+    _fresh_catalog()
+    with pytest.raises(ZooError) as caught:
+        zoo.load(out / "models/tiny_cnn")
+    assert str(caught.value).endswith(
+        "backbone tiny_cnn of plugin tiny_dist (distribution zoo-tiny), which is not loaded now: "
+        "pip install zoo-tiny, or pass --plugin FILE"
+    )
+
+
 def test_predict_prints_a_table_json_and_csv_and_skips_unreadable_files(benched, tiny_dataset, tmp_path):
     out, _ = benched
     assert runner.invoke(app, ["export", str(out), "--format", "tflite", "--out", str(tmp_path / "x")]).exit_code == 0

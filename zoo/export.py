@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo import atomic
+from zoo import atomic, plugin_manager
 from zoo.ensemble import KIND as ENSEMBLE
 from zoo.errors import ZooError, one_line
 from zoo.features import weights_digest
@@ -54,6 +54,7 @@ def metadata(spec: BackboneSpec, weights: ResolvedWeights, extractor, class_name
         "kind": "backbone",
         "backbone": spec.name,
         "plugin": spec.plugin,
+        "plugin_from": plugin_manager.loaded_from(spec.plugin),
         "input_size": spec.input_size,
         "interpolation": spec.interpolation,
         "preprocessing": spec.preprocessing_name,
@@ -198,7 +199,6 @@ def load_trained(folder: Path):
 
     import zoo.layers  # noqa: F401 - registers zoo's layers for load_model
     from zoo.models import classifier, feature_extractor
-    from zoo.plugin_manager import catalog
     from zoo.predict import load_keras
     from zoo.weights import resolve
 
@@ -213,7 +213,7 @@ def load_trained(folder: Path):
         return load_keras(saved), meta
     if saved.name == MEMBERS:
         return _load_ensemble(folder, meta), meta
-    spec = catalog().get(meta["backbone"])
+    spec = _backbone_spec(folder, meta)
     if spec.input_size != meta["input_size"]:
         raise ZooError(f"{meta['backbone']} now takes {spec.input_size} px, the saved head {meta['input_size']}")
     recorded = meta["weights"]
@@ -236,6 +236,31 @@ def load_trained(folder: Path):
             f"one its head in {folder} was trained on; bench it again"
         )
     return classifier(spec, extractor, load_keras(saved)), meta
+
+
+def _backbone_spec(folder: Path, meta: dict) -> BackboneSpec:
+    """The installed spec of a kept classifier's backbone; when the plugin it was benched with is
+    not loaded now, a one-line error naming that plugin and how to load it (not `unknown backbone`)."""
+    catalog = plugin_manager.catalog()
+    plugin = meta.get("plugin")
+    known = {info.name for info in catalog.plugins} | set(catalog.left_out)  # left out: get() says so
+    if meta["backbone"] in catalog.backbones or not isinstance(plugin, str) or not plugin or plugin in known:
+        return catalog.get(meta["backbone"])
+    recorded = meta.get("plugin_from")
+    where: dict = recorded if isinstance(recorded, dict) else {}
+    if where.get("distribution"):
+        origin, fix = (
+            f" (distribution {where['distribution']})",
+            f"pip install {where['distribution']}, or pass --plugin FILE",
+        )
+    elif where.get("file"):
+        origin, fix = f" ({where['file']})", f"pass --plugin {where['file']}"
+    else:
+        origin, fix = "", "install it, or pass --plugin FILE"
+    raise ZooError(
+        f"{folder} was benched with backbone {meta['backbone']} of plugin {plugin}{origin}, which is not "
+        f"loaded now: {fix}"
+    )
 
 
 def _load_ensemble(folder: Path, meta: dict):

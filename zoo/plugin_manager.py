@@ -43,6 +43,8 @@ class PluginInfo:
     traceback: str = ""  # of the error, for --debug
     #: How a plugin file or folder was given ("--plugin" or "ZOO_PLUGINS"); "" for an entry point.
     given_by: str = ""
+    #: The installed distribution an entry point comes from, as pip names it.
+    distribution: str = ""
 
     def fail(self, exc: BaseException) -> None:
         """Mark this plugin broken by `exc`: a one-line reason, and the traceback for --debug.
@@ -127,21 +129,23 @@ def _import_file(path: Path) -> ModuleType:
 _extra_paths: list[str] = []
 
 
-def _candidates() -> list[tuple[str, str, str, str, Callable[[], object]]]:
-    """(name, version, origin, given by, loader) of every plugin on offer, before any is imported
-    (PluginInfo says what the fields are)."""
-    found: list[tuple[str, str, str, str, Callable[[], object]]] = []
+def _candidates() -> list[tuple[PluginInfo, Callable[[], object]]]:
+    """Every plugin on offer, before any is imported, with what imports it."""
+    found: list[tuple[PluginInfo, Callable[[], object]]] = []
     # zoo's own first: another package cannot take a built-in's name, whatever the install order
     for entry_point in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=_not_zoo_own):
         dist = entry_point.dist
         version = dist.version if dist else ""
         origin = f"{dist.name} (entry point)" if dist else "entry point"
-        found.append((entry_point.name, version, origin, "", entry_point.load))
+        info = PluginInfo(entry_point.name, version, origin, distribution=dist.name if dist else "")
+        found.append((info, entry_point.load))
     given = [(raw, "ZOO_PLUGINS") for raw in os.environ.get("ZOO_PLUGINS", "").split(os.pathsep)]
     for raw, given_by in given + [(raw, "--plugin") for raw in _extra_paths]:
         if raw:
             path = Path(raw).expanduser()
-            found.append((path.stem, "", str(path), given_by, functools.partial(_import_file, path)))
+            found.append(
+                (PluginInfo(path.stem, "", str(path), given_by=given_by), functools.partial(_import_file, path))
+            )
     return found
 
 
@@ -171,10 +175,10 @@ def plugin_manager() -> tuple[pluggy.PluginManager, tuple[PluginInfo, ...]]:
     allowed = config.get("plugins.load")
     denied = config.get("plugins.disable")
     infos: list[PluginInfo] = []
-    for name, version, origin, given_by, load in _candidates():
+    for info, load in _candidates():
+        name = info.name
         if name in denied or (allowed is not None and name not in allowed):
             continue
-        info = PluginInfo(name, version, origin, given_by=given_by)
         taken = next((other.origin for other in infos if other.name == name and not other.error), None)
         infos.append(info)
         try:
@@ -238,13 +242,22 @@ def catalog() -> Catalog:
             claims.setdefault(spec.name, []).append(spec)
     backbones = {name: specs[0] for name, specs in claims.items() if len(specs) == 1}
     conflicts = {name: [spec.plugin for spec in specs] for name, specs in claims.items() if len(specs) > 1}
-    installed = {name for name, *_ in _candidates()}
+    installed = {info.name for info, _ in _candidates()}
     allowed, denied = config.get("plugins.load"), config.get("plugins.disable")
     left_out = sorted(name for name in installed if name in denied or (allowed is not None and name not in allowed))
     given = {"ZOO_LOAD_PLUGINS": allowed or [], "ZOO_DISABLE_PLUGINS": denied}
     unmatched = {variable: sorted(set(names) - installed) for variable, names in given.items()}
     unmatched = {variable: names for variable, names in unmatched.items() if names}
     return Catalog(backbones, list(infos), conflicts, left_out, unmatched)
+
+
+def loaded_from(name: str) -> dict[str, str]:
+    """Where the working plugin `name` was loaded from, as a saved classifier records it to say
+    what to install where that plugin is missing: its distribution, or its file; {} if neither."""
+    info = next((info for info in catalog().plugins if info.name == name and not info.error), None)
+    if info is not None and info.given_by:
+        return {"file": str(Path(info.origin).resolve())}
+    return {"distribution": info.distribution} if info is not None and info.distribution else {}
 
 
 def build_backbone(spec: BackboneSpec, weights: str | None):
