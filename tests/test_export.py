@@ -130,6 +130,18 @@ def test_a_row_of_a_plugin_file_not_loaded_now_names_that_file(benched, benched_
         assert result.exit_code == 2 and expected in result.output.replace("\n", ""), result.output
 
 
+def test_export_and_predict_take_plugin_after_the_command(benched, benched_once, tiny_dataset, tmp_path, monkeypatch):
+    # as bench and weights take it
+    out, _ = benched
+    plugin = benched_once[0] / "tiny_plugin.py"
+    monkeypatch.delenv("ZOO_PLUGINS")
+    _fresh_catalog()
+    result = runner.invoke(app, ["export", str(out), "tiny_cnn", "--plugin", str(plugin), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["predict", str(out / "models/tiny_cnn"), str(tiny_dataset / "test"), "--plugin", str(plugin)])
+    assert result.exit_code == 0 and "dark_0.jpg" in result.output, result.output
+
+
 def test_a_row_of_an_installed_distribution_not_loaded_now_says_what_to_pip_install(benched, monkeypatch):
     out, _ = benched
     meta_path = out / "models/tiny_cnn/zoo.json"

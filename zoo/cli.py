@@ -762,6 +762,7 @@ def export_command(
         help="Export folder (default: SOURCE/export/BACKBONE-FORMAT[-QUANTIZE] for a bench's folder, "
         "else ./zoo-export/BACKBONE-FORMAT[-QUANTIZE]).",
     ),
+    plugin: list[Path] = PLUGIN_OPTION,
 ) -> None:
     """Export a trained classifier: it takes raw 0..255 RGB images; labels.txt and zoo.json go beside.
 
@@ -770,7 +771,9 @@ def export_command(
       zoo export zoo-results/food --format tflite            # the best row
       zoo export zoo-results/food mobilenet_v2 --format tflite --quantize int8
       zoo export zoo-results/food ensemble --format keras --out ship/
+      zoo export zoo-results/food my_net --plugin my_plugin.py   # benched from a plugin file
     """
+    _add_plugins(plugin)
     _import_tensorflow()
     from zoo import export, predict
 
@@ -830,6 +833,7 @@ def predict_command(
     top_k: int = typer.Option(3, "--top-k", help="Classes to show per image."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     csv_file: Path | None = typer.Option(None, "--csv", help="Also write the predictions to this CSV file."),
+    plugin: list[Path] = PLUGIN_OPTION,
 ) -> None:
     """Classify images with an exported (or bench-saved) classifier.
 
@@ -837,7 +841,9 @@ def predict_command(
     Examples:
       zoo predict ship/ photo.jpg
       zoo predict zoo-results/food/models/efficientnet_lite0 photos/ --top-k 1 --csv out.csv
+      zoo predict zoo-results/food/models/my_net photos/ --plugin my_plugin.py
     """
+    _add_plugins(plugin)
     _import_tensorflow()
     from zoo import export, predict
     from zoo.data import shown_path, skipped_line
