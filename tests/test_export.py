@@ -6,8 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 import shutil
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import numpy as np
@@ -476,3 +480,48 @@ def test_predict_csv_keeps_a_file_name_a_spreadsheet_would_run_as_a_formula_text
     assert result.exit_code == 0, result.output
     [row] = list(csv.reader(io.StringIO((tmp_path / "p.csv").read_text())))[1:]
     assert row[0] == "'=1+1.jpg" and row[1] in ("dark", "light") and 0 <= float(row[2]) <= 1
+
+
+LAYERED_PLUGIN = textwrap.dedent(
+    """
+    import keras
+    from zoo import BackboneSpec, hookimpl
+
+    @keras.saving.register_keras_serializable(package="layered")
+    class Halve(keras.layers.Layer):
+        def call(self, x):
+            return x / 2
+
+    @hookimpl
+    def zoo_backbones():
+        return [BackboneSpec(name="layered_cnn", family="test", source="custom", reference="in code",
+                             input_size=32, preprocessing="unit", feature_dim=8, params=224)]
+
+    @hookimpl
+    def zoo_build_backbone(spec, weights):
+        inputs = keras.Input((32, 32, 3))
+        x = Halve()(keras.layers.Conv2D(8, 3)(inputs))
+        return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    """
+)
+
+
+def test_an_export_with_a_layer_of_a_plugin_not_loaded_now_says_to_pass_plugin(tiny_dataset, tmp_path, monkeypatch):
+    [plugin] = write_plugins(tmp_path, monkeypatch, layered=LAYERED_PLUGIN)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["bench", "layered_cnn", "--data", str(tiny_dataset), "--out", str(out), *FAST])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["export", str(out), "--format", "keras", "--out", str(tmp_path / "ship")])
+    assert result.exit_code == 0, result.output
+    # a process of its own: this one's Keras knows the layer since the plugin was imported
+    environment = {key: value for key, value in os.environ.items() if key != "ZOO_PLUGINS"}
+    predict = [sys.executable, "-m", "zoo", "predict", str(tmp_path / "ship"), str(tiny_dataset / "test")]
+    done = subprocess.run(predict, capture_output=True, text=True, env=environment, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert (
+        f"{tmp_path / 'ship/model.keras'} holds layer Halve, which Keras knows only once plugin layered "
+        f"({plugin}) is loaded: pass --plugin {plugin}"
+    ) in done.stderr.replace("\n", "")
+    done = subprocess.run([*predict, "--plugin", str(plugin)], capture_output=True, text=True, env=environment,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from zoo.errors import ZooError
 from zoo.preprocessing import normalize
 
 
@@ -61,3 +62,14 @@ def test_a_saved_preprocessing_callable_comes_back_as_its_own_backbones(tmp_path
     keras.Model(inputs, preprocessing_layer(get_backbone("lam_b"))(inputs)).save(path)
     loaded = keras.saving.load_model(path)
     np.testing.assert_array_equal(np.asarray(loaded(np.full((1, 4, 4, 3), 255.0, np.float32))), 7.0)
+
+
+def test_a_saved_preprocessing_of_a_plugin_not_loaded_says_to_install_it_or_pass_plugin():
+    from zoo.layers import Preprocess
+
+    with pytest.raises(ZooError) as caught:
+        Preprocess(function="zoo_local_plugin_gone.preprocess", backbone="gone_net")  # as a saved model loads
+    assert str(caught.value) == (
+        "this model's preprocessing zoo_local_plugin_gone.preprocess comes from a plugin that is not loaded now; "
+        "install the plugin that provides it, or pass --plugin FILE with its file"
+    )

@@ -210,7 +210,7 @@ def load_trained(folder: Path):
         raise ZooError(f"{folder / METADATA} is damaged (it has no {', '.join(missing)}); bench again")
     check_model_file(saved, meta)
     if saved.name == CLASSIFIER:
-        return load_keras(saved), meta
+        return load_keras(saved, meta), meta
     if saved.name == MEMBERS:
         return _load_ensemble(folder, meta), meta
     spec = _backbone_spec(folder, meta)
@@ -235,7 +235,7 @@ def load_trained(folder: Path):
             f"the {spec.name} base built now ({weights.label}: {weights.note or 'random init'}) is not the "
             f"one its head in {folder} was trained on; bench it again"
         )
-    return classifier(spec, extractor, load_keras(saved)), meta
+    return classifier(spec, extractor, load_keras(saved, meta)), meta
 
 
 def _backbone_spec(folder: Path, meta: dict) -> BackboneSpec:
@@ -246,21 +246,25 @@ def _backbone_spec(folder: Path, meta: dict) -> BackboneSpec:
     known = {info.name for info in catalog.plugins} | set(catalog.left_out)  # left out: get() says so
     if meta["backbone"] in catalog.backbones or not isinstance(plugin, str) or not plugin or plugin in known:
         return catalog.get(meta["backbone"])
-    recorded = meta.get("plugin_from")
+    words, fix = plugin_to_load(meta)
+    raise ZooError(f"{folder} was benched with backbone {meta['backbone']} of {words}, which is not loaded now: {fix}")
+
+
+def plugin_to_load(meta: dict | None) -> tuple[str, str]:
+    """(the plugin a kept or exported classifier was benched with, in words; how to load it),
+    from its zoo.json (`plugin_from`: its distribution or file), for when that plugin is missing."""
+    plugin = (meta or {}).get("plugin")
+    recorded = (meta or {}).get("plugin_from")
     where: dict = recorded if isinstance(recorded, dict) else {}
+    if not isinstance(plugin, str) or not plugin:
+        return "a plugin", "install it, or pass --plugin FILE with its file"
     if where.get("distribution"):
-        origin, fix = (
-            f" (distribution {where['distribution']})",
-            f"pip install {where['distribution']}, or pass --plugin FILE",
+        return f"plugin {plugin} (distribution {where['distribution']})", (
+            f"pip install {where['distribution']}, or pass --plugin FILE"
         )
-    elif where.get("file"):
-        origin, fix = f" ({where['file']})", f"pass --plugin {where['file']}"
-    else:
-        origin, fix = "", "install it, or pass --plugin FILE"
-    raise ZooError(
-        f"{folder} was benched with backbone {meta['backbone']} of plugin {plugin}{origin}, which is not "
-        f"loaded now: {fix}"
-    )
+    if where.get("file"):
+        return f"plugin {plugin} ({where['file']})", f"pass --plugin {where['file']}"
+    return f"plugin {plugin}", "install it, or pass --plugin FILE"
 
 
 def _load_ensemble(folder: Path, meta: dict):

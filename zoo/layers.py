@@ -78,6 +78,6 @@ def _plugin_callable(name: str, backbone: str):
             f"plugins, and its backbone {backbone or '(not recorded)'} is not one of theirs; export it again"
         )
     raise ZooError(
-        f"this model's preprocessing {name} comes from a plugin that is not installed; "
-        "install the plugin that provides it, then load the model again"
+        f"this model's preprocessing {name} comes from a plugin that is not loaded now; install the "
+        "plugin that provides it, or pass --plugin FILE with its file"
     )

@@ -84,7 +84,7 @@ def load(path: str | Path, num_threads: int | None = None) -> Classifier:
         forward, input_size = _keras_forward(model), meta["input_size"]
         kind = "keras"
     elif kind == "keras":
-        model = load_keras(target)
+        model = load_keras(target, meta)
         shape = model.input_shape
         if not (isinstance(shape, tuple) and len(shape) == 4 and shape[-1] == 3 and shape[1] and shape[1] == shape[2]):
             hint = " (a bench's head: give its folder, models/BACKBONE)" if target.name == export.HEAD else ""
@@ -126,8 +126,11 @@ def _labels_beside(target: Path) -> list[str]:
     return names
 
 
-def load_keras(path: Path):
-    """A `.keras` model, with zoo's layers and those the installed plugins register known."""
+def load_keras(path: Path, meta: dict | None = None):
+    """A `.keras` model, with zoo's layers and those the installed plugins register known;
+    `meta`, its zoo.json, names the plugin to load when a layer of its is not known."""
+    import re
+
     import keras
 
     import zoo.layers  # noqa: F401 - registers zoo's layers for load_model
@@ -139,20 +142,26 @@ def load_keras(path: Path):
     try:
         return keras.saving.load_model(path)
     except Exception as exc:  # Keras raises many types for a file that is not a model
-        cause = _zoo_error_in(exc)  # zoo's own reason, raised inside Keras' loading (a plugin missing)
+        # zoo's own reason, raised inside Keras' loading (a plugin missing)
+        cause = next((error for error in _chain(exc) if isinstance(error, ZooError)), None)
         if cause is not None:
             raise ZooError(f"{path} cannot be loaded: {cause}") from exc
+        unknown = re.search(r"Could not locate (?:class|function) '([^']+)'", "\n".join(map(str, _chain(exc))))
+        if unknown:  # a layer a plugin registers, and that plugin is not loaded
+            words, fix = export.plugin_to_load(meta)
+            raise ZooError(
+                f"{path} holds layer {unknown[1]}, which Keras knows only once {words} is loaded: {fix}"
+            ) from exc
         raise ZooError(f"{path} is not a Keras model zoo can load ({type(exc).__name__}); export it again") from exc
 
 
-def _zoo_error_in(exc: BaseException) -> ZooError | None:
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, ZooError):
-            return exc
-        seen.add(id(exc))
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and the exceptions it was raised from (or while handling), innermost last."""
+    found: list[BaseException] = []
+    while exc is not None and all(exc is not other for other in found):
+        found.append(exc)
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    return None
+    return found
 
 
 def _keras_forward(model):
