@@ -335,3 +335,42 @@ def test_a_backbone_named_twice_is_benched_once(tiny_plugin, tiny_dataset, tmp_p
                                       str(tmp_path), "--weights", "none", "--epochs", "1", "--batch-size", "4"])
     assert result.exit_code == 0, result.output
     assert [row["backbone"] for row in read_results(tmp_path)["backbones"]] == ["tiny_cnn"]
+
+
+def test_a_preprocessing_that_gives_integers_or_resizes_fails_its_row_naming_the_plugin(tmp_path, tiny_dataset,
+                                                                                          monkeypatch):
+    from conftest import PLUGIN_HEAD, write_plugins
+
+    plugin = PLUGIN_HEAD + textwrap.dedent(
+        """
+        import keras
+
+        def as_integers(images):
+            return keras.ops.cast(images, "int32")
+
+        def halved(images):
+            return images[:, ::2, ::2, :] / 255.0
+
+        @hookimpl
+        def zoo_backbones():
+            return [_spec("ints_net", preprocessing=as_integers), _spec("half_net", preprocessing=halved),
+                    _spec("tiny_cnn")]
+
+        @hookimpl
+        def zoo_build_backbone(spec, weights):
+            return _tiny_cnn()
+        """
+    )
+    write_plugins(tmp_path, monkeypatch, odd_inputs=plugin)
+    specs = [catalog().get(name) for name in ("ints_net", "half_net", "tiny_cnn")]
+    ints, half, good = run_bench(specs, load_dataset(tiny_dataset), settings(folds=0), tmp_path / "out")
+    assert ints["status"] == half["status"] == "failed" and good["status"] == "ok"
+    assert ints["error"] == (
+        "plugin odd_inputs: the preprocessing of ints_net (zoo_local_plugin_odd_inputs.as_integers) returns int32 "
+        "values; return floating point ones (keras.ops.cast(x, 'float32')); fix that function"
+    )
+    assert half["error"] == (
+        "plugin odd_inputs: the preprocessing of half_net (zoo_local_plugin_odd_inputs.halved) turns images of "
+        "shape (1, 32, 32, 3) into shape (1, 16, 16, 3); it must keep the batch, height and width (zoo resizes to "
+        "input_size before it); fix that function"
+    )

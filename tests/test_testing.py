@@ -83,13 +83,19 @@ def test_a_model_that_does_not_survive_saving_is_caught(tmp_path, monkeypatch):
         ({"feature_dim": 9}, "says (9,)"),
         ({"output": "features * float('nan')"}, "NaN or infinite features"),
         ({"preprocess": "images * float('inf')"}, "finite numbers"),
-        ({"preprocess": "images.no_such_method()"}, "preprocess raised AttributeError"),
+        ({"preprocess": "images.no_such_method()"},
+         "preprocess, traced as the bench runs it, raised AttributeError: 'SymbolicTensor' object has no attribute"),
         ({"params": 5}, "kit_net: the spec declares params=5, the built model has 224; set params=224"),
-        ({"preprocess": "__import__('numpy').asarray(images) / 255.0"}, "traced, as the bench runs it, it failed"),
-        ({"preprocess": "None"}, "must map a batch of 0..255 images to finite numbers"),
+        ({"preprocess": "__import__('numpy').asarray(images) / 255.0"},
+         "traced as the bench runs it, raised NotImplementedError: Cannot convert a symbolic tf.Tensor"),
+        ({"preprocess": "None"}, "preprocess returns NoneType, not a batch of images"),
+        ({"preprocess": "__import__('keras').ops.cast(images, 'int32')"},
+         "preprocess returns int32 values; return floating point ones"),
+        ({"preprocess": "images[:, ::2, ::2, :] / 255.0"},
+         "preprocess turns images of shape (2, 8, 8, 3) into shape (2, 4, 4, 3); it must keep the batch, height"),
     ],
     ids=["wrong_feature_dim", "nan_features", "infinite_preprocessing", "preprocessing_raises", "wrong_params",
-         "numpy_preprocessing", "preprocessing_gives_none"],
+         "numpy_preprocessing", "preprocessing_gives_none", "preprocessing_gives_int32", "preprocessing_resizes"],
 )
 def test_each_mistake_is_caught(changes, message, tmp_path, monkeypatch):
     load_plugin(tmp_path, monkeypatch, **changes)

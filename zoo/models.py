@@ -98,13 +98,40 @@ def _try_preprocessing(spec: BackboneSpec) -> None:
     function = spec.preprocessing
     if not callable(function):
         return
+    images = keras.ops.zeros((1, spec.input_size, spec.input_size, 3))
     try:
-        function(keras.ops.zeros((1, spec.input_size, spec.input_size, 3)))
+        problem = preprocessing_problem(function(images), images.shape)
     except Exception as exc:
         raise ZooError(
             f"plugin {spec.plugin}: the preprocessing of {spec.name} ({spec.preprocessing_name}) "
             f"raised {one_line(exc)}; fix that function"
         ) from exc
+    if problem:
+        raise ZooError(
+            f"plugin {spec.plugin}: the preprocessing of {spec.name} ({spec.preprocessing_name}) {problem}; "
+            "fix that function"
+        )
+
+
+def preprocessing_problem(output, images_shape: tuple) -> str:
+    """Why what a preprocessing made of images of `images_shape` cannot feed a backbone, or ''.
+
+    It must stay floating point and keep the batch, height and width: Keras takes the layer's
+    output to be the input's shape and dtype, so an int32 or resized batch would go on unsaid.
+    """
+    import keras
+
+    if not hasattr(output, "shape") or not hasattr(output, "dtype"):
+        return f"returns {type(output).__name__}, not a batch of images"
+    dtype = keras.backend.standardize_dtype(output.dtype)
+    if not dtype.startswith(("float", "bfloat")):
+        return f"returns {dtype} values; return floating point ones (keras.ops.cast(x, 'float32'))"
+    if tuple(output.shape[:3]) != tuple(images_shape[:3]):
+        return (
+            f"turns images of shape {tuple(images_shape)} into shape {tuple(output.shape)}; it must keep "
+            "the batch, height and width (zoo resizes to input_size before it)"
+        )
+    return ""
 
 
 def classification_head(feature_dim: int, num_classes: int):

@@ -136,19 +136,31 @@ def _test_images(size: int) -> np.ndarray:
 
 
 def check_preprocessing(spec: BackboneSpec) -> None:
-    """The preprocessing, run as zoo runs it (a Keras layer), maps 0..255 pixels where it says.
+    """The preprocessing, run as zoo runs it (a Keras layer in a traced model), maps 0..255
+    pixels where it says.
 
     A named kind must land inside `Normalization.output_range()` and reach both ends of it;
-    a callable must give finite numbers for every image.
+    a callable must give finite floating point numbers for every image, keeping the batch,
+    height and width.
     """
+    import tensorflow as tf
+
+    from zoo.models import preprocessing_problem
     from zoo.preprocessing import preprocessing_layer
 
-    try:
-        output = np.asarray(preprocessing_layer(spec)(_test_images(8)))
+    images = _test_images(8)
+    signature = tf.TensorSpec((None, *images.shape[1:]), tf.float32)
+    try:  # traced, as the bench runs it (NumPy in a callable works eagerly only); the layer's own
+        # computation, outside Keras' call wrapper, which would bury the error under its own words
+        traced = tf.function(preprocessing_layer(spec).call, input_signature=[signature])(images)
     except Exception as exc:
         raise AssertionError(
-            f"{spec.name}: preprocessing {spec.preprocessing_name} raised {type(exc).__name__}: {exc}"
+            f"{spec.name}: preprocessing {spec.preprocessing_name}, traced as the bench runs it, raised {one_line(exc)}"
         ) from exc
+    problem = preprocessing_problem(traced, images.shape)
+    if problem:
+        raise AssertionError(f"{spec.name}: preprocessing {spec.preprocessing_name} {problem}")
+    output = np.asarray(traced)
     if output.ndim == 0 or output.shape[0] != 2 or not np.all(np.isfinite(output)):
         raise AssertionError(
             f"{spec.name}: preprocessing {spec.preprocessing_name} must map a batch of 0..255 "
