@@ -1,5 +1,6 @@
 """Finding, downloading and verifying weights: every step, with files and servers made here."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -63,11 +64,22 @@ def test_zoo_weights_dir_is_used_and_checked(tmp_path, monkeypatch):
     (tmp_path / "blob.h5").write_bytes(BLOB)
     monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(tmp_path))
     resolved = weights.resolve(blob_spec(), "imagenet")
-    assert resolved.path == str(tmp_path / "blob.h5") and resolved.label == "imagenet"
+    assert resolved.path == str(tmp_path / "blob.h5") and resolved.label == "pretrained"  # not said: not ImageNet's
     assert resolved.note.startswith("ZOO_WEIGHTS_DIR")
     assert weights.status(blob_spec()) == "ready (ZOO_WEIGHTS_DIR)"
     (tmp_path / "blob.h5").write_bytes(BLOB[:-1])  # not the pinned size: verify refuses it, so no "ready"
     assert weights.status(blob_spec()) == "bad file (ZOO_WEIGHTS_DIR; zoo weights verify)"
+
+
+def test_weights_that_name_their_dataset_are_recorded_by_it(tmp_path, monkeypatch):
+    (tmp_path / "blob.h5").write_bytes(BLOB)
+    monkeypatch.setenv("ZOO_WEIGHTS_DIR", str(tmp_path))
+    spec = blob_spec()
+    food = dataclasses.replace(spec, weights=dataclasses.replace(spec.weights, dataset="food101"))
+    assert weights.resolve(food, "imagenet").label == "food101"
+    random = dataclasses.replace(spec, plugin="mine", weights=dataclasses.replace(spec.weights, dataset="random"))
+    with pytest.raises(ZooError, match="plugin mine: backbone 'blobnet' has weights dataset='random'; name what"):
+        random.validate()
 
 
 def test_explicit_path_wins_over_everything(tmp_path, monkeypatch, private_keras_home):
@@ -285,7 +297,10 @@ def test_the_whole_chain_list_fetch_verify_bench(
     ])
     assert result.exit_code == 0, result.output
     [bench_row] = read_results(out)["backbones"]
-    assert bench_row["weights"] == "imagenet" and bench_row["weights_note"] == f"keras cache: {cached}"
+    # the plugin's own weights, which do not say what they were trained on: not recorded as ImageNet's
+    assert bench_row["weights"] == "pretrained" and bench_row["weights_note"] == f"keras cache: {cached}"
+    kept = json.loads((out / "models/made_mobilenet/zoo.json").read_text())["weights"]
+    assert kept["label"] == "pretrained" and kept["pinned_hash"] == f"sha256:{hashlib.sha256(cached.read_bytes()).hexdigest()}"
 
     # The bench really loaded those weights: a model built from the resolved file equals them.
     from zoo import get_backbone

@@ -13,6 +13,7 @@ The public path every plugin may use, zoo's built-ins included (registry.toml):
     hub = "https://tfhub.dev/..."      # optional: also declares `densenet121:hub`
 
     [densenet121.weights]              # optional: zoo.Weights fields
+    dataset = "imagenet"               # what they were trained on, as bench rows record them
     file = "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5"
     url = "https://storage.googleapis.com/..."
     md5 = "30ee3e1110167f948a6b9946edeeb738"

@@ -49,7 +49,7 @@ CALIBRATION_IMAGES = 200
 
 def metadata(spec: BackboneSpec, weights: ResolvedWeights, extractor, class_names, settings: dict, row: dict) -> dict:
     """What a trained classifier is: enough to rebuild it, label its outputs and judge it."""
-    pinned = spec.weights.pinned_hash if spec.weights is not None and weights.label == spec.weights.dataset else None
+    pinned = spec.weights.pinned_hash if spec.weights is not None and weights.label == spec.weights.label else None
     return {
         "kind": "backbone",
         "backbone": spec.name,

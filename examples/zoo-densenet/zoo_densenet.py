@@ -21,6 +21,7 @@ DENSENET121 = BackboneSpec(
         url="https://storage.googleapis.com/tensorflow/keras-applications/densenet/"
         "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
         md5="30ee3e1110167f948a6b9946edeeb738",
+        dataset="imagenet",  # what they were trained on: bench rows record it
     ),
     imagenet_top1=0.750,
     description="Densely connected convolutional network (Huang et al., 2017).",
