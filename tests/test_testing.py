@@ -153,3 +153,19 @@ def test_a_hub_spec_on_disk_is_built_and_its_feature_dim_checked(tmp_path):
                         input_size=16, preprocessing="unit", feature_dim=4, params=24)
     with pytest.raises(AssertionError, match=re.escape("outputs features of shape (8,), but its spec says (4,)")):
         testing.check_backbone(spec)
+
+
+def test_the_custom_plugin_that_docs_plugins_md_shows_passes(tmp_path, monkeypatch):
+    """Its spec with pinned weights and its builder, as a plugin author copies them from the page."""
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs/plugins.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page.split("## Models zoo cannot build")[1], re.S)
+    spec = next(block for block in blocks if 'name="my_net"' in block)
+    builder = next(block for block in blocks if "def zoo_build_backbone" in block)
+    plugin = tmp_path / "from_the_docs.py"
+    plugin.write_text("from zoo import BackboneSpec, Weights, hookimpl\n\n" + spec
+                      + "\n@hookimpl\ndef zoo_backbones():\n    return [SPEC]\n\n" + builder)
+    monkeypatch.setenv("ZOO_PLUGINS", str(plugin))
+    [checked] = testing.check_plugin("from_the_docs")
+    assert checked.weights.file == "my_net.weights.h5" and checked.weights.label == "imagenet"
