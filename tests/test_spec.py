@@ -32,6 +32,7 @@ def test_a_good_spec_validates_and_is_plain_data():
         ({"feature_dim": -3}, "feature_dim=-3"),
         ({"source": "torch.hub"}, "unknown source 'torch.hub'"),
         ({"name": "Bad Name"}, "invalid name"),
+        ({"name": "net\n"}, "backbone 'net\\n' has an invalid name"),  # a last line break, too
         ({"interpolation": "cubic"}, "unknown interpolation 'cubic'"),
         ({"weights": Weights("w.h5")}, "neither a url nor a package"),
         ({"imagenet_top1": 77.1}, "imagenet_top1=77.1; give a fraction from 0 to 1"),

@@ -109,7 +109,7 @@ RESERVED_NAME = "ensemble"
 #: no plugin's weights may say they were trained on one of these.
 RESERVED_LABELS = ("random", "file", "hub")
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]*(:[a-z0-9_]+)?$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_.\-]*(:[a-z0-9_]+)?")
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ class BackboneSpec:
         def bad(problem: str) -> ZooError:
             return ZooError(f"plugin {self.plugin or '?'}: backbone {self.name!r} {problem}")
 
-        if not isinstance(self.name, str) or not _NAME.match(self.name):
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
             raise bad("has an invalid name: use lower case letters, digits, '_', '-', '.'")
         if self.name == RESERVED_NAME:
             raise bad(f"is named {RESERVED_NAME!r}, the name of the bench's ensemble row; choose another name")
