@@ -74,6 +74,9 @@ def test_zoo_lists_and_benches_it_and_sees_edits(installed, tiny_dataset, tmp_pa
 def test_bad_names_and_taken_folders_are_refused(tmp_path):
     with pytest.raises(ZooError, match="plugin name 'My Net'"):
         scaffold.new_plugin("My Net", tmp_path)
+    with pytest.raises(ZooError, match=r"plugin name 'net\\n'"):  # a last line break, too
+        scaffold.new_plugin("net\n", tmp_path)
+    assert not list(tmp_path.iterdir())
     (tmp_path / "zoo-taken" / "keep.txt").parent.mkdir()
     (tmp_path / "zoo-taken" / "keep.txt").write_text("mine")
     with pytest.raises(ZooError, match="already exists and is not empty"):

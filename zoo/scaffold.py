@@ -21,12 +21,12 @@ FILES = {
     "test_plugin.py.tmpl": "tests/test_$module.py",
 }
 
-_NAME = re.compile(r"^[a-z][a-z0-9_]*(-[a-z0-9_]+)*$")
+_NAME = re.compile(r"[a-z][a-z0-9_]*(-[a-z0-9_]+)*")
 
 
 def identifier(name: str) -> str:
     """The one spelling zoo uses for a new plugin and its backbone: `my-net` becomes `my_net`."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ZooError(f"plugin name {name!r}: use lower case letters, digits, '_' and '-', starting with a letter")
     return name.replace("-", "_")
 
