@@ -263,6 +263,20 @@ def test_class_folders_that_differ_only_in_spaces_at_their_ends_are_refused(tmp_
     )
 
 
+@pytest.mark.parametrize("name", ["hot\ndog", "hot\tdog", "red\x1b[31m"])
+def test_a_class_folder_with_a_line_break_tab_or_other_control_character_is_refused(tmp_path, name):
+    """labels.txt holds a class a line, and a tab or an escape in a class broke every table's row
+    (the predict table's class cells) or wrote terminal codes."""
+    for split in ("train", "test"):
+        make_images(tmp_path / split, {name: 1, "dog": 1}, size=16)
+    with pytest.raises(ZooError) as error:
+        load_dataset(tmp_path)
+    assert str(error.value) == (
+        f"--data {tmp_path}: class folder {name!r} has a line break, tab or other control character in its "
+        "name; rename it in train/ and test/"
+    )
+
+
 def load_error_as_a_user(root: Path) -> str:
     """The ZooError of load_dataset(root), run as user nobody when we are root (root reads any folder)."""
     if os.geteuid() != 0:

@@ -107,9 +107,11 @@ def _check_layout(root: Path) -> tuple[dict[str, Path], dict[str, Path], list[Pa
             "give both the same class folders"
         )
     for name in sorted(train):
-        if name.splitlines() != [name]:  # labels.txt, which an export writes, holds a class a line
+        # labels.txt, which an export writes, holds a class a line; a tab or an escape breaks a table's row
+        if name.splitlines() != [name] or has_control_character(name):
             raise ZooError(
-                f"--data {root}: class folder {name!r} has a line break in its name; rename it in train/ and test/"
+                f"--data {root}: class folder {name!r} has a line break, tab or other control character in its "
+                "name; rename it in train/ and test/"
             )
     by_trimmed: dict[str, list[str]] = {}
     for name in sorted(train):  # they print alike in every table, their classes told apart by nothing seen
@@ -198,7 +200,12 @@ def shown_path(path: str) -> str:
     """A file's path as the one-line skipped note and `zoo predict`'s table show it: as it is, or
     escaped as Python writes a string ('a\\nb.jpg') when it holds a line break, a tab or another
     control character, which would break the line or hide what the name is."""
-    return repr(path) if any(unicodedata.category(char) == "Cc" for char in path) else path
+    return repr(path) if has_control_character(path) else path
+
+
+def has_control_character(text: str) -> bool:
+    """Whether `text` holds a line break, a tab or another control character (an escape)."""
+    return any(unicodedata.category(char) == "Cc" for char in text)
 
 
 def skipped_line(skipped: Iterable[tuple[str, str]], examples: int = 2) -> str:
