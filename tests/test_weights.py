@@ -175,6 +175,14 @@ def test_a_mirror_given_as_a_folder_path_is_read_from_that_folder(given, tmp_pat
     assert Path(resolved.path).read_bytes() == BLOB
 
 
+def test_a_mirror_folder_that_is_not_there_is_named_as_that_folder(tmp_path, monkeypatch):
+    """An unmounted share or a typo: the error names the file it looked for, not 'unknown url type'."""
+    monkeypatch.setenv("ZOO_MIRROR", str(tmp_path / "unmounted"))
+    with pytest.raises(ZooError) as error:
+        weights.resolve(blob_spec(), "imagenet")
+    assert f"from {(tmp_path / 'unmounted').as_uri()}/blob.h5: No such file or directory; " in str(error.value)
+
+
 def test_a_download_with_the_wrong_hash_is_refused_and_not_kept(private_keras_home):
     with LocalServer() as server:
         server.files["/blob.h5"] = BLOB.upper()

@@ -77,12 +77,12 @@ def keras_cache() -> Path:
 def mirror() -> str:
     """The base URL of a weights mirror (setting weights.mirror: $ZOO_MIRROR or the config file), or ''.
 
-    A plain folder path (a shared drive, say) is its file:// URL: urllib knows no other way to read it.
+    A plain folder path (a shared drive, say) is its file:// URL: urllib knows no other way to read it,
+    and one not there (unmounted, a typo) is then said as the file looked for, not 'unknown url type'.
     """
     value = config.get("weights.mirror")
-    folder = Path(value).expanduser()
-    if value and "://" not in value and folder.is_dir():
-        return folder.resolve().as_uri()
+    if value and "://" not in value:
+        return Path(value).expanduser().resolve().as_uri()
     return value
 
 
