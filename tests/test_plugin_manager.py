@@ -155,6 +155,23 @@ def test_a_broken_plugin_file_is_named_by_its_path_and_the_fix_is_to_it_or_to_pl
     assert "ZOO_DISABLE_PLUGINS" not in line and "zoo_local_plugin" not in line
 
 
+def test_a_plugin_file_named_like_another_plugin_is_told_to_rename_the_file(tmp_path):
+    """A file has no entry point: the plugin takes its name from the file's."""
+    first = write(tmp_path / "a/net.py", plugin_source("net_a"))
+    second = write(tmp_path / "b/net.py", plugin_source("net_b"))
+    built_in = write(tmp_path / "mobilenet_v2.py", plugin_source("net_c"))
+    shown = runner.invoke(app, ["plugins", "--json", *(f"--plugin={path}" for path in (first, second, built_in))])
+    errors = {info["origin"]: info["error"] for info in json.loads(shown.stdout)}
+    assert errors[str(first)] == ""
+    assert errors[str(second)] == (
+        f"its name 'net' is taken by the plugin from {first}; rename {second} (a plugin file is named by its file)"
+    )
+    assert errors[str(built_in)] == (
+        f"its name 'mobilenet_v2' is taken by the plugin from zoo (entry point); rename {built_in} "
+        "(a plugin file is named by its file)"
+    )
+
+
 def test_a_package_cannot_take_a_built_in_plugins_name(tmp_path, monkeypatch):
     """Whatever the install order: the built-in keeps its name and works, the other one is left
     out, and the advice does not say to disable the name (that would disable both)."""

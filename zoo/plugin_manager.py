@@ -183,7 +183,10 @@ def plugin_manager() -> tuple[pluggy.PluginManager, tuple[PluginInfo, ...]]:
         infos.append(info)
         try:
             if taken:  # the first keeps its name and works; this one is left out, and says why
-                raise ZooError(f"its name {name!r} is taken by the plugin from {taken}; rename this one's entry point")
+                rename = (
+                    f"{info.origin} (a plugin file is named by its file)" if info.given_by else "this one's entry point"
+                )
+                raise ZooError(f"its name {name!r} is taken by the plugin from {taken}; rename {rename}")
             _register(manager, load(), name)
         except KeyboardInterrupt:
             raise
