@@ -155,6 +155,16 @@ def test_a_broken_plugin_file_is_named_by_its_path_and_the_fix_is_to_it_or_to_pl
     assert "ZOO_DISABLE_PLUGINS" not in line and "zoo_local_plugin" not in line
 
 
+def test_a_plugin_path_that_is_not_there_or_not_python_says_which(tmp_path):
+    """A typo in --plugin: 'no such file', not 'neither a .py file nor a package folder'."""
+    text = write(tmp_path / "notes.txt", "not python")
+    missing = tmp_path / "my_plugn.py"
+    shown = runner.invoke(app, ["plugins", "--json", f"--plugin={missing}", f"--plugin={text}"])
+    errors = {info["origin"]: info["error"] for info in json.loads(shown.stdout)}
+    assert errors[str(missing)] == f"plugin path {missing}: no such file or folder"
+    assert errors[str(text)] == f"plugin path {text} cannot be imported as Python; give a .py file or a package folder"
+
+
 def test_a_plugin_file_named_like_another_plugin_is_told_to_rename_the_file(tmp_path):
     """A file has no entry point: the plugin takes its name from the file's."""
     first = write(tmp_path / "a/net.py", plugin_source("net_a"))

@@ -108,6 +108,8 @@ def _module_name(path: Path) -> str:
 def _import_file(path: Path) -> ModuleType:
     """Import a plugin from a .py file or a package folder, under a name of its own."""
     target = path / "__init__.py" if path.is_dir() else path
+    if not path.exists():
+        raise ZooError(f"plugin path {path}: no such file or folder")
     if not target.is_file():
         raise ZooError(f"plugin path {path} is neither a .py file nor a package folder")
     module_name = _module_name(path)
