@@ -35,6 +35,7 @@ def test_a_good_spec_validates_and_is_plain_data():
         ({"name": "net\n"}, "backbone 'net\\n' has an invalid name"),  # a last line break, too
         ({"interpolation": "cubic"}, "unknown interpolation 'cubic'"),
         ({"weights": Weights("w.h5")}, "neither a url nor a package"),
+        ({"weights": Weights("w.h5", url="https://e.org/w.h5", dataset="Random ")}, "weights dataset='Random '"),
         ({"imagenet_top1": 77.1}, "imagenet_top1=77.1; give a fraction from 0 to 1"),
         ({"imagenet_top1": "high"}, "imagenet_top1='high'"),
         ({"build_args": [1.0, 1.1]}, "build_args=[1.0, 1.1]; give a table of settings by name"),

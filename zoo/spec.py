@@ -236,7 +236,7 @@ class BackboneSpec:
                 "(in a TOML file, a [NAME.weights] table)"
             )
         dataset = self.weights.dataset if self.weights is not None else ""
-        if not isinstance(dataset, str) or dataset in RESERVED_LABELS:
+        if not isinstance(dataset, str) or dataset.strip().lower() in RESERVED_LABELS:  # RANDOM reads as random
             raise bad(
                 f"has weights dataset={dataset!r}; name what they were trained on (e.g. 'imagenet'), "
                 f"not one of {', '.join(RESERVED_LABELS)}, or leave it out"
