@@ -70,3 +70,10 @@ def test_a_line_of_spaces_in_labels_txt_keeps_its_place(model, tmp_path):
     shutil.copy(model, tmp_path / "tiny.keras")
     (tmp_path / "labels.txt").write_text("  \ndog\n\n\n")  # as an export writes a class folder named '  '
     assert load(tmp_path / "tiny.keras").class_names == ["  ", "dog"]
+
+
+def test_a_labels_txt_saved_with_a_byte_order_mark_names_its_first_class_without_it(model, tmp_path):
+    """Notepad writes UTF-8 with a BOM: the first class was '\ufeffcat', which prints as 'cat'."""
+    shutil.copy(model, tmp_path / "tiny.keras")
+    (tmp_path / "labels.txt").write_text("cat\r\ndog\r\n", encoding="utf-8-sig")
+    assert load(tmp_path / "tiny.keras").class_names == ["cat", "dog"]

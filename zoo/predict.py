@@ -112,13 +112,14 @@ def load(path: str | Path, num_threads: int | None = None) -> Classifier:
 def _labels_beside(target: Path) -> list[str]:
     """The class names of a labels.txt beside a model that has no zoo.json, or []: line N names class N,
     as an export writes it, a line of spaces too (a class folder may be named so; dropping it shifted
-    every later name). Empty lines at the end, which an editor may leave, name no class."""
+    every later name). Empty lines at the end, which an editor may leave, name no class, nor does
+    the byte order mark Notepad writes first."""
     folder = target if target.is_dir() else target.parent
     if (folder / export.METADATA).is_file():  # that labels.txt is the other model's, as its zoo.json is
         return []
     labels = folder / export.LABELS
     try:
-        names = labels.read_text(encoding="utf-8").splitlines()
+        names = labels.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError):
         return []
     while names and not names[-1]:
