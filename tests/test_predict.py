@@ -9,6 +9,7 @@ from conftest import make_images
 from typer.testing import CliRunner
 
 from zoo.cli import app
+from zoo.errors import ZooError
 from zoo.predict import load, predict
 
 runner = CliRunner()
@@ -77,3 +78,15 @@ def test_a_labels_txt_saved_with_a_byte_order_mark_names_its_first_class_without
     shutil.copy(model, tmp_path / "tiny.keras")
     (tmp_path / "labels.txt").write_text("cat\r\ndog\r\n", encoding="utf-8-sig")
     assert load(tmp_path / "tiny.keras").class_names == ["cat", "dog"]
+
+
+def test_a_labels_txt_that_is_not_utf8_is_refused_in_one_line(model, tmp_path):
+    """It was ignored unsaid, the classes shown by index beside a labels.txt that names them."""
+    shutil.copy(model, tmp_path / "tiny.keras")
+    (tmp_path / "labels.txt").write_text("café\ndog\n", encoding="cp1252")
+    with pytest.raises(ZooError) as error:
+        load(tmp_path / "tiny.keras")
+    assert str(error.value) == (
+        f"{tmp_path / 'labels.txt'} is not UTF-8 text; save it as UTF-8, one class a line, "
+        "or remove it to show the classes by index"
+    )

@@ -120,8 +120,12 @@ def _labels_beside(target: Path) -> list[str]:
     labels = folder / export.LABELS
     try:
         names = labels.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError):
+    except OSError:
         return []
+    except UnicodeDecodeError:  # its names are meant: classes by index instead would go unexplained
+        raise ZooError(
+            f"{labels} is not UTF-8 text; save it as UTF-8, one class a line, or remove it to show the classes by index"
+        ) from None
     while names and not names[-1]:
         names.pop()
     return names
