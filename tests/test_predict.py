@@ -90,3 +90,12 @@ def test_a_labels_txt_that_is_not_utf8_is_refused_in_one_line(model, tmp_path):
         f"{tmp_path / 'labels.txt'} is not UTF-8 text; save it as UTF-8, one class a line, "
         "or remove it to show the classes by index"
     )
+
+
+def test_a_results_folder_given_as_the_model_suggests_an_export_that_runs_as_printed(tmp_path):
+    out = tmp_path / "my results"
+    out.mkdir()
+    (out / "results.json").write_text("{}")
+    with pytest.raises(ZooError) as error:
+        load(out)
+    assert str(error.value).endswith(f"or export the best first: zoo export '{out}'")

@@ -289,7 +289,7 @@ def new_plugin(
     for path in files:
         out.print(f"created {path}", markup=False, highlight=False)
     out.print(
-        f"\nNext:\n  cd {files[0].parent}\n  pip install -e '.[test]'\n  pytest\n"
+        f"\nNext:\n  cd {_quote(files[0].parent)}\n  pip install -e '.[test]'\n  pytest\n"
         f"  zoo bench {scaffold.identifier(name)} --epochs 1\n"
         "Then make it yours: the spec and the builder are in the .py file (see docs/plugins.md).",
         markup=False,
@@ -504,7 +504,7 @@ def bench(
     err.print(
         escape(
             f"Results written to {out_dir}/: results.json, .csv, .md, accuracy_vs_speed.png, confusion_*.png, "
-            f"tensorboard/, models/ (zoo report {out_dir} --html for one page to share)"
+            f"tensorboard/, models/ (zoo report {_quote(out_dir)} --html for one page to share)"
         ),
         highlight=False,
     )

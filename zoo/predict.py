@@ -5,6 +5,7 @@ wrote beside it. A model without zoo.json still predicts, its classes named by i
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,7 @@ def _locate(path: Path) -> tuple[Path, str, Path | None]:
         if (path / "results.json").is_file():  # a bench's --out: its classifiers are inside
             raise ZooError(
                 f"{path} is a bench's results folder; give one of its classifiers ({path / 'models'}/BACKBONE), "
-                f"or export the best first: zoo export {path}"
+                f"or export the best first: zoo export {shlex.quote(str(path))}"
             )
         raise ZooError(f"{path} is a folder with neither a SavedModel nor a {export.METADATA}: not a zoo model")
     kind = {".keras": "keras", ".tflite": "tflite"}.get(path.suffix.lower())
