@@ -309,6 +309,24 @@ def test_an_unreadable_folder_is_one_line_naming_it_and_the_fix(where):
     assert f"cannot read {root / where} (Permission denied)" in message and "chmod" in message
 
 
+def test_the_chmod_an_unreadable_folder_is_told_runs_as_printed_whatever_its_name():
+    """Python's repr quoted "it's $HOME" in double quotes, where the shell expands $HOME."""
+    import shlex
+
+    root = Path(tempfile.mkdtemp(prefix="zoo-unreadable-"))
+    folder = root / "train" / "it's $HOME"
+    try:
+        root.chmod(0o755)
+        for split in ("train", "test"):
+            make_images(root / split, {"cat": 1, "it's $HOME": 1}, size=16)
+        folder.chmod(0)
+        message = load_error_as_a_user(root)
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(root)
+    assert f"fix its permissions (chmod -R u+rX {shlex.quote(str(folder))}) or move it out" in message
+
+
 def test_labeled_batches_pair_each_image_with_its_label_in_a_seeded_order(tiny_dataset):
     dataset = load_dataset(tiny_dataset)
     batches = labeled_batches(dataset.train, 16, 5, seed=3)

@@ -12,6 +12,7 @@ import atexit
 import difflib
 import hashlib
 import os
+import shlex
 import unicodedata
 from collections import Counter, OrderedDict
 from collections.abc import Collection, Iterable, Iterator
@@ -66,7 +67,7 @@ class Dataset:
 def _unreadable(exc: OSError) -> ZooError:
     return ZooError(
         f"cannot read {exc.filename} ({exc.strerror or exc}); fix its permissions "
-        f"(chmod -R u+rX {exc.filename!r}) or move it out of the dataset"
+        f"(chmod -R u+rX {shlex.quote(str(exc.filename))}) or move it out of the dataset"
     )
 
 
