@@ -525,3 +525,12 @@ def test_an_export_with_a_layer_of_a_plugin_not_loaded_now_says_to_pass_plugin(t
     done = subprocess.run([*predict, "--plugin", str(plugin)], capture_output=True, text=True, env=environment,
                           timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_plugin_file_to_pass_is_quoted_to_run_as_printed():
+    """A plugin file in `my plugins/` was to be passed as two words."""
+    meta = {"plugin": "net", "plugin_from": {"file": "/home/me/my plugins/net.py"}}
+    assert export.plugin_to_load(meta) == (
+        "plugin net (/home/me/my plugins/net.py)",
+        "pass --plugin '/home/me/my plugins/net.py'",
+    )

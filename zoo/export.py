@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -263,7 +264,7 @@ def plugin_to_load(meta: dict | None) -> tuple[str, str]:
             f"pip install {where['distribution']}, or pass --plugin FILE"
         )
     if where.get("file"):
-        return f"plugin {plugin} ({where['file']})", f"pass --plugin {where['file']}"
+        return f"plugin {plugin} ({where['file']})", f"pass --plugin {shlex.quote(where['file'])}"
     return f"plugin {plugin}", "install it, or pass --plugin FILE"
 
 
