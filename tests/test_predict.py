@@ -99,3 +99,13 @@ def test_a_results_folder_given_as_the_model_suggests_an_export_that_runs_as_pri
     with pytest.raises(ZooError) as error:
         load(out)
     assert str(error.value).endswith(f"or export the best first: zoo export '{out}'")
+
+
+def test_a_missing_file_with_a_line_break_in_its_name_is_named_on_one_line(tmp_path):
+    """As the skipped note and the table show such a name: escaped, the error one line."""
+    from zoo.predict import image_files
+
+    missing = str(tmp_path / "a\nb.jpg")
+    with pytest.raises(ZooError) as error:
+        image_files([missing])
+    assert str(error.value) == f"{missing!r}: no such file or folder"

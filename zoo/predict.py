@@ -206,7 +206,7 @@ def image_files(inputs: list[str | Path]) -> list[Path]:
     class's images (zoo.data.folder_files): broken links and linked subfolders listed (and said), hidden
     subfolders not. Each file once, where it first comes, however often it is named (a file and the
     folder it is in, or a link to it)."""
-    from zoo.data import folder_files
+    from zoo.data import folder_files, shown_path
 
     files: dict[Path, Path] = {}  # the file itself → the path it was first given by
     for item in map(Path, inputs):
@@ -215,7 +215,7 @@ def image_files(inputs: list[str | Path]) -> list[Path]:
         elif item.exists() or item.is_symlink():
             found = [item]
         else:
-            raise ZooError(f"{item}: no such file or folder")
+            raise ZooError(f"{shown_path(str(item))}: no such file or folder")
         for path in found:
             files.setdefault(path.resolve(), path)
     return list(files.values())
