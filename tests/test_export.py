@@ -534,3 +534,11 @@ def test_the_plugin_file_to_pass_is_quoted_to_run_as_printed():
         "plugin net (/home/me/my plugins/net.py)",
         "pass --plugin '/home/me/my plugins/net.py'",
     )
+
+
+def test_names_that_differ_only_by_colon_or_underscore_export_into_their_own_folders(tmp_path):
+    """`q_v1`'s export replaced `q:v1`'s unsaid; each gets its folder as its other files do (q@v1)."""
+    folders = {name: export.default_out({"backbone": name}, "keras", "none", tmp_path) for name in ("q:v1", "q_v1")}
+    assert folders == {"q:v1": tmp_path / "export/q@v1-keras", "q_v1": tmp_path / "export/q_v1-keras"}
+    ensemble = export.default_out({"backbone": "ensemble(a+b)"}, "tflite", "int8", None)
+    assert ensemble == Path("zoo-export/ensemble_a+b-tflite-int8")

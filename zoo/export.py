@@ -29,7 +29,7 @@ from zoo import atomic, plugin_manager
 from zoo.ensemble import KIND as ENSEMBLE
 from zoo.errors import ZooError, one_line
 from zoo.features import weights_digest
-from zoo.spec import INTERPOLATIONS, BackboneSpec
+from zoo.spec import INTERPOLATIONS, BackboneSpec, file_stem
 from zoo.weights import MODES, ResolvedWeights, file_digest
 
 METADATA = "zoo.json"
@@ -379,6 +379,7 @@ def _check_converted(model, converted: bytes, meta: dict) -> None:
 
 def default_out(meta: dict, fmt: str, quantize: str, results: Path | None) -> Path:
     """Where `zoo export` writes without --out: beside the bench results, or in the current folder."""
-    backbone = re.sub(r"[^\w.+-]+", "_", meta["backbone"]).strip("_")  # ensemble(a+b): ensemble_a+b
+    # named as the row's other files (q:v1 as q@v1, apart from q_v1); ensemble(a+b) as ensemble_a+b
+    backbone = re.sub(r"[^\w.@+-]+", "_", file_stem(meta["backbone"])).strip("_")
     name = f"{backbone}-{fmt}" + (f"-{quantize}" if quantize != "none" else "")
     return (results / "export" if results is not None else Path(os.curdir) / "zoo-export") / name
