@@ -89,6 +89,16 @@ def test_markdown_shows_names_paths_and_errors_as_they_are_one_table_row_each():
     assert table[0][1] == "<strong>90.0%</strong>"  # zoo's own markup stays markup
 
 
+def test_markdown_keeps_dollar_signs_from_being_read_as_math():
+    """GitHub sets `$x^2$` in a .md file as math (x²), as matplotlib did in the plots."""
+    from markdown_it import MarkdownIt
+
+    text = markdown({**META, "dataset": {**META["dataset"], "root": "/data/$x^2$"}, "backbones": ROWS})
+    assert text.startswith("# zoo bench: \\$x^2\\$\n")
+    html = MarkdownIt("commonmark").render(text)  # an escaped `$` is shown as `$`
+    assert re.search(r"<h1>(.*)</h1>", html)[1] == "zoo bench: $x^2$"
+
+
 def test_csv_keeps_nested_fields_as_json():
     parsed = list(csv.DictReader(io.StringIO(csv_text(ROWS))))
     assert [r["backbone"] for r in parsed] == ["slow_big", "broken", "fast_small"]

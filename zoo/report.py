@@ -230,8 +230,9 @@ def results_table(
 
 
 #: What Markdown reads as markup in text: `_` only where it can start or end emphasis, `<` a
-#: tag, `&` an entity, so names and numbers stay readable (`efficientnet_b0`, `p < 0.001`).
-_MARKUP = re.compile(r"[\\`*\[\]|~]|(?<![^\W_])_|_(?![^\W_])|<(?=[A-Za-z/!?])|&(?=[#A-Za-z])")
+#: tag, `&` an entity, so names and numbers stay readable (`efficientnet_b0`, `p < 0.001`);
+#: `$`, which GitHub reads as math (`$x^2$`).
+_MARKUP = re.compile(r"[\\`*\[\]|~$]|(?<![^\W_])_|_(?![^\W_])|<(?=[A-Za-z/!?])|&(?=[#A-Za-z])")
 
 
 def _markdown_text(text: str) -> str:
