@@ -236,7 +236,7 @@ FAMILIES_PLUGIN = textwrap.dedent(
     """
     import dataclasses, hashlib, json, os
     from pathlib import Path
-    from zoo import Weights, hookimpl
+    from zoo import hookimpl
     from zoo import specs_from_toml
     from zoo_plugins import REGISTRY
 
@@ -254,8 +254,8 @@ FAMILIES_PLUGIN = textwrap.dedent(
                     specs.append(dataclasses.replace(spec, reference=MADE[base]["saved_model"]))
                 else:
                     data = Path(MADE[base]["weights"]).read_bytes()
-                    pinned = Weights(file=spec.weights.file, url=spec.weights.url,
-                                     sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+                    pinned = dataclasses.replace(spec.weights, sha256=hashlib.sha256(data).hexdigest(),
+                                                 size=len(data))
                     specs.append(dataclasses.replace(spec, weights=pinned))
         return specs
     """
