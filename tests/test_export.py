@@ -542,3 +542,23 @@ def test_names_that_differ_only_by_colon_or_underscore_export_into_their_own_fol
     assert folders == {"q:v1": tmp_path / "export/q@v1-keras", "q_v1": tmp_path / "export/q_v1-keras"}
     ensemble = export.default_out({"backbone": "ensemble(a+b)"}, "tflite", "int8", None)
     assert ensemble == Path("zoo-export/ensemble_a+b-tflite-int8")
+
+
+def test_export_refuses_an_out_that_would_overwrite_another_models_description(benched, tmp_path):
+    out, _ = benched
+    kept = (out / "models/tiny_cnn/zoo.json").read_text()
+    for target, message in (
+        (out / "models/tiny_cnn", f"is inside the kept classifiers of {out}"),
+        (out / "models", f"is inside the kept classifiers of {out}"),
+        (out, f"is the bench results folder {out}"),
+    ):
+        result = runner.invoke(app, ["export", str(out), "--format", "tflite", "--out", str(target)])
+        assert result.exit_code == 2 and message in result.output and f"goes to {out / 'export'}/" in result.output
+    assert (out / "models/tiny_cnn/zoo.json").read_text() == kept and not (out / "zoo.json").exists()
+    assert zoo.load(out / "models/tiny_cnn").model is not None  # the bench's classifier is still whole
+    ship = tmp_path / "ship"
+    for fmt in ("tflite", "tflite"):  # the same export again replaces it
+        assert runner.invoke(app, ["export", str(out), "--format", fmt, "--out", str(ship)]).exit_code == 0
+    result = runner.invoke(app, ["export", str(out), "--format", "keras", "--out", str(ship)])
+    assert result.exit_code == 2 and "already holds another model (model.tflite, which its zoo.json" in result.output
+    assert zoo.load(ship / "model.tflite").class_names == ["dark", "light"]  # still labelled by its zoo.json

@@ -318,6 +318,7 @@ def export(
         raise ZooError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
     if quantize != "none" and fmt != "tflite":
         raise ZooError(f"--quantize {quantize} is for --format tflite; {fmt} models stay float32")
+    _check_out(out, FORMATS[fmt])
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -342,6 +343,30 @@ def export(
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) if target.is_dir() else target.stat().st_size
     _write_metadata(out, {**meta, "model": target.name, "format": fmt, "quantize": quantize, "bytes": size})
     return target
+
+
+def _check_out(out: Path, model_name: str) -> None:
+    """Refuse an --out where the export would overwrite what describes another model: a bench's
+    results folder or its kept classifiers (models/), or a folder whose zoo.json names another
+    model file (another format's export, a kept head): that model would be left unlabelled."""
+    here = out.resolve()
+    for results in (here, *here.parents):
+        if (results / "results.json").is_file() and (here == results or here.is_relative_to(results / "models")):
+            raise ZooError(
+                f"--out {out} is {'the bench results folder' if here == results else 'inside the kept classifiers of'} "
+                f"{results}, which the export would overwrite; give another --out (without one it goes to "
+                f"{results / 'export'}/)"
+            )
+    if (out / METADATA).is_file():
+        try:
+            held = read_metadata(out).get("model")
+        except ZooError:  # a damaged zoo.json describes nothing: exporting again is its fix
+            return
+        if held != model_name:
+            raise ZooError(
+                f"--out {out} already holds another model ({held}, which its {METADATA} describes); "
+                "give another --out, or delete that folder first"
+            )
 
 
 def _check_loads(target: Path, meta: dict) -> None:
