@@ -297,3 +297,29 @@ def test_new_plugin_says_to_cd_into_a_folder_with_spaces_quoted(tmp_path):
     result = runner.invoke(app, ["new-plugin", "my-net", "--dir", str(tmp_path / "my src")])
     assert result.exit_code == 0, result.output
     assert f"\n  cd {shlex.quote(str(tmp_path / 'my src' / 'zoo-my-net'))}\n" in result.stdout
+
+
+def test_predict_csv_into_a_pipe_or_through_a_link_writes_there_and_replaces_neither(tmp_path):
+    import keras
+    import numpy as np
+    from PIL import Image
+
+    images = keras.Input((16, 16, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(images)
+    keras.Model(images, keras.layers.Dense(2, activation="softmax")(pooled)).save(tmp_path / "m.keras")
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(tmp_path / "a.png")
+    pipe = tmp_path / "pipe.csv"  # as /dev/stdout is, when the output is piped on
+    os.mkfifo(pipe)
+    reader = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
+    (tmp_path / "real.csv").write_text("old\n")
+    (tmp_path / "link.csv").symlink_to("real.csv")
+    try:
+        for target in (pipe, tmp_path / "link.csv"):
+            result = runner.invoke(app, ["predict", str(tmp_path / "m.keras"), str(tmp_path / "a.png"), "--csv", str(target)])
+            assert result.exit_code == 0, result.output
+        written = os.read(reader, 65536).decode()
+    finally:
+        os.close(reader)
+    assert written.startswith("file,class1,probability1") and "a.png" in written
+    assert pipe.is_fifo() and (tmp_path / "link.csv").is_symlink()
+    assert (tmp_path / "real.csv").read_bytes().decode() == written

@@ -851,7 +851,9 @@ def predict_command(
     if top_k < 1:
         raise ZooError(f"--top-k {top_k}: it must be 1 or more")
     predict.image_files(list(images))  # a path that does not exist is said before the model loads
-    if csv_file is not None and (csv_file.is_dir() or not os.access(csv_file.parent, os.W_OK)):
+    if csv_file is not None and (
+        csv_file.is_dir() or not os.access(csv_file if _is_stream(csv_file) else csv_file.resolve().parent, os.W_OK)
+    ):
         raise ZooError(
             f"--csv {csv_file}: a folder, or in a folder that does not exist or is not writable; give a file path"
         )
@@ -897,9 +899,19 @@ def _write_predictions_csv(path: Path, predictions) -> None:
     for prediction in predictions:  # a file `=x.jpg` or a class `+1` must not run as a spreadsheet formula
         writer.writerow(map(csv_cell, [prediction.file, *(value for pair in prediction.top for value in pair)]))
     try:
-        atomic.write_text(path, buffer.getvalue())
+        if _is_stream(path):
+            with open(path, "w", encoding="utf-8", newline="") as stream:
+                stream.write(buffer.getvalue())
+        else:  # through a link, the file it names is replaced, not the link
+            atomic.write_text(path.resolve(), buffer.getvalue())
     except OSError as exc:
         raise ZooError(f"--csv {path}: cannot write it ({exc.strerror or exc}); give a writable path") from None
+
+
+def _is_stream(path: Path) -> bool:
+    """Whether `--csv PATH` names a device or a pipe (/dev/stdout, a FIFO): written into as it is,
+    where replacing it atomically, as a file is, would put a file in its place."""
+    return path.exists() and not path.is_file() and not path.is_dir()
 
 
 cache_app = typer.Typer(help="The feature cache: what the bench has extracted once and reuses.", no_args_is_help=True)
