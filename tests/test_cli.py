@@ -299,15 +299,20 @@ def test_new_plugin_says_to_cd_into_a_folder_with_spaces_quoted(tmp_path):
     assert f"\n  cd {shlex.quote(str(tmp_path / 'my src' / 'zoo-my-net'))}\n" in result.stdout
 
 
-def test_predict_csv_into_a_pipe_or_through_a_link_writes_there_and_replaces_neither(tmp_path):
+def _model_and_image(folder):
+    """A tiny classifier (m.keras, two classes by index) and an image (a.png) for it, in folder."""
     import keras
     import numpy as np
     from PIL import Image
 
     images = keras.Input((16, 16, 3))
     pooled = keras.layers.GlobalAveragePooling2D()(images)
-    keras.Model(images, keras.layers.Dense(2, activation="softmax")(pooled)).save(tmp_path / "m.keras")
-    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(tmp_path / "a.png")
+    keras.Model(images, keras.layers.Dense(2, activation="softmax")(pooled)).save(folder / "m.keras")
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(folder / "a.png")
+
+
+def test_predict_csv_into_a_pipe_or_through_a_link_writes_there_and_replaces_neither(tmp_path):
+    _model_and_image(tmp_path)
     pipe = tmp_path / "pipe.csv"  # as /dev/stdout is, when the output is piped on
     os.mkfifo(pipe)
     reader = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
@@ -323,3 +328,16 @@ def test_predict_csv_into_a_pipe_or_through_a_link_writes_there_and_replaces_nei
     assert written.startswith("file,class1,probability1") and "a.png" in written
     assert pipe.is_fifo() and (tmp_path / "link.csv").is_symlink()
     assert (tmp_path / "real.csv").read_bytes().decode() == written
+
+
+def test_predict_says_a_csv_name_too_long_in_one_line_and_shows_its_predictions_when_writing_fails(tmp_path):
+    _model_and_image(tmp_path)
+    predict = ["predict", str(tmp_path / "m.keras"), str(tmp_path / "a.png"), "--csv"]
+    result = runner.invoke(app, [*predict, str(tmp_path / ("x" * 300 + ".csv"))])  # too long for the file system
+    assert result.exit_code == 2 and "cannot write it (File name too long); give a writable path" in result.output
+    assert "a.png" not in result.output  # said before any prediction
+    # A name that fits, but not the temporary file beside it that the CSV is written to first:
+    # that is found only when writing, and the predictions are on screen by then.
+    result = runner.invoke(app, [*predict, str(tmp_path / ("x" * 248 + ".csv"))])
+    assert result.exit_code == 2 and "cannot write it (File name too long); give a writable path" in result.output
+    assert "a.png" in result.output and "100.0%" in result.output

@@ -851,12 +851,8 @@ def predict_command(
     if top_k < 1:
         raise ZooError(f"--top-k {top_k}: it must be 1 or more")
     predict.image_files(list(images))  # a path that does not exist is said before the model loads
-    if csv_file is not None and (
-        csv_file.is_dir() or not os.access(csv_file if _is_stream(csv_file) else csv_file.resolve().parent, os.W_OK)
-    ):
-        raise ZooError(
-            f"--csv {csv_file}: a folder, or in a folder that does not exist or is not writable; give a file path"
-        )
+    if csv_file is not None:
+        _check_csv_path(csv_file)
     with err.status(escape(f"loading {model}")):
         classifier = predict.load(model)
     if classifier.meta is None:
@@ -868,8 +864,6 @@ def predict_command(
     with _progress() as progress:
         task = progress.add_task("checking images", total=None)
         predictions, skipped = predict.predict(classifier, list(images), top_k, _bar(progress, task))
-    if csv_file is not None:
-        _write_predictions_csv(csv_file, predictions)
     if as_json:
         rows = [{"file": p.file, "top": [{"class": c, "probability": pr} for c, pr in p.top]} for p in predictions]
         out.print_json(json.dumps({"predictions": rows, "skipped": skipped}))
@@ -883,6 +877,8 @@ def predict_command(
         out.print(table)
     if skipped:
         err.print(f"[yellow]{escape(skipped_line(skipped.items()))}[/]", highlight=False, soft_wrap=True)
+    if csv_file is not None:  # after the predictions are shown: a CSV that cannot be written loses none
+        _write_predictions_csv(csv_file, predictions)
 
 
 def _write_predictions_csv(path: Path, predictions) -> None:
@@ -906,6 +902,18 @@ def _write_predictions_csv(path: Path, predictions) -> None:
             atomic.write_text(path.resolve(), buffer.getvalue())
     except OSError as exc:
         raise ZooError(f"--csv {path}: cannot write it ({exc.strerror or exc}); give a writable path") from None
+
+
+def _check_csv_path(path: Path) -> None:
+    """A `--csv` that cannot be written, said before the model loads and the images are predicted."""
+    try:
+        writable = not path.is_dir() and os.access(path if _is_stream(path) else path.resolve().parent, os.W_OK)
+    except OSError as exc:  # a name too long for the file system, say
+        raise ZooError(f"--csv {path}: cannot write it ({exc.strerror or exc}); give a writable path") from None
+    if not writable:
+        raise ZooError(
+            f"--csv {path}: a folder, or in a folder that does not exist or is not writable; give a file path"
+        )
 
 
 def _is_stream(path: Path) -> bool:
