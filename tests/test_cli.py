@@ -341,3 +341,16 @@ def test_predict_says_a_csv_name_too_long_in_one_line_and_shows_its_predictions_
     result = runner.invoke(app, [*predict, str(tmp_path / ("x" * 248 + ".csv"))])
     assert result.exit_code == 2 and "cannot write it (File name too long); give a writable path" in result.output
     assert "a.png" in result.output and "100.0%" in result.output
+
+
+def test_a_path_too_long_for_the_file_system_is_one_line(tmp_path):
+    _model_and_image(tmp_path)
+    long = str(tmp_path / ("y" * 300))
+    for args in (
+        ["predict", str(tmp_path / "m.keras"), long + ".jpg"],
+        ["predict", long, str(tmp_path / "a.png")],
+        ["export", long],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith(f"Error: {long}") and "a name too long for the file system; give a shorter path" in result.output

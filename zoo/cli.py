@@ -6,6 +6,7 @@ TensorFlow is imported only by the commands that build models.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
@@ -67,6 +68,14 @@ class _OneLineErrors(TyperGroup):
         except Exception as exc:
             if _debug:
                 raise
+            if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:  # a path given, wherever it is met
+                err.print(
+                    f"[red]Error:[/] {escape(str(exc.filename))}: a name too long for the file system; "
+                    "give a shorter path",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                raise typer.Exit(2) from None
             err.print(
                 f"[red]Unexpected error:[/] {escape(one_line(exc))} (rerun with --debug for the "
                 "traceback, and please report it)",
