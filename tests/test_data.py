@@ -100,6 +100,13 @@ def test_symlinked_class_folders_and_unusual_file_names_are_read(tmp_path):
     assert [len(b) for b in batches] == [4, 2]
 
 
+def test_image_batches_read_a_file_whose_name_is_not_utf8(tmp_path):
+    name = os.fsdecode(b"caf\xe9.png")  # Latin-1, as an old camera or zip may write it
+    Image.new("RGB", (20, 20), (0, 0, 255)).save(tmp_path / name)
+    [batch] = list(image_batches((str(tmp_path / name),), 8, 4))
+    assert np.allclose(batch.numpy()[0, 4, 4], (0, 0, 255))
+
+
 def test_image_batches_keep_file_order_and_size(tmp_path):
     colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
     files = []

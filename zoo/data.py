@@ -241,7 +241,8 @@ def image_batches(
         return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), dtype)
 
     return (
-        tf.data.Dataset.from_tensor_slices(list(files))
+        # as bytes: a name that is not UTF-8 (Latin-1 from an old camera, say) is a valid path too
+        tf.data.Dataset.from_tensor_slices([os.fsencode(file) for file in files])
         .map(load, num_parallel_calls=tf.data.AUTOTUNE)
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
