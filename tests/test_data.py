@@ -107,6 +107,14 @@ def test_image_batches_read_a_file_whose_name_is_not_utf8(tmp_path):
     assert np.allclose(batch.numpy()[0, 4, 4], (0, 0, 255))
 
 
+def test_a_file_name_that_is_not_utf8_is_shown_escaped_as_a_utf8_terminal_can_print_it():
+    from zoo.data import shown_path, skipped_line
+
+    name = os.fsdecode(b"photos/caf\xe9.png")
+    assert shown_path(name) == "'photos/caf\\udce9.png'" and shown_path("photos/café.png") == "photos/café.png"
+    skipped_line([(name, "truncated or corrupt")]).encode("utf-8")  # strict, as a terminal's UTF-8 is
+
+
 def test_image_batches_keep_file_order_and_size(tmp_path):
     colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
     files = []

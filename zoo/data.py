@@ -200,8 +200,10 @@ def skipped_summary(dataset: Dataset) -> str:
 def shown_path(path: str) -> str:
     """A file's path as the one-line skipped note and `zoo predict`'s table show it: as it is, or
     escaped as Python writes a string ('a\\nb.jpg') when it holds a line break, a tab or another
-    control character, which would break the line or hide what the name is."""
-    return repr(path) if has_control_character(path) else path
+    control character, which would break the line or hide what the name is, or bytes that are not
+    UTF-8 ('caf\\udce9.jpg'), which a UTF-8 terminal cannot be sent."""
+    undecoded = any(unicodedata.category(char) == "Cs" for char in path)
+    return repr(path) if undecoded or has_control_character(path) else path
 
 
 def has_control_character(text: str) -> bool:
