@@ -354,3 +354,13 @@ def test_a_path_too_long_for_the_file_system_is_one_line(tmp_path):
         result = runner.invoke(app, args)
         assert result.exit_code == 2, result.output
         assert result.output.startswith(f"Error: {long}") and "a name too long for the file system; give a shorter path" in result.output
+
+
+def test_predict_csv_writes_a_file_name_that_is_not_utf8_as_its_bytes(tmp_path):
+    _model_and_image(tmp_path)
+    name = os.fsdecode(b"caf\xe9.png")  # Latin-1, as an old camera or zip may write it
+    (tmp_path / "a.png").rename(tmp_path / name)
+    result = runner.invoke(app, ["predict", str(tmp_path / "m.keras"), str(tmp_path / name), "--csv", str(tmp_path / "p.csv")])
+    assert result.exit_code == 0, result.output
+    [header, row] = (tmp_path / "p.csv").read_bytes().splitlines()
+    assert header.startswith(b"file,class1") and row.startswith(os.fsencode(tmp_path / name) + b",")

@@ -903,12 +903,15 @@ def _write_predictions_csv(path: Path, predictions) -> None:
     writer.writerow(["file", *(f"{field}{rank}" for rank in range(1, k + 1) for field in ("class", "probability"))])
     for prediction in predictions:  # a file `=x.jpg` or a class `+1` must not run as a spreadsheet formula
         writer.writerow(map(csv_cell, [prediction.file, *(value for pair in prediction.top for value in pair)]))
+    # A file name that is not UTF-8 is written as its own bytes, as the file system holds it.
+    text = buffer.getvalue().encode("utf-8", "surrogateescape")
     try:
         if _is_stream(path):
-            with open(path, "w", encoding="utf-8", newline="") as stream:
-                stream.write(buffer.getvalue())
+            with open(path, "wb") as stream:
+                stream.write(text)
         else:  # through a link, the file it names is replaced, not the link
-            atomic.write_text(path.resolve(), buffer.getvalue())
+            with atomic.atomic_path(path.resolve()) as temporary:
+                temporary.write_bytes(text)
     except OSError as exc:
         raise ZooError(f"--csv {path}: cannot write it ({exc.strerror or exc}); give a writable path") from None
 
