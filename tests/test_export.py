@@ -232,6 +232,7 @@ def test_export_refuses_what_it_cannot_do(benched, tmp_path):
         (["--format", "onnx"], "--format onnx: use one of keras, savedmodel, tflite"),
         (["--format", "keras", "--quantize", "int8"], "--quantize int8 is for --format tflite"),
         (["broken_net"], "no saved classifier for broken_net; it has: tiny_cnn"),
+        (["--format", "tflite", "--quantize", "float16", "--data", str(out)], "is the int8 calibration images"),
     ):
         result = runner.invoke(app, ["export", str(out), *args])
         assert result.exit_code == 2 and message in result.output, result.output

@@ -792,6 +792,8 @@ def export_command(
 
     if quantize not in QUANTIZE:
         raise ZooError(f"--quantize {quantize}: use one of {', '.join(QUANTIZE)}")
+    if data is not None and quantize != "int8":
+        raise ZooError(f"--data {data} is the int8 calibration images; add --format tflite --quantize int8, or drop it")
     if not source.exists():
         raise ZooError(
             f"{source}: no such file or folder; give a bench's --out folder, one of its models/BACKBONE "
