@@ -563,3 +563,16 @@ def test_export_refuses_an_out_that_would_overwrite_another_models_description(b
     result = runner.invoke(app, ["export", str(out), "--format", "keras", "--out", str(ship)])
     assert result.exit_code == 2 and "already holds another model (model.tflite, which its zoo.json" in result.output
     assert zoo.load(ship / "model.tflite").class_names == ["dark", "light"]  # still labelled by its zoo.json
+
+
+def test_a_merged_folder_whose_shard_moved_says_to_merge_again(benched, tmp_path):
+    """A merge names each row's classifier in its shard's folder: once that folder moves, export
+    says so in one line, not that a folder it never looked in holds no zoo.json."""
+    merged = runner.invoke(app, ["report", "--merge", str(benched[0]), "--out", str(tmp_path / "merged")])
+    assert merged.exit_code == 0, merged.output
+    shutil.move(benched[0], tmp_path / "moved")
+    result = runner.invoke(app, ["export", str(tmp_path / "merged"), "tiny_cnn", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert f"tiny_cnn's classifier is not in {benched[0]}/models/tiny_cnn any more" in line
+    assert "merge them again from where they are now" in line

@@ -187,7 +187,19 @@ def trained_folder(results: Path, backbone: str | None = None) -> Path:
     if row is None:
         names = ", ".join(row["backbone"] for row in ok) or "none"
         raise ZooError(f"{results} has no saved classifier for {backbone}; it has: {names}")
-    return results / row["classifier"]
+    return kept_folder(results, row["classifier"], backbone)
+
+
+def kept_folder(results: Path, kept: str, backbone: str) -> Path:
+    """Where the bench in `results` kept `backbone`'s classifier (`kept`: relative to `results`,
+    or absolute where a merge names it in its shard's folder), said in one line when it is gone."""
+    folder = results / kept
+    if not folder.exists():
+        raise ZooError(
+            f"{backbone}'s classifier is not in {folder} any more: put that folder back, or bench again "
+            "(a merge's rows are kept in their shards' folders: merge them again from where they are now)"
+        )
+    return folder
 
 
 def load_trained(folder: Path):
@@ -275,7 +287,9 @@ def _load_ensemble(folder: Path, meta: dict):
 
     results = folder.resolve().parents[1]  # `zoo predict .` from inside it, say
     members = meta["members"].values()
-    classifiers = [load_trained(results / member["kept"])[0] for member in members]
+    classifiers = [
+        load_trained(kept_folder(results, member["kept"], name))[0] for name, member in meta["members"].items()
+    ]
     return ensemble_classifier(
         list(zip(classifiers, (member["interpolation"] for member in members))),
         [member["weight"] for member in members],
