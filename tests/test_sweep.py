@@ -168,3 +168,24 @@ def test_a_shard_field_hand_edited_or_damaged_is_one_line_not_a_crash(four_backb
     assert result.exit_code == 2, result.output
     [line] = result.stderr.strip().splitlines()
     assert "results.json has shard" in line and "rerun the bench" in line
+
+
+def test_a_merge_never_overwrites_a_benchs_results_and_replaces_an_earlier_merge_whole(
+    four_backbones, tiny_dataset, tmp_path
+):
+    for i in (1, 2):
+        bench(tiny_dataset, tmp_path / f"s{i}", "--shard", f"{i}/2", names=["tiny_a", "tiny_b"])
+    before = (tmp_path / "s1" / "results.json").read_text()
+    result = runner.invoke(app, ["report", "--merge", str(tmp_path / "s2"), "--out", str(tmp_path / "s1")])
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "holds results that are not an earlier merge's" in line and "give a new folder" in line
+    assert (tmp_path / "s1" / "results.json").read_text() == before
+
+    merged = tmp_path / "merged"
+    for folders in (["s1", "s2"], ["s1"]):  # merged again, with one shard fewer
+        result = runner.invoke(app, ["report", "--merge", *(str(tmp_path / f) for f in folders), "--out", str(merged)])
+        assert result.exit_code == 0, result.output
+    assert [row["backbone"] for row in json.loads((merged / "results.json").read_text())["backbones"]] == ["tiny_a"]
+    assert sorted(path.name for path in (merged / "predictions").iterdir()) == ["tiny_a.npz"]
+    assert not (merged / "confusion_tiny_b.png").exists()

@@ -718,14 +718,14 @@ def report_command(
     from zoo import ensemble
     from zoo.report import read_results, results_lock, write_html, write_reports, write_results
     from zoo.sweep import merge as merge_folders
+    from zoo.sweep import prepare_merged_out
 
     if merge:
         if merged_dir is None:
             raise ZooError("--merge needs --out MERGED, the folder for the combined results")
-        if any(folder.resolve() == merged_dir.resolve() for folder in folders):
-            raise ZooError(f"--out {merged_dir} is one of the folders to merge; give a new folder")
         rows, meta = merge_folders(folders)
         with results_lock(merged_dir):
+            prepare_merged_out(merged_dir, folders)
             rows, no_ensemble = ensemble.merged(rows, meta, merged_dir, folders)
             if no_ensemble:
                 meta["no_ensemble"] = no_ensemble

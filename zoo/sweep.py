@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +152,32 @@ def merge(folders: Sequence[Path]) -> tuple[list[dict], dict]:
         for folder, row in located
     ]
     return rows, meta
+
+
+def prepare_merged_out(out_dir: Path, folders: Sequence[Path]) -> None:
+    """Make `out_dir` ready for a merge of `folders`, losing no results: an earlier merge's files
+    there are removed (its ensemble and predictions would outlive the rows they were chosen
+    from); one of the folders merged, or a bench's own results, is refused."""
+    from zoo import plots
+    from zoo.report import read_results
+
+    if any(folder.resolve() == out_dir.resolve() for folder in folders):
+        raise ZooError(f"--out {out_dir} is one of the folders to merge; give a new folder")
+    if not (out_dir / "results.json").exists():
+        return
+    try:
+        earlier = read_results(out_dir)
+    except ZooError:
+        earlier = {}
+    if "merged_from" not in earlier:
+        raise ZooError(
+            f"--out {out_dir} holds results that are not an earlier merge's, which the merge would overwrite; "
+            "give a new folder"
+        )
+    for row in earlier["backbones"]:
+        (out_dir / plots.confusion_file(row["backbone"])).unlink(missing_ok=True)
+    for folder in ("predictions", f"models/{KIND}"):
+        shutil.rmtree(out_dir / folder, ignore_errors=True)
 
 
 def missing_shards(shards: list[Any]) -> list[str]:
