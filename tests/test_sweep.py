@@ -189,3 +189,13 @@ def test_a_merge_never_overwrites_a_benchs_results_and_replaces_an_earlier_merge
     assert [row["backbone"] for row in json.loads((merged / "results.json").read_text())["backbones"]] == ["tiny_a"]
     assert sorted(path.name for path in (merged / "predictions").iterdir()) == ["tiny_a.npz"]
     assert not (merged / "confusion_tiny_b.png").exists()
+
+
+def test_a_shard_given_twice_is_named_as_such(four_backbones, tiny_dataset, tmp_path, monkeypatch):
+    bench(tiny_dataset, tmp_path / "s1", "--shard", "1/2", names=["tiny_a", "tiny_b"])
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["report", "--merge", "s1", str(tmp_path / "s1"), "--out", "merged"])
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert f"{tmp_path / 's1'} is given twice (also as s1); give each folder to merge once" in line
+    assert not (tmp_path / "merged").exists()

@@ -94,10 +94,17 @@ def merge(folders: Sequence[Path]) -> tuple[list[dict], dict]:
     """The rows and meta data of several results folders in one, each backbone once.
 
     Raises a ZooError naming the difference when a folder's dataset or a row's settings differ
-    from the first folder's, or when two folders hold the same backbone.
+    from the first folder's, or when a folder is given twice or two hold the same backbone.
     """
     from zoo.report import provenance, read_results
 
+    given: dict[Path, Path] = {}
+    for folder in folders:
+        if folder.resolve() in given:
+            spelled = given[folder.resolve()]
+            also = "" if str(spelled) == str(folder) else f" (also as {spelled})"
+            raise ZooError(f"{folder} is given twice{also}; give each folder to merge once")
+        given[folder.resolve()] = folder
     loaded = [(folder, read_results(folder)) for folder in folders]
     first_folder, first = loaded[0]
     for folder, results in loaded[1:]:
