@@ -113,6 +113,17 @@ def test_merging_shards_of_other_settings_or_data_is_refused(four_backbones, tin
                                  "--out", str(tmp_path / "merged")])
     assert result.exit_code == 2 and "dataset differs" in result.stderr and "test_images 6 vs 7" in result.stderr
 
+    other["dataset"]["test_images"] -= 1
+    other["zoo_version"] = "0.0.1"  # a shard benched by another zoo, with the same settings as s1
+    other["backbones"] = [{**row, "mirror": False} for row in other["backbones"] if row["kind"] == "backbone"]
+    (tmp_path / "s2" / "results.json").write_text(json.dumps(other))
+    result = runner.invoke(app, ["report", "--merge", str(tmp_path / "s1"), str(tmp_path / "s2"),
+                                 "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    ours = json.loads((tmp_path / "s1" / "results.json").read_text())["zoo_version"]
+    assert f"benched by zoo 0.0.1, {tmp_path / 's1'} by zoo {ours}; bench every shard with the same zoo version" in line
+
 
 def test_shards_of_one_command_merge_whatever_weights_each_backbone_got(four_backbones, tiny_dataset, tmp_path):
     """The --weights mode is the setting; which weights a row got (random, or none: it failed)

@@ -93,8 +93,8 @@ def settings_difference(first: dict, second: dict) -> str:
 def merge(folders: Sequence[Path]) -> tuple[list[dict], dict]:
     """The rows and meta data of several results folders in one, each backbone once.
 
-    Raises a ZooError naming the difference when a folder's dataset or a row's settings differ
-    from the first folder's, or when a folder is given twice or two hold the same backbone.
+    Raises a ZooError naming the difference when a folder's dataset, zoo version or a row's
+    settings differ from the first folder's, or when a folder is given twice or two hold the same backbone.
     """
     from zoo.report import provenance, read_results
 
@@ -113,6 +113,12 @@ def merge(folders: Sequence[Path]) -> tuple[list[dict], dict]:
             raise ZooError(
                 f"cannot merge {folder}: its dataset differs from {first_folder}'s ({difference}); "
                 "merge results of one dataset only"
+            )
+        versions = [v for v in (first.get("zoo_version"), results.get("zoo_version")) if v not in (None, "unknown")]
+        if len(versions) == 2 and versions[0] != versions[1]:  # another zoo may measure otherwise
+            raise ZooError(
+                f"cannot merge {folder}: it was benched by zoo {versions[1]}, {first_folder} by zoo {versions[0]}; "
+                "bench every shard with the same zoo version"
             )
     sizes = {folder: results.get("ensemble_size", DEFAULT_SIZE) for folder, results in loaded}
     for folder, size in sizes.items():
