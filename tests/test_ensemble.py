@@ -147,11 +147,14 @@ def halves_plugin(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def halves(tmp_path_factory) -> Path:
+    return halves_photos(tmp_path_factory.mktemp("halves"))
+
+
+def halves_photos(root: Path) -> Path:
     """Photos of two classes, dark and light, whose colour shows in one half (top or bottom,
     alternately) while the other half is grey noise: 8 train and 4 test photos per class."""
     from PIL import Image
 
-    root = tmp_path_factory.mktemp("halves")
     rng = np.random.default_rng(0)
     for split, count in (("train", 8), ("test", 4)):
         for label, (name, level) in enumerate((("dark", 30), ("light", 200))):

@@ -576,3 +576,27 @@ def test_a_merged_folder_whose_shard_moved_says_to_merge_again(benched, tmp_path
     [line] = result.stderr.strip().splitlines()
     assert f"tiny_cnn's classifier is not in {benched[0]}/models/tiny_cnn any more" in line
     assert "merge them again from where they are now" in line
+
+
+def test_an_ensemble_row_that_kept_no_classifier_says_why(tmp_path, monkeypatch):
+    """Merged again once its shard's folder had moved, a merge's ensemble row keeps no
+    classifier (its members are not there): export says so, not that there is no such row."""
+    from test_ensemble import PLUGIN, halves_photos
+
+    write_plugins(tmp_path, monkeypatch, halves=PLUGIN)
+    _fresh_catalog()
+    options = ["--epochs", "10", "--learning-rate", "0.05", "--batch-size", "4", "--weights", "none"]
+    data = halves_photos(tmp_path / "halves")
+    result = runner.invoke(app, ["bench", "top", "bottom", "--data", str(data), "--out", str(tmp_path / "s"), *options])
+    assert result.exit_code == 0, result.output
+    for source, out in (("s", "m1"), ("m1", "m2")):
+        if source == "m1":
+            shutil.move(tmp_path / "s", tmp_path / "moved")
+        merged = runner.invoke(app, ["report", "--merge", str(tmp_path / source), "--out", str(tmp_path / out)])
+        assert merged.exit_code == 0, merged.output
+    [row] = [row for row in read_results(tmp_path / "m2")["backbones"] if row["kind"] == "ensemble"]
+    assert row["classifier"] is None
+    result = runner.invoke(app, ["export", str(tmp_path / "m2"), row["backbone"], "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert f"{tmp_path / 'm2'} kept no classifier for its ensemble row" in line and "merge them again" in line

@@ -184,6 +184,12 @@ def trained_folder(results: Path, backbone: str | None = None) -> Path:
             )
         backbone = ok[0]["backbone"]
     row = next((row for row in ok if row["backbone"] == backbone), None)
+    unkept = [r["backbone"] for r in saved["backbones"] if r.get("kind") == ENSEMBLE and not r.get("classifier")]
+    if row is None and unkept and backbone in (ENSEMBLE, *unkept):  # save_ensemble found a member's classifier missing
+        raise ZooError(
+            f"{results} kept no classifier for its ensemble row: a member's classifier was not there when it was "
+            "made; bench again (a merge: put its shards' folders back, or merge them again from where they are now)"
+        )
     if row is None:
         names = ", ".join(row["backbone"] for row in ok) or "none"
         raise ZooError(f"{results} has no saved classifier for {backbone}; it has: {names}")
