@@ -210,3 +210,17 @@ def test_a_shard_given_twice_is_named_as_such(four_backbones, tiny_dataset, tmp_
     [line] = result.stderr.strip().splitlines()
     assert f"{tmp_path / 's1'} is given twice (also as s1); give each folder to merge once" in line
     assert not (tmp_path / "merged").exists()
+
+
+def test_a_merge_of_shards_of_different_sweep_sizes_warns_that_backbones_may_be_left_out(
+    four_backbones, tiny_dataset, tmp_path
+):
+    """1/3 of tiny_a, tiny_b, mobilenet_v2_32 is mobilenet_v2_32; 2/2 of tiny_a, tiny_b is tiny_b: tiny_a is in neither."""
+    bench(tiny_dataset, tmp_path / "s1", "--shard", "1/3", names=["tiny_a", "tiny_b", "mobilenet_v2_32"])
+    bench(tiny_dataset, tmp_path / "s2", "--shard", "2/2", names=["tiny_a", "tiny_b"])
+    result = runner.invoke(app, ["report", "--merge", str(tmp_path / "s1"), str(tmp_path / "s2"),
+                                 "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 0, result.output
+    assert "Shards 1/3, 2/2 come from sweeps of different sizes, so some backbones may be in none" in " ".join(
+        result.stderr.split())
+    assert json.loads((tmp_path / "merged" / "results.json").read_text())["mixed_sweeps"] == ["1/3", "2/2"]

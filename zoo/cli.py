@@ -735,6 +735,11 @@ def report_command(
             missing = meta["missing_shards"]
             shards = f"Shards {', '.join(missing)} are" if len(missing) > 1 else f"Shard {missing[0]} is"
             err.print(f"[yellow]{shards} missing from the merge[/]")
+        if meta["mixed_sweeps"]:
+            err.print(
+                f"[yellow]Shards {', '.join(meta['mixed_sweeps'])} come from sweeps of different sizes, so some "
+                "backbones may be in none of them: bench every shard with the same --shard I/N count[/]"
+            )
         out_dir = merged_dir
     elif len(folders) != 1 or merged_dir is not None:
         raise ZooError("give one results folder, or combine several with --merge DIR... --out MERGED")

@@ -159,6 +159,7 @@ def merge(folders: Sequence[Path]) -> tuple[list[dict], dict]:
         for folder, results in loaded
     ]
     meta["missing_shards"] = missing_shards([results.get("shard") for _, results in loaded])
+    meta["mixed_sweeps"] = mixed_sweeps([results.get("shard") for _, results in loaded])
     # A row's classifier stays in its shard's folder: named absolutely, the merged results find it.
     rows = [
         {**row, "classifier": str((folder / row["classifier"]).resolve())} if row.get("classifier") else row
@@ -191,6 +192,14 @@ def prepare_merged_out(out_dir: Path, folders: Sequence[Path]) -> None:
         (out_dir / plots.confusion_file(row["backbone"])).unlink(missing_ok=True)
     for folder in ("predictions", f"models/{KIND}"):
         shutil.rmtree(out_dir / folder, ignore_errors=True)
+
+
+def mixed_sweeps(shards: list[Any]) -> list[str]:
+    """'I/N' of each of `shards` when they come from sweeps of different N (so which backbones
+    none of them benched cannot be told), else []."""
+    if len({shard["count"] for shard in shards if shard}) < 2:
+        return []
+    return [f"{shard['index']}/{shard['count']}" for shard in shards if shard]
 
 
 def missing_shards(shards: list[Any]) -> list[str]:
