@@ -1,6 +1,7 @@
 """A sweep spread over jobs: `zoo bench --shard I/N` and `zoo report --merge`, on real small models."""
 
 import json
+import os
 import textwrap
 
 import pytest
@@ -224,3 +225,15 @@ def test_a_merge_of_shards_of_different_sweep_sizes_warns_that_backbones_may_be_
     assert "Shards 1/3, 2/2 come from sweeps of different sizes, so some backbones may be in none" in " ".join(
         result.stderr.split())
     assert json.loads((tmp_path / "merged" / "results.json").read_text())["mixed_sweeps"] == ["1/3", "2/2"]
+
+
+def test_a_shard_still_being_benched_is_not_merged(four_backbones, tiny_dataset, tmp_path):
+    from zoo.report import results_lock
+
+    bench(tiny_dataset, tmp_path / "s1", "--shard", "1/2", names=["tiny_a", "tiny_b"])
+    with results_lock(tmp_path / "s1"):  # as a bench of it still running holds it
+        result = runner.invoke(app, ["report", "--merge", str(tmp_path / "s1"), "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert f"{tmp_path / 's1'} is still being written by a zoo bench (pid {os.getpid()}); wait for it" in line
+    assert not (tmp_path / "merged").exists()

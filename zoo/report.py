@@ -502,6 +502,23 @@ def _all_counts(values) -> bool:
     return isinstance(values, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
 
 
+def running_bench(out_dir: Path) -> str | None:
+    """The pid of the zoo bench writing into `out_dir` now (it holds results_lock's lock), else None."""
+    import fcntl
+
+    try:
+        handle = open(out_dir / LOCK_FILE, encoding="utf-8")  # noqa: SIM115 (closed below)
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "unknown"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
 @contextlib.contextmanager
 def results_lock(out_dir: Path):
     """Hold `out_dir` for one bench, taken before any work starts.

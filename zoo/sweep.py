@@ -96,7 +96,7 @@ def merge(folders: Sequence[Path]) -> tuple[list[dict], dict]:
     Raises a ZooError naming the difference when a folder's dataset, zoo version or a row's
     settings differ from the first folder's, or when a folder is given twice or two hold the same backbone.
     """
-    from zoo.report import provenance, read_results
+    from zoo.report import provenance, read_results, running_bench
 
     given: dict[Path, Path] = {}
     for folder in folders:
@@ -105,6 +105,12 @@ def merge(folders: Sequence[Path]) -> tuple[list[dict], dict]:
             also = "" if str(spelled) == str(folder) else f" (also as {spelled})"
             raise ZooError(f"{folder} is given twice{also}; give each folder to merge once")
         given[folder.resolve()] = folder
+    for folder in folders:
+        pid = running_bench(folder)
+        if pid:  # its results.json holds only the backbones finished so far
+            raise ZooError(
+                f"{folder} is still being written by a zoo bench (pid {pid}); wait for it to finish, then merge"
+            )
     loaded = [(folder, read_results(folder)) for folder in folders]
     first_folder, first = loaded[0]
     for folder, results in loaded[1:]:
