@@ -61,28 +61,23 @@ class _OneLineErrors(TyperGroup):
         except ZooError as exc:
             if _debug:
                 raise
-            err.print(f"[red]Error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            _exit_with("Error:", str(exc), 2)
         except BrokenPipeError:  # `zoo ... | head`: the reader has all it wanted
             _quiet_exit_on_closed_pipe()
         except Exception as exc:
             if _debug:
                 raise
             if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:  # a path given, wherever it is met
-                err.print(
-                    f"[red]Error:[/] {escape(str(exc.filename))}: a name too long for the file system; "
-                    "give a shorter path",
-                    highlight=False,
-                    soft_wrap=True,
-                )
-                raise typer.Exit(2) from None
-            err.print(
-                f"[red]Unexpected error:[/] {escape(one_line(exc))} (rerun with --debug for the "
-                "traceback, and please report it)",
-                highlight=False,
-                soft_wrap=True,
+                _exit_with("Error:", f"{exc.filename}: a name too long for the file system; give a shorter path", 2)
+            _exit_with(
+                "Unexpected error:", f"{one_line(exc)} (rerun with --debug for the traceback, and please report it)", 1
             )
-            raise typer.Exit(1) from None
+
+
+def _exit_with(label: str, message: str, code: int) -> NoReturn:
+    """The one line an error ends a command with (the message as it is, never read as markup)."""
+    err.print(f"[red]{label}[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code) from None
 
 
 #: The environment variables zoo reads, for `zoo --help`.
