@@ -374,3 +374,18 @@ def test_a_preprocessing_that_gives_integers_or_resizes_fails_its_row_naming_the
         "shape (1, 32, 32, 3) into shape (1, 16, 16, 3); it must keep the batch, height and width (zoo resizes to "
         "input_size before it); fix that function"
     )
+
+
+def test_a_dataset_with_a_file_name_that_is_not_utf8_benches(tiny_plugin, tiny_dataset, tmp_path):
+    """A Latin-1 name from an old camera or zip is a valid path: the bench keys and reads it as one
+    (it stopped with UnicodeEncodeError in the data fingerprint)."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    first = sorted((data / "train" / "dark").iterdir())[0]
+    os.rename(first, os.path.join(os.fsencode(first.parent), b"caf\xe9.jpg"))
+    out = tmp_path / "out"
+    fast = ["--data", str(data), "--weights", "none", "--epochs", "1", "--batch-size", "4", "--out", str(out)]
+    result = CliRunner().invoke(app, ["bench", "tiny_cnn", *fast])
+    assert result.exit_code == 0, result.output
+    [row] = read_results(out)["backbones"]
+    assert row["status"] == "ok" and read_results(out)["dataset"]["train_images"] == 12

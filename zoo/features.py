@@ -62,7 +62,9 @@ def files_fingerprint(files: Iterable[str]) -> str:
     digest = hashlib.sha256()
     for name in files:
         stat = os.stat(name)
-        digest.update(f"{os.path.realpath(name)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        digest.update(
+            f"{os.path.realpath(name)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode(errors="surrogateescape")
+        )
     return digest.hexdigest()
 
 

@@ -238,7 +238,7 @@ def _problem(path: Path, decode_problem: Callable[[bytes], str] = _decode_proble
 
 
 def _cache_file(root: Path) -> Path:
-    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:20]
+    key = hashlib.sha256(str(root.resolve()).encode(errors="surrogateescape")).hexdigest()[:20]
     return cache_dir("scans") / f"v{CHECK_VERSION}-{key}.json"
 
 

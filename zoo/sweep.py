@@ -65,7 +65,7 @@ def data_fingerprint(root: Path, files: Iterable[str]) -> str:
     digest = hashlib.sha256()
     for name in files:
         path = Path(name)
-        digest.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\n".encode())
+        digest.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\n".encode(errors="surrogateescape"))
     return digest.hexdigest()[:16]
 
 
