@@ -409,6 +409,13 @@ def _remove_row_files(out_dir: Path, name: str) -> None:
         path.unlink(missing_ok=True)
 
 
+def remove_rows_files(out_dir: Path, rows: list[dict]) -> None:
+    """What an earlier bench or merge wrote into `out_dir` for its `rows`, the ensemble's model too."""
+    for row in rows:
+        _remove_row_files(out_dir, row["backbone"])
+    shutil.rmtree(out_dir / export.ENSEMBLE_FOLDER, ignore_errors=True)
+
+
 def _clear_earlier_bench(out_dir: Path) -> None:
     """Remove what an earlier bench's rows left in `out_dir` (results, classifiers, predictions,
     plots, TensorBoard logs), so a new bench there shows none of them; only what those rows name."""
@@ -418,9 +425,7 @@ def _clear_earlier_bench(out_dir: Path) -> None:
         earlier = report.read_results(out_dir)["backbones"]
     except ZooError:  # none, or not zoo's: nothing of zoo's to remove
         return
-    for row in earlier:
-        _remove_row_files(out_dir, row["backbone"])
-    shutil.rmtree(out_dir / export.ENSEMBLE_FOLDER, ignore_errors=True)
+    remove_rows_files(out_dir, earlier)
     for written in ("results.json", "results.csv", "results.md", "report.html", report.PLOT):
         (out_dir / written).unlink(missing_ok=True)
 

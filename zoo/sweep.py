@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,7 +177,7 @@ def prepare_merged_out(out_dir: Path, folders: Sequence[Path]) -> None:
     """Make `out_dir` ready for a merge of `folders`, losing no results: an earlier merge's files
     there are removed (its ensemble and predictions would outlive the rows they were chosen
     from); one of the folders merged, or a bench's own results, is refused."""
-    from zoo import plots
+    from zoo.bench import remove_rows_files  # here: zoo.bench imports this module
     from zoo.report import read_results
 
     if any(folder.resolve() == out_dir.resolve() for folder in folders):
@@ -194,10 +193,7 @@ def prepare_merged_out(out_dir: Path, folders: Sequence[Path]) -> None:
             f"--out {out_dir} holds results that are not an earlier merge's, which the merge would overwrite; "
             "give a new folder"
         )
-    for row in earlier["backbones"]:
-        (out_dir / plots.confusion_file(row["backbone"])).unlink(missing_ok=True)
-    for folder in ("predictions", f"models/{KIND}"):
-        shutil.rmtree(out_dir / folder, ignore_errors=True)
+    remove_rows_files(out_dir, earlier["backbones"])
 
 
 def mixed_sweeps(shards: list[Any]) -> list[str]:
